@@ -1,0 +1,278 @@
+"""What a connector yields (``Item``, ``ItemFailure``, ``Checkpoint``) and what the pipeline makes
+of it (``Document``).
+
+The connector contract (DESIGN.md): ``list_changes(scope, cursor)`` lazily yields ``Item``s for what
+changed since ``cursor``, ``ItemFailure``s for items it could not read, and ``Checkpoint``s at safe
+points (e.g. a page boundary). An ``Item`` carries metadata and text at once but its bytes only
+through ``open()``, which the pipeline calls when (and only when) it needs them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+#: Chunk size used when streaming bytes from a source into a spool file.
+CHUNK_SIZE = 1024 * 1024  # bytes
+#: A spooled Document keeps at most this much in memory before rolling over to disk.
+SPOOL_MEMORY_LIMIT = 1024 * 1024  # bytes
+#: Longest filename we hand to the Hub, in UTF-8 bytes (most file systems allow 255).
+MAX_FILENAME_BYTES = 200
+
+ChunkSource = Callable[[], Iterable[bytes]]
+
+
+@dataclass
+class Item:
+    """One change in a source, as a connector reports it.
+
+    ``source_id`` is the stable identity of the source item (the same across versions);
+    ``version`` changes whenever the item changes (IMAP UID, eTag, doclink ``modified``, wamid).
+    ``open()`` returns an iterable of byte chunks; it may raise ``ItemError`` (dead-letter) or a
+    transient/config error. A connector may verify a checksum after the last chunk and raise
+    ``ItemError`` on mismatch. ``cursor_after`` is the cursor that is safe once this item and all
+    before it are done, or ``None`` when this item is not a safe point.
+    ``hints`` are source facts the classifier weighs (e.g. ``{"worktype": "PM"}``).
+    """
+
+    source_id: str
+    version: str
+    filename: str = ""
+    open: ChunkSource | None = None
+    mime_type: str = "application/octet-stream"
+    size: int | None = None
+    title: str = ""
+    text: str = ""
+    author: str = ""
+    created_at: str | None = None
+    modified_at: str | None = None
+    source_url: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    hints: dict[str, str] = field(default_factory=dict)
+    deleted: bool = False
+    cursor_after: Any = None
+
+
+@dataclass
+class ItemFailure:
+    """An item the connector found but could not read; the pipeline dead-letters it."""
+
+    source_id: str
+    reason: str
+    version: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    cursor_after: Any = None
+
+
+@dataclass
+class Checkpoint:
+    """A safe point in the feed: everything yielded before it may be forgotten once done."""
+
+    cursor: Any
+
+
+Change = Item | ItemFailure | Checkpoint
+
+
+@dataclass
+class Document:
+    """A complete document: enriched metadata plus its content in a spooled temporary file.
+
+    The content is never held in memory beyond ``SPOOL_MEMORY_LIMIT``; ``open_content()`` returns
+    a binary file positioned at the start. Call ``close()`` (or use ``with``) to free the spool.
+    """
+
+    source: str
+    scope: str
+    source_id: str
+    version: str
+    filename: str
+    mime_type: str
+    size: int
+    sha256: str
+    title: str = ""
+    text: str = ""
+    language: str = "unknown"
+    department: str = ""
+    department_confidence: float = 0.0
+    department_terms: list[str] = field(default_factory=list)
+    author: str = ""
+    created_at: str | None = None
+    modified_at: str | None = None
+    source_url: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    previous_sha256: str | None = None
+    _content: IO[bytes] | None = field(default=None, repr=False)
+
+    def open_content(self) -> IO[bytes]:
+        """The content, rewound to its first byte. Raises ValueError once closed."""
+        if self._content is None or self._content.closed:
+            raise ValueError(f"content of {self.source_id} is closed")
+        self._content.seek(0)
+        return self._content
+
+    def read_bytes(self) -> bytes:
+        """The whole content in memory: for tests and small files only."""
+        return self.open_content().read()
+
+    def close(self) -> None:
+        """Frees the spool file; the Document keeps its metadata."""
+        if self._content is not None:
+            self._content.close()
+
+    def __enter__(self) -> Document:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def hub_metadata(self) -> dict[str, Any]:
+        """The ``metadata`` JSON part of the Hub contract."""
+        meta: dict[str, Any] = {
+            "source": self.source,
+            "scope": self.scope,
+            "source_id": self.source_id,
+            "version": self.version,
+            "filename": self.filename,
+            "mime_type": self.mime_type,
+            "size": self.size,
+            "sha256": self.sha256,
+            "title": self.title,
+            "language": self.language,
+            "department": self.department,
+            "department_confidence": round(self.department_confidence, 3),
+            "department_terms": list(self.department_terms),
+            "author": self.author,
+            "created_at": self.created_at,
+            "modified_at": self.modified_at,
+            "source_url": self.source_url,
+            "extra": self.metadata,
+        }
+        if self.previous_sha256:
+            meta["previous_sha256"] = self.previous_sha256
+        return meta
+
+
+@dataclass
+class SpoolResult:
+    """A spool file filled from a chunk stream, with its size and SHA-256."""
+
+    file: IO[bytes]
+    size: int
+    sha256: str
+
+
+def spool_chunks(
+    chunks: Iterable[bytes], *, spool_dir: str | None = None, max_bytes: int | None = None
+) -> SpoolResult:
+    """Streams ``chunks`` into a spooled temporary file while hashing them.
+
+    Memory stays bounded by ``SPOOL_MEMORY_LIMIT`` plus one chunk, whatever the total size.
+    Raises ``ItemTooLarge`` as soon as more than ``max_bytes`` arrive (the rest is not read).
+    """
+    from utils.errors import ItemTooLarge
+
+    if spool_dir:
+        os.makedirs(spool_dir, exist_ok=True)
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - handed to the Document
+        max_size=SPOOL_MEMORY_LIMIT, dir=spool_dir, prefix="kmrl-spool-"
+    )
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        for chunk in chunks:
+            if not chunk:
+                continue
+            size += len(chunk)
+            if max_bytes is not None and size > max_bytes:
+                raise ItemTooLarge(f"larger than the limit of {max_bytes} bytes")
+            digest.update(chunk)
+            spool.write(chunk)
+        spool.flush()
+    except BaseException:
+        spool.close()
+        raise
+    finally:
+        close = getattr(chunks, "close", None)
+        if callable(close):
+            close()
+    spool.seek(0)
+    return SpoolResult(file=spool, size=size, sha256=digest.hexdigest())
+
+
+def iter_file_chunks(fileobj: IO[bytes], chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Reads a binary file object in chunks until EOF."""
+    while True:
+        chunk = fileobj.read(chunk_size)
+        if not chunk:
+            return
+        yield chunk
+
+
+# Bidi controls can make "invoice_exe.pdf" display as "invoice_fdp.exe"; zero-width characters hide
+# differences between names. Both go.
+_INVISIBLE = {
+    "\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u202a", "\u202b", "\u202c", "\u202d",
+    "\u202e", "\u2066", "\u2067", "\u2068", "\u2069", "\u061c", "\ufeff", "\u2060",
+}
+_RESERVED_WINDOWS = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\..*)?$", re.IGNORECASE)
+_UNSAFE_CHARS = re.compile(r'[<>:"|?*]')
+
+
+def sanitize_filename(name: str | None, *, default: str = "unnamed") -> str:
+    """A filename safe to write on any common file system and to show to a person.
+
+    Strips directory parts (``/`` and ``\\``), control, bidi-override and zero-width characters,
+    characters Windows forbids, leading dots and trailing dots/spaces; prefixes Windows-reserved
+    device names; caps the length at ``MAX_FILENAME_BYTES`` UTF-8 bytes, keeping the extension.
+    Never returns an empty string, ``.`` or ``..``.
+    """
+    if not name:
+        return default
+    name = unicodedata.normalize("NFC", str(name))
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = []
+    for ch in name:
+        if ch in _INVISIBLE:
+            continue
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Cs", "Co", "Cn") or cat == "Zl" or cat == "Zp":
+            continue
+        cleaned.append(ch)
+    name = _UNSAFE_CHARS.sub("_", "".join(cleaned))
+    name = re.sub(r"\s+", " ", name).strip().lstrip(".").rstrip(". ")
+    if not name:
+        return default
+    if _RESERVED_WINDOWS.match(name):
+        name = "_" + name
+    return _cap_length(name)
+
+
+def _cap_length(name: str) -> str:
+    if len(name.encode("utf-8")) <= MAX_FILENAME_BYTES:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or len(ext.encode("utf-8")) > 16:
+        stem, ext = name, ""
+    suffix = f".{ext}" if ext else ""
+    budget = MAX_FILENAME_BYTES - len(suffix.encode("utf-8"))
+    encoded = stem.encode("utf-8")[:budget]
+    stem = encoded.decode("utf-8", errors="ignore").rstrip(". ")
+    return (stem or "unnamed") + suffix
+
+
+def merged_text(parts: Iterable[str | None], *, limit: int = 20000) -> str:
+    """Joins non-empty text parts with newlines, capped at ``limit`` characters (enrichment input)."""
+    text = "\n".join(p for p in parts if p)
+    return text[:limit]
+
+
+def flat_hints(hints: Mapping[str, Any]) -> dict[str, str]:
+    """Hint values as lowercase strings, dropping empty ones."""
+    return {k: str(v).strip().lower() for k, v in hints.items() if v not in (None, "")}

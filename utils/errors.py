@@ -1,0 +1,62 @@
+"""The failure classes every part of the service speaks in.
+
+DESIGN.md "Every failure is classified": a *config* failure stops the run and marks the scope,
+a *transient* failure is retried (by the HTTP layer, then by Celery at run level), an *item*
+failure dead-letters one item and the run goes on. Messages never carry a secret.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+class ConnectorError(Exception):
+    """Base of every classified failure raised by the service."""
+
+
+class ConfigError(ConnectorError):
+    """A setting is missing or wrong, or the source refused our permissions: stop the run.
+
+    The scope's state becomes ``config_error``; Celery does not retry it.
+    """
+
+    state = "config_error"
+
+
+class AuthError(ConfigError):
+    """The source (or the Hub) rejected our credentials: scope state ``auth_failed``."""
+
+    state = "auth_failed"
+
+
+class TransientError(ConnectorError):
+    """The source or the Hub is unreachable, slow or overloaded; a later attempt may work."""
+
+
+class ThrottledError(TransientError):
+    """The service asked us to wait longer than we retry inline.
+
+    ``retry_at`` is a Unix time (seconds) before which no worker may call ``service`` again.
+    """
+
+    def __init__(self, service: str, retry_at: float, message: str = "") -> None:
+        self.service = service
+        self.retry_at = retry_at
+        wait = max(0.0, retry_at - time.time())
+        super().__init__(message or f"{service} throttled us for {wait:.0f} s")
+
+
+class ItemError(ConnectorError):
+    """One item cannot be read, parsed or accepted: dead-letter it and keep going."""
+
+
+class ItemTooLarge(ItemError):
+    """The item is larger than the configured maximum; it is skipped before (or while) reading."""
+
+
+class LeaseLostError(ConnectorError):
+    """Another worker took over this scope's lease: this run must stop at once."""
+
+
+class SpoolFullError(TransientError):
+    """The spool folder is below its free-space guard: the run pauses instead of filling the disk."""
