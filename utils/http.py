@@ -176,7 +176,8 @@ class HttpClient:
             response.close()
             if attempt < attempts:
                 self._sleep(wait if wait is not None else self.policy.backoff(attempt))
-        raise TransientError(f"{self.service} {method} {_redact_url(url)} failed after {attempts} tries: {last_problem}")
+        raise TransientError(
+            f"{self.service} {method} {_redact_url(url)} failed after {attempts} tries: {last_problem}")
 
     def _respect_gate(self) -> None:
         if self.gate is None:

@@ -1,0 +1,30 @@
+# The commands a person runs. `make test` is the test command CI runs (.ci/run).
+.PHONY: install test lint typecheck pytest demo reliability bench clean
+
+MYPY_TARGETS := base utils config connectors web sandbox $(wildcard scheduler.py cli.py)
+
+install:
+	@bash scripts/bootstrap.sh
+
+lint: install
+	.venv/bin/ruff check .
+
+typecheck: install
+	.venv/bin/mypy $(MYPY_TARGETS)
+
+pytest: install
+	bash scripts/with-redis.sh .venv/bin/python -m pytest $(PYTEST_ARGS)
+
+test: install lint typecheck pytest
+
+reliability: install
+	KMRL_RELIABILITY_FULL=1 bash scripts/with-redis.sh .venv/bin/python -m pytest -m "reliability or slow" $(PYTEST_ARGS)
+
+bench: install
+	bash scripts/with-redis.sh .venv/bin/python -m bench.run_all
+
+demo: install
+	bash scripts/with-redis.sh .venv/bin/python -m sandbox.demo
+
+clean:
+	rm -rf var logs .pytest_cache .mypy_cache .ruff_cache

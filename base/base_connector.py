@@ -1,0 +1,573 @@
+"""``BaseConnector``: the one pipeline every source runs through (DESIGN.md "The one pipeline").
+
+A connector only knows its source: ``scopes()``, ``list_changes(scope, cursor)`` and optionally
+``acknowledge(item)`` and ``connect(credentials)``. Everything else lives here, for each scope:
+
+1. take the scope's lease (skip the scope when another worker holds it); renew it as the run goes;
+2. read the cursor; for each change: skip early when (source_id, version) was already ingested;
+   apply the content rules and size limits; stream the bytes into a spool file while hashing;
+   enrich (language, department);
+3. content dedup: bytes already in the Hub are linked as provenance instead of uploaded again;
+4. upload (``Idempotency-Key: sha256``); on acknowledgement record the item and its hash, then
+   ``acknowledge(item)``;
+5. move the cursor to the last safe point every item before which is acknowledged, skipped or
+   dead-lettered, saving it as the run goes;
+6. write the scope's status, history and metrics; release the lease.
+
+One bad item is dead-lettered and the run goes on; a config error stops the run and marks the
+scope; a transient error ends the run (the next attempt resumes from the saved cursor).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import requests
+
+from base.document import Checkpoint, Document, Item, ItemFailure, flat_hints, sanitize_filename, spool_chunks
+from base.enrich import enrich
+from base.hub_client import Hub, HubDocumentMissing, hub_from_settings
+from base.rules import ContentRules
+from base.state import DeadLetter, ItemRecord, StateStore
+from config.settings import Settings, get_settings
+from utils.audit import AuditLog
+from utils.errors import (
+    ConfigError,
+    ItemError,
+    ItemTooLarge,
+    LeaseLostError,
+    SpoolFullError,
+    ThrottledError,
+    TransientError,
+)
+from utils.logging import bind_context, get_logger, mask_text
+
+log = get_logger(__name__)
+
+#: The counters every run reports, per scope and in total.
+COUNT_FIELDS = ("fetched", "new", "duplicate", "skipped", "failed", "dead_lettered", "deleted")
+
+
+@dataclass
+class HealthResult:
+    """The outcome of ``health_check``: ``state`` is healthy, degraded, throttled, auth_failed,
+    config_error or unreachable; ``detail`` says what was proven or what failed."""
+
+    ok: bool
+    state: str
+    detail: str
+
+
+@dataclass
+class Decision:
+    """What a dry run would do with one change."""
+
+    action: str  # ingest, duplicate, skip, delete, fail
+    source_id: str
+    filename: str = ""
+    reason: str = ""
+
+
+@dataclass
+class ScopeSummary:
+    """What one run of one scope did. ``state``: ok, partial (time budget), locked (another worker
+    holds the scope), throttled, paused (spool disk full), auth_failed, config_error, error
+    (transient), lease_lost."""
+
+    connector: str
+    scope: str
+    run_id: str
+    state: str = "running"
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_FIELDS, 0))
+    bytes: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    started_at: float = field(default_factory=time.time)
+    ended_at: float = 0.0
+    decisions: list[Decision] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if not self.decisions:
+            data.pop("decisions")
+        return data
+
+
+@dataclass
+class SyncSummary:
+    """Every scope's summary for one ``sync_documents`` call, with totals."""
+
+    connector: str
+    scopes: list[ScopeSummary] = field(default_factory=list)
+
+    @property
+    def totals(self) -> dict[str, int]:
+        return {k: sum(s.counts[k] for s in self.scopes) for k in COUNT_FIELDS}
+
+    @property
+    def bytes(self) -> int:
+        return sum(s.bytes for s in self.scopes)
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.scopes)
+
+    @property
+    def state(self) -> str:
+        """The worst scope state (ok when every scope is ok or had nothing to do)."""
+        order = ["ok", "partial", "locked", "paused", "throttled", "error", "lease_lost", "config_error",
+                 "auth_failed"]
+        states = [s.state for s in self.scopes] or ["ok"]
+        return max(states, key=lambda s: order.index(s) if s in order else len(order))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"connector": self.connector, "state": self.state, "totals": self.totals, "bytes": self.bytes,
+                "seconds": round(self.seconds, 3), "scopes": [s.as_dict() for s in self.scopes]}
+
+
+class _Run:
+    """Mutable state of one scope run (kept off the connector so runs never share it)."""
+
+    def __init__(self, summary: ScopeSummary, *, dry_run: bool, full: bool) -> None:
+        self.summary = summary
+        self.dry_run = dry_run
+        self.full = full
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.summary.counts[name] += n
+
+
+class BaseConnector(ABC):
+    """The pipeline; subclasses talk to one source.
+
+    state: the Redis ``StateStore`` (default: from settings).
+    hub: where documents go (default: ``HttpHub`` when HUB_API_URL is set, else the local outbox).
+    settings: service settings (default: ``get_settings()``).
+    rules: content rules (default: loaded from CONTENT_RULES_FILE or config/content_rules.toml).
+    """
+
+    #: Short, stable name of the source ("email", "maximo", "sharepoint", "whatsapp").
+    name: ClassVar[str] = ""
+
+    def __init__(self, *, state: StateStore | None = None, hub: Hub | None = None,
+                 settings: Settings | None = None, rules: ContentRules | None = None) -> None:
+        if not self.name:
+            raise TypeError(f"{type(self).__name__} must set the class attribute 'name'")
+        self.settings = settings or get_settings()
+        self.state = state or StateStore.from_settings(self.settings)
+        self.hub = hub or hub_from_settings(self.settings, gate=self.state.throttle_gate("hub"))
+        self.rules = rules if rules is not None else ContentRules.load(self.settings.content_rules_file or None)
+        self.audit = AuditLog(self.settings.audit_log)
+        self.credentials: Mapping[str, Any] = {}
+        #: Largest document accepted, in bytes (None: no limit); a connector may lower it.
+        self.max_document_bytes: int | None = self.settings.max_document_bytes
+
+    # -- the connector contract -------------------------------------------------------------------
+    def connect(self, credentials: Mapping[str, Any]) -> AbstractContextManager[None]:
+        """Opens what a run needs (log in, build clients). Default: keeps ``credentials``."""
+        return self._keep_credentials(credentials)
+
+    @contextmanager
+    def _keep_credentials(self, credentials: Mapping[str, Any]) -> Iterator[None]:
+        self.credentials = credentials
+        yield
+
+    @abstractmethod
+    def scopes(self) -> list[str]:
+        """The independent units this connector syncs (called inside ``connect``)."""
+
+    @abstractmethod
+    def list_changes(self, scope: str, cursor: Any) -> Iterator[Item | ItemFailure | Checkpoint]:
+        """What changed in ``scope`` since ``cursor`` (None: from the start), lazily."""
+
+    def acknowledge(self, item: Item) -> None:  # noqa: B027 - optional hook
+        """Called once ``item`` is done: acknowledged by the Hub, skipped, or dead-lettered."""
+
+    @abstractmethod
+    def health_check(self, credentials: Mapping[str, Any] | None = None) -> HealthResult:
+        """Proves the connection and credentials with the cheapest real call; never raises."""
+
+    def default_credentials(self) -> Mapping[str, Any]:
+        """Credentials from the environment, when the caller gives none."""
+        raise ConfigError(f"no credentials given for {self.name}")
+
+    # -- public API -------------------------------------------------------------------------------
+    def fetch_documents(self, credentials: Mapping[str, Any] | None = None) -> Iterator[Document]:
+        """Complete Documents for what is new since the stored cursors, lazily.
+
+        Advances no cursor and uploads nothing; items already ingested (same version) and items the
+        content rules skip are left out; an item that cannot be read is logged and left out.
+        The caller owns each Document and should ``close()`` it.
+        """
+        creds = credentials if credentials is not None else self.default_credentials()
+        with self.connect(creds):
+            for scope in self.scopes():
+                cursor = self.state.get_cursor(self.name, scope)
+                for change in self.list_changes(scope, cursor):
+                    if not isinstance(change, Item) or change.deleted:
+                        continue
+                    known = self.state.get_item(self.name, scope, change.source_id)
+                    if known and known.version == change.version:
+                        continue
+                    try:
+                        document = self._build_document(scope, change)
+                    except ItemError as exc:
+                        log.warning("fetch_item_failed", connector=self.name, scope=scope,
+                                    source_id=change.source_id, reason=str(exc))
+                        continue
+                    if document is not None:
+                        yield document
+
+    def sync_documents(self, credentials: Mapping[str, Any] | None = None, *, scopes: list[str] | None = None,
+                       dry_run: bool = False, full: bool = False, deadline: float | None = None) -> SyncSummary:
+        """Runs the pipeline over every scope (or ``scopes``); returns what happened.
+
+        dry_run: list what would be ingested, skipped, deleted; download, upload and change nothing.
+        full: ignore the stored cursors and re-read everything (dedup still prevents re-uploads).
+        deadline: ``time.monotonic()`` value after which each scope stops at its next safe point.
+        Classified failures end up in the summary's states; they are not raised.
+        """
+        creds = credentials if credentials is not None else self.default_credentials()
+        summary = SyncSummary(self.name)
+        try:
+            with self.connect(creds):
+                for scope in scopes if scopes is not None else self.scopes():
+                    result = self._run_scope(scope, dry_run=dry_run, full=full, deadline=deadline)
+                    summary.scopes.append(result)
+                    if result.state == "auth_failed":
+                        break  # the same credentials would fail on every other scope
+        except (ConfigError, TransientError) as exc:
+            # connect() or scopes() failed before any scope ran: report it as a scope-less run.
+            failed = ScopeSummary(self.name, "*", uuid.uuid4().hex[:12], state=_state_for(exc),
+                                  error=mask_text(str(exc)), ended_at=time.time())
+            summary.scopes.append(failed)
+            self._record_connector_error(failed)
+        return summary
+
+    def sync_scope(self, scope: str, credentials: Mapping[str, Any] | None = None, *, dry_run: bool = False,
+                   full: bool = False, deadline: float | None = None) -> ScopeSummary:
+        """Runs the pipeline for one scope (what a Celery task does)."""
+        result = self.sync_documents(credentials, scopes=[scope], dry_run=dry_run, full=full, deadline=deadline)
+        return result.scopes[0]
+
+    # -- the pipeline -------------------------------------------------------------------------------
+    def _run_scope(self, scope: str, *, dry_run: bool, full: bool, deadline: float | None) -> ScopeSummary:
+        summary = ScopeSummary(self.name, scope, uuid.uuid4().hex[:12])
+        run = _Run(summary, dry_run=dry_run, full=full)
+        lease = self.state.lease(self.name, scope, ttl=self.settings.lock_ttl)
+        if not lease.acquire():
+            summary.state = "locked"
+            summary.ended_at = time.time()
+            self.state.incr_metric("kmrl_lock_skips_total", {"source": self.name})
+            log.info("scope_locked", connector=self.name, scope=scope)
+            return summary
+        started = time.monotonic()
+        with bind_context(connector=self.name, scope=scope, run_id=summary.run_id):
+            log.info("run_started", dry_run=dry_run, full=full)
+            if not dry_run:
+                self.state.update_status(self.name, scope, {"state": "running", "run_id": summary.run_id,
+                                                            "last_run_start": summary.started_at})
+            start_cursor = None if full else self.state.get_cursor(self.name, scope)
+            tracker = _CursorTracker(self, scope, start_cursor, enabled=not dry_run)
+            try:
+                self._consume(run, scope, start_cursor, lease, tracker, deadline)
+                if summary.state == "running":
+                    summary.state = "ok"
+            except LeaseLostError as exc:
+                summary.state, summary.error = "lease_lost", str(exc)
+                tracker.enabled = False  # the new holder owns the cursor now
+            except ThrottledError as exc:
+                summary.state, summary.error = "throttled", mask_text(str(exc))
+                self.state.update_status(self.name, scope, {"throttled_until": exc.retry_at})
+            except SpoolFullError as exc:
+                summary.state, summary.error = "paused", str(exc)
+            except (ConfigError, TransientError) as exc:
+                summary.state, summary.error = _state_for(exc), mask_text(str(exc))
+            except requests.RequestException as exc:
+                summary.state, summary.error = "error", mask_text(f"{type(exc).__name__}: {exc}")
+            finally:
+                try:
+                    tracker.save()
+                finally:
+                    summary.seconds = time.monotonic() - started
+                    summary.ended_at = time.time()
+                    if not dry_run:
+                        self._finish_status(summary)
+                    lease.release()
+            log_method = log.info if summary.state in ("ok", "partial") else log.warning
+            log_method("run_finished", state=summary.state, error=summary.error or None,
+                       seconds=round(summary.seconds, 3), bytes=summary.bytes, **summary.counts)
+        return summary
+
+    def _consume(self, run: _Run, scope: str, cursor: Any, lease: Any, tracker: _CursorTracker,
+                 deadline: float | None) -> None:
+        changes = self.list_changes(scope, cursor)
+        try:
+            for change in changes:
+                lease.keep_alive()
+                if isinstance(change, Checkpoint):
+                    tracker.advance(change.cursor, checkpoint=True)
+                    continue
+                if isinstance(change, ItemFailure):
+                    run.count("fetched")
+                    self._dead_letter(run, scope, change.source_id, change.reason, version=change.version,
+                                      metadata=change.metadata)
+                    tracker.advance(change.cursor_after)
+                else:
+                    with bind_context(source_id=change.source_id):
+                        self._handle_item(run, scope, change)
+                    tracker.advance(change.cursor_after)
+                if deadline is not None and time.monotonic() >= deadline:
+                    run.summary.state = "partial"
+                    log.info("run_time_budget_reached")
+                    return
+        finally:
+            close = getattr(changes, "close", None)
+            if callable(close):
+                close()
+
+    def _handle_item(self, run: _Run, scope: str, item: Item) -> None:
+        run.count("fetched")
+        hints = flat_hints(item.hints)
+        if item.deleted:
+            self._handle_deletion(run, scope, item)
+            return
+        known = self.state.get_item(self.name, scope, item.source_id)
+        if known and known.version == item.version and not run.full:
+            run.count("duplicate")
+            self._decide(run, "duplicate", item, reason="already ingested")
+            self._done(run, item)
+            return
+        filename = sanitize_filename(item.filename)
+        reason = self._skip_reason(filename, item.mime_type, item.size, hints)
+        if reason:
+            self._skip(run, scope, item, filename, reason)
+            return
+        if run.dry_run:
+            self._decide(run, "ingest", item, filename=filename)
+            return
+        document: Document | None = None
+        try:
+            document = self._build_document(scope, item, filename=filename, hints=hints)
+            if document is None:
+                return
+            reason = self._skip_reason(filename, item.mime_type, document.size, hints)
+            if reason:
+                self._skip(run, scope, item, filename, reason)
+                return
+            self._deliver(run, scope, item, document, known)
+        except ItemTooLarge as exc:
+            self._skip(run, scope, item, filename, f"too-large:{exc}")
+        except ItemError as exc:
+            self._dead_letter(run, scope, item.source_id, str(exc), version=item.version, document=document,
+                              metadata=item.metadata, item=item)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise TransientError(f"{type(exc).__name__} while reading {item.source_id}") from exc
+        except (ConfigError, TransientError, LeaseLostError, requests.RequestException):
+            raise
+        except Exception as exc:
+            log.exception("item_unexpected_error")
+            self._dead_letter(run, scope, item.source_id, f"{type(exc).__name__}: {exc}", version=item.version,
+                              document=document, metadata=item.metadata, item=item)
+        finally:
+            if document is not None:
+                document.close()
+
+    def _skip_reason(self, filename: str, mime_type: str, size: int | None, hints: Mapping[str, str]) -> str | None:
+        limit = self.max_document_bytes
+        if limit is not None and size is not None and size > limit:
+            return f"too-large:{size}>{limit}"
+        return self.rules.decide(self.name, filename, mime_type, size, hints)
+
+    def _build_document(self, scope: str, item: Item, *, filename: str | None = None,
+                        hints: Mapping[str, str] | None = None) -> Document | None:
+        """Streams the item's bytes into a spool file, hashes and enriches them."""
+        if item.open is None:
+            raise ItemError("the connector gave no way to read this item's content")
+        self._guard_free_space()
+        spooled = spool_chunks(item.open(), spool_dir=self.settings.spool_dir, max_bytes=self.max_document_bytes)
+        document = Document(
+            source=self.name, scope=scope, source_id=item.source_id, version=item.version,
+            filename=filename or sanitize_filename(item.filename), mime_type=item.mime_type or
+            "application/octet-stream", size=spooled.size, sha256=spooled.sha256, title=item.title,
+            text=item.text, author=item.author, created_at=item.created_at, modified_at=item.modified_at,
+            source_url=item.source_url, metadata=dict(item.metadata), _content=spooled.file,
+        )
+        return enrich(document, hints if hints is not None else flat_hints(item.hints))
+
+    def _deliver(self, run: _Run, scope: str, item: Item, document: Document, known: ItemRecord | None) -> None:
+        if known and known.sha256 == document.sha256:
+            # Same bytes under a new version (a metadata edit, a rescan): remember the version only.
+            self.state.record_ingested(self.name, scope, item.source_id,
+                                       ItemRecord(item.version, document.sha256, known.hub_id),
+                                       outcome="duplicate", size=document.size)
+            run.count("duplicate")
+            self._audit(run, "duplicate", document, reason="same content as the previous version")
+            self._done(run, item)
+            return
+        if known:
+            document.previous_sha256 = known.sha256
+        hub_id = self.state.get_content(document.sha256)
+        outcome = "new"
+        if hub_id:
+            try:
+                self.hub.link(hub_id, document.hub_metadata())
+                outcome = "duplicate"
+            except HubDocumentMissing:
+                hub_id = None
+        if not hub_id:
+            hub_id = self.hub.upload(document)
+        self.state.record_ingested(self.name, scope, item.source_id, ItemRecord(item.version, document.sha256, hub_id),
+                                   outcome=outcome, size=document.size)
+        run.count(outcome)
+        if outcome == "new":
+            run.summary.bytes += document.size
+        log.info("document_ingested" if outcome == "new" else "document_linked", filename=document.filename,
+                 sha256=document.sha256, size=document.size, language=document.language,
+                 department=document.department, hub_id=hub_id)
+        self._audit(run, "ingested" if outcome == "new" else "duplicate", document,
+                    reason="" if outcome == "new" else f"content already in the Hub as {hub_id}")
+        self._done(run, item)
+
+    def _handle_deletion(self, run: _Run, scope: str, item: Item) -> None:
+        if run.dry_run:
+            self._decide(run, "delete", item)
+            return
+        self.hub.delete(self.name, item.source_id)
+        self.state.forget_item(self.name, scope, item.source_id)
+        run.count("deleted")
+        log.info("document_deleted")
+        self.audit.record("deleted", source=self.name, scope=scope, source_id=item.source_id,
+                          run_id=run.summary.run_id)
+        self._done(run, item)
+
+    def _skip(self, run: _Run, scope: str, item: Item, filename: str, reason: str) -> None:
+        run.count("skipped")
+        if run.dry_run:
+            self._decide(run, "skip", item, filename=filename, reason=reason)
+            return
+        self.state.incr_metric("kmrl_documents_total", {"source": self.name, "outcome": "skipped"})
+        log.info("document_skipped", filename=filename, reason=reason)
+        self.audit.record("skipped", source=self.name, scope=scope, source_id=item.source_id, filename=filename,
+                          reason=reason, run_id=run.summary.run_id)
+        self._done(run, item)
+
+    def _dead_letter(self, run: _Run, scope: str, source_id: str, reason: str, *, version: str = "",
+                     document: Document | None = None, metadata: Mapping[str, Any] | None = None,
+                     item: Item | None = None) -> None:
+        run.count("failed")
+        reason = mask_text(reason)
+        if run.dry_run:
+            run.summary.decisions.append(Decision("fail", source_id, reason=reason))
+            return
+        entry = DeadLetter(connector=self.name, scope=scope, source_id=source_id, reason=reason, version=version,
+                           metadata=dict(metadata or {}))
+        if document is not None:
+            entry.metadata = {"hub": document.hub_metadata(), "source": dict(metadata or {})}
+            entry.bytes_path = self._keep_bytes(entry.id, document)
+        self.state.add_dead_letter(entry)
+        run.count("dead_lettered")
+        log.warning("document_dead_lettered", reason=reason, attempts=entry.attempts, bytes_kept=bool(entry.bytes_path))
+        self.audit.record("dead_lettered", source=self.name, scope=scope, source_id=source_id,
+                          sha256=document.sha256 if document else None,
+                          filename=document.filename if document else None, reason=reason,
+                          run_id=run.summary.run_id)
+        if item is not None:
+            self._done(run, item)
+
+    def _keep_bytes(self, entry_id: str, document: Document) -> str:
+        """Copies a failed document's bytes beside the dead-letter entry so a replay needs no source."""
+        folder = os.path.join(self.settings.deadletter_dir, self.name)
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.abspath(os.path.join(folder, f"{entry_id}.bin"))
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(document.open_content(), out, 1024 * 1024)
+        os.replace(tmp, path)
+        return path
+
+    def _done(self, run: _Run, item: Item) -> None:
+        if not run.dry_run:
+            self.acknowledge(item)
+
+    def _decide(self, run: _Run, action: str, item: Item, *, filename: str = "", reason: str = "") -> None:
+        if run.dry_run:
+            run.summary.decisions.append(Decision(action, item.source_id, filename or item.filename, reason))
+
+    def _audit(self, run: _Run, decision: str, document: Document, *, reason: str = "") -> None:
+        self.audit.record(decision, source=self.name, scope=document.scope, source_id=document.source_id,
+                          sha256=document.sha256, filename=document.filename, department=document.department,
+                          language=document.language, reason=reason, run_id=run.summary.run_id)
+
+    def _guard_free_space(self) -> None:
+        folder = self.settings.spool_dir
+        os.makedirs(folder, exist_ok=True)
+        free = shutil.disk_usage(folder).free
+        needed = self.settings.spool_min_free_mb * 1024 * 1024
+        if free < needed:
+            raise SpoolFullError(f"spool folder {folder} has {free // (1024 * 1024)} MiB free, "
+                                 f"below the guard of {self.settings.spool_min_free_mb} MiB")
+
+    def _finish_status(self, summary: ScopeSummary) -> None:
+        fields: dict[str, Any] = {"state": summary.state, "last_run_end": summary.ended_at,
+                                  "last_error": summary.error, "last_run_seconds": round(summary.seconds, 3),
+                                  "bytes": summary.bytes, **summary.counts}
+        if summary.state in ("ok", "partial"):
+            fields["last_success"] = summary.ended_at
+            fields["last_error"] = ""
+            self.state.set_gauge("kmrl_last_success_timestamp_seconds",
+                                 {"source": self.name, "scope": summary.scope}, summary.ended_at)
+        self.state.update_status(self.name, summary.scope, fields)
+        self.state.append_history(self.name, summary.scope, {k: v for k, v in summary.as_dict().items()
+                                                             if k != "decisions"})
+        self.state.incr_metric("kmrl_run_seconds_total", {"source": self.name}, summary.seconds)
+        self.state.incr_metric("kmrl_runs_total", {"source": self.name, "state": summary.state})
+        self.state.set_gauge("kmrl_dead_letters", {"source": self.name}, self.state.dead_letter_count(self.name))
+
+    def _record_connector_error(self, failed: ScopeSummary) -> None:
+        log.warning("connector_failed", connector=self.name, state=failed.state, error=failed.error)
+        self.state.update_status(self.name, "*", {"state": failed.state, "last_error": failed.error,
+                                                  "last_run_end": failed.ended_at})
+        self.state.incr_metric("kmrl_runs_total", {"source": self.name, "state": failed.state})
+
+
+class _CursorTracker:
+    """Holds the last safe cursor of a run and saves it every ``cursor_save_every`` items and at
+    every checkpoint, so a run cut short resumes close to where it stopped."""
+
+    def __init__(self, connector: BaseConnector, scope: str, start: Any, *, enabled: bool) -> None:
+        self._connector = connector
+        self._scope = scope
+        self.safe = start
+        self._saved = start
+        self._since_save = 0
+        self.enabled = enabled
+
+    def advance(self, cursor: Any, *, checkpoint: bool = False) -> None:
+        if cursor is not None:
+            self.safe = cursor
+        self._since_save += 1
+        if checkpoint or self._since_save >= self._connector.settings.cursor_save_every:
+            self.save()
+
+    def save(self) -> None:
+        if self.enabled and self.safe is not None and self.safe != self._saved:
+            self._connector.state.set_cursor(self._connector.name, self._scope, self.safe)
+            self._saved = self.safe
+        self._since_save = 0
+
+
+def _state_for(exc: BaseException) -> str:
+    if isinstance(exc, ThrottledError):
+        return "throttled"
+    if isinstance(exc, ConfigError):
+        return exc.state
+    return "error"

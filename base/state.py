@@ -1,0 +1,333 @@
+"""All of the service's state in Redis, under one key schema (DESIGN.md "Redis state").
+
+| key                                   | type   | holds                                              |
+|---------------------------------------|--------|----------------------------------------------------|
+| cursor:{connector}:{scope}            | string | the connector's opaque cursor, as JSON             |
+| item:{connector}:{scope}              | hash   | source_id -> {"v": version, "sha256", "hub_id"}    |
+| content:{sha256}                      | string | the Hub's document id                              |
+| status:{connector}:{scope}            | hash   | last run times, counts, last error, state          |
+| history:{connector}:{scope}           | list   | recent run summaries (JSON, newest first)          |
+| lock:{connector}:{scope}              | string | lease token (SET NX PX)                            |
+| throttle:{service}:{tenant}           | string | Unix time before which nobody calls the service    |
+| deadletter:{connector}                | hash   | entry id -> dead-letter entry (JSON)               |
+| metrics:counters / metrics:gauges     | hash   | "name|label=value,..." -> number                   |
+
+The hot path costs at most three round trips per document: the version check (``get_item``), the
+content check (``get_content``) and one pipeline recording the result (``record_ingested``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from config.settings import Settings
+from utils.errors import LeaseLostError
+
+#: Run summaries kept per scope in ``history:*``.
+HISTORY_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """What was ingested for one source item."""
+
+    version: str
+    sha256: str
+    hub_id: str
+
+
+@dataclass
+class DeadLetter:
+    """A failed item: where it came from, why it failed, and where its bytes are kept (if anywhere)."""
+
+    connector: str
+    scope: str
+    source_id: str
+    reason: str
+    version: str = ""
+    attempts: int = 1
+    first_failed_at: float = field(default_factory=time.time)
+    last_failed_at: float = field(default_factory=time.time)
+    bytes_path: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            self.id = dead_letter_id(self.scope, self.source_id)
+
+
+def dead_letter_id(scope: str, source_id: str) -> str:
+    """A short stable id for the dead-letter entry of (scope, source_id)."""
+    return hashlib.sha1(f"{scope}\x00{source_id}".encode(), usedforsecurity=False).hexdigest()[:16]
+
+
+def metric_field(name: str, labels: Mapping[str, str] | None = None) -> str:
+    """The hash field a metric sample is stored under: ``name|k=v,k=v`` (labels sorted)."""
+    if not labels:
+        return name
+    return name + "|" + ",".join(f"{k}={labels[k]}" for k in sorted(labels))
+
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+_THROTTLE = """
+local cur = tonumber(redis.call('get', KEYS[1]) or '0')
+local new = tonumber(ARGV[1])
+if new > cur then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class Lease:
+    """A lease lock on one (connector, scope): SET NX PX with a random token.
+
+    ``keep_alive()`` renews it when a third of the TTL has passed and raises ``LeaseLostError`` if
+    another holder has it (our lease expired and was taken over): the run must stop at once.
+    """
+
+    def __init__(self, store: StateStore, key: str, ttl: float) -> None:
+        self._store = store
+        self.key = key
+        self.ttl_ms = max(1000, int(ttl * 1000))
+        self.token = secrets.token_hex(16)
+        self._renewed_at = 0.0
+        self.held = False
+
+    def acquire(self) -> bool:
+        """Takes the lease if nobody holds it; False when it is held."""
+        self.held = bool(self._store.redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
+        self._renewed_at = time.monotonic()
+        return self.held
+
+    def renew(self) -> None:
+        """Extends the lease to a full TTL; raises ``LeaseLostError`` when it is no longer ours."""
+        if not self._store._renew(keys=[self.key], args=[self.token, self.ttl_ms]):
+            self.held = False
+            raise LeaseLostError(f"lease {self.key} was lost to another worker")
+        self._renewed_at = time.monotonic()
+
+    def keep_alive(self) -> None:
+        """Renews when due (a third of the TTL has passed); cheap to call per item."""
+        if time.monotonic() - self._renewed_at >= self.ttl_ms / 3000:
+            self.renew()
+
+    def release(self) -> None:
+        """Gives the lease back if it is still ours (never deletes another holder's lease)."""
+        if self.held:
+            self._store._release(keys=[self.key], args=[self.token])
+            self.held = False
+
+
+class RedisThrottleGate:
+    """The shared pause for one (service, tenant): every worker reads it before each request."""
+
+    def __init__(self, store: StateStore, service: str, tenant: str) -> None:
+        self._store = store
+        self.service = service
+        self.key = store.key("throttle", service, tenant or "default")
+
+    def blocked_until(self) -> float:
+        value = self._store.redis.get(self.key)
+        return float(value) if value else 0.0
+
+    def block_until(self, until: float) -> None:
+        ttl_ms = max(1000, int((until - time.time()) * 1000) + 1000)
+        self._store._throttle(keys=[self.key], args=[f"{until:.3f}", ttl_ms])
+        self._store.incr_metric("kmrl_throttled_seconds_total", {"service": self.service},
+                                max(0.0, until - time.time()))
+
+
+class StateStore:
+    """Redis-backed state for every connector and scope (see the module docstring for keys)."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "kmrl:") -> None:
+        self.redis = client
+        self.prefix = prefix
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._throttle = client.register_script(_THROTTLE)
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "kmrl:") -> StateStore:
+        client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=30, socket_connect_timeout=5,
+                                      health_check_interval=25)
+        return cls(client, prefix=prefix)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StateStore:
+        return cls.from_url(settings.state_redis_url, prefix=settings.key_prefix)
+
+    def key(self, *parts: str) -> str:
+        """A full key: the prefix, then the parts joined by ``:``."""
+        return self.prefix + ":".join(parts)
+
+    # -- cursors --------------------------------------------------------------------------------
+    def get_cursor(self, connector: str, scope: str) -> Any:
+        raw = self.redis.get(self.key("cursor", connector, scope))
+        return json.loads(raw) if raw else None
+
+    def set_cursor(self, connector: str, scope: str, cursor: Any) -> None:
+        self.redis.set(self.key("cursor", connector, scope), json.dumps(cursor, sort_keys=True))
+
+    def clear_cursor(self, connector: str, scope: str) -> None:
+        self.redis.delete(self.key("cursor", connector, scope))
+
+    # -- items and content -----------------------------------------------------------------------
+    def get_item(self, connector: str, scope: str, source_id: str) -> ItemRecord | None:
+        raw = self.redis.hget(self.key("item", connector, scope), source_id)
+        if not raw:
+            return None
+        data = json.loads(raw)
+        return ItemRecord(version=data.get("v", ""), sha256=data.get("sha256", ""), hub_id=data.get("hub_id", ""))
+
+    def get_content(self, sha256: str) -> str | None:
+        value = self.redis.get(self.key("content", sha256))
+        return str(value) if value else None
+
+    def record_ingested(
+        self, connector: str, scope: str, source_id: str, record: ItemRecord, *, outcome: str, size: int
+    ) -> None:
+        """Records an acknowledged item, its content and its counters in one round trip."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.key("item", connector, scope), source_id,
+                  json.dumps({"v": record.version, "sha256": record.sha256, "hub_id": record.hub_id}))
+        pipe.set(self.key("content", record.sha256), record.hub_id)
+        counters = self.key("metrics", "counters")
+        pipe.hincrbyfloat(counters, metric_field("kmrl_documents_total", {"source": connector, "outcome": outcome}), 1)
+        if outcome == "new":
+            pipe.hincrbyfloat(counters, metric_field("kmrl_bytes_total", {"source": connector}), size)
+        pipe.execute()
+
+    def forget_item(self, connector: str, scope: str, source_id: str) -> None:
+        """Drops a deleted source item's record and counts the deletion (one round trip)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(self.key("item", connector, scope), source_id)
+        pipe.hincrbyfloat(self.key("metrics", "counters"),
+                          metric_field("kmrl_documents_total", {"source": connector, "outcome": "deleted"}), 1)
+        pipe.execute()
+
+    def count_items(self, connector: str, scope: str) -> int:
+        return int(self.redis.hlen(self.key("item", connector, scope)))
+
+    # -- status -------------------------------------------------------------------------------
+    def update_status(self, connector: str, scope: str, fields: Mapping[str, Any]) -> None:
+        clean: dict[str, str | int | float] = {
+            k: ("" if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else v)) for k, v in fields.items()
+        }
+        self.redis.hset(self.key("status", connector, scope), mapping=clean)
+
+    def get_status(self, connector: str, scope: str) -> dict[str, str]:
+        raw = self.redis.hgetall(self.key("status", connector, scope))
+        return {str(k): str(v) for k, v in raw.items()}
+
+    def iter_statuses(self, connector: str | None = None) -> Iterator[tuple[str, str, dict[str, str]]]:
+        """(connector, scope, status) for every scope with a status, sorted by key."""
+        pattern = self.key("status", connector or "*", "*")
+        head = len(self.key("status", ""))
+        for key in sorted(self.redis.scan_iter(match=pattern, count=500)):
+            rest = key[head:]
+            name, _, scope = rest.partition(":")
+            yield name, scope, self.get_status(name, scope)
+
+    def append_history(self, connector: str, scope: str, summary: Mapping[str, Any]) -> None:
+        key = self.key("history", connector, scope)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(key, json.dumps(summary, sort_keys=True, default=str))
+        pipe.ltrim(key, 0, HISTORY_LENGTH - 1)
+        pipe.execute()
+
+    def trim_history(self, older_than: float) -> int:
+        """Drops run summaries that ended before ``older_than`` (Unix time); returns how many."""
+        removed = 0
+        for key in self.redis.scan_iter(match=self.key("history", "*"), count=500):
+            entries = self.redis.lrange(key, 0, -1)
+            keep = [e for e in entries if float(json.loads(e).get("ended_at", 0)) >= older_than]
+            if len(keep) != len(entries):
+                removed += len(entries) - len(keep)
+                pipe = self.redis.pipeline(transaction=True)
+                pipe.delete(key)
+                if keep:
+                    pipe.rpush(key, *keep)
+                pipe.execute()
+        return removed
+
+    # -- locks and throttling ---------------------------------------------------------------------
+    def lease(self, connector: str, scope: str, *, ttl: float) -> Lease:
+        return Lease(self, self.key("lock", connector, scope), ttl)
+
+    def lock_holder(self, connector: str, scope: str) -> str | None:
+        value = self.redis.get(self.key("lock", connector, scope))
+        return str(value) if value else None
+
+    def throttle_gate(self, service: str, tenant: str = "default") -> RedisThrottleGate:
+        return RedisThrottleGate(self, service, tenant)
+
+    # -- dead letters -------------------------------------------------------------------------
+    def add_dead_letter(self, entry: DeadLetter) -> DeadLetter:
+        """Stores ``entry``; a repeat failure of the same item keeps its first time and counts attempts."""
+        key = self.key("deadletter", entry.connector)
+        previous = self.redis.hget(key, entry.id)
+        if previous:
+            old = json.loads(previous)
+            entry.attempts = int(old.get("attempts", 1)) + 1
+            entry.first_failed_at = float(old.get("first_failed_at", entry.first_failed_at))
+            entry.bytes_path = entry.bytes_path or old.get("bytes_path", "")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, entry.id, json.dumps(asdict(entry), sort_keys=True, default=str))
+        pipe.hincrbyfloat(self.key("metrics", "counters"),
+                          metric_field("kmrl_documents_total", {"source": entry.connector, "outcome": "dead_lettered"}),
+                          1)
+        pipe.execute()
+        return entry
+
+    def list_dead_letters(self, connector: str | None = None) -> list[DeadLetter]:
+        pattern = self.key("deadletter", connector or "*")
+        entries: list[DeadLetter] = []
+        for key in sorted(self.redis.scan_iter(match=pattern, count=100)):
+            for raw in self.redis.hvals(key):
+                entries.append(DeadLetter(**json.loads(raw)))
+        return sorted(entries, key=lambda e: e.last_failed_at)
+
+    def remove_dead_letter(self, connector: str, entry_id: str) -> bool:
+        return bool(self.redis.hdel(self.key("deadletter", connector), entry_id))
+
+    def dead_letter_count(self, connector: str) -> int:
+        return int(self.redis.hlen(self.key("deadletter", connector)))
+
+    # -- metrics --------------------------------------------------------------------------------
+    def incr_metric(self, name: str, labels: Mapping[str, str] | None = None, value: float = 1.0) -> None:
+        self.redis.hincrbyfloat(self.key("metrics", "counters"), metric_field(name, labels), value)
+
+    def set_gauge(self, name: str, labels: Mapping[str, str] | None, value: float) -> None:
+        self.redis.hset(self.key("metrics", "gauges"), metric_field(name, labels), value)
+
+    def metrics(self) -> tuple[dict[str, float], dict[str, float]]:
+        """(counters, gauges) as ``{field: value}``; see ``metric_field`` for the field format."""
+        counters = {str(k): float(v) for k, v in self.redis.hgetall(self.key("metrics", "counters")).items()}
+        gauges = {str(k): float(v) for k, v in self.redis.hgetall(self.key("metrics", "gauges")).items()}
+        return counters, gauges
+
+    def ping(self) -> bool:
+        return bool(self.redis.ping())

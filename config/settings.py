@@ -1,0 +1,145 @@
+"""Settings from the environment and an optional ``.env`` file (python-dotenv).
+
+``Settings.from_env()`` reads the service-wide variables once; source-specific variables are read by
+each connector's ``from_settings`` through ``Settings.env``. Every variable is documented in
+env.example. Real environment variables win over ``.env``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from dotenv import dotenv_values
+
+#: The project's root folder (where env.example and config/ live).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def redis_db_url(url: str, db: int) -> str:
+    """``url`` pointing at database ``db`` (any database already in the path is replaced)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+def _load_environ(dotenv_path: str | None) -> dict[str, str]:
+    path = dotenv_path if dotenv_path is not None else os.environ.get("KMRL_ENV_FILE", ".env")
+    values: dict[str, str] = {}
+    if path and os.path.isfile(path):
+        values.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    values.update(os.environ)
+    return values
+
+
+def _as_bool(value: str | None, default: bool) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def split_list(value: str | None) -> list[str]:
+    """A comma-separated setting as a list of stripped, non-empty strings."""
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Service-wide settings. Defaults are safe for a fresh checkout (local outbox, local Redis)."""
+
+    redis_url: str = "redis://localhost:6379/0"
+    broker_url: str = "redis://localhost:6379/0"
+    result_backend: str = "redis://localhost:6379/1"
+    redbeat_redis_url: str = "redis://localhost:6379/2"
+    state_redis_url: str = "redis://localhost:6379/3"
+    key_prefix: str = "kmrl:"
+    hub_api_url: str = ""
+    hub_api_token: str = field(default="", repr=False)
+    hub_outbox_dir: str = "./var/outbox"
+    hub_ca_file: str = ""
+    hub_connect_timeout: float = 5.0  # seconds
+    hub_read_timeout: float = 120.0  # seconds
+    hub_fsync: bool = True
+    spool_dir: str = "./var/spool"
+    spool_min_free_mb: int = 512  # MiB
+    deadletter_dir: str = "./var/deadletter"
+    max_document_mb: float = 0.0  # MiB; 0 means no limit
+    lock_ttl: float = 120.0  # seconds; renewed while a run lasts
+    cursor_save_every: int = 50  # items
+    log_file: str = "./logs/kmrl-connectors.log"
+    log_level: str = "INFO"
+    log_format: str = "console"
+    audit_log: str = "./logs/audit.log"
+    content_rules_file: str = ""
+    departments_file: str = ""
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv_path: str | None = None) -> Settings:
+        """Settings from ``environ`` (default: os.environ over ``.env``)."""
+        env = dict(environ) if environ is not None else _load_environ(dotenv_path)
+
+        def get(name: str, default: str) -> str:
+            value = env.get(name)
+            return value if value not in (None, "") else default
+
+        redis_url = get("REDIS_URL", cls.redis_url)
+        return cls(
+            redis_url=redis_url,
+            broker_url=get("CELERY_BROKER_URL", redis_db_url(redis_url, 0)),
+            result_backend=get("CELERY_RESULT_BACKEND", redis_db_url(redis_url, 1)),
+            redbeat_redis_url=get("REDBEAT_REDIS_URL", redis_db_url(redis_url, 2)),
+            state_redis_url=get("STATE_REDIS_URL", redis_db_url(redis_url, 3)),
+            key_prefix=get("KMRL_KEY_PREFIX", cls.key_prefix),
+            hub_api_url=get("HUB_API_URL", "").rstrip("/"),
+            hub_api_token=get("HUB_API_TOKEN", ""),
+            hub_outbox_dir=get("HUB_OUTBOX_DIR", cls.hub_outbox_dir),
+            hub_ca_file=get("HUB_CA_FILE", ""),
+            hub_connect_timeout=float(get("HUB_CONNECT_TIMEOUT", str(cls.hub_connect_timeout))),
+            hub_read_timeout=float(get("HUB_READ_TIMEOUT", str(cls.hub_read_timeout))),
+            hub_fsync=_as_bool(env.get("HUB_OUTBOX_FSYNC"), True),
+            spool_dir=get("SPOOL_DIR", cls.spool_dir),
+            spool_min_free_mb=int(get("SPOOL_MIN_FREE_MB", str(cls.spool_min_free_mb))),
+            deadletter_dir=get("DEADLETTER_DIR", cls.deadletter_dir),
+            max_document_mb=float(get("MAX_DOCUMENT_MB", "0")),
+            lock_ttl=float(get("LOCK_TTL_SECONDS", str(cls.lock_ttl))),
+            cursor_save_every=int(get("CURSOR_SAVE_EVERY", str(cls.cursor_save_every))),
+            log_file=get("LOG_FILE", cls.log_file),
+            log_level=get("LOG_LEVEL", cls.log_level).upper(),
+            log_format=get("LOG_FORMAT", cls.log_format),
+            audit_log=get("AUDIT_LOG", cls.audit_log),
+            content_rules_file=get("CONTENT_RULES_FILE", ""),
+            departments_file=get("DEPARTMENTS_FILE", ""),
+            environ=env,
+        )
+
+    def env(self, name: str, default: str = "") -> str:
+        """A source-specific variable (e.g. ``EMAIL_HOST``); ``default`` when unset or empty."""
+        value = self.environ.get(name)
+        return value if value not in (None, "") else default
+
+    def env_bool(self, name: str, default: bool = False) -> bool:
+        """A boolean variable: 1/true/yes/on are true."""
+        return _as_bool(self.environ.get(name), default)
+
+    def env_list(self, name: str, default: str = "") -> list[str]:
+        """A comma-separated variable as a list."""
+        return split_list(self.env(name, default))
+
+    @property
+    def max_document_bytes(self) -> int | None:
+        """The global size limit in bytes, or None for no limit."""
+        return int(self.max_document_mb * 1024 * 1024) if self.max_document_mb > 0 else None
+
+
+_cached: Settings | None = None
+
+
+def get_settings(*, reload: bool = False) -> Settings:
+    """The process-wide settings, read once (``reload=True`` reads the environment again)."""
+    global _cached
+    if _cached is None or reload:
+        _cached = Settings.from_env()
+    return _cached

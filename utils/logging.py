@@ -1,0 +1,205 @@
+"""Structured logging: JSON lines to a rotated file, readable lines on the console, secrets redacted.
+
+``configure_logging()`` wires structlog through the stdlib ``logging`` module once per process.
+Processors are small functions composed in one list (``_shared_processors``); ``redact`` runs last
+before rendering, after exceptions have been turned into text, so a secret inside an exception
+message is masked too. Context is bound per run (connector, scope, run_id) and per item (source_id)
+with ``bind_context`` / ``structlog.contextvars``.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterable, Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+
+#: What replaces a secret in a log line.
+MASK = "***"
+#: Field names whose values are always masked, whatever they hold.
+SECRET_FIELD = re.compile(r"(passw|secret|token|authoriz|api_?key|apikey|credential|cookie|signature)", re.I)
+#: Secrets shorter than this are not searched for inside other strings (too many false hits).
+MIN_SECRET_LENGTH = 4
+#: Rotated log file size and how many old files are kept.
+LOG_MAX_BYTES = 20 * 1024 * 1024  # bytes
+LOG_BACKUPS = 5
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_configured_for: tuple[str, str, str] | None = None
+
+
+def register_secret(*values: str | None) -> None:
+    """Adds values that must never appear in a log line (passwords, tokens, client secrets)."""
+    with _secrets_lock:
+        for value in values:
+            if value and len(value) >= MIN_SECRET_LENGTH:
+                _secrets.add(value)
+
+
+def registered_secrets() -> frozenset[str]:
+    """The values currently masked in logs (for tests that scan files for leaks)."""
+    with _secrets_lock:
+        return frozenset(_secrets)
+
+
+def mask_text(text: str) -> str:
+    """``text`` with every registered secret replaced by ``MASK``."""
+    with _secrets_lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {k: (MASK if SECRET_FIELD.search(str(k)) and v else _redact_value(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_redact_value(v) for v in value)
+    return value
+
+
+def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: masks secret-named fields and any registered secret value anywhere."""
+    for key in list(event_dict):
+        value = event_dict[key]
+        if SECRET_FIELD.search(key) and value not in (None, "", False):
+            event_dict[key] = MASK
+        else:
+            event_dict[key] = _redact_value(value)
+    return event_dict
+
+
+def _shared_processors() -> list[Any]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        structlog.processors.UnicodeDecoder(),
+        redact,
+    ]
+
+
+class _RedactingFilter(logging.Filter):
+    """Masks secrets in records from libraries that log through stdlib logging directly."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            try:
+                record.msg = mask_text(record.getMessage())
+                record.args = None
+            except Exception:  # noqa: BLE001, S110 - a bad format string must not kill logging
+                pass
+        return True
+
+
+def configure_logging(
+    *, log_file: str | None = None, level: str | None = None, console_format: str | None = None, force: bool = False
+) -> None:
+    """Configures structlog and stdlib logging for this process (idempotent unless ``force``).
+
+    log_file: JSON-lines file, rotated at ``LOG_MAX_BYTES`` (default from LOG_FILE, then
+        ./logs/kmrl-connectors.log); an empty string disables the file.
+    level: DEBUG/INFO/WARNING/ERROR (default LOG_LEVEL, then INFO).
+    console_format: "console" (readable) or "json" (default LOG_FORMAT, then console).
+    """
+    global _configured_for
+    log_file = log_file if log_file is not None else os.environ.get("LOG_FILE", "./logs/kmrl-connectors.log")
+    level = (level or os.environ.get("LOG_LEVEL", "INFO")).upper()
+    console_format = console_format or os.environ.get("LOG_FORMAT", "console")
+    key = (log_file, level, console_format)
+    if _configured_for == key and not force:
+        return
+
+    shared = _shared_processors()
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_kmrl", False):
+            root.removeHandler(handler)
+            handler.close()
+
+    console = logging.StreamHandler(sys.stderr)
+    console_renderer: Any = (
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if console_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    console.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared, processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                                                  console_renderer]
+        )
+    )
+    handlers: list[logging.Handler] = [console]
+    if log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        file_handler = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
+        )
+        file_handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=shared,
+                processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                            structlog.processors.JSONRenderer(ensure_ascii=False)],
+            )
+        )
+        handlers.append(file_handler)
+    for handler in handlers:
+        handler._kmrl = True  # type: ignore[attr-defined]
+        handler.addFilter(_RedactingFilter())
+        root.addHandler(handler)
+    root.setLevel(level)
+    # Chatty libraries stay at WARNING unless we debug.
+    for noisy in ("urllib3", "msal", "imapclient", "kombu", "amqp", "werkzeug"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if level != "DEBUG" else logging.DEBUG)
+    _configured_for = key
+
+
+def get_logger(name: str | None = None) -> Any:
+    """A structlog logger; configures logging with defaults on first use."""
+    if _configured_for is None:
+        configure_logging()
+    return structlog.get_logger(name)
+
+
+@contextmanager
+def bind_context(**fields: Any) -> Iterator[None]:
+    """Binds ``fields`` to every log line emitted inside the ``with`` block (this thread/task)."""
+    tokens = structlog.contextvars.bind_contextvars(**fields)
+    try:
+        yield
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
+
+
+def secret_values_in(paths: Iterable[str]) -> list[tuple[str, str]]:
+    """(path, secret) pairs for every registered secret found in the given files (for leak tests)."""
+    found: list[tuple[str, str]] = []
+    secrets = registered_secrets()
+    for path in paths:
+        if not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            content = fh.read()
+        found.extend((path, s) for s in secrets if s in content)
+    return found
