@@ -1,0 +1,121 @@
+"""``/webhooks/whatsapp``: Meta's verification handshake and signed notifications.
+
+GET answers the subscription challenge (reference/api-contracts.md part C, "Webhook verification").
+POST checks ``X-Hub-Signature-256`` over the raw body before anything else is believed, then queues
+every inbound media message on the WhatsApp inbox stream (connectors.whatsapp_inbox) in one Redis
+round trip and answers 200 at once; downloading is the connector's job. A notification with no
+media (text, reactions, status updates) costs no Redis call at all.
+
+Answers Meta acts on: 200 means delivered; anything else makes Meta deliver again later (for up to
+7 days), which is what we want when Redis is down (503), and harmless for a forged request (403).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass, field
+
+import redis
+from flask import Blueprint, Response, request
+
+from config.settings import Settings
+from connectors.whatsapp_inbox import Inbox, NotANotification, media_in_notification
+from utils.logging import get_logger
+
+log = get_logger(__name__)
+
+#: Largest notification body accepted by default; Meta documents webhook payloads of up to 3 MB.
+DEFAULT_MAX_BODY_KB = 3072  # KiB
+#: The signature header and its scheme prefix.
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+SIGNATURE_PREFIX = "sha256="
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """What the webhook needs from the environment.
+
+    app_secret: WHATSAPP_APP_SECRET, the key of every notification's HMAC (no default).
+    verify_token: WHATSAPP_VERIFY_TOKEN, the token Meta echoes in the subscription handshake.
+    max_body_bytes: WHATSAPP_MAX_BODY_KB * 1024; larger notifications are answered 413.
+    """
+
+    app_secret: str = field(default="", repr=False)
+    verify_token: str = field(default="", repr=False)
+    max_body_bytes: int = DEFAULT_MAX_BODY_KB * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WebhookConfig:
+        return cls(
+            app_secret=settings.env("WHATSAPP_APP_SECRET"),
+            verify_token=settings.env("WHATSAPP_VERIFY_TOKEN"),
+            max_body_bytes=int(float(settings.env("WHATSAPP_MAX_BODY_KB", str(DEFAULT_MAX_BODY_KB))) * 1024),
+        )
+
+
+def signature_matches(app_secret: str, body: bytes, header: str | None) -> bool:
+    """True when ``header`` is ``sha256=`` + the hex HMAC-SHA256 of exactly ``body`` (constant time)."""
+    if not header or not app_secret:
+        return False
+    expected = SIGNATURE_PREFIX + hmac.new(app_secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    # Bytes, so that a header with non-ASCII characters is just a mismatch, not a TypeError.
+    return hmac.compare_digest(expected.encode("ascii"), header.strip().lower().encode("utf-8", "replace"))
+
+
+def whatsapp_blueprint(config: WebhookConfig, inbox: Inbox) -> Blueprint:
+    """The ``/webhooks/whatsapp`` routes, bound to ``config`` and ``inbox``."""
+    bp = Blueprint("whatsapp_webhook", __name__)
+    if not config.app_secret:
+        log.warning("whatsapp_webhook_not_configured", missing="WHATSAPP_APP_SECRET",
+                    effect="notifications are answered 503 and Meta delivers them again later")
+    if not config.verify_token:
+        log.warning("whatsapp_webhook_not_configured", missing="WHATSAPP_VERIFY_TOKEN",
+                    effect="subscription handshakes are refused")
+
+    @bp.get("/webhooks/whatsapp")
+    def verify() -> Response:
+        mode = request.args.get("hub.mode", "")
+        token = request.args.get("hub.verify_token", "")
+        challenge = request.args.get("hub.challenge", "")
+        if (config.verify_token and mode == "subscribe"
+                and hmac.compare_digest(token.encode("utf-8"), config.verify_token.encode("utf-8"))):
+            log.info("whatsapp_webhook_verified")
+            # The challenge goes back as the raw body; text/plain so a browser never renders it.
+            return Response(challenge, status=200, mimetype="text/plain")
+        log.warning("whatsapp_webhook_verification_refused", mode=mode or None)
+        return Response("forbidden", status=403, mimetype="text/plain")
+
+    @bp.post("/webhooks/whatsapp")
+    def receive() -> Response:
+        if not config.app_secret:
+            return Response("not configured", status=503, mimetype="text/plain")
+        # Werkzeug answers 413 before reading when Content-Length is too large, and stops reading
+        # a chunked body as soon as it passes the limit.
+        request.max_content_length = config.max_body_bytes
+        body = request.get_data(cache=False)
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if not signature_matches(config.app_secret, body, signature):
+            log.warning("whatsapp_webhook_rejected", reason="signature missing" if not signature
+                        else "signature mismatch", bytes=len(body), remote=request.remote_addr)
+            return Response("forbidden", status=403, mimetype="text/plain")
+        try:
+            messages = media_in_notification(json.loads(body))
+        except (ValueError, RecursionError, NotANotification) as exc:
+            log.warning("whatsapp_webhook_malformed", error=type(exc).__name__, bytes=len(body))
+            return Response("malformed notification", status=400, mimetype="text/plain")
+        if messages:
+            try:
+                added = inbox.append(messages)
+            except redis.RedisError as exc:
+                log.error("whatsapp_webhook_queue_failed", error=type(exc).__name__, messages=len(messages))
+                return Response("queue unavailable", status=503, mimetype="text/plain")
+            if added:
+                log.info("whatsapp_media_queued", count=len(added),
+                         wamids=[m.wamid for m in messages][:10], duplicates=len(messages) - len(added))
+            else:
+                log.debug("whatsapp_media_duplicate", wamids=[m.wamid for m in messages][:10])
+        return Response("ok", status=200, mimetype="text/plain")
+
+    return bp
