@@ -1,0 +1,662 @@
+"""The Knowledge Hub simulator: a real HTTP server implementing DESIGN.md's Hub contract.
+
+Endpoints (all answers JSON; errors are ``{"error": <code>, "reason": <text>}``):
+
+- ``POST /api/v1/documents``: Bearer token, ``Idempotency-Key: <sha256>``, multipart/form-data with a
+  ``metadata`` JSON part and a ``file`` part. The file streams to disk while hashed. 201 ``{"id", "sha256"}``
+  the first time; the same key again answers ``duplicate_status`` (200, or 409) with the same id and the
+  bytes are not stored again. 401 bad token, 400 missing key / parts / fields, 415 not multipart,
+  413 over ``max_content_length``, 422 when the body's sha256 differs from the key or metadata.sha256
+  (or the size from metadata.size). ``previous_sha256`` marks that older document superseded.
+- ``POST /api/v1/documents/{id}/sources``: JSON metadata: records provenance. 201 new (source, source_id),
+  200 already recorded, 404 unknown id, 422 when metadata.sha256 is not this document's.
+- ``DELETE /api/v1/documents?source=&source_id=``: 204 when that source item is known, 404 when not.
+- ``GET /api/v1/health``: 200 ``{"status": "ok"}`` (token optional; a wrong one gets 401).
+- Steering, for tests and the demo: ``GET /_sim/state``, ``POST /_sim/faults`` (one fault object or
+  ``{"faults": [...]}``, see sandbox.hub_faults), ``DELETE /_sim/faults``, ``POST /_sim/reset``.
+
+Run it in a thread with ``running_hub()``, or as a process:
+``python -m sandbox.hub --port N --token T --data-dir D`` (persists an ``index.json`` beside the blobs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+from werkzeug.datastructures import FileStorage, MultiDict
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from sandbox.hub_faults import Fault, FaultBook
+from sandbox.servers import ServerThread
+
+log = structlog.get_logger(__name__)
+
+#: The token ``running_hub`` accepts unless told another (a sandbox value, not a credential).
+SANDBOX_TOKEN = "hub-test-token"
+#: Largest request body accepted by default, in bytes (10 GiB: the contract has no size cap).
+DEFAULT_MAX_CONTENT_LENGTH = 10 * 1024**3
+#: Largest non-file form part (the metadata JSON) held in memory, in bytes.
+MAX_METADATA_BYTES = 1024 * 1024
+#: Most multipart parts in one upload (metadata + file, with room for a stray extra).
+MAX_FORM_PARTS = 8
+#: Block size when streaming request bodies, in bytes.
+STREAM_BLOCK = 64 * 1024
+#: How much of an upload's body a ``drop`` fault reads before closing the connection, in bytes.
+DROP_AFTER_BYTES = 64 * 1024
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_REQUIRED_UPLOAD_FIELDS = ("source", "source_id", "filename", "sha256")
+
+
+@dataclass
+class HubDocument:
+    """One document the Hub stored.
+
+    id: the Hub's document id. sha256, size: of the stored bytes. path: where the bytes are.
+    metadata: the metadata of the upload that stored it. sources: every source item known to carry this
+    content (dicts with source, source_id, version, via ("upload" or "provenance"), deleted).
+    superseded / superseded_by: a later upload named this one as its previous_sha256.
+    deleted: every source item of this document was deleted.
+    """
+
+    id: str
+    sha256: str
+    size: int
+    path: str
+    metadata: dict[str, Any]
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    superseded: bool = False
+    superseded_by: str | None = None
+    deleted: bool = False
+    stored_at: float = field(default_factory=time.time)
+
+    def has_source(self, source: str, source_id: str) -> dict[str, Any] | None:
+        """The source entry for (source, source_id), or None."""
+        for entry in self.sources:
+            if entry["source"] == source and entry["source_id"] == source_id:
+                return entry
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Refusal(Exception):
+    """Ends a request with a JSON error answer."""
+
+    def __init__(self, status: int, error: str, reason: str, headers: dict[str, str] | None = None,
+                 fault_kind: str | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.error = error
+        self.reason = reason
+        self.headers = headers or {}
+        self.fault_kind = fault_kind
+
+
+class _HashingSpool:
+    """A file part streamed to a temp file in the simulator's data dir, hashed as it is written."""
+
+    def __init__(self, directory: Path) -> None:
+        fd, name = tempfile.mkstemp(dir=directory, prefix="upload-", suffix=".part")
+        self.path = Path(name)
+        self.file: IO[bytes] = os.fdopen(fd, "w+b")
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        self.size += len(data)
+        return self.file.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.file.seek(offset, whence)
+
+    def read(self, size: int = -1) -> bytes:
+        return self.file.read(size)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def discard(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    if status == 204:
+        return Response(status=204, headers=headers)
+    return Response(json.dumps(body), status=status, mimetype="application/json", headers=headers)
+
+
+def _error(status: int, error: str, reason: str, headers: dict[str, str] | None = None) -> Response:
+    return _json(status, {"error": error, "reason": reason}, headers)
+
+
+class HubSimulator:
+    """The Hub contract as a WSGI app (``.app``), with what it received kept for inspection.
+
+    token: the Bearer token it accepts (required).
+    data_dir: where uploaded bytes land (``blobs/<sha256>``); None = a temporary folder removed by close().
+    max_content_length: largest request body, bytes (default DEFAULT_MAX_CONTENT_LENGTH); beyond: 413.
+    duplicate_status: the answer to an upload whose key is already stored: 200 (default) or 409.
+    persist: write ``index.json`` in data_dir after every change and load it at start (process mode).
+
+    Inspection (thread-safe to read between requests; ``state()`` takes a consistent snapshot):
+    documents: id -> HubDocument. uploads_per_key: sha256 -> upload requests received with that
+    Idempotency-Key, whatever their answer (repeats and faulted ones included). stored_per_key: sha256 ->
+    times the bytes were stored (1 unless reset). deletions: one dict per DELETE (source, source_id,
+    status, document_ids). provenance: one dict per sources POST (document_id, source, source_id, status,
+    metadata). requests: one dict per /api/v1 request (method, endpoint, key, status, fault).
+    """
+
+    def __init__(self, *, token: str, data_dir: str | Path | None = None,
+                 max_content_length: int | None = DEFAULT_MAX_CONTENT_LENGTH, duplicate_status: int = 200,
+                 persist: bool = False) -> None:
+        if not token:
+            raise ValueError("the Hub simulator needs a token")
+        if duplicate_status not in (200, 409):
+            raise ValueError("duplicate_status is 200 or 409")
+        self._token = token
+        self._owned_dir: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir is None:
+            self._owned_dir = tempfile.TemporaryDirectory(prefix="kmrl-hub-")
+            data_dir = self._owned_dir.name
+        self.data_dir = Path(data_dir)
+        self.blob_dir = self.data_dir / "blobs"
+        self.incoming_dir = self.data_dir / "incoming"
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.incoming_dir.mkdir(parents=True, exist_ok=True)
+        self.index_path = self.data_dir / "index.json"
+        self.max_content_length = max_content_length
+        self.duplicate_status = duplicate_status
+        self.persist = persist
+        self.faults = FaultBook()
+        self._lock = threading.RLock()
+        self.documents: dict[str, HubDocument] = {}
+        self.uploads_per_key: dict[str, int] = {}
+        self.stored_per_key: dict[str, int] = {}
+        self.deletions: list[dict[str, Any]] = []
+        self.provenance: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
+        self._by_sha256: dict[str, str] = {}
+        self._next_seq = 1
+        self._url_map = Map([
+            Rule("/api/v1/documents", methods=["POST"], endpoint="upload"),
+            Rule("/api/v1/documents", methods=["DELETE"], endpoint="delete"),
+            Rule("/api/v1/documents/<doc_id>/sources", methods=["POST"], endpoint="sources"),
+            Rule("/api/v1/health", methods=["GET"], endpoint="health"),
+            Rule("/_sim/state", methods=["GET"], endpoint="sim_state"),
+            Rule("/_sim/faults", methods=["POST"], endpoint="sim_faults"),
+            Rule("/_sim/faults", methods=["DELETE"], endpoint="sim_clear_faults"),
+            Rule("/_sim/reset", methods=["POST"], endpoint="sim_reset"),
+        ])
+        if persist and self.index_path.exists():
+            self._load_index()
+
+    # ----- Python API for tests -------------------------------------------------------------
+
+    def set_fault(self, kind: str, **options: Any) -> Fault:
+        """Activates a fault (see sandbox.hub_faults.Fault for the options); returns it.
+
+        e.g. ``set_fault("error", status=503, count=2)``, ``set_fault("throttle", retry_after=3, seconds=10)``,
+        ``set_fault("slow", delay=2, count=1)``, ``set_fault("reject", match="bad.pdf")``,
+        ``set_fault("too_large", max_size=1_000_000)``, ``set_fault("drop", count=1)``, ``set_fault("forbidden")``.
+        """
+        fault = self.faults.add(Fault(kind=kind, **options))
+        log.info("hub_fault_set", kind=kind, count=fault.count, seconds=fault.seconds, endpoint=fault.endpoint)
+        return fault
+
+    def clear_faults(self) -> None:
+        """Removes every fault; requests sleeping in a slow fault answer at once."""
+        self.faults.clear()
+        log.info("hub_faults_cleared")
+
+    def reset(self) -> None:
+        """Forgets every document, count and fault, and removes the stored bytes."""
+        self.faults.clear()
+        with self._lock:
+            self.documents.clear()
+            self.uploads_per_key.clear()
+            self.stored_per_key.clear()
+            self.deletions.clear()
+            self.provenance.clear()
+            self.requests.clear()
+            self._by_sha256.clear()
+            self._next_seq = 1
+            for blob in self.blob_dir.iterdir():
+                blob.unlink(missing_ok=True)
+            self.save_index()
+        log.info("hub_reset")
+
+    def document_by_sha256(self, sha256: str) -> HubDocument | None:
+        """The stored document with that content, or None."""
+        with self._lock:
+            doc_id = self._by_sha256.get(sha256)
+            return self.documents.get(doc_id) if doc_id else None
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-ready snapshot of everything received (what ``GET /_sim/state`` answers)."""
+        with self._lock:
+            return {
+                "documents": {doc_id: doc.to_json() for doc_id, doc in self.documents.items()},
+                "uploads_per_key": dict(self.uploads_per_key),
+                "stored_per_key": dict(self.stored_per_key),
+                "deletions": list(self.deletions),
+                "provenance": list(self.provenance),
+                "requests": list(self.requests),
+                "faults": [fault.to_json() for fault in self.faults.active()],
+            }
+
+    def close(self) -> None:
+        """Wakes sleeping requests and removes the data dir if the simulator created it."""
+        self.faults.clear()
+        if self._owned_dir is not None:
+            self._owned_dir.cleanup()
+            self._owned_dir = None
+
+    # ----- WSGI ----------------------------------------------------------------------------
+
+    def app(self, environ: dict[str, Any], start_response: Any) -> Any:
+        """The WSGI application."""
+        request = Request(environ)
+        adapter = self._url_map.bind_to_environ(environ)
+        try:
+            endpoint, args = adapter.match()
+        except HTTPException as exc:
+            code = exc.code or 500
+            response = _error(code, "not_found" if code == 404 else "method_not_allowed",
+                              f"{request.method} {request.path}")
+            return response(environ, start_response)
+        if str(endpoint).startswith("sim_"):
+            response = self._serve_admin(str(endpoint), request)
+        else:
+            response = self._serve_api(str(endpoint), request, environ, args)
+        return response(environ, start_response)
+
+    def _serve_api(self, endpoint: str, request: Request, environ: dict[str, Any],
+                   args: Mapping[str, Any]) -> Response:
+        key = (request.headers.get("Idempotency-Key") or "").strip().lower() or None
+        if endpoint == "upload" and key:
+            with self._lock:
+                self.uploads_per_key[key] = self.uploads_per_key.get(key, 0) + 1
+        fault = self.faults.take("arrival", endpoint)
+        fault_kind = fault.kind if fault else None
+        if fault is not None and fault.kind == "drop":
+            self._log_request(request, endpoint, key, None, "drop")
+            self._drop_connection(request, environ)
+        if fault is not None:
+            response = self._fault_answer(fault)
+        else:
+            try:
+                if endpoint == "upload":
+                    response = self._upload(request, key)
+                elif endpoint == "sources":
+                    response = self._link_source(request, str(args["doc_id"]))
+                elif endpoint == "delete":
+                    response = self._delete(request)
+                else:
+                    response = self._health(request)
+            except _Refusal as refusal:
+                fault_kind = fault_kind or refusal.fault_kind
+                response = _error(refusal.status, refusal.error, refusal.reason, refusal.headers)
+            except RequestEntityTooLarge:
+                response = _error(413, "too_large", f"request body over {self.max_content_length} bytes")
+        slow = self.faults.take("answer", endpoint)
+        if slow is not None:
+            self.faults.sleep(slow.delay)
+            fault_kind = fault_kind or "slow"
+        self._log_request(request, endpoint, key, response.status_code, fault_kind)
+        return response
+
+    def _log_request(self, request: Request, endpoint: str, key: str | None, status: int | None,
+                     fault: str | None) -> None:
+        with self._lock:
+            self.requests.append({"method": request.method, "endpoint": endpoint, "key": key, "status": status,
+                                  "fault": fault, "at": time.time()})
+        log.debug("hub_request", method=request.method, endpoint=endpoint, status=status, fault=fault)
+
+    @staticmethod
+    def _fault_answer(fault: Fault) -> Response:
+        status = int(fault.status or 503)
+        headers = {"Retry-After": str(fault.retry_after)} if fault.kind == "throttle" else None
+        log.info("hub_fault_answer", kind=fault.kind, status=status)
+        return _error(status, f"simulated_{fault.kind}", f"simulated fault: {fault.kind}", headers)
+
+    @staticmethod
+    def _drop_connection(request: Request, environ: dict[str, Any]) -> None:
+        """Reads a little of the body, then closes the socket without an answer (werkzeug's server only)."""
+        if request.content_length or environ.get("wsgi.input_terminated"):
+            request.stream.read(DROP_AFTER_BYTES)
+        sock = environ.get("werkzeug.socket")
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        log.info("hub_fault_answer", kind="drop", status=None)
+        # werkzeug's handler treats a ConnectionError as a dropped connection: no answer is written.
+        raise ConnectionAbortedError("simulated dropped connection")
+
+    def _check_token(self, request: Request, *, optional: bool = False) -> None:
+        header = request.headers.get("Authorization")
+        if header is None and optional:
+            return
+        scheme, _, value = (header or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self._token.encode()):
+            raise _Refusal(401, "unauthorized", "missing or wrong Bearer token", {"WWW-Authenticate": "Bearer"})
+
+    # ----- upload ----------------------------------------------------------------------------
+
+    def _upload(self, request: Request, key: str | None) -> Response:
+        self._check_token(request)
+        if not key:
+            raise _Refusal(400, "missing_idempotency_key", "Idempotency-Key header (the sha256) is required")
+        if not _SHA256_RE.match(key):
+            raise _Refusal(400, "bad_idempotency_key", "Idempotency-Key must be a hex sha256")
+        if request.mimetype != "multipart/form-data":
+            raise _Refusal(415, "unsupported_media_type", f"expected multipart/form-data, got {request.mimetype!r}")
+        spools: list[_HashingSpool] = []
+
+        def stream_factory(total_content_length: int | None, content_type: str | None, filename: str | None,
+                           content_length: int | None = None) -> IO[bytes]:
+            spool = _HashingSpool(self.incoming_dir)
+            spools.append(spool)
+            return spool  # type: ignore[return-value]  # file-like enough for werkzeug's parser
+
+        parser = FormDataParser(stream_factory=stream_factory, max_form_memory_size=MAX_METADATA_BYTES,
+                                max_content_length=self.max_content_length, max_form_parts=MAX_FORM_PARTS,
+                                cls=MultiDict)
+        try:
+            _, form, files = parser.parse_from_environ(request.environ)
+            metadata = self._upload_metadata(form, files)
+            file_part = files.get("file")
+            if file_part is None:
+                raise _Refusal(400, "missing_file", "multipart part 'file' is required")
+            received = file_part.stream
+            assert isinstance(received, _HashingSpool)
+            self._check_document_faults("upload", metadata, received.sha256, received.size)
+            self._verify_upload(key, metadata, received)
+            return self._store(key, metadata, received)
+        finally:
+            for spool in spools:
+                spool.discard()
+
+    @staticmethod
+    def _upload_metadata(form: MultiDict[str, str], files: MultiDict[str, FileStorage]) -> dict[str, Any]:
+        raw: str | None = form.get("metadata")
+        if raw is None and "metadata" in files:
+            # A client may send the metadata as a file part (with a filename); it is small.
+            raw = files["metadata"].stream.read(MAX_METADATA_BYTES + 1).decode("utf-8", "replace")
+        if raw is None:
+            raise _Refusal(400, "missing_metadata", "multipart part 'metadata' (JSON) is required")
+        try:
+            metadata = json.loads(raw)
+        except ValueError as exc:
+            raise _Refusal(400, "bad_metadata", f"metadata is not JSON: {exc}") from exc
+        if not isinstance(metadata, dict):
+            raise _Refusal(400, "bad_metadata", "metadata must be a JSON object")
+        missing = [name for name in _REQUIRED_UPLOAD_FIELDS if not metadata.get(name)]
+        if missing:
+            raise _Refusal(400, "metadata_missing_fields", f"metadata lacks {', '.join(missing)}")
+        return metadata
+
+    def _check_document_faults(self, endpoint: str, metadata: dict[str, Any], sha256: str | None,
+                               size: int | None) -> None:
+        fault = self.faults.take("document", endpoint, filename=metadata.get("filename"), sha256=sha256,
+                                 size=size)
+        if fault is not None:
+            log.info("hub_fault_answer", kind=fault.kind, status=fault.status)
+            raise _Refusal(int(fault.status or 422), f"simulated_{fault.kind}",
+                           f"simulated fault: {fault.kind} ({metadata.get('filename')})", fault_kind=fault.kind)
+
+    @staticmethod
+    def _verify_upload(key: str, metadata: dict[str, Any], spool: _HashingSpool) -> None:
+        actual = spool.sha256
+        if actual != key:
+            raise _Refusal(422, "sha256_mismatch",
+                           f"body sha256 {actual} differs from Idempotency-Key {key}")
+        claimed = str(metadata.get("sha256", "")).lower()
+        if claimed != actual:
+            raise _Refusal(422, "sha256_mismatch",
+                           f"body sha256 {actual} differs from metadata.sha256 {claimed}")
+        size = metadata.get("size")
+        if isinstance(size, int) and not isinstance(size, bool) and size != spool.size:
+            raise _Refusal(422, "size_mismatch", f"body has {spool.size} bytes, metadata.size says {size}")
+
+    def _store(self, key: str, metadata: dict[str, Any], spool: _HashingSpool) -> Response:
+        source_entry = _source_entry(metadata, via="upload")
+        with self._lock:
+            existing = self.document_by_sha256(key)
+            if existing is not None:
+                # Same bytes again (a retry, or another source item): keep one copy, remember the source.
+                if existing.has_source(source_entry["source"], source_entry["source_id"]) is None:
+                    existing.sources.append(source_entry)
+                    self.save_index()
+                log.info("hub_upload_duplicate", id=existing.id, sha256=key)
+                return _json(self.duplicate_status, {"id": existing.id, "sha256": key, "status": "duplicate"})
+            spool.close()
+            blob = self.blob_dir / key
+            os.replace(spool.path, blob)
+            doc = HubDocument(id=f"doc-{self._next_seq:06d}", sha256=key, size=spool.size, path=str(blob),
+                              metadata=metadata, sources=[source_entry])
+            self._next_seq += 1
+            self.documents[doc.id] = doc
+            self._by_sha256[key] = doc.id
+            self.stored_per_key[key] = self.stored_per_key.get(key, 0) + 1
+            previous = str(metadata.get("previous_sha256") or "").lower()
+            older = self.document_by_sha256(previous) if previous and previous != key else None
+            if older is not None:
+                older.superseded = True
+                older.superseded_by = doc.id
+            self.save_index()
+        log.info("hub_document_stored", id=doc.id, sha256=key, size=doc.size,
+                 superseded=older.id if older else None)
+        return _json(201, {"id": doc.id, "sha256": key, "status": "stored"})
+
+    # ----- provenance, deletion, health ------------------------------------------------------
+
+    def _link_source(self, request: Request, doc_id: str) -> Response:
+        self._check_token(request)
+        with self._lock:
+            doc = self.documents.get(doc_id)
+        if doc is None:
+            raise _Refusal(404, "unknown_document", f"no document {doc_id}")
+        metadata = request.get_json(silent=True)
+        if not isinstance(metadata, dict):
+            raise _Refusal(400, "bad_metadata", "the body must be the metadata JSON object")
+        missing = [name for name in ("source", "source_id") if not metadata.get(name)]
+        if missing:
+            raise _Refusal(400, "metadata_missing_fields", f"metadata lacks {', '.join(missing)}")
+        self._check_document_faults("sources", metadata, doc.sha256, None)
+        claimed = str(metadata.get("sha256") or "").lower()
+        if claimed and claimed != doc.sha256:
+            raise _Refusal(422, "sha256_mismatch", f"document {doc_id} has sha256 {doc.sha256}, not {claimed}")
+        entry = _source_entry(metadata, via="provenance")
+        with self._lock:
+            known = doc.has_source(entry["source"], entry["source_id"])
+            if known is not None and not known["deleted"]:
+                status = 200
+            else:
+                if known is not None:
+                    doc.sources.remove(known)
+                doc.sources.append(entry)
+                doc.deleted = False
+                status = 201
+            self.provenance.append({"document_id": doc_id, "source": entry["source"],
+                                    "source_id": entry["source_id"], "status": status, "metadata": metadata})
+            self.save_index()
+        log.info("hub_source_linked", id=doc_id, source=entry["source"], status=status)
+        return _json(status, {"id": doc_id, "sha256": doc.sha256, "status": "linked" if status == 201 else "known"})
+
+    def _delete(self, request: Request) -> Response:
+        self._check_token(request)
+        source = request.args.get("source")
+        source_id = request.args.get("source_id")
+        if not source or not source_id:
+            raise _Refusal(400, "missing_query", "source and source_id query parameters are required")
+        with self._lock:
+            hit: list[str] = []
+            for doc in self.documents.values():
+                entry = doc.has_source(source, source_id)
+                if entry is not None:
+                    entry["deleted"] = True
+                    doc.deleted = all(e["deleted"] for e in doc.sources)
+                    hit.append(doc.id)
+            status = 204 if hit else 404
+            self.deletions.append({"source": source, "source_id": source_id, "status": status,
+                                   "document_ids": hit, "at": time.time()})
+            self.save_index()
+        log.info("hub_source_deleted", source=source, status=status, documents=len(hit))
+        if status == 404:
+            raise _Refusal(404, "unknown_source_item", "no document carries that source item")
+        return _json(204, None)
+
+    def _health(self, request: Request) -> Response:
+        self._check_token(request, optional=True)
+        return _json(200, {"status": "ok"})
+
+    # ----- steering ----------------------------------------------------------------------------
+
+    def _serve_admin(self, endpoint: str, request: Request) -> Response:
+        if endpoint == "sim_state":
+            return _json(200, self.state())
+        if endpoint == "sim_reset":
+            self.reset()
+            return _json(204, None)
+        if endpoint == "sim_clear_faults":
+            self.clear_faults()
+            return _json(204, None)
+        body = request.get_json(silent=True)
+        specs = body.get("faults") if isinstance(body, dict) and "faults" in body else [body]
+        if not isinstance(specs, list):
+            return _error(400, "bad_fault", "faults must be a list")
+        try:
+            faults = [Fault.from_json(spec) for spec in specs]
+        except (TypeError, ValueError) as exc:
+            return _error(400, "bad_fault", str(exc))
+        for fault in faults:
+            self.faults.add(fault)
+            log.info("hub_fault_set", kind=fault.kind, count=fault.count, seconds=fault.seconds)
+        return _json(201, {"faults": [fault.to_json() for fault in faults]})
+
+    # ----- persistence -------------------------------------------------------------------------
+
+    def save_index(self) -> None:
+        """Writes index.json atomically (temp file, then rename); does nothing unless ``persist`` is on."""
+        if not self.persist:
+            return
+        with self._lock:
+            snapshot = {
+                "next_seq": self._next_seq,
+                "documents": {doc_id: doc.to_json() for doc_id, doc in self.documents.items()},
+                "uploads_per_key": self.uploads_per_key,
+                "stored_per_key": self.stored_per_key,
+                "deletions": self.deletions,
+                "provenance": self.provenance,
+            }
+            tmp = self.index_path.with_name(f".index-{uuid.uuid4().hex}.tmp")
+            tmp.write_text(json.dumps(snapshot), encoding="utf-8")
+            os.replace(tmp, self.index_path)
+
+    def _load_index(self) -> None:
+        data = json.loads(self.index_path.read_text(encoding="utf-8"))
+        self._next_seq = int(data.get("next_seq", 1))
+        for doc_id, raw in data.get("documents", {}).items():
+            doc = HubDocument(**raw)
+            self.documents[doc_id] = doc
+            self._by_sha256[doc.sha256] = doc_id
+        self.uploads_per_key.update(data.get("uploads_per_key", {}))
+        self.stored_per_key.update(data.get("stored_per_key", {}))
+        self.deletions.extend(data.get("deletions", []))
+        self.provenance.extend(data.get("provenance", []))
+
+
+def _source_entry(metadata: dict[str, Any], *, via: str) -> dict[str, Any]:
+    return {"source": str(metadata.get("source")), "source_id": str(metadata.get("source_id")),
+            "version": metadata.get("version"), "via": via, "deleted": False}
+
+
+@dataclass
+class RunningHub:
+    """A simulator serving on a loopback port: ``url`` is the HUB_API_URL, ``sim`` the HubSimulator."""
+
+    url: str
+    sim: HubSimulator
+    token: str
+    server: ServerThread
+
+
+@contextmanager
+def running_hub(*, token: str = SANDBOX_TOKEN, data_dir: str | Path | None = None,
+                **options: Any) -> Iterator[RunningHub]:
+    """Starts a HubSimulator in a ServerThread for the ``with`` block (options as HubSimulator's)."""
+    sim = HubSimulator(token=token, data_dir=data_dir, **options)
+    try:
+        with ServerThread(sim.app) as server:
+            yield RunningHub(url=server.url, sim=sim, token=token, server=server)
+    finally:
+        sim.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sandbox.hub``: serve the simulator until SIGTERM / SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m sandbox.hub", description="Knowledge Hub simulator")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--token", required=True, help="the Bearer token to accept")
+    parser.add_argument("--data-dir", required=True, help="where blobs and index.json are kept")
+    parser.add_argument("--max-content-length", type=int, default=DEFAULT_MAX_CONTENT_LENGTH, help="bytes")
+    parser.add_argument("--duplicate-status", type=int, choices=(200, 409), default=200)
+    args = parser.parse_args(argv)
+    sim = HubSimulator(token=args.token, data_dir=args.data_dir, max_content_length=args.max_content_length,
+                       duplicate_status=args.duplicate_status, persist=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server = ServerThread(sim.app, port=args.port, host=args.host).start()
+    # One line on stdout so a parent process learns the URL (useful with --port 0).
+    print(json.dumps({"url": server.url, "data_dir": str(sim.data_dir)}), flush=True)
+    log.info("hub_listening", url=server.url, data_dir=str(sim.data_dir))
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        sim.clear_faults()
+        server.stop()
+        sim.save_index()
+        shutil.rmtree(sim.incoming_dir, ignore_errors=True)
+        log.info("hub_stopped", url=server.url)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

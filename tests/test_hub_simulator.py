@@ -1,0 +1,463 @@
+"""The Knowledge Hub simulator speaks DESIGN.md's Hub contract over a real socket, with faults on demand."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from sandbox.hub import HubSimulator, RunningHub, running_hub
+from sandbox.servers import free_port
+
+TOKEN = "sim-token-for-tests"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[RunningHub]:
+    with running_hub(token=TOKEN, data_dir=tmp_path / "hub") as running:
+        yield running
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def metadata_for(content: bytes, **overrides: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "source": "email", "source_id": "inbox/101/report.pdf", "version": "101", "filename": "report.pdf",
+        "mime_type": "application/pdf", "size": len(content), "sha256": sha(content), "title": "Report",
+        "language": "en", "department": "Engineering",
+    }
+    meta.update(overrides)
+    return meta
+
+
+def upload(base_url: str, content: bytes, *, token: str | None = TOKEN, key: str | None = "auto",
+           timeout: float = 10, **meta: Any) -> requests.Response:
+    metadata = metadata_for(content, **meta)
+    headers = {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    if key is not None:
+        headers["Idempotency-Key"] = sha(content) if key == "auto" else key
+    files = {
+        "metadata": (None, json.dumps(metadata), "application/json"),
+        "file": (metadata["filename"], content, metadata["mime_type"]),
+    }
+    return requests.post(f"{base_url}/api/v1/documents", headers=headers, files=files, timeout=timeout)
+
+
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+# ----- upload ---------------------------------------------------------------------------------
+
+def test_first_upload_is_stored_on_disk_and_answers_201_with_an_id(hub: RunningHub) -> None:
+    content = b"%PDF-1.7 track inspection report"
+    response = upload(hub.url, content)
+    assert response.status_code == 201
+    body = response.json()
+    assert body["sha256"] == sha(content)
+    doc = hub.sim.documents[body["id"]]
+    assert Path(doc.path).read_bytes() == content
+    assert doc.size == len(content)
+    assert doc.metadata["source_id"] == "inbox/101/report.pdf"
+    assert hub.sim.uploads_per_key == {sha(content): 1}
+    assert hub.sim.stored_per_key == {sha(content): 1}
+
+
+def test_repeat_upload_is_counted_answers_the_same_id_and_is_not_stored_twice(hub: RunningHub) -> None:
+    content = b"invoice 2024-117"
+    first = upload(hub.url, content)
+    second = upload(hub.url, content)
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert second.json()["id"] == first.json()["id"]
+    assert hub.sim.uploads_per_key[sha(content)] == 2
+    assert hub.sim.stored_per_key[sha(content)] == 1
+    assert len(hub.sim.documents) == 1
+    assert [p.name for p in hub.sim.blob_dir.iterdir()] == [sha(content)]
+
+
+def test_repeat_upload_answers_409_when_so_configured(tmp_path: Path) -> None:
+    with running_hub(token=TOKEN, data_dir=tmp_path, duplicate_status=409) as running:
+        first = upload(running.url, b"roster")
+        second = upload(running.url, b"roster")
+    assert second.status_code == 409
+    assert second.json()["id"] == first.json()["id"]
+
+
+def test_same_bytes_from_another_source_item_is_remembered_as_a_source(hub: RunningHub) -> None:
+    content = b"circular 12"
+    doc_id = upload(hub.url, content).json()["id"]
+    upload(hub.url, content, source="sharepoint", source_id="drive-1/item-9")
+    sources = {(s["source"], s["source_id"]) for s in hub.sim.documents[doc_id].sources}
+    assert sources == {("email", "inbox/101/report.pdf"), ("sharepoint", "drive-1/item-9")}
+
+
+def test_concurrent_uploads_of_one_key_store_it_once(hub: RunningHub) -> None:
+    content = b"x" * 200_000
+    answers: list[int] = []
+
+    def send() -> None:
+        answers.append(upload(hub.url, content).status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == [200] * 5 + [201]
+    assert hub.sim.stored_per_key[sha(content)] == 1
+    assert hub.sim.uploads_per_key[sha(content)] == 6
+
+
+def test_body_not_matching_the_idempotency_key_is_refused_422(hub: RunningHub) -> None:
+    response = upload(hub.url, b"real bytes", key=sha(b"other bytes"), sha256=sha(b"other bytes"))
+    assert response.status_code == 422
+    assert response.json()["error"] == "sha256_mismatch"
+    assert hub.sim.documents == {}
+    assert list(hub.sim.blob_dir.iterdir()) == []
+    assert list(hub.sim.incoming_dir.iterdir()) == []
+
+
+def test_metadata_sha256_not_matching_the_body_is_refused_422(hub: RunningHub) -> None:
+    response = upload(hub.url, b"real bytes", sha256=sha(b"other"))
+    assert response.status_code == 422
+    assert "metadata.sha256" in response.json()["reason"]
+
+
+def test_metadata_size_not_matching_the_body_is_refused_422(hub: RunningHub) -> None:
+    response = upload(hub.url, b"twelve bytes", size=99)
+    assert response.status_code == 422
+    assert response.json()["error"] == "size_mismatch"
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token"])
+def test_missing_or_wrong_token_is_401_and_nothing_is_stored(hub: RunningHub, token: str | None) -> None:
+    response = upload(hub.url, b"payslip", token=token)
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+    assert hub.sim.documents == {}
+
+
+def test_upload_without_idempotency_key_is_400(hub: RunningHub) -> None:
+    response = upload(hub.url, b"payslip", key=None)
+    assert response.status_code == 400
+    assert response.json()["error"] == "missing_idempotency_key"
+
+
+def test_upload_that_is_not_multipart_is_415(hub: RunningHub) -> None:
+    response = requests.post(f"{hub.url}/api/v1/documents", data=b"raw",
+                             headers={**auth(), "Idempotency-Key": sha(b"raw"),
+                                      "Content-Type": "application/octet-stream"}, timeout=10)
+    assert response.status_code == 415
+
+
+def test_upload_without_metadata_part_is_400(hub: RunningHub) -> None:
+    response = requests.post(f"{hub.url}/api/v1/documents", files={"file": ("a.txt", b"abc")},
+                             headers={**auth(), "Idempotency-Key": sha(b"abc")}, timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"] == "missing_metadata"
+
+
+def test_upload_with_metadata_missing_source_id_is_400(hub: RunningHub) -> None:
+    response = upload(hub.url, b"abc", source_id="")
+    assert response.status_code == 400
+    assert "source_id" in response.json()["reason"]
+
+
+def test_body_over_max_content_length_is_413(tmp_path: Path) -> None:
+    with running_hub(token=TOKEN, data_dir=tmp_path, max_content_length=10_000) as running:
+        assert upload(running.url, b"z" * 20_000).status_code == 413
+        assert upload(running.url, b"z" * 1_000).status_code == 201
+
+
+def test_new_version_with_previous_sha256_supersedes_the_older_document(hub: RunningHub) -> None:
+    old = upload(hub.url, b"roster v1").json()["id"]
+    new = upload(hub.url, b"roster v2", version="102", previous_sha256=sha(b"roster v1")).json()["id"]
+    assert hub.sim.documents[old].superseded is True
+    assert hub.sim.documents[old].superseded_by == new
+    assert hub.sim.documents[new].superseded is False
+
+
+def test_large_upload_streams_to_disk_without_holding_it_in_memory(hub: RunningHub) -> None:
+    block_count, block_size = 800, 64 * 1024  # 50 MiB in all
+    blocks = [hashlib.sha256(str(i % 97).encode()).digest() * (block_size // 32) for i in range(97)]
+    digest = hashlib.sha256()
+    for i in range(block_count):
+        digest.update(blocks[i % 97])
+    total, sha256 = block_count * block_size, digest.hexdigest()
+    boundary = uuid.uuid4().hex
+    meta = metadata_for(b"", filename="tunnel-survey.bin", size=total, sha256=sha256)
+
+    def body() -> Iterator[bytes]:
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n"
+               f"Content-Type: application/json\r\n\r\n{json.dumps(meta)}\r\n"
+               f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"tunnel-survey.bin\"\r\n"
+               f"Content-Type: application/octet-stream\r\n\r\n").encode()
+        for i in range(block_count):
+            yield blocks[i % 97]
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    tracemalloc.start()
+    try:
+        # A generator body goes out with Transfer-Encoding: chunked, so the server has no length either.
+        response = requests.post(f"{hub.url}/api/v1/documents", data=body(), timeout=60,
+                                 headers={**auth(), "Idempotency-Key": sha256,
+                                          "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 201, response.text
+    doc = hub.sim.documents[response.json()["id"]]
+    assert doc.size == total
+    on_disk = hashlib.sha256()
+    with open(doc.path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            on_disk.update(chunk)
+    assert on_disk.hexdigest() == sha256
+    # Client and server share this process: together they stayed far below the 50 MiB sent.
+    assert peak < 16 * 1024 * 1024, f"peak traced memory {peak} bytes"
+
+
+# ----- provenance, deletion, health -----------------------------------------------------------
+
+def test_provenance_is_201_first_then_200_for_the_same_source_item(hub: RunningHub) -> None:
+    content = b"board minutes"
+    doc_id = upload(hub.url, content).json()["id"]
+    link = metadata_for(content, source="whatsapp", source_id="wamid.HBgL")
+    first = requests.post(f"{hub.url}/api/v1/documents/{doc_id}/sources", json=link, headers=auth(), timeout=10)
+    again = requests.post(f"{hub.url}/api/v1/documents/{doc_id}/sources", json=link, headers=auth(), timeout=10)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert [(p["source"], p["status"]) for p in hub.sim.provenance] == [("whatsapp", 201), ("whatsapp", 200)]
+    assert hub.sim.documents[doc_id].has_source("whatsapp", "wamid.HBgL") is not None
+    assert hub.sim.stored_per_key[sha(content)] == 1
+
+
+def test_provenance_for_an_unknown_document_is_404(hub: RunningHub) -> None:
+    response = requests.post(f"{hub.url}/api/v1/documents/doc-999999/sources",
+                             json=metadata_for(b"x"), headers=auth(), timeout=10)
+    assert response.status_code == 404
+
+
+def test_provenance_with_another_sha256_is_422(hub: RunningHub) -> None:
+    doc_id = upload(hub.url, b"one").json()["id"]
+    response = requests.post(f"{hub.url}/api/v1/documents/{doc_id}/sources",
+                             json=metadata_for(b"two", source_id="other"), headers=auth(), timeout=10)
+    assert response.status_code == 422
+
+
+def test_provenance_needs_the_token(hub: RunningHub) -> None:
+    doc_id = upload(hub.url, b"one").json()["id"]
+    response = requests.post(f"{hub.url}/api/v1/documents/{doc_id}/sources", json=metadata_for(b"one"),
+                             timeout=10)
+    assert response.status_code == 401
+
+
+def test_delete_of_a_known_source_item_is_204_and_marks_the_document_deleted(hub: RunningHub) -> None:
+    doc_id = upload(hub.url, b"drawing").json()["id"]
+    response = requests.delete(f"{hub.url}/api/v1/documents", headers=auth(), timeout=10,
+                               params={"source": "email", "source_id": "inbox/101/report.pdf"})
+    assert response.status_code == 204
+    assert hub.sim.documents[doc_id].deleted is True
+    assert hub.sim.deletions[0]["document_ids"] == [doc_id]
+
+
+def test_delete_keeps_the_document_while_another_source_still_has_it(hub: RunningHub) -> None:
+    doc_id = upload(hub.url, b"drawing").json()["id"]
+    requests.post(f"{hub.url}/api/v1/documents/{doc_id}/sources", headers=auth(), timeout=10,
+                  json=metadata_for(b"drawing", source="maximo", source_id="WO-77/3"))
+    requests.delete(f"{hub.url}/api/v1/documents", headers=auth(), timeout=10,
+                    params={"source": "email", "source_id": "inbox/101/report.pdf"})
+    assert hub.sim.documents[doc_id].deleted is False
+
+
+def test_delete_of_an_unknown_source_item_is_404_and_recorded(hub: RunningHub) -> None:
+    response = requests.delete(f"{hub.url}/api/v1/documents", headers=auth(), timeout=10,
+                               params={"source": "sharepoint", "source_id": "nope"})
+    assert response.status_code == 404
+    assert hub.sim.deletions[0]["status"] == 404
+
+
+def test_health_is_200_ok(hub: RunningHub) -> None:
+    response = requests.get(f"{hub.url}/api/v1/health", timeout=10)
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+def test_health_with_a_wrong_token_is_401(hub: RunningHub) -> None:
+    response = requests.get(f"{hub.url}/api/v1/health", headers={"Authorization": "Bearer nope"}, timeout=10)
+    assert response.status_code == 401
+
+
+# ----- faults ---------------------------------------------------------------------------------
+
+def test_error_fault_answers_the_next_n_requests_then_stops(hub: RunningHub) -> None:
+    hub.sim.set_fault("error", status=503, count=2)
+    answers = [upload(hub.url, b"work order").status_code for _ in range(3)]
+    assert answers == [503, 503, 201]
+    assert hub.sim.uploads_per_key[sha(b"work order")] == 3
+    assert hub.sim.stored_per_key[sha(b"work order")] == 1
+
+
+def test_error_fault_makes_health_answer_503(hub: RunningHub) -> None:
+    hub.sim.set_fault("error", status=503, endpoint="health")
+    assert requests.get(f"{hub.url}/api/v1/health", timeout=10).status_code == 503
+    assert upload(hub.url, b"unaffected").status_code == 201
+    hub.sim.clear_faults()
+    assert requests.get(f"{hub.url}/api/v1/health", timeout=10).status_code == 200
+
+
+def test_throttle_fault_answers_429_with_retry_after_for_n_requests(hub: RunningHub) -> None:
+    hub.sim.set_fault("throttle", retry_after=7, count=1)
+    throttled = upload(hub.url, b"invoice")
+    assert throttled.status_code == 429
+    assert throttled.headers["Retry-After"] == "7"
+    assert upload(hub.url, b"invoice").status_code == 201
+
+
+def test_throttle_fault_for_some_seconds_then_lets_requests_through(hub: RunningHub) -> None:
+    hub.sim.set_fault("throttle", retry_after=1, seconds=0.5)
+    assert upload(hub.url, b"invoice").status_code == 429
+    assert upload(hub.url, b"invoice").status_code == 429
+    time.sleep(0.6)
+    assert upload(hub.url, b"invoice").status_code == 201
+
+
+def test_slow_fault_outlasts_a_client_read_timeout_and_the_retry_is_deduplicated(hub: RunningHub) -> None:
+    hub.sim.set_fault("slow", delay=1.5, count=1)
+    with pytest.raises(requests.ReadTimeout):
+        upload(hub.url, b"incident report", timeout=0.4)
+    retry = upload(hub.url, b"incident report")
+    assert retry.status_code in (200, 201)
+    time.sleep(1.3)  # the slow request finishes its answer
+    assert hub.sim.stored_per_key[sha(b"incident report")] == 1
+    assert hub.sim.uploads_per_key[sha(b"incident report")] == 2
+
+
+def test_reject_fault_refuses_the_chosen_document_by_filename_until_cleared(hub: RunningHub) -> None:
+    hub.sim.set_fault("reject", match="bad.pdf")
+    assert upload(hub.url, b"bad", filename="bad.pdf").status_code == 422
+    assert upload(hub.url, b"bad", filename="bad.pdf").status_code == 422
+    assert upload(hub.url, b"good", filename="good.pdf").status_code == 201
+    hub.sim.clear_faults()
+    assert upload(hub.url, b"bad", filename="bad.pdf").status_code == 201
+
+
+def test_reject_fault_by_sha256_with_a_chosen_status(hub: RunningHub) -> None:
+    hub.sim.set_fault("reject", match=sha(b"odd"), status=415)
+    assert upload(hub.url, b"odd").status_code == 415
+    assert hub.sim.documents == {}
+
+
+def test_too_large_fault_refuses_files_above_the_size_with_413(hub: RunningHub) -> None:
+    hub.sim.set_fault("too_large", max_size=1000)
+    assert upload(hub.url, b"s" * 1001).status_code == 413
+    assert upload(hub.url, b"s" * 1000).status_code == 201
+
+
+def test_forbidden_fault_answers_403(hub: RunningHub) -> None:
+    hub.sim.set_fault("forbidden", count=1)
+    assert upload(hub.url, b"memo").status_code == 403
+    assert upload(hub.url, b"memo").status_code == 201
+
+
+def test_drop_fault_closes_the_connection_without_an_answer(hub: RunningHub) -> None:
+    hub.sim.set_fault("drop", count=1)
+    with pytest.raises(requests.ConnectionError):
+        upload(hub.url, b"d" * 300_000)
+    assert upload(hub.url, b"d" * 300_000).status_code == 201
+    assert [r["fault"] for r in hub.sim.requests] == ["drop", None]
+
+
+def test_fault_limited_to_one_endpoint_leaves_the_others_alone(hub: RunningHub) -> None:
+    hub.sim.set_fault("error", status=500, endpoint="delete")
+    assert upload(hub.url, b"memo").status_code == 201
+    response = requests.delete(f"{hub.url}/api/v1/documents", headers=auth(), timeout=10,
+                               params={"source": "email", "source_id": "inbox/101/report.pdf"})
+    assert response.status_code == 500
+
+
+def test_unknown_fault_kind_is_refused() -> None:
+    sim = HubSimulator(token=TOKEN)
+    try:
+        with pytest.raises(ValueError, match="unknown fault kind"):
+            sim.set_fault("explode")
+    finally:
+        sim.close()
+
+
+# ----- steering over HTTP and the process entry point -----------------------------------------
+
+def test_sim_endpoints_set_faults_report_state_and_reset(hub: RunningHub) -> None:
+    posted = requests.post(f"{hub.url}/_sim/faults", json={"kind": "error", "status": 502, "count": 1}, timeout=10)
+    assert posted.status_code == 201
+    assert upload(hub.url, b"plan").status_code == 502
+    assert upload(hub.url, b"plan").status_code == 201
+    state = requests.get(f"{hub.url}/_sim/state", timeout=10).json()
+    assert state["uploads_per_key"] == {sha(b"plan"): 2}
+    assert [doc["sha256"] for doc in state["documents"].values()] == [sha(b"plan")]
+    assert requests.post(f"{hub.url}/_sim/faults", json={"kind": "nope"}, timeout=10).status_code == 400
+    assert requests.post(f"{hub.url}/_sim/reset", timeout=10).status_code == 204
+    assert requests.get(f"{hub.url}/_sim/state", timeout=10).json()["documents"] == {}
+    assert list(hub.sim.blob_dir.iterdir()) == []
+
+
+def test_sim_faults_delete_clears_every_fault(hub: RunningHub) -> None:
+    requests.post(f"{hub.url}/_sim/faults", timeout=10,
+                  json={"faults": [{"kind": "throttle", "retry_after": 2}, {"kind": "error"}]})
+    assert upload(hub.url, b"plan").status_code == 429
+    assert requests.delete(f"{hub.url}/_sim/faults", timeout=10).status_code == 204
+    assert upload(hub.url, b"plan").status_code == 201
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the hub process exited early"
+        try:
+            if requests.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the hub process did not become healthy")
+
+
+def test_hub_runs_as_a_process_steered_through_sim_endpoints_and_persists(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data_dir = tmp_path / "hub-proc"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox.hub", "--port", str(port), "--token", TOKEN, "--data-dir", str(data_dir)],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_healthy(url, process)
+        requests.post(f"{url}/_sim/faults", json={"kind": "error", "status": 503, "count": 1}, timeout=10)
+        assert upload(url, b"safety circular").status_code == 503
+        doc_id = upload(url, b"safety circular").json()["id"]
+        state = requests.get(f"{url}/_sim/state", timeout=10).json()
+        assert state["uploads_per_key"][sha(b"safety circular")] == 2
+        assert state["stored_per_key"][sha(b"safety circular")] == 1
+        assert (data_dir / "blobs" / sha(b"safety circular")).read_bytes() == b"safety circular"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+    assert process.returncode == 0
+    index = json.loads((data_dir / "index.json").read_text())
+    assert index["documents"][doc_id]["sha256"] == sha(b"safety circular")
+    assert index["uploads_per_key"][sha(b"safety circular")] == 2
