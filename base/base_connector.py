@@ -371,8 +371,8 @@ class BaseConnector(ABC):
                               metadata=item.metadata, item=item)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise TransientError(f"{type(exc).__name__} while reading {item.source_id}") from exc
-        except (ConfigError, TransientError, LeaseLostError, requests.RequestException):
-            raise
+        except (ConfigError, TransientError, LeaseLostError, requests.RequestException, ImportError):
+            raise  # run-level: the next item would fail the same way
         except Exception as exc:
             log.exception("item_unexpected_error")
             self._dead_letter(run, scope, item.source_id, f"{type(exc).__name__}: {exc}", version=item.version,

@@ -233,7 +233,7 @@ class StateStore:
 
     # -- status -------------------------------------------------------------------------------
     def update_status(self, connector: str, scope: str, fields: Mapping[str, Any]) -> None:
-        clean: dict[str, str | int | float] = {
+        clean: dict[Any, Any] = {
             k: ("" if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else v)) for k, v in fields.items()
         }
         self.redis.hset(self.key("status", connector, scope), mapping=clean)

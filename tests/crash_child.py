@@ -1,0 +1,43 @@
+"""A sync run in its own process, for crash tests: ``python -m tests.crash_child STATE_URL HUB_URL TOKEN ROOT N``.
+
+With ``KILL_AT=k`` in the environment the process SIGKILLs itself at the k-th state update after a
+Hub acknowledgement, i.e. between the Hub's answer and the pipeline recording it: the worst moment.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+from base.hub_client import HttpHub
+from base.state import StateStore
+from tests.conftest import make_settings
+from tests.helpers import ListConnector, fake_files
+
+
+def main() -> None:
+    state_url, hub_url, token, root, count = sys.argv[1:6]
+    state = StateStore.from_url(state_url)
+    kill_at = int(os.environ.get("KILL_AT", "0"))
+    if kill_at:
+        calls = {"n": 0}
+        real = state.record_ingested
+
+        def record_then_maybe_die(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            if calls["n"] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+
+        state.record_ingested = record_then_maybe_die  # type: ignore[method-assign]
+    settings = make_settings(Path(root), state_url, cursor_save_every=int(os.environ.get("SAVE_EVERY", "50")))
+    connector = ListConnector({"inbox": fake_files(int(count), "crash")}, settings=settings, state=state,
+                              hub=HttpHub(hub_url, token))
+    summary = connector.sync_documents({})
+    print(summary.state, summary.totals["new"], flush=True)
+
+
+if __name__ == "__main__":
+    main()

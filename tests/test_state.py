@@ -1,0 +1,105 @@
+"""The Redis state store: cursors, items, leases across processes, throttle gate, dead letters."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from base.state import DeadLetter, ItemRecord, StateStore
+from utils.errors import LeaseLostError
+
+LEASE_HOLDER = """
+import sys, time
+from base.state import StateStore
+store = StateStore.from_url(sys.argv[1])
+lease = store.lease("email", "inbox", ttl=float(sys.argv[2]))
+print("acquired" if lease.acquire() else "held", flush=True)
+time.sleep(float(sys.argv[3]))
+"""
+
+
+def hold_in_subprocess(redis_url: str, ttl: float, hold: float) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, redis_url, str(ttl), str(hold)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "acquired"
+    return proc
+
+
+def test_cursor_round_trips_any_json(state: StateStore):
+    cursor = {"uidvalidity": 7, "last_uid": 42, "taken": ["WO-1", "WO-2"]}
+    state.set_cursor("email", "inbox", cursor)
+    assert state.get_cursor("email", "inbox") == cursor
+    state.clear_cursor("email", "inbox")
+    assert state.get_cursor("email", "inbox") is None
+
+
+def test_lease_excludes_a_second_process(state: StateStore, redis_url: str):
+    proc = hold_in_subprocess(redis_url, ttl=30, hold=30)
+    try:
+        assert not state.lease("email", "inbox", ttl=30).acquire()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_lease_is_taken_over_after_its_holder_dies(state: StateStore, redis_url: str):
+    proc = hold_in_subprocess(redis_url, ttl=1, hold=30)
+    proc.kill()  # SIGKILL: no release, the lease must expire by itself
+    proc.wait()
+    lease = state.lease("email", "inbox", ttl=30)
+    deadline = time.monotonic() + 5
+    while not lease.acquire():
+        assert time.monotonic() < deadline, "lease never expired"
+        time.sleep(0.1)
+    lease.release()
+
+
+def test_a_lost_lease_stops_its_old_holder(state: StateStore):
+    old = state.lease("maximo", "all", ttl=1)
+    assert old.acquire()
+    state.redis.delete(state.key("lock", "maximo", "all"))  # expired...
+    new = state.lease("maximo", "all", ttl=30)
+    assert new.acquire()  # ...and taken over
+    with pytest.raises(LeaseLostError):
+        old.renew()
+    old.release()  # must not delete the new holder's lease
+    assert state.lock_holder("maximo", "all") == new.token
+
+
+def test_items_and_content_are_recorded_in_one_step(state: StateStore):
+    state.record_ingested("email", "inbox", "msg-1/2", ItemRecord("9", "ab" * 32, "hub-1"), outcome="new", size=10)
+    assert state.get_item("email", "inbox", "msg-1/2") == ItemRecord("9", "ab" * 32, "hub-1")
+    assert state.get_content("ab" * 32) == "hub-1"
+    counters, _ = state.metrics()
+    assert counters["kmrl_documents_total|outcome=new,source=email"] == 1
+
+
+def test_throttle_gate_keeps_the_later_pause(state: StateStore):
+    gate = state.throttle_gate("graph", "tenant-1")
+    later = time.time() + 60
+    gate.block_until(later)
+    gate.block_until(time.time() + 5)
+    assert gate.blocked_until() == pytest.approx(later, abs=0.01)
+    assert state.throttle_gate("graph", "tenant-1").blocked_until() == pytest.approx(later, abs=0.01)
+    assert state.throttle_gate("graph", "tenant-2").blocked_until() == 0
+
+
+def test_dead_letter_counts_attempts(state: StateStore):
+    state.add_dead_letter(DeadLetter("email", "inbox", "m-1", "bad base64"))
+    entry = state.add_dead_letter(DeadLetter("email", "inbox", "m-1", "bad base64 again"))
+    assert entry.attempts == 2
+    (listed,) = state.list_dead_letters("email")
+    assert listed.reason == "bad base64 again" and listed.attempts == 2
+    assert state.remove_dead_letter("email", listed.id)
+    assert state.list_dead_letters("email") == []
+
+
+def test_history_is_trimmed_by_age(state: StateStore):
+    state.append_history("email", "inbox", {"ended_at": time.time() - 10 * 86400})
+    state.append_history("email", "inbox", {"ended_at": time.time()})
+    assert state.trim_history(time.time() - 86400) == 1
+    assert state.redis.llen(state.key("history", "email", "inbox")) == 1
