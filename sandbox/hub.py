@@ -22,21 +22,19 @@ Run it in a thread with ``running_hub()``, or as a process:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import hmac
 import json
-import os
 import re
 import shutil
 import signal
 import socket
+import ssl
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,6 +46,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from sandbox.hub_faults import Fault, FaultBook
+from sandbox.hub_store import HashingSpool, HubDocument, HubStore
 from sandbox.servers import ServerThread
 
 log = structlog.get_logger(__name__)
@@ -69,39 +68,6 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _REQUIRED_UPLOAD_FIELDS = ("source", "source_id", "filename", "sha256")
 
 
-@dataclass
-class HubDocument:
-    """One document the Hub stored.
-
-    id: the Hub's document id. sha256, size: of the stored bytes. path: where the bytes are.
-    metadata: the metadata of the upload that stored it. sources: every source item known to carry this
-    content (dicts with source, source_id, version, via ("upload" or "provenance"), deleted).
-    superseded / superseded_by: a later upload named this one as its previous_sha256.
-    deleted: every source item of this document was deleted.
-    """
-
-    id: str
-    sha256: str
-    size: int
-    path: str
-    metadata: dict[str, Any]
-    sources: list[dict[str, Any]] = field(default_factory=list)
-    superseded: bool = False
-    superseded_by: str | None = None
-    deleted: bool = False
-    stored_at: float = field(default_factory=time.time)
-
-    def has_source(self, source: str, source_id: str) -> dict[str, Any] | None:
-        """The source entry for (source, source_id), or None."""
-        for entry in self.sources:
-            if entry["source"] == source and entry["source_id"] == source_id:
-                return entry
-        return None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class _Refusal(Exception):
     """Ends a request with a JSON error answer."""
 
@@ -113,42 +79,6 @@ class _Refusal(Exception):
         self.reason = reason
         self.headers = headers or {}
         self.fault_kind = fault_kind
-
-
-class _HashingSpool:
-    """A file part streamed to a temp file in the simulator's data dir, hashed as it is written."""
-
-    def __init__(self, directory: Path) -> None:
-        fd, name = tempfile.mkstemp(dir=directory, prefix="upload-", suffix=".part")
-        self.path = Path(name)
-        self.file: IO[bytes] = os.fdopen(fd, "w+b")
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    @property
-    def sha256(self) -> str:
-        return self._hash.hexdigest()
-
-    def write(self, data: bytes) -> int:
-        self._hash.update(data)
-        self.size += len(data)
-        return self.file.write(data)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.file.seek(offset, whence)
-
-    def read(self, size: int = -1) -> bytes:
-        return self.file.read(size)
-
-    def flush(self) -> None:
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-    def discard(self) -> None:
-        self.file.close()
-        self.path.unlink(missing_ok=True)
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -191,24 +121,20 @@ class HubSimulator:
             self._owned_dir = tempfile.TemporaryDirectory(prefix="kmrl-hub-")
             data_dir = self._owned_dir.name
         self.data_dir = Path(data_dir)
-        self.blob_dir = self.data_dir / "blobs"
-        self.incoming_dir = self.data_dir / "incoming"
-        self.blob_dir.mkdir(parents=True, exist_ok=True)
-        self.incoming_dir.mkdir(parents=True, exist_ok=True)
-        self.index_path = self.data_dir / "index.json"
+        self.store = HubStore(self.data_dir, persist=persist)
         self.max_content_length = max_content_length
         self.duplicate_status = duplicate_status
-        self.persist = persist
         self.faults = FaultBook()
-        self._lock = threading.RLock()
-        self.documents: dict[str, HubDocument] = {}
-        self.uploads_per_key: dict[str, int] = {}
-        self.stored_per_key: dict[str, int] = {}
-        self.deletions: list[dict[str, Any]] = []
-        self.provenance: list[dict[str, Any]] = []
-        self.requests: list[dict[str, Any]] = []
-        self._by_sha256: dict[str, str] = {}
-        self._next_seq = 1
+        # The store's own containers, so tests read live values (HubStore mutates them under its lock).
+        self.documents: dict[str, HubDocument] = self.store.documents
+        self.uploads_per_key: dict[str, int] = self.store.uploads_per_key
+        self.stored_per_key: dict[str, int] = self.store.stored_per_key
+        self.deletions: list[dict[str, Any]] = self.store.deletions
+        self.provenance: list[dict[str, Any]] = self.store.provenance
+        self.requests: list[dict[str, Any]] = self.store.requests
+        self.blob_dir = self.store.blob_dir
+        self.incoming_dir = self.store.incoming_dir
+        self.index_path = self.store.index_path
         self._url_map = Map([
             Rule("/api/v1/documents", methods=["POST"], endpoint="upload"),
             Rule("/api/v1/documents", methods=["DELETE"], endpoint="delete"),
@@ -219,8 +145,6 @@ class HubSimulator:
             Rule("/_sim/faults", methods=["DELETE"], endpoint="sim_clear_faults"),
             Rule("/_sim/reset", methods=["POST"], endpoint="sim_reset"),
         ])
-        if persist and self.index_path.exists():
-            self._load_index()
 
     # ----- Python API for tests -------------------------------------------------------------
 
@@ -243,38 +167,16 @@ class HubSimulator:
     def reset(self) -> None:
         """Forgets every document, count and fault, and removes the stored bytes."""
         self.faults.clear()
-        with self._lock:
-            self.documents.clear()
-            self.uploads_per_key.clear()
-            self.stored_per_key.clear()
-            self.deletions.clear()
-            self.provenance.clear()
-            self.requests.clear()
-            self._by_sha256.clear()
-            self._next_seq = 1
-            for blob in self.blob_dir.iterdir():
-                blob.unlink(missing_ok=True)
-            self.save_index()
+        self.store.reset()
         log.info("hub_reset")
 
     def document_by_sha256(self, sha256: str) -> HubDocument | None:
         """The stored document with that content, or None."""
-        with self._lock:
-            doc_id = self._by_sha256.get(sha256)
-            return self.documents.get(doc_id) if doc_id else None
+        return self.store.by_sha256(sha256)
 
     def state(self) -> dict[str, Any]:
         """A JSON-ready snapshot of everything received (what ``GET /_sim/state`` answers)."""
-        with self._lock:
-            return {
-                "documents": {doc_id: doc.to_json() for doc_id, doc in self.documents.items()},
-                "uploads_per_key": dict(self.uploads_per_key),
-                "stored_per_key": dict(self.stored_per_key),
-                "deletions": list(self.deletions),
-                "provenance": list(self.provenance),
-                "requests": list(self.requests),
-                "faults": [fault.to_json() for fault in self.faults.active()],
-            }
+        return {**self.store.snapshot(), "faults": [fault.to_json() for fault in self.faults.active()]}
 
     def close(self) -> None:
         """Wakes sleeping requests and removes the data dir if the simulator created it."""
@@ -306,8 +208,7 @@ class HubSimulator:
                    args: Mapping[str, Any]) -> Response:
         key = (request.headers.get("Idempotency-Key") or "").strip().lower() or None
         if endpoint == "upload" and key:
-            with self._lock:
-                self.uploads_per_key[key] = self.uploads_per_key.get(key, 0) + 1
+            self.store.count_upload(key)
         fault = self.faults.take("arrival", endpoint)
         fault_kind = fault.kind if fault else None
         if fault is not None and fault.kind == "drop":
@@ -339,9 +240,8 @@ class HubSimulator:
 
     def _log_request(self, request: Request, endpoint: str, key: str | None, status: int | None,
                      fault: str | None) -> None:
-        with self._lock:
-            self.requests.append({"method": request.method, "endpoint": endpoint, "key": key, "status": status,
-                                  "fault": fault, "at": time.time()})
+        self.store.record_request({"method": request.method, "endpoint": endpoint, "key": key, "status": status,
+                                   "fault": fault, "at": time.time()})
         log.debug("hub_request", method=request.method, endpoint=endpoint, status=status, fault=fault)
 
     @staticmethod
@@ -384,11 +284,11 @@ class HubSimulator:
             raise _Refusal(400, "bad_idempotency_key", "Idempotency-Key must be a hex sha256")
         if request.mimetype != "multipart/form-data":
             raise _Refusal(415, "unsupported_media_type", f"expected multipart/form-data, got {request.mimetype!r}")
-        spools: list[_HashingSpool] = []
+        spools: list[HashingSpool] = []
 
         def stream_factory(total_content_length: int | None, content_type: str | None, filename: str | None,
                            content_length: int | None = None) -> IO[bytes]:
-            spool = _HashingSpool(self.incoming_dir)
+            spool = self.store.new_spool()
             spools.append(spool)
             return spool  # type: ignore[return-value]  # file-like enough for werkzeug's parser
 
@@ -402,7 +302,7 @@ class HubSimulator:
             if file_part is None:
                 raise _Refusal(400, "missing_file", "multipart part 'file' is required")
             received = file_part.stream
-            assert isinstance(received, _HashingSpool)
+            assert isinstance(received, HashingSpool)
             self._check_document_faults("upload", metadata, received.sha256, received.size)
             self._verify_upload(key, metadata, received)
             return self._store(key, metadata, received)
@@ -439,7 +339,7 @@ class HubSimulator:
                            f"simulated fault: {fault.kind} ({metadata.get('filename')})", fault_kind=fault.kind)
 
     @staticmethod
-    def _verify_upload(key: str, metadata: dict[str, Any], spool: _HashingSpool) -> None:
+    def _verify_upload(key: str, metadata: dict[str, Any], spool: HashingSpool) -> None:
         actual = spool.sha256
         if actual != key:
             raise _Refusal(422, "sha256_mismatch",
@@ -452,42 +352,20 @@ class HubSimulator:
         if isinstance(size, int) and not isinstance(size, bool) and size != spool.size:
             raise _Refusal(422, "size_mismatch", f"body has {spool.size} bytes, metadata.size says {size}")
 
-    def _store(self, key: str, metadata: dict[str, Any], spool: _HashingSpool) -> Response:
-        source_entry = _source_entry(metadata, via="upload")
-        with self._lock:
-            existing = self.document_by_sha256(key)
-            if existing is not None:
-                # Same bytes again (a retry, or another source item): keep one copy, remember the source.
-                if existing.has_source(source_entry["source"], source_entry["source_id"]) is None:
-                    existing.sources.append(source_entry)
-                    self.save_index()
-                log.info("hub_upload_duplicate", id=existing.id, sha256=key)
-                return _json(self.duplicate_status, {"id": existing.id, "sha256": key, "status": "duplicate"})
-            spool.close()
-            blob = self.blob_dir / key
-            os.replace(spool.path, blob)
-            doc = HubDocument(id=f"doc-{self._next_seq:06d}", sha256=key, size=spool.size, path=str(blob),
-                              metadata=metadata, sources=[source_entry])
-            self._next_seq += 1
-            self.documents[doc.id] = doc
-            self._by_sha256[key] = doc.id
-            self.stored_per_key[key] = self.stored_per_key.get(key, 0) + 1
-            previous = str(metadata.get("previous_sha256") or "").lower()
-            older = self.document_by_sha256(previous) if previous and previous != key else None
-            if older is not None:
-                older.superseded = True
-                older.superseded_by = doc.id
-            self.save_index()
+    def _store(self, key: str, metadata: dict[str, Any], spool: HashingSpool) -> Response:
+        doc, created = self.store.store(key, metadata, spool)
+        if not created:
+            log.info("hub_upload_duplicate", id=doc.id, sha256=key)
+            return _json(self.duplicate_status, {"id": doc.id, "sha256": key, "status": "duplicate"})
         log.info("hub_document_stored", id=doc.id, sha256=key, size=doc.size,
-                 superseded=older.id if older else None)
+                 previous_sha256=metadata.get("previous_sha256"))
         return _json(201, {"id": doc.id, "sha256": key, "status": "stored"})
 
     # ----- provenance, deletion, health ------------------------------------------------------
 
     def _link_source(self, request: Request, doc_id: str) -> Response:
         self._check_token(request)
-        with self._lock:
-            doc = self.documents.get(doc_id)
+        doc = self.store.get(doc_id)
         if doc is None:
             raise _Refusal(404, "unknown_document", f"no document {doc_id}")
         metadata = request.get_json(silent=True)
@@ -500,21 +378,8 @@ class HubSimulator:
         claimed = str(metadata.get("sha256") or "").lower()
         if claimed and claimed != doc.sha256:
             raise _Refusal(422, "sha256_mismatch", f"document {doc_id} has sha256 {doc.sha256}, not {claimed}")
-        entry = _source_entry(metadata, via="provenance")
-        with self._lock:
-            known = doc.has_source(entry["source"], entry["source_id"])
-            if known is not None and not known["deleted"]:
-                status = 200
-            else:
-                if known is not None:
-                    doc.sources.remove(known)
-                doc.sources.append(entry)
-                doc.deleted = False
-                status = 201
-            self.provenance.append({"document_id": doc_id, "source": entry["source"],
-                                    "source_id": entry["source_id"], "status": status, "metadata": metadata})
-            self.save_index()
-        log.info("hub_source_linked", id=doc_id, source=entry["source"], status=status)
+        status = self.store.link(doc, metadata)
+        log.info("hub_source_linked", id=doc_id, source=metadata["source"], status=status)
         return _json(status, {"id": doc_id, "sha256": doc.sha256, "status": "linked" if status == 201 else "known"})
 
     def _delete(self, request: Request) -> Response:
@@ -523,20 +388,9 @@ class HubSimulator:
         source_id = request.args.get("source_id")
         if not source or not source_id:
             raise _Refusal(400, "missing_query", "source and source_id query parameters are required")
-        with self._lock:
-            hit: list[str] = []
-            for doc in self.documents.values():
-                entry = doc.has_source(source, source_id)
-                if entry is not None:
-                    entry["deleted"] = True
-                    doc.deleted = all(e["deleted"] for e in doc.sources)
-                    hit.append(doc.id)
-            status = 204 if hit else 404
-            self.deletions.append({"source": source, "source_id": source_id, "status": status,
-                                   "document_ids": hit, "at": time.time()})
-            self.save_index()
-        log.info("hub_source_deleted", source=source, status=status, documents=len(hit))
-        if status == 404:
+        hit = self.store.delete(source, source_id)
+        log.info("hub_source_deleted", source=source, found=bool(hit), documents=len(hit))
+        if not hit:
             raise _Refusal(404, "unknown_source_item", "no document carries that source item")
         return _json(204, None)
 
@@ -568,42 +422,6 @@ class HubSimulator:
             log.info("hub_fault_set", kind=fault.kind, count=fault.count, seconds=fault.seconds)
         return _json(201, {"faults": [fault.to_json() for fault in faults]})
 
-    # ----- persistence -------------------------------------------------------------------------
-
-    def save_index(self) -> None:
-        """Writes index.json atomically (temp file, then rename); does nothing unless ``persist`` is on."""
-        if not self.persist:
-            return
-        with self._lock:
-            snapshot = {
-                "next_seq": self._next_seq,
-                "documents": {doc_id: doc.to_json() for doc_id, doc in self.documents.items()},
-                "uploads_per_key": self.uploads_per_key,
-                "stored_per_key": self.stored_per_key,
-                "deletions": self.deletions,
-                "provenance": self.provenance,
-            }
-            tmp = self.index_path.with_name(f".index-{uuid.uuid4().hex}.tmp")
-            tmp.write_text(json.dumps(snapshot), encoding="utf-8")
-            os.replace(tmp, self.index_path)
-
-    def _load_index(self) -> None:
-        data = json.loads(self.index_path.read_text(encoding="utf-8"))
-        self._next_seq = int(data.get("next_seq", 1))
-        for doc_id, raw in data.get("documents", {}).items():
-            doc = HubDocument(**raw)
-            self.documents[doc_id] = doc
-            self._by_sha256[doc.sha256] = doc_id
-        self.uploads_per_key.update(data.get("uploads_per_key", {}))
-        self.stored_per_key.update(data.get("stored_per_key", {}))
-        self.deletions.extend(data.get("deletions", []))
-        self.provenance.extend(data.get("provenance", []))
-
-
-def _source_entry(metadata: dict[str, Any], *, via: str) -> dict[str, Any]:
-    return {"source": str(metadata.get("source")), "source_id": str(metadata.get("source_id")),
-            "version": metadata.get("version"), "via": via, "deleted": False}
-
 
 @dataclass
 class RunningHub:
@@ -617,11 +435,14 @@ class RunningHub:
 
 @contextmanager
 def running_hub(*, token: str = SANDBOX_TOKEN, data_dir: str | Path | None = None,
-                **options: Any) -> Iterator[RunningHub]:
-    """Starts a HubSimulator in a ServerThread for the ``with`` block (options as HubSimulator's)."""
+                ssl_context: ssl.SSLContext | None = None, **options: Any) -> Iterator[RunningHub]:
+    """Starts a HubSimulator in a ServerThread for the ``with`` block.
+
+    options: as HubSimulator's. ssl_context: serve HTTPS (see sandbox.tls) instead of HTTP.
+    """
     sim = HubSimulator(token=token, data_dir=data_dir, **options)
     try:
-        with ServerThread(sim.app) as server:
+        with ServerThread(sim.app, ssl_context=ssl_context) as server:
             yield RunningHub(url=server.url, sim=sim, token=token, server=server)
     finally:
         sim.close()
@@ -652,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sim.clear_faults()
         server.stop()
-        sim.save_index()
+        sim.store.save()
         shutil.rmtree(sim.incoming_dir, ignore_errors=True)
         log.info("hub_stopped", url=server.url)
     return 0

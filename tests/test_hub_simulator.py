@@ -20,15 +20,24 @@ import requests
 
 from sandbox.hub import HubSimulator, RunningHub, running_hub
 from sandbox.servers import free_port
+from sandbox.tls import CertAuthority
 
 TOKEN = "sim-token-for-tests"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[RunningHub]:
-    with running_hub(token=TOKEN, data_dir=tmp_path / "hub") as running:
+@pytest.fixture(scope="module")
+def shared_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
+    # One server for the module (stopping one takes up to its 0.5 s poll interval); each test resets it.
+    with running_hub(token=TOKEN, data_dir=tmp_path_factory.mktemp("hub")) as running:
         yield running
+
+
+@pytest.fixture
+def hub(shared_hub: RunningHub) -> Iterator[RunningHub]:
+    shared_hub.sim.reset()
+    yield shared_hub
+    shared_hub.sim.clear_faults()
 
 
 def sha(data: bytes) -> str:
@@ -389,6 +398,26 @@ def test_fault_limited_to_one_endpoint_leaves_the_others_alone(hub: RunningHub) 
     response = requests.delete(f"{hub.url}/api/v1/documents", headers=auth(), timeout=10,
                                params={"source": "email", "source_id": "inbox/101/report.pdf"})
     assert response.status_code == 500
+
+
+def test_persisted_index_is_loaded_by_a_restarted_simulator(tmp_path: Path) -> None:
+    with running_hub(token=TOKEN, data_dir=tmp_path, persist=True) as first:
+        doc_id = upload(first.url, b"asset register").json()["id"]
+    with running_hub(token=TOKEN, data_dir=tmp_path, persist=True) as restarted:
+        again = upload(restarted.url, b"asset register")
+        fresh = upload(restarted.url, b"another register").json()["id"]
+    assert (again.status_code, again.json()["id"]) == (200, doc_id)
+    assert fresh != doc_id
+    assert restarted.sim.uploads_per_key[sha(b"asset register")] == 2
+
+
+def test_hub_serves_https_with_a_sandbox_certificate(tmp_path: Path) -> None:
+    authority = CertAuthority(str(tmp_path / "ca"))
+    with running_hub(token=TOKEN, data_dir=tmp_path / "hub",
+                     ssl_context=authority.issue().server_context()) as running:
+        assert running.url.startswith("https://")
+        response = requests.get(f"{running.url}/api/v1/health", verify=str(authority.ca_path), timeout=10)
+    assert response.status_code == 200
 
 
 def test_unknown_fault_kind_is_refused() -> None:
