@@ -1,0 +1,613 @@
+"""MaximoConnector: attachments (doclinks) of IBM Maximo work orders, over the OSLC JSON API.
+
+Facts: reference/api-contracts.md part B. Each configured site is a scope (``all`` when none is
+configured). A run queries the object structure (``mxapiwodetail`` by default) with ``lean=1``,
+``oslc.where=changedate>="<cursor>"`` plus the site / work type / status filters,
+``oslc.orderBy=+changedate,+wonum`` and ``oslc.select`` of the fields used and ``doclinks{*}``; for each
+work order it yields one ``Item`` per file doclink, whose bytes stream from the doclink href only
+when the pipeline asks for them.
+
+The cursor is ``{"changedate": <last changedate taken>, "taken": [<SITE/WONUM taken at exactly that
+changedate>]}``. The query uses ``>=`` so a work order saved in the same second as the last one taken
+is not missed, and the ``taken`` list keeps the ones already done from being sent twice.
+
+Paging restarts the query from the advanced cursor after each page instead of walking ``pageno``:
+``changedate`` moves whenever a work order is saved, so a work order edited while we page jumps to the
+end of the ordering and every later record slides back one place; the record that slides onto a
+page already read would be skipped, and once the cursor passed its changedate it would be lost for
+good. A query from the cursor cannot skip anything. ``responseInfo.nextPage`` is followed only when a
+whole page was already taken (more work orders share one changedate than fit on a page).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import requests
+
+from base.base_connector import BaseConnector, HealthResult
+from base.document import Checkpoint, Item, ItemFailure, merged_text
+from config.settings import Settings
+from utils.credentials_manager import CredentialsManager
+from utils.errors import AuthError, ConfigError, ItemError, ThrottledError, TransientError
+from utils.http import HttpClient, iter_response
+from utils.logging import get_logger, register_secret
+
+log = get_logger(__name__)
+
+#: The scope used when no site is configured.
+ALL_SITES = "all"
+#: Authentication styles: API key header (MAS, preferred), native ``maxauth`` login, LDAP Basic login.
+AUTH_STYLES = ("apikey", "maxauth", "basic")
+#: Work-order attributes read from Maximo (``oslc.select``, with the doclinks).
+WORK_ORDER_FIELDS = (
+    "wonum", "siteid", "description", "description_longdescription", "worktype", "status", "location",
+    "assetnum", "reportdate", "changedate",
+)
+#: Records per page (``oslc.pageSize``); Maximo refuses more than its ``mxe.oslc.maxpagesize``.
+DEFAULT_PAGE_SIZE = 100
+#: (connect, read) timeouts, seconds.
+DEFAULT_TIMEOUT = (5.0, 60.0)
+#: Reason codes that mean "these credentials are wrong", with what they mean.
+CREDENTIAL_REASON_CODES = {
+    "BMXAA7901E": "login failed",
+    "BMXAA9549E": "invalid or expired API key",
+    "BMXAA2283E": "password expired",
+}
+#: Maximo's answer to a request whose session is unknown, expired or has no credentials.
+NO_SESSION_CODE = "BMXAA0021E"
+#: Chunk size when streaming a doclink binary.
+DOWNLOAD_CHUNK = 1024 * 1024  # bytes
+
+_TAGS = re.compile(r"<[^>]+>")
+
+
+@dataclass(frozen=True)
+class MaximoError:
+    """What Maximo said about a failed request (``Error`` body: reasonCode, message, statusCode)."""
+
+    status: int
+    reason_code: str
+    message: str
+
+    def describe(self) -> str:
+        """One line for logs and exceptions: ``HTTP 401 BMXAA9549E: <message>``."""
+        code = f" {self.reason_code}" if self.reason_code else ""
+        text = f": {self.message}" if self.message else ""
+        return f"HTTP {self.status}{code}{text}"
+
+
+def parse_error(response: requests.Response) -> MaximoError:
+    """Reads the lean ``Error`` body (or the namespaced ``oslc:Error``); tolerates any other body."""
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error: Any = None
+    if isinstance(body, dict):
+        error = body.get("Error") or body.get("oslc:Error")
+    if not isinstance(error, dict):
+        snippet = " ".join(response.text[:200].split()) if response.text else ""
+        return MaximoError(status, "", snippet)
+    code = str(error.get("reasonCode") or error.get("spi:reasonCode") or "")
+    message = str(error.get("message") or error.get("oslc:message") or "")
+    if code and message.startswith(code):
+        message = message[len(code):].lstrip(" -:")
+    # statusCode is a string in the body; the HTTP status is what we classify by.
+    return MaximoError(status, code, " ".join(message.split())[:300])
+
+
+@dataclass
+class WorkOrderCursor:
+    """Where a scope's feed stands: the last changedate taken and the work orders taken at it."""
+
+    changedate: str | None = None
+    taken: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_json(cls, value: Any) -> WorkOrderCursor:
+        """Reads a stored cursor (None: from the start); ConfigError when it is not a Maximo cursor."""
+        if value is None:
+            return cls()
+        if not isinstance(value, dict) or not isinstance(value.get("taken", []), list):
+            raise ConfigError(f"the stored Maximo cursor {value!r} is not a changedate cursor; clear it to resync")
+        changedate = value.get("changedate")
+        if changedate is not None:
+            _parse_date(str(changedate), what="the stored cursor's changedate", error=ConfigError)
+        return cls(changedate, {str(key) for key in value.get("taken", [])})
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form saved by the pipeline."""
+        return {"changedate": self.changedate, "taken": sorted(self.taken)}
+
+    def is_taken(self, key: str, changedate: str) -> bool:
+        """Whether the work order ``key`` at ``changedate`` was already yielded."""
+        if self.changedate is None:
+            return False
+        return key in self.taken and _same_instant(changedate, self.changedate)
+
+    def take(self, key: str, changedate: str) -> None:
+        """Records that ``key`` at ``changedate`` is done; the cursor never moves backwards."""
+        if self.changedate is None or _after(changedate, self.changedate):
+            self.changedate = changedate
+            self.taken = {key}
+        elif _same_instant(changedate, self.changedate):
+            self.taken.add(key)
+
+
+def _parse_date(value: str, *, what: str, error: type[Exception] = ItemError) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise error(f"{what} {value!r} is not an ISO 8601 date") from exc
+    if parsed.tzinfo is None:
+        raise error(f"{what} {value!r} has no time zone offset")
+    return parsed
+
+
+def _same_instant(a: str, b: str) -> bool:
+    return a == b or _parse_date(a, what="changedate") == _parse_date(b, what="changedate")
+
+
+def _after(a: str, b: str) -> bool:
+    return _parse_date(a, what="changedate") > _parse_date(b, what="changedate")
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (Maximo drops empty children)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _plain_text(value: Any) -> str:
+    """A Maximo text field as plain text (long descriptions are rich-text HTML)."""
+    if not value:
+        return ""
+    return " ".join(html.unescape(_TAGS.sub(" ", str(value))).split())
+
+
+def _quoted(values: Sequence[str], what: str) -> str:
+    for value in values:
+        if '"' in value or "\\" in value:
+            raise ConfigError(f"{what} value {value!r} contains a quote or backslash")
+    return ",".join(json.dumps(value) for value in values)
+
+
+class MaximoConnector(BaseConnector):
+    """Work-order attachments from Maximo.
+
+    base_url: the Maximo server, e.g. ``https://maximo.kmrl.co.in`` (the ``/maximo`` context root is
+        added when the URL has no path) or the context root itself.
+    object_structure: the work-order object structure (default ``mxapiwodetail``; ``mxwo`` works too).
+    site_ids: sites to sync, one scope each; None or empty: one scope ``all`` without a site filter.
+    work_types, statuses: only work orders with these ``worktype`` / ``status`` values (None: all).
+    auth: ``apikey`` (header ``apikey``, on ``/maximo/api``), ``maxauth`` or ``basic`` (a login on
+        ``/maximo/oslc/login`` whose ``JSESSIONID`` is reused for the run and renewed once if it expires);
+        None: ``apikey`` when the credentials hold ``api_key``, else ``maxauth``.
+    timeout: (connect, read) seconds, default (5, 60).
+    page_size: work orders per request (default 100).
+    ca_bundle: a CA file to verify Maximo's certificate with (default: the system store).
+    Credentials: ``{"api_key": ...}`` or ``{"user": ..., "password": ...}``.
+    """
+
+    name = "maximo"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        object_structure: str = "mxapiwodetail",
+        site_ids: Sequence[str] | None = None,
+        work_types: Sequence[str] | None = None,
+        statuses: Sequence[str] | None = None,
+        auth: str | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        ca_bundle: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not base_url:
+            raise ConfigError("the Maximo URL is not set (MAXIMO_URL)")
+        parts = urlsplit(base_url.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"the Maximo URL {base_url!r} is not an http(s) URL")
+        self.root_url = urlunsplit((parts.scheme, parts.netloc, parts.path or "/maximo", "", ""))
+        if auth is not None and auth not in AUTH_STYLES:
+            raise ConfigError(f"the Maximo auth style must be one of {', '.join(AUTH_STYLES)}, not {auth!r}")
+        if page_size < 1:
+            raise ConfigError(f"the Maximo page size must be at least 1, not {page_size}")
+        self.object_structure = object_structure.lower()
+        self.site_ids = [s for s in (site_ids or []) if s]
+        self.work_types = [w for w in (work_types or []) if w]
+        self.statuses = [s for s in (statuses or []) if s]
+        self.filters = self._static_filters()
+        self.auth = auth
+        self.timeout = timeout
+        self.page_size = page_size
+        self.ca_bundle = ca_bundle
+        self.client: HttpClient | None = None
+        self._style = auth or "apikey"
+        self._api_key = ""
+        self._login_token = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> MaximoConnector:
+        """A connector configured from MAXIMO_* variables (see env.example)."""
+        def number(name: str, default: str, kind: type[float] | type[int]) -> Any:
+            raw = settings.env(name, default)
+            try:
+                return kind(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name} must be a number, not {raw!r}") from exc
+
+        return cls(
+            settings.env("MAXIMO_URL"),
+            object_structure=settings.env("MAXIMO_OBJECT_STRUCTURE", "mxapiwodetail"),
+            site_ids=settings.env_list("MAXIMO_SITE_IDS"),
+            work_types=settings.env_list("MAXIMO_WORK_TYPES"),
+            statuses=settings.env_list("MAXIMO_STATUSES"),
+            auth=settings.env("MAXIMO_AUTH").lower() or None,
+            timeout=(number("MAXIMO_CONNECT_TIMEOUT", "5", float), number("MAXIMO_READ_TIMEOUT", "60", float)),
+            page_size=number("MAXIMO_PAGE_SIZE", str(DEFAULT_PAGE_SIZE), int),
+            ca_bundle=settings.env("MAXIMO_CA_FILE") or None,
+            settings=settings,
+            **kwargs,
+        )
+
+    def default_credentials(self) -> Mapping[str, Any]:
+        return CredentialsManager(self.settings).get_maximo_credentials()
+
+    # -- connection and authentication ----------------------------------------------------------
+
+    @contextmanager
+    def connect(self, credentials: Mapping[str, Any]) -> Iterator[None]:
+        """Builds the HTTP client for one run and logs in (session styles); closes it afterwards."""
+        self.credentials = credentials
+        style = self.auth or str(credentials.get("auth") or ("apikey" if credentials.get("api_key") else "maxauth"))
+        if style not in AUTH_STYLES:
+            raise ConfigError(f"the Maximo auth style must be one of {', '.join(AUTH_STYLES)}, not {style!r}")
+        self._style = style
+        if style == "apikey":
+            self._api_key = str(credentials.get("api_key") or "")
+            if not self._api_key:
+                raise ConfigError("Maximo API-key authentication needs an api_key (MAXIMO_API_KEY)")
+            register_secret(self._api_key)
+        else:
+            user, password = str(credentials.get("user") or ""), str(credentials.get("password") or "")
+            if not user or not password:
+                raise ConfigError(f"Maximo {style} authentication needs a user and a password "
+                                  "(MAXIMO_USER, MAXIMO_PASSWORD)")
+            register_secret(password)
+            self._login_token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            register_secret(self._login_token)
+        host = urlsplit(self.root_url).netloc
+        client = HttpClient("maximo", timeout=self.timeout, ca_bundle=self.ca_bundle,
+                            gate=self.state.throttle_gate("maximo", host))
+        if style == "apikey":
+            # Maximo hands out a JSESSIONID even to API-key calls; replayed with the key it makes Maximo
+            # prefer that empty session and answer 401 BMXAA0021E. API-key calls carry no cookies.
+            client.session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        self.client = client
+        try:
+            if style != "apikey":
+                self._login()
+            yield
+        finally:
+            client.session.close()
+            self.client = None
+
+    def _http(self) -> HttpClient:
+        if self.client is None:
+            raise RuntimeError("MaximoConnector used outside connect()")
+        return self.client
+
+    @property
+    def collection_url(self) -> str:
+        """The object structure's URL: ``/maximo/api/os/..`` for API keys, ``/maximo/oslc/os/..`` for sessions."""
+        root = "api" if self._style == "apikey" else "oslc"
+        return f"{self.root_url}/{root}/os/{self.object_structure}"
+
+    def _login(self) -> None:
+        """POST /oslc/login with ``maxauth`` or Basic; the session cookie stays in the client's jar."""
+        header = ({"maxauth": self._login_token} if self._style == "maxauth"
+                  else {"Authorization": f"Basic {self._login_token}"})
+        response = self._http().request("POST", f"{self.root_url}/oslc/login", params={"lean": "1"},
+                                        headers={"Accept": "application/json", **header})
+        if response.status_code in (200, 204):
+            response.close()
+            log.info("maximo_logged_in", style=self._style)
+            return
+        error = parse_error(response)
+        if response.status_code in (401, 403):
+            raise AuthError(f"Maximo refused the {self._style} login ({self._explain(error)})")
+        raise self._unexpected(error, "the login")
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self._style == "apikey":
+            headers["apikey"] = self._api_key
+        return headers
+
+    def _get(self, url: str, *, params: Mapping[str, str] | None = None, what: str, item: bool = False,
+             stream: bool = False) -> requests.Response:
+        """A GET answered 2xx; renews an expired session once; classifies every other answer.
+
+        ``item``: failures other than authentication concern one item only (ItemError), not the run.
+        """
+        for attempt in (1, 2):
+            response = self._http().request("GET", url, params=params, headers=self._headers(), stream=stream)
+            if 200 <= response.status_code < 300:
+                return response
+            error = parse_error(response)
+            response.close()
+            if response.status_code == 401 and self._style != "apikey" and attempt == 1 \
+                    and error.reason_code not in CREDENTIAL_REASON_CODES:
+                log.info("maximo_session_expired", reason_code=error.reason_code or None)
+                self._login()
+                continue
+            raise self._classify(error, what, item=item)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _explain(self, error: MaximoError) -> str:
+        meaning = CREDENTIAL_REASON_CODES.get(error.reason_code)
+        if error.reason_code == NO_SESSION_CODE:
+            meaning = ("API key refused together with a session cookie" if self._style == "apikey"
+                       else "session not accepted even after a fresh login")
+        return error.describe() + (f" [{meaning}]" if meaning else "")
+
+    def _classify(self, error: MaximoError, what: str, *, item: bool) -> Exception:
+        status = error.status
+        if status == 401:
+            return AuthError(f"Maximo refused the {self._style} credentials while reading {what} "
+                             f"({self._explain(error)})")
+        if status == 403:
+            return ConfigError(f"Maximo does not allow this user to read {what} ({error.describe()})")
+        if item:
+            return ItemError(f"Maximo could not serve {what} ({error.describe()})")
+        if status == 404:
+            return ConfigError(f"Maximo has no {what} at {self.collection_url} ({error.describe()}): "
+                               "check MAXIMO_URL and MAXIMO_OBJECT_STRUCTURE")
+        if status == 400:
+            return ConfigError(f"Maximo refused the query for {what} ({error.describe()}): check the site, "
+                               "work type and status filters and MAXIMO_PAGE_SIZE")
+        return self._unexpected(error, what)
+
+    @staticmethod
+    def _unexpected(error: MaximoError, what: str) -> Exception:
+        if 400 <= error.status < 500:
+            return ConfigError(f"Maximo answered {error.describe()} to {what}")
+        return TransientError(f"Maximo answered {error.describe()} to {what}")
+
+    def _get_json(self, url: str, *, params: Mapping[str, str] | None = None, what: str,
+                  item: bool = False) -> dict[str, Any]:
+        response = self._get(url, params=params, what=what, item=item)
+        try:
+            body = response.json()
+        except ValueError:
+            kind = response.headers.get("Content-Type", "no content type")
+            problem = (f"Maximo answered {what} with a body that is not valid JSON "
+                       f"({kind}, {len(response.content)} bytes)")
+            raise (ItemError(problem) if item else TransientError(problem)) from None
+        if not isinstance(body, dict):
+            problem = f"Maximo answered {what} with JSON that is not an object"
+            raise ItemError(problem) if item else TransientError(problem)
+        return body
+
+    # -- the feed -------------------------------------------------------------------------------
+
+    def scopes(self) -> list[str]:
+        """One scope per configured site, or ``all``."""
+        return list(self.site_ids) or [ALL_SITES]
+
+    def _static_filters(self) -> list[str]:
+        terms = []
+        if self.work_types:
+            terms.append(f"worktype in [{_quoted(self.work_types, 'MAXIMO_WORK_TYPES')}]")
+        if self.statuses:
+            terms.append(f"status in [{_quoted(self.statuses, 'MAXIMO_STATUSES')}]")
+        _quoted(self.site_ids, "MAXIMO_SITE_IDS")
+        return terms
+
+    def query_params(self, scope: str, cursor: WorkOrderCursor, *, page_size: int | None = None,
+                     select: str | None = None) -> dict[str, str]:
+        """The first-page query for ``scope`` from ``cursor`` (what a run sends)."""
+        terms = []
+        if cursor.changedate is not None:
+            terms.append(f'changedate>="{cursor.changedate}"')
+        if scope != ALL_SITES:
+            terms.append(f'siteid="{scope}"')
+        terms.extend(self.filters)
+        params = {
+            "lean": "1",
+            "oslc.select": select or ",".join(WORK_ORDER_FIELDS) + ",doclinks{*}",
+            "oslc.orderBy": "+changedate,+wonum",
+            "oslc.pageSize": str(page_size or self.page_size),
+        }
+        if terms:
+            params["oslc.where"] = " and ".join(terms)
+        return params
+
+    def list_changes(self, scope: str, cursor: Any) -> Iterator[Item | ItemFailure | Checkpoint]:
+        """One Item per file doclink of each work order changed since ``cursor``, oldest change first.
+
+        The last change of each work order carries the cursor that includes it (``cursor_after``), and
+        a Checkpoint follows every page.
+        """
+        position = WorkOrderCursor.from_json(cursor)
+        url: str = self.collection_url
+        params: dict[str, str] | None = self.query_params(scope, position)
+        page = 0
+        while True:
+            page += 1
+            body = self._get_json(url, params=params, what=f"work orders of scope {scope} (page {page})")
+            members = body.get("member")
+            if not isinstance(members, list):
+                if "rdfs:member" in body:
+                    raise ConfigError("Maximo answered namespaced OSLC JSON although lean=1 was asked")
+                raise TransientError(f"Maximo's page {page} of work orders for {scope} has no member list")
+            progressed = False  # whether this page moved the cursor
+            for member in members:
+                if not isinstance(member, dict):
+                    continue
+                changes, taken = self._work_order_changes(scope, member, position)
+                progressed = progressed or taken
+                yield from changes
+            log.debug("maximo_page_read", scope=scope, page=page, work_orders=len(members), new=progressed)
+            if progressed:
+                yield Checkpoint(position.to_json())
+            next_href = _obj(_obj(body.get("responseInfo")).get("nextPage")).get("href")
+            if not next_href:
+                return
+            if progressed:
+                url, params = self.collection_url, self.query_params(scope, position)
+            else:
+                url, params = urljoin(self.root_url + "/", str(next_href)), None
+
+    def _work_order_changes(self, scope: str, member: dict[str, Any],
+                            position: WorkOrderCursor) -> tuple[list[Item | ItemFailure], bool]:
+        """The changes of one work order, and whether it moved ``position``.
+
+        A work order taken already (the boundary overlap) gives no change; one without a wonum,
+        site or readable changedate gives an ItemFailure and leaves ``position`` where it was. Built
+        as a list so that ``position`` moves only once the whole work order is listed; the bytes
+        are still read lazily, through each Item's ``open``.
+        """
+        wonum, siteid = member.get("wonum"), member.get("siteid") or (scope if scope != ALL_SITES else None)
+        changedate = member.get("changedate")
+        href = str(member.get("href") or "")
+        if not wonum or not siteid or not isinstance(changedate, str) or not changedate:
+            missing = [n for n, ok in (("wonum", wonum), ("siteid", siteid),
+                                       ("changedate", isinstance(changedate, str) and changedate)) if not ok]
+            return [ItemFailure(f"{siteid or scope}/{wonum or href or '?'}",
+                                f"Maximo's work order lacks {', '.join(missing)} (href {href or 'none'})",
+                                metadata={"href": href})], False
+        key = f"{siteid}/{wonum}"
+        try:
+            _parse_date(changedate, what=f"changedate of work order {key}")
+        except ItemError as exc:
+            return [ItemFailure(key, str(exc), metadata={"href": href})], False
+        if position.is_taken(key, changedate):
+            return [], False
+        changes: list[Item | ItemFailure] = []
+        try:
+            links = self._doclinks(member, key)
+        except ItemError as exc:
+            links = []
+            changes.append(ItemFailure(key, str(exc), version=changedate, metadata={"href": href}))
+        for link in links:
+            change = self._doclink_change(member, key, link)
+            if change is not None:
+                changes.append(change)
+        position.take(key, changedate)
+        if changes:
+            changes[-1].cursor_after = position.to_json()
+        return changes, True
+
+    def _doclinks(self, member: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+        """The work order's doclink members: inline, or fetched from the doclinks href."""
+        doclinks = member.get("doclinks")
+        if doclinks is None:
+            return []
+        if isinstance(doclinks, dict) and isinstance(doclinks.get("member"), list):
+            doclinks = doclinks["member"]
+        elif isinstance(doclinks, dict) and doclinks.get("href"):
+            url = urljoin(self.root_url + "/", str(doclinks["href"]))
+            body = self._get_json(url, params={"lean": "1"}, what=f"the doclinks of work order {key}", item=True)
+            doclinks = body.get("member")
+        if not isinstance(doclinks, list):
+            raise ItemError(f"Maximo's doclinks of work order {key} are not a list")
+        return [link for link in doclinks if isinstance(link, dict)]
+
+    def _doclink_change(self, wo: Mapping[str, Any], key: str, link: Mapping[str, Any]) -> Item | ItemFailure | None:
+        """One doclink as an Item (None for a URL doclink, which has no file to read).
+
+        ``source_id`` is ``SITE/WONUM/<doclink id>`` and ``version`` the doclink's ``modified``: the
+        source_id must stay the same across versions (DESIGN.md) so that a replaced file is a new
+        version of the same item (skipped early when unchanged, sent with ``previous_sha256`` so the
+        Hub supersedes the old one when changed). With ``modified`` inside the source_id every
+        replacement would be an unrelated new item and the Hub would keep the stale copy as current.
+        """
+        described = _obj(link.get("describedBy"))
+        href = str(link.get("href") or "")
+        ident = str(described.get("identifier") or href.rstrip("/").rsplit("/", 1)[-1] or "")
+        source_id = f"{key}/{ident or '?'}"
+        if str(described.get("urlType") or "FILE").upper() not in ("FILE", ""):
+            log.info("maximo_doclink_not_a_file", source_id=source_id, url_type=described.get("urlType"))
+            return None
+        version = str(described.get("modified") or described.get("created") or "")
+        if not href or not ident or not version:
+            missing = [n for n, v in (("href", href), ("identifier", ident), ("modified", version)) if not v]
+            return ItemFailure(source_id, f"Maximo's doclink lacks {', '.join(missing)}", version=version,
+                               metadata={"wonum": wo.get("wonum"), "siteid": wo.get("siteid")})
+        fmt = _obj(described.get("format"))
+        size = described.get("attachmentSize")
+        url = urljoin(self.root_url + "/", href)
+        description = _plain_text(wo.get("description"))
+        long_description = _plain_text(wo.get("description_longdescription"))
+        filename = str(described.get("fileName") or described.get("description") or f"doclink-{ident}")
+        worktype = wo.get("worktype")
+        return Item(
+            source_id=source_id,
+            version=version,
+            filename=filename,
+            open=self._opener(url, source_id),
+            mime_type=str(fmt.get("label") or "application/octet-stream"),
+            size=size if isinstance(size, int) and size >= 0 else None,
+            title=str(described.get("description") or described.get("title") or filename),
+            text=merged_text([description, long_description]),
+            author=str(described.get("createby") or ""),
+            created_at=described.get("created"),
+            modified_at=described.get("modified"),
+            source_url=url,
+            metadata={
+                "wonum": wo.get("wonum"), "siteid": wo.get("siteid"), "description": description,
+                "long_description": long_description, "worktype": worktype, "status": wo.get("status"),
+                "location": wo.get("location"), "assetnum": wo.get("assetnum"),
+                "reportdate": wo.get("reportdate"), "changedate": wo.get("changedate"), "href": wo.get("href"),
+                "doclink_id": ident, "doclink_title": described.get("title"), "doctype": described.get("docType"),
+                "object_structure": self.object_structure,
+            },
+            hints={"worktype": str(worktype)} if worktype else {},
+        )
+
+    def _opener(self, url: str, source_id: str) -> Any:
+        def open_() -> Iterator[bytes]:
+            response = self._get(url, what=f"the file of doclink {source_id}", item=True, stream=True)
+            yield from iter_response(response, DOWNLOAD_CHUNK)
+        return open_
+
+    # -- health ---------------------------------------------------------------------------------
+
+    def health_check(self, credentials: Mapping[str, Any] | None = None) -> HealthResult:
+        """Logs in (session styles) and asks for one work order; never raises for classified failures."""
+        try:
+            creds = credentials if credentials is not None else self.default_credentials()
+            with self.connect(creds):
+                scope = self.scopes()[0]
+                body = self._get_json(self.collection_url,
+                                      params=self.query_params(scope, WorkOrderCursor(), page_size=1,
+                                                               select="wonum,changedate"),
+                                      what="one work order (health check)")
+                found = len(body.get("member") or [])
+                return HealthResult(True, "healthy", f"{self._style} authentication accepted; "
+                                                     f"{self.object_structure} answered with {found} work order(s) "
+                                                     f"for scope {scope}")
+        except ThrottledError as exc:
+            return HealthResult(False, "throttled", str(exc))
+        except AuthError as exc:
+            return HealthResult(False, "auth_failed", str(exc))
+        except ConfigError as exc:
+            return HealthResult(False, "config_error", str(exc))
+        except TransientError as exc:
+            return HealthResult(False, "unreachable", str(exc))
