@@ -237,6 +237,11 @@ class Inbox:
         raw = next(iter(reply.values()))[0] if isinstance(reply, dict) else reply[0][1]
         return list(_entries(raw))
 
+    def deliveries(self, entry_id: str) -> int:
+        """How many times the pending entry ``entry_id`` was delivered (0 when it is not pending)."""
+        rows = self.client.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
+        return int(rows[0]["times_delivered"]) if rows else 0
+
     def ack(self, entry_id: str) -> None:
         """Acknowledges and deletes one entry (one round trip). Only one group reads this stream, so
         an acknowledged entry is of no further use, and deleting it keeps the stream's size to what
@@ -253,6 +258,15 @@ class Inbox:
         except redis.ResponseError:
             return 0
         return int(summary["pending"])
+
+    def backlog(self) -> tuple[int, float]:
+        """(entries in the stream, age in seconds of the oldest one): what is not yet delivered."""
+        length = int(self.client.xlen(self.stream))
+        if not length:
+            return 0, 0.0
+        oldest: Any = self.client.xrange(self.stream, count=1)
+        millis = int(_text(oldest[0][0]).split("-", 1)[0])  # an entry id starts with its Unix time in ms
+        return length, max(0.0, time.time() - millis / 1000)
 
     def forget_idle_consumers(self, idle_ms: int) -> int:
         """Removes consumers with nothing pending that were idle longer than ``idle_ms`` (each run
