@@ -48,6 +48,7 @@ from werkzeug.wrappers import Request, Response
 from sandbox.hub_faults import Fault, FaultBook
 from sandbox.hub_store import HashingSpool, HubDocument, HubStore
 from sandbox.servers import ServerThread
+from utils.logging import configure_logging
 
 log = structlog.get_logger(__name__)
 
@@ -59,8 +60,6 @@ DEFAULT_MAX_CONTENT_LENGTH = 10 * 1024**3
 MAX_METADATA_BYTES = 1024 * 1024
 #: Most multipart parts in one upload (metadata + file, with room for a stray extra).
 MAX_FORM_PARTS = 8
-#: Block size when streaming request bodies, in bytes.
-STREAM_BLOCK = 64 * 1024
 #: How much of an upload's body a ``drop`` fault reads before closing the connection, in bytes.
 DROP_AFTER_BYTES = 64 * 1024
 
@@ -458,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-content-length", type=int, default=DEFAULT_MAX_CONTENT_LENGTH, help="bytes")
     parser.add_argument("--duplicate-status", type=int, choices=(200, 409), default=200)
     args = parser.parse_args(argv)
+    # Logs go to stderr only: stdout carries the one "listening" line, and the service's log file is not ours.
+    configure_logging(log_file="")
     sim = HubSimulator(token=args.token, data_dir=args.data_dir, max_content_length=args.max_content_length,
                        duplicate_status=args.duplicate_status, persist=True)
     stop = threading.Event()

@@ -475,6 +475,8 @@ def test_hub_runs_as_a_process_steered_through_sim_endpoints_and_persists(tmp_pa
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )
     try:
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline())["url"] == url
         _wait_healthy(url, process)
         requests.post(f"{url}/_sim/faults", json={"kind": "error", "status": 503, "count": 1}, timeout=10)
         assert upload(url, b"safety circular").status_code == 503
