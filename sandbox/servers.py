@@ -53,7 +53,9 @@ class ServerThread:
             self.host, self.port, self.app, threaded=True, ssl_context=self.ssl_context,
             request_handler=_QuietHandler,
         )
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"sim-{self.port}", daemon=True)
+        server = self._server
+        self._thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05),
+                                        name=f"sim-{self.port}", daemon=True)
         self._thread.start()
         return self
 
