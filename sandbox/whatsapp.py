@@ -158,6 +158,7 @@ class WhatsAppCloudSimulator:
         self._not_before = 0.0  # URLs issued before this time are expired
         self._ids = itertools.count(int(time.time() * 1000) % 10**12 * 10**7)
         self._file_size_as_int = False
+        self._expire_next = 0
         self._lock = threading.Lock()
         self._urls = Map([
             Rule("/whatsapp_business/attachments/", endpoint="download", methods=["GET"]),
@@ -190,6 +191,12 @@ class WhatsAppCloudSimulator:
     def expire_urls(self) -> None:
         """Every download URL issued so far stops working (as if 5 minutes had passed)."""
         self._not_before = self.clock() + 1e-6
+
+    def expire_next_urls(self, count: int = 1) -> None:
+        """The next ``count`` download URLs are issued already expired, as if the client had waited
+        longer than ``url_ttl`` between the two steps."""
+        with self._lock:
+            self._expire_next += count
 
     def set_access_token(self, token: str) -> None:
         """Accepts only ``token`` from now on."""
@@ -250,6 +257,10 @@ class WhatsAppCloudSimulator:
         if media is None:
             return _json(400, unknown_object_error(object_id))
         expires = self.clock() + self.url_ttl
+        with self._lock:
+            if self._expire_next > 0:
+                self._expire_next -= 1
+                expires = self.clock() - 1.0
         mac = self._url_mac(media.media_id, expires)
         query = urlencode({"mid": media.media_id, "ext": f"{expires:.6f}", "hash": mac})
         self._file_size_as_int = not self._file_size_as_int

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import redis
 from flask import Blueprint, Flask
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from config.settings import Settings, get_settings
 from connectors.whatsapp_inbox import Inbox
@@ -24,6 +26,11 @@ from web.webhook import WebhookConfig, whatsapp_blueprint
 #: rather than hold a worker; seconds.
 REDIS_CONNECT_TIMEOUT = 2.0
 REDIS_SOCKET_TIMEOUT = 5.0
+#: Retries of one Redis command after a connection error, with their backoff ceiling; enough to ride
+#: out a reconnect, short enough that a Redis outage answers 503 within a second, not redis-py's
+#: default of several seconds per request; seconds.
+REDIS_RETRIES = 2
+REDIS_RETRY_BACKOFF_CAP = 0.25
 
 
 @dataclass(frozen=True)
@@ -36,8 +43,10 @@ class WebContext:
 
 def redis_for_web(settings: Settings) -> redis.Redis:
     """The state Redis (STATE_REDIS_URL) with the web process's short timeouts."""
-    return redis.Redis.from_url(settings.state_redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
-                                socket_timeout=REDIS_SOCKET_TIMEOUT, health_check_interval=30)
+    return redis.Redis.from_url(
+        settings.state_redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT, socket_timeout=REDIS_SOCKET_TIMEOUT,
+        health_check_interval=30,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=REDIS_RETRY_BACKOFF_CAP), REDIS_RETRIES))
 
 
 def create_app(settings: Settings | None = None, redis_client: redis.Redis | None = None) -> Flask:
