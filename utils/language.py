@@ -1,0 +1,259 @@
+"""Language of a document's text: 'en', 'ml', 'mixed', another ISO 639-1 code, or 'unknown'.
+
+``detect_language`` decides by script first, because script is cheap and certain: Malayalam is its
+own Unicode block (U+0D00-U+0D7F), so Malayalam, English-with-Malayalam and other single-language
+scripts (Tamil, Kannada, ...) never reach a statistical model. Only Latin-script text that a small
+English stopword check cannot call English, and scripts shared by several languages (Devanagari,
+Arabic, Cyrillic, Han), go to langdetect, seeded so the same text always gets the same answer.
+
+Letters are Unicode letters (categories L*). Malayalam letters are counted with their vowel signs
+and viramas (marks, category M*), so a Malayalam word weighs about what its transliteration weighs
+in Latin letters and the 'mixed' share compares like with like.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import unicodedata
+from bisect import bisect_right
+from collections import Counter
+from functools import lru_cache
+from itertools import islice
+from typing import Any
+
+from utils.errors import ConfigError
+
+ENGLISH = "en"
+MALAYALAM = "ml"
+MIXED = "mixed"
+UNKNOWN = "unknown"
+
+#: Environment variable holding the mixed threshold; read at each call so a change needs no restart.
+MIXED_THRESHOLD_ENV = "LANGUAGE_MIXED_THRESHOLD"
+#: Share (0..1) of Latin + Malayalam letters the minority script must hold for 'mixed'.
+DEFAULT_MIXED_THRESHOLD = 0.2
+#: Fewer letters than this and nothing can be said: 'unknown'.
+MIN_LETTERS = 3
+#: Latin text shorter than this (letters) that the stopword check cannot call English is 'unknown':
+#: below it langdetect guesses rather than detects.
+LANGDETECT_MIN_LETTERS = 10
+#: Plain-ASCII Latin text of at most this many words with no foreign function word is English: KMRL's
+#: short Latin-script texts (titles, filenames, captions) are, and on a few nouns langdetect guesses
+#: ("Leave application casual leave" -> 'it').
+SHORT_TEXT_WORDS = 12
+#: English function words after which the check stops reading, when no foreign one was seen.
+ENOUGH_ENGLISH_WORDS = 6
+#: Only the head of a long text is looked at (characters); a document's language shows in its first pages.
+MAX_SAMPLE_CHARS = 10_000
+#: What langdetect reads at most (characters); its cost grows with the text and its answer does not.
+LANGDETECT_MAX_CHARS = 1_000
+#: Words looked at by the English stopword check.
+MAX_WORDS_CHECKED = 200
+#: Seed for langdetect's random sampling, so its answers are deterministic.
+LANGDETECT_SEED = 0
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Function words frequent in English and rare as words of other Latin-script languages. Words that
+# are also common elsewhere ('in', 'is', 'on', 'for', 'a', 'was', 'will', 'we', 'die') are left out
+# on purpose: they would call Dutch, German or Danish text English.
+_ENGLISH_WORDS = _words(
+    """the and of to with this that these those which from have has had been were are shall should
+    would could please your our their they there what when where who not it by be at or but if you
+    she all also after before into than then only its about between under any each such may must can
+    kindly regarding attached hereby"""
+)
+# Function words of the other Latin-script languages langdetect knows; one of them in a text makes
+# the stopword check step aside. Words that are also English in KMRL's documents ('as', 'do', 'van',
+# 'est' as in "est. cost") are left out.
+_FOREIGN_WORDS = _words(
+    """der und das ist nicht mit den dem ein eine zu von für auf sich wir ich werden wird bitte
+    le la les des une et du pour dans qui avec sur pas nous vous sont cette aux
+    el los las del que por con para está como pero
+    il di che gli della sono non sulla
+    da dos das em não uma com
+    het een en ik niet zijn op dat voor
+    yang dan ini itu untuk dengan tidak
+    och att det som är og er ikke jeg på
+    ve bir bu için ile"""
+)
+_WORD = re.compile(r"[a-zà-öø-ÿ]+")
+
+
+def _letter_class(start: int, end: int, categories: str = "L") -> str:
+    """A regex character class of the characters between two code points (inclusive) whose Unicode
+    category starts with one of ``categories``."""
+    return "".join(
+        re.escape(chr(cp)) for cp in range(start, end + 1) if unicodedata.category(chr(cp))[0] in categories
+    )
+
+
+_MALAYALAM_LETTER = re.compile(f"[{_letter_class(0x0D00, 0x0D7F, 'LM')}]")
+_LATIN_LETTER = re.compile(
+    f"[{_letter_class(0x0041, 0x024F)}{_letter_class(0x1E00, 0x1EFF)}]"
+)
+_NON_ASCII_LATIN_LETTER = re.compile(f"[{_letter_class(0x00C0, 0x024F)}{_letter_class(0x1E00, 0x1EFF)}]")
+_OTHER_SCRIPT_LETTER = re.compile(r"[^\W\d_\u0041-\u024f\u1e00-\u1eff\u0d00-\u0d7f]")
+_ASCII_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+# Scripts other than Latin and Malayalam, by block: (first code point, language or None). None means
+# several languages share the script and langdetect tells them apart.
+_SCRIPT_BLOCKS: tuple[tuple[int, str | None], ...] = (
+    (0x0000, None),
+    (0x0370, "el"),  # Greek
+    (0x0400, None),  # Cyrillic: ru, uk, bg, mk ...
+    (0x0530, "hy"),
+    (0x0590, "he"),
+    (0x0600, None),  # Arabic: ar, fa, ur
+    (0x0900, None),  # Devanagari: hi, mr, ne
+    (0x0980, "bn"),
+    (0x0A00, "pa"),  # Gurmukhi
+    (0x0A80, "gu"),
+    (0x0B00, "or"),
+    (0x0B80, "ta"),
+    (0x0C00, "te"),
+    (0x0C80, "kn"),
+    (0x0D00, MALAYALAM),
+    (0x0D80, "si"),
+    (0x0E00, "th"),
+    (0x0E80, None),
+    (0x10A0, "ka"),  # Georgian
+    (0x1100, "ko"),  # Hangul Jamo
+    (0x1200, None),
+    (0x3040, "ja"),  # Hiragana, Katakana
+    (0x3100, None),
+    (0x4E00, None),  # Han: zh, ja
+    (0xA000, None),
+    (0xAC00, "ko"),  # Hangul syllables
+    (0xD7B0, None),
+)
+_SCRIPT_STARTS = [start for start, _ in _SCRIPT_BLOCKS]
+#: Letters of another script sampled to find which script dominates.
+_SCRIPT_SAMPLE_LETTERS = 64
+
+_langdetect_lock = threading.Lock()
+_langdetect_factory: Any = None
+
+
+def detect_language(text: str, *, mixed_threshold: float | None = None) -> str:
+    """Returns the language of ``text``.
+
+    'ml' for Malayalam, 'en' for English, 'mixed' when Latin and Malayalam letters are both present
+    and the smaller of the two holds at least ``mixed_threshold`` of them (default from the
+    environment variable LANGUAGE_MIXED_THRESHOLD, else 0.2; above 0.5 nothing is mixed), another
+    ISO 639-1 code ('de', 'ta', 'hi', ...) for other languages, and 'unknown' for empty text, text
+    with fewer than three letters, and short Latin text that cannot be told. The same text always
+    gets the same answer. Only the first 10,000 characters are read.
+    """
+    if not text:
+        return UNKNOWN
+    threshold = _mixed_threshold() if mixed_threshold is None else _checked_threshold(mixed_threshold)
+    sample = text[:MAX_SAMPLE_CHARS]
+    if sample.isascii():
+        # The common case (English mail, filenames): count letters in C, no regex.
+        if len(sample) - len(sample.encode("ascii").translate(None, _ASCII_LETTERS)) < MIN_LETTERS:
+            return UNKNOWN
+        return _latin_language(sample)
+    malayalam = len(_MALAYALAM_LETTER.findall(sample))
+    latin = len(_LATIN_LETTER.findall(sample))
+    other = len(_OTHER_SCRIPT_LETTER.findall(sample))
+    if malayalam + latin + other < MIN_LETTERS:
+        return UNKNOWN
+    if other > malayalam + latin:
+        return _other_script_language(sample)
+    if malayalam and latin and min(malayalam, latin) >= threshold * (malayalam + latin):
+        return MIXED
+    if malayalam >= latin:
+        return MALAYALAM
+    return _latin_language(sample)
+
+
+def _mixed_threshold() -> float:
+    raw = os.environ.get(MIXED_THRESHOLD_ENV)
+    return DEFAULT_MIXED_THRESHOLD if raw is None or not raw.strip() else _parse_threshold(raw)
+
+
+@lru_cache(maxsize=8)
+def _parse_threshold(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{MIXED_THRESHOLD_ENV} must be a number in (0, 1], got {raw!r}") from None
+    if not 0 < value <= 1:
+        raise ConfigError(f"{MIXED_THRESHOLD_ENV} must be a number in (0, 1], got {raw!r}")
+    return value
+
+
+def _checked_threshold(value: float) -> float:
+    if not 0 < value <= 1:
+        raise ValueError(f"mixed_threshold must be in (0, 1], got {value!r}")
+    return value
+
+
+def _latin_language(sample: str) -> str:
+    """English by its function words, or as a short plain-ASCII text; otherwise langdetect, if there
+    is enough text for it."""
+    english = foreign = words = 0
+    for words, match in enumerate(_WORD.finditer(sample.lower()), start=1):
+        token = match.group()
+        if token in _ENGLISH_WORDS:
+            english += 1
+            if english >= ENOUGH_ENGLISH_WORDS and not foreign:
+                return ENGLISH
+        elif token in _FOREIGN_WORDS:
+            foreign += 1
+        if words >= MAX_WORDS_CHECKED:
+            break
+    if english >= 2 and english > 3 * foreign:
+        return ENGLISH
+    if not foreign and words <= SHORT_TEXT_WORDS and not _NON_ASCII_LATIN_LETTER.search(sample):
+        return ENGLISH
+    if len(_LATIN_LETTER.findall(sample)) < LANGDETECT_MIN_LETTERS:
+        return UNKNOWN
+    return _langdetect(sample)
+
+
+def _other_script_language(sample: str) -> str:
+    """The language of the script most letters are in, or langdetect's answer for a shared script."""
+    letters = islice(_OTHER_SCRIPT_LETTER.finditer(sample), _SCRIPT_SAMPLE_LETTERS)
+    votes = Counter(bisect_right(_SCRIPT_STARTS, ord(letter.group())) - 1 for letter in letters)
+    if not votes:
+        return UNKNOWN
+    language = _SCRIPT_BLOCKS[votes.most_common(1)[0][0]][1]
+    return language if language is not None else _langdetect(sample)
+
+
+def _langdetect(sample: str) -> str:
+    """langdetect's most probable language as ISO 639-1 ('zh-cn' -> 'zh'), or 'unknown'."""
+    from langdetect.lang_detect_exception import LangDetectException
+
+    detector = _factory().create()
+    detector.append(sample[:LANGDETECT_MAX_CHARS])
+    try:
+        code: str = detector.detect()
+    except LangDetectException:
+        return UNKNOWN
+    return UNKNOWN if code == UNKNOWN else code.split("-", 1)[0]
+
+
+def _factory() -> Any:
+    """A langdetect factory of our own, loaded once (about a second), seeded for repeatable answers.
+
+    langdetect's module-level ``detect`` publishes its factory before the profiles are loaded, so a
+    second thread can see an empty one; this one is published only when complete.
+    """
+    global _langdetect_factory
+    if _langdetect_factory is None:
+        with _langdetect_lock:
+            if _langdetect_factory is None:
+                from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
+
+                factory = DetectorFactory()
+                factory.load_profile(PROFILES_DIRECTORY)
+                factory.set_seed(LANGDETECT_SEED)
+                _langdetect_factory = factory
+    return _langdetect_factory
