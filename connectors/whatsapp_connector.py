@@ -98,6 +98,8 @@ class WhatsAppConnector(BaseConnector):
     batch_size: entries per stream read (default 16).
     max_deliveries: deliveries of one entry before it is dead-lettered (default 10).
     timeout: (connect, read) seconds for Graph requests and downloads (default 5, 60).
+    http_client: the HttpClient to use (default: one named ``whatsapp`` with the shared retry policy
+        and the Redis throttle gate); tests and benchmarks pass their own to count or not sleep.
     Plus BaseConnector's keyword-only ``state``, ``hub``, ``settings``, ``rules``.
     """
 
@@ -107,7 +109,7 @@ class WhatsAppConnector(BaseConnector):
                  api_version: str = DEFAULT_API_VERSION, graph_base_url: str = DEFAULT_GRAPH_URL,
                  claim_idle_seconds: float = DEFAULT_CLAIM_IDLE_SECONDS, batch_size: int = DEFAULT_BATCH_SIZE,
                  max_deliveries: int = DEFAULT_MAX_DELIVERIES, timeout: tuple[float, float] = (5.0, 60.0),
-                 **base: Any) -> None:
+                 http_client: HttpClient | None = None, **base: Any) -> None:
         super().__init__(**base)
         if not _VERSION.match(api_version):
             raise ConfigError(f"WHATSAPP_API_VERSION must look like v21.0, not {api_version!r}")
@@ -121,7 +123,7 @@ class WhatsAppConnector(BaseConnector):
         self.max_deliveries = max_deliveries
         self.timeout = timeout
         self.inbox = Inbox.for_prefix(self.state.redis, self.state.prefix)
-        self._http: HttpClient | None = None
+        self._http: HttpClient | None = http_client
         # Stream entry of each Item handed out and not yet acknowledged, by the Item's identity:
         # Items are unhashable dataclasses, and the entry id is no business of the Hub's metadata.
         self._entry_of: dict[int, str] = {}
