@@ -212,6 +212,16 @@ def test_oversized_body_is_refused_with_413_and_nothing_stored(tmp_path, redis_u
     assert post(app.test_client(), small).status_code == 200
 
 
+def test_body_of_exactly_the_limit_is_accepted(tmp_path, redis_url, redis_client, sim):
+    app = create_app(web_settings(tmp_path, redis_url, WHATSAPP_MAX_BODY_KB="4"), redis_client)
+    message = sim.message("document", sim.add_media(), caption="")
+    message["document"]["caption"] = "x" * (4096 - len(meta_body(sim.notification([message]))))
+    body = meta_body(sim.notification([message]))
+    assert len(body) == 4096
+    assert post(app.test_client(), body).status_code == 200
+    assert redis_client.xlen(STREAM) == 1
+
+
 @pytest.mark.parametrize("body", [b"{not json", b"", b"\xff\xfe\x00", b"[1, 2]", b'"a string"',
                                   b"[" * 50000 + b"]" * 50000])
 def test_malformed_json_is_answered_400_and_nothing_stored(client, redis_client, body):

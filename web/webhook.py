@@ -91,10 +91,13 @@ def whatsapp_blueprint(config: WebhookConfig, inbox: Inbox) -> Blueprint:
     def receive() -> Response:
         if not config.app_secret:
             return Response("not configured", status=503, mimetype="text/plain")
-        # Werkzeug answers 413 before reading when Content-Length is too large, and stops reading
-        # a chunked body as soon as it passes the limit.
-        request.max_content_length = config.max_body_bytes
+        # Werkzeug answers 413 before reading when Content-Length is too large. A chunked body is
+        # read up to the limit and silently cut there, so read one byte more and look.
+        request.max_content_length = config.max_body_bytes + 1
         body = request.get_data(cache=False)
+        if len(body) > config.max_body_bytes:
+            log.warning("whatsapp_webhook_rejected", reason="body too large", limit=config.max_body_bytes)
+            return Response("body too large", status=413, mimetype="text/plain")
         signature = request.headers.get(SIGNATURE_HEADER)
         if not signature_matches(config.app_secret, body, signature):
             log.warning("whatsapp_webhook_rejected", reason="signature missing" if not signature

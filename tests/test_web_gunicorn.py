@@ -1,0 +1,162 @@
+"""The web app as production runs it: a real gunicorn with two workers on a loopback port, posted to
+by the simulator of Meta's webhook sender, queuing into the real Redis (test database 15)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from base.hub_client import HttpHub
+from config.settings import redis_db_url
+from connectors.whatsapp_connector import WhatsAppConnector
+from connectors.whatsapp_inbox import InboundMedia
+from sandbox.servers import ServerThread, free_port
+from sandbox.whatsapp import WebhookSender, WhatsAppCloudSimulator, meta_body, signature
+from tests.conftest import STATE_DB, make_settings, server_url
+
+APP_SECRET = "gunicorn-app-secret-41aa"
+VERIFY_TOKEN = "gunicorn-verify-token-93be"
+STREAM = "kmrl:whatsapp:inbox"
+MAX_BODY_KB = 64
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of ``gunicorn --workers 2 'web.app:create_app()'`` serving the state in test db 15."""
+    logs = tmp_path_factory.mktemp("gunicorn")
+    port = free_port()
+    env = {**os.environ, "KMRL_ENV_FILE": "", "STATE_REDIS_URL": redis_db_url(server_url(), STATE_DB),
+           "WHATSAPP_APP_SECRET": APP_SECRET, "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
+           "WHATSAPP_MAX_BODY_KB": str(MAX_BODY_KB), "LOG_FILE": str(logs / "web.log"), "LOG_LEVEL": "WARNING"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "web.app:create_app()"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stdout.read().decode() if process.stdout else ""
+                pytest.fail(f"gunicorn did not start: {output[-3000:]}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.fixture
+def sim() -> WhatsAppCloudSimulator:
+    return WhatsAppCloudSimulator(access_token="gunicorn-graph-token")
+
+
+@pytest.fixture
+def sender(gunicorn: str, redis_url: str) -> WebhookSender:
+    """Meta's sender pointed at gunicorn; ``redis_url`` first flushes test database 15."""
+    return WebhookSender(gunicorn + "/webhooks/whatsapp", APP_SECRET, retry_delay=0.01)
+
+
+def queued(client: redis.Redis) -> list[InboundMedia]:
+    return [InboundMedia.from_fields(fields) for _, fields in client.xrange(STREAM)]
+
+
+def test_verification_handshake_through_gunicorn(gunicorn: str) -> None:
+    ok = requests.get(gunicorn + "/webhooks/whatsapp", params={
+        "hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "987654321"})
+    assert ok.status_code == 200 and ok.text == "987654321"
+    refused = requests.get(gunicorn + "/webhooks/whatsapp", params={
+        "hub.mode": "subscribe", "hub.verify_token": "guess", "hub.challenge": "987654321"})
+    assert refused.status_code == 403
+
+
+def test_probes_through_gunicorn(gunicorn: str) -> None:
+    assert requests.get(gunicorn + "/healthz").json() == {"status": "alive"}
+    assert requests.get(gunicorn + "/readyz").json()["redis"] == "ok"
+
+
+def test_metas_delivery_is_queued_with_malayalam_intact(sender: WebhookSender, sim: WhatsAppCloudSimulator,
+                                                         redis_client: redis.Redis) -> None:
+    media = sim.add_media()
+    payload = sim.notification([sim.message("document", media, filename="പ്രതിമാസ_റിപ്പോർട്ട്.pdf",
+                                            caption="ഇടപ്പള്ളി സ്റ്റേഷൻ")])
+    delivery = sender.send(payload)
+    assert delivery.statuses == [200]
+    [entry] = queued(redis_client)
+    assert (entry.filename, entry.caption, entry.media_id) == ("പ്രതിമാസ_റിപ്പോർട്ട്.pdf", "ഇടപ്പള്ളി സ്റ്റേഷൻ",
+                                                                media.media_id)
+
+
+def test_unsigned_and_wrongly_signed_deliveries_store_nothing(sender: WebhookSender, sim: WhatsAppCloudSimulator,
+                                                               redis_client: redis.Redis) -> None:
+    body = meta_body(sim.notification([sim.message("document", sim.add_media())]))
+    one_try = WebhookSender(sender.url, APP_SECRET, attempts=1)
+    assert one_try.send_body(body, signed=False).statuses == [403]
+    assert one_try.send_body(body, signature_value=signature("another-secret", body)).statuses == [403]
+    assert redis_client.exists(STREAM) == 0
+
+
+def test_oversized_bodies_are_refused_with_413(sender: WebhookSender, sim: WhatsAppCloudSimulator,
+                                               redis_client: redis.Redis) -> None:
+    big = meta_body(sim.notification([sim.message("document", sim.add_media(), caption="x" * (MAX_BODY_KB * 1024))]))
+    assert WebhookSender(sender.url, APP_SECRET, attempts=1).send_body(big).statuses == [413]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit must hold while reading
+        for start in range(0, len(big), 8192):
+            yield big[start:start + 8192]
+
+    chunked = requests.post(sender.url, data=chunks(), headers={"X-Hub-Signature-256": signature(APP_SECRET, big)})
+    assert chunked.status_code == 413
+    assert redis_client.exists(STREAM) == 0
+
+
+def test_concurrent_redeliveries_on_both_workers_are_stored_once(sender: WebhookSender,
+                                                                  sim: WhatsAppCloudSimulator,
+                                                                  redis_client: redis.Redis) -> None:
+    bodies = [meta_body(sim.notification([sim.message("image", sim.add_media(mime_type="image/jpeg"))]))
+              for _ in range(20)]
+    attempts = [body for body in bodies for _ in range(4)]  # every notification four times at once
+
+    def deliver(body: bytes) -> int:
+        return requests.post(sender.url, data=body, headers={"X-Hub-Signature-256": signature(APP_SECRET, body)},
+                             timeout=10).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(deliver, attempts))
+    assert statuses == [200] * len(attempts)
+    wamids = [entry.wamid for entry in queued(redis_client)]
+    assert len(wamids) == 20 and len(set(wamids)) == 20
+
+
+def test_full_flow_from_metas_sender_through_gunicorn_to_the_hub(sender: WebhookSender, settings: Any,
+                                                                 hub: Any) -> None:
+    sim = WhatsAppCloudSimulator(access_token="gunicorn-graph-token")
+    with ServerThread(sim) as graph:
+        sent = [sim.add_media(mime_type="application/pdf"), sim.add_media(mime_type="image/jpeg")]
+        payload = sim.notification([sim.message("document", sent[0], filename="circular.pdf",
+                                                caption="ട്രെയിൻ സമയക്രമം"),
+                                    sim.message("image", sent[1], caption="Platform 3 CCTV")])
+        assert sender.send(payload, duplicates=1).delivered
+        connector = WhatsAppConnector(access_token="gunicorn-graph-token", phone_number_id=sim.phone_number_id,
+                                      graph_base_url=graph.url, settings=make_settings(
+                                          Path(settings.spool_dir).parent, settings.state_redis_url),
+                                      hub=HttpHub(hub.url, hub.token))
+        summary = connector.sync_documents()
+    assert summary.state == "ok" and summary.totals["new"] == 2
+    assert {doc.sha256 for doc in hub.sim.documents.values()} == {m.sha256_hex for m in sent}
+    assert connector.inbox.client.xlen(STREAM) == 0
