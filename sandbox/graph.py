@@ -133,6 +133,7 @@ class GraphSimulator:
         are what SharePoint has also been seen to answer).
     repeat_across_pages: when True each delta page after the first starts with the previous
         page's last item again (Graph may repeat items; clients must take the last state).
+    repeat_within_page: when True each delta page ends with its first item again.
     """
 
     def __init__(
@@ -147,6 +148,7 @@ class GraphSimulator:
         delta_page_size: int = DEFAULT_DELTA_PAGE_SIZE,
         expired_download_status: int = 401,
         repeat_across_pages: bool = False,
+        repeat_within_page: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = GraphStore(hostname)
@@ -161,6 +163,7 @@ class GraphSimulator:
         self.delta_page_size = delta_page_size
         self.expired_download_status = expired_download_status
         self.repeat_across_pages = repeat_across_pages
+        self.repeat_within_page = repeat_within_page
         self.clock = clock
         self.counts: collections.Counter[str] = collections.Counter()
         self.log: list[RequestRecord] = []
@@ -463,6 +466,8 @@ class GraphSimulator:
             repeat = state.get("r")
             if self.repeat_across_pages and repeat in drive.items:
                 items.insert(0, drive.items[repeat])
+            if self.repeat_within_page and items:
+                items.append(items[0])
             body: dict[str, Any] = {
                 "@odata.context": _COLLECTION_CONTEXT.format(base=base),
                 "value": [self._item_json(base, drive, i, in_delta=True) for i in items],
