@@ -1,0 +1,166 @@
+"""Retention: what the daily cleanup removes, one small function per kind of leftover.
+
+- dead-letter entries older than their retention, with the bytes kept for them;
+- kept-bytes files no entry points to any more, and half-written ``.tmp`` files;
+- spool files older than their retention (a run never lasts that long, so nothing in use);
+- run history older than its retention (``StateStore.trim_history``);
+- outbox documents, only when an outbox retention is set (the outbox *is* the Hub otherwise);
+- task results that outlived their expiry (results written without a TTL never expire by themselves).
+
+Each function returns how many things it removed and never raises for a file that vanished meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis
+
+from base.state import StateStore
+from config.settings import Settings
+from utils.errors import ConfigError
+from utils.logging import get_logger
+
+log = get_logger(__name__)
+
+DAY = 86400  # seconds
+
+#: Retention defaults, in days (each overridable by the variable named beside it).
+DEFAULT_DEADLETTER_DAYS = 30  # RETENTION_DEADLETTER_DAYS
+DEFAULT_SPOOL_DAYS = 1  # RETENTION_SPOOL_DAYS
+DEFAULT_HISTORY_DAYS = 90  # RETENTION_HISTORY_DAYS
+
+
+def _days(settings: Settings, name: str, default: float | None) -> float | None:
+    raw = settings.env(name, "" if default is None else str(default))
+    if raw == "":
+        return None
+    try:
+        days = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number of days, not {raw!r}") from exc
+    if days <= 0:
+        raise ConfigError(f"{name} must be more than 0 days, not {raw}")
+    return days
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long each leftover is kept, in days; ``outbox_days`` None keeps the outbox forever."""
+
+    deadletter_days: float
+    spool_days: float
+    history_days: float
+    outbox_days: float | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Retention:
+        """RETENTION_DEADLETTER_DAYS, RETENTION_SPOOL_DAYS, RETENTION_HISTORY_DAYS, OUTBOX_RETENTION_DAYS."""
+        return cls(
+            deadletter_days=_days(settings, "RETENTION_DEADLETTER_DAYS", DEFAULT_DEADLETTER_DAYS) or 0.0,
+            spool_days=_days(settings, "RETENTION_SPOOL_DAYS", DEFAULT_SPOOL_DAYS) or 0.0,
+            history_days=_days(settings, "RETENTION_HISTORY_DAYS", DEFAULT_HISTORY_DAYS) or 0.0,
+            outbox_days=_days(settings, "OUTBOX_RETENTION_DAYS", None),
+        )
+
+
+def _remove_file(path: str) -> bool:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def purge_dead_letters(state: StateStore, *, older_than: float) -> int:
+    """Drops dead-letter entries whose last failure is before ``older_than`` (Unix time), with their bytes."""
+    removed = 0
+    for entry in state.list_dead_letters():
+        if entry.last_failed_at >= older_than:
+            continue
+        if state.remove_dead_letter(entry.connector, entry.id):
+            removed += 1
+            if entry.bytes_path:
+                _remove_file(entry.bytes_path)
+            log.info("dead_letter_expired", connector=entry.connector, entry_id=entry.id, source_id=entry.source_id)
+    return removed
+
+
+def purge_orphaned_bytes(state: StateStore, deadletter_dir: str, *, older_than: float) -> int:
+    """Removes files under ``deadletter_dir`` older than ``older_than`` that no entry keeps
+    (an entry dropped by hand, a copy interrupted mid-way)."""
+    if not os.path.isdir(deadletter_dir):
+        return 0
+    kept = {os.path.abspath(e.bytes_path) for e in state.list_dead_letters() if e.bytes_path}
+    removed = 0
+    for folder, _dirs, files in os.walk(deadletter_dir):
+        for name in files:
+            path = os.path.abspath(os.path.join(folder, name))
+            try:
+                old = os.path.getmtime(path) < older_than
+            except FileNotFoundError:
+                continue
+            if old and path not in kept and _remove_file(path):
+                removed += 1
+    return removed
+
+
+def purge_files(directory: str, *, older_than: float) -> int:
+    """Removes regular files anywhere under ``directory`` last modified before ``older_than``."""
+    if not os.path.isdir(directory):
+        return 0
+    removed = 0
+    for folder, _dirs, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                old = os.path.getmtime(path) < older_than
+            except FileNotFoundError:
+                continue
+            if old and _remove_file(path):
+                removed += 1
+    return removed
+
+
+def purge_outbox(outbox_dir: str, *, older_than: float) -> int:
+    """Removes outbox document folders (named by sha256) stored before ``older_than``."""
+    if not os.path.isdir(outbox_dir):
+        return 0
+    removed = 0
+    for name in os.listdir(outbox_dir):
+        path = os.path.join(outbox_dir, name)
+        if len(name) != 64 or not os.path.isdir(path):
+            continue  # tombstones (_deleted), in-flight .tmp- folders and anything else stay
+        try:
+            old = os.path.getmtime(path) < older_than
+        except FileNotFoundError:
+            continue
+        if old:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def purge_stale_results(client: redis.Redis, *, older_than: float, pattern: str = "celery-task-meta-*") -> int:
+    """Deletes task results without a TTL whose ``date_done`` is before ``older_than`` (Unix time).
+
+    Results written with a TTL expire in Redis on their own; these are the ones that would not.
+    """
+    removed = 0
+    for key in client.scan_iter(match=pattern, count=500):
+        if client.ttl(key) != -1:
+            continue
+        raw = client.get(key)
+        try:
+            done = datetime.fromisoformat(json.loads(raw or "{}")["date_done"])
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
+        # Celery writes UTC; a naive value (old enable_utc=False writers) is read as UTC too.
+        done_at = (done if done.tzinfo else done.replace(tzinfo=UTC)).timestamp()
+        if done_at < older_than:
+            removed += int(client.delete(key))
+    return removed

@@ -1,0 +1,397 @@
+"""The Celery app: the beat table and the tick, sync, health and cleanup tasks.
+
+    celery -A scheduler worker --loglevel=info --concurrency=2
+    celery -A scheduler beat --loglevel=info
+
+The unit of work is one (connector, scope) (DESIGN.md "Scale"). Beat sends a source's *tick*; the
+tick lists the scopes of each connector instance (cached briefly in Redis, since SharePoint asks
+Graph for its drives) and sends one ``sync_scope`` task per scope. A scope run takes the scope's
+lease in the pipeline (a held scope ends as ``locked``) and stops at a deadline below its soft
+time limit, saving its cursor (``partial``), so the next tick resumes it.
+
+Failures: a transient run failure (source or Hub unreachable, broker or Redis down) is retried with
+exponential backoff and jitter; a config error (bad settings, refused credentials) is recorded in
+the scope's status and not retried; a throttled or paused run waits for the next tick. Task
+arguments are names only (source, instance, scope), never a secret.
+
+Settings come from the environment when this module is imported; ``configure(settings)`` points the
+app and the tasks elsewhere before anything is sent (the CLI and tests use it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kombu.exceptions
+import redis
+from celery import Celery, bootsteps, signals
+
+from base.base_connector import BaseConnector, HealthResult
+from base.cleanup import (
+    DAY,
+    Retention,
+    purge_dead_letters,
+    purge_files,
+    purge_orphaned_bytes,
+    purge_outbox,
+    purge_stale_results,
+)
+from base.health import HealthReport, source_health, store_report
+from base.hub_client import Hub, hub_from_settings
+from base.state import StateStore
+from config.celery_config import (
+    CLEANUP_LIMITS,
+    HEALTH_LIMITS,
+    TICK_LIMITS,
+    beat_entry,
+    celery_settings,
+    daily_at,
+    every,
+    retry_policy,
+)
+from config.settings import Settings
+from connectors import registry
+from utils.errors import ConfigError, SpoolFullError, ThrottledError, TransientError
+from utils.logging import configure_logging, get_logger, mask_text
+
+log = get_logger("scheduler")
+
+#: How long a connector's scope list is reused before the tick asks the source again.
+DEFAULT_SCOPE_CACHE_SECONDS = 600  # SCOPE_CACHE_SECONDS
+#: A scope run stops at its soft limit minus this share of it (at least ``MIN_DEADLINE_MARGIN``).
+DEADLINE_MARGIN = 0.1
+MIN_DEADLINE_MARGIN = 10  # seconds
+#: Minutes between health checks (HEALTH_CHECK_MINUTES) and the cleanup's time of day (CLEANUP_AT).
+DEFAULT_HEALTH_MINUTES = 60
+DEFAULT_CLEANUP_AT = "02:00"
+#: How often a worker touches its liveness file (WORKER_LIVENESS_FILE), for the container probe.
+LIVENESS_INTERVAL = 15.0  # seconds
+DEFAULT_LIVENESS_FILE = os.path.join(tempfile.gettempdir(), "kmrl-worker.alive")
+
+#: What Celery retries: run-level transient failures and broker or Redis connection errors.
+RETRYABLE: tuple[type[BaseException], ...] = (
+    TransientError, kombu.exceptions.OperationalError, redis.ConnectionError, redis.TimeoutError, ConnectionError,
+)
+#: Transient, but the next tick is the retry: the service set a pause, or the spool disk is full.
+NOT_RETRIED: tuple[type[BaseException], ...] = (ThrottledError, SpoolFullError)
+
+
+def longest_hard_limit() -> int:
+    """The longest hard time limit of any task (the visibility timeout must exceed it)."""
+    return max([TICK_LIMITS.hard, HEALTH_LIMITS.hard, CLEANUP_LIMITS.hard,
+                *(s.time_limit for s in registry.SOURCES.values())])
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The beat table: one tick per source, the health check and the daily cleanup.
+
+    Intervals: ``{SOURCE}_SYNC_MINUTES`` (0 leaves the source out), HEALTH_CHECK_MINUTES, and
+    CLEANUP_AT (HH:MM, Asia/Kolkata). Each entry expires after its period.
+    """
+    table: dict[str, dict[str, Any]] = {}
+    for source in registry.SOURCES.values():
+        minutes = source.interval_minutes(settings)
+        if minutes:
+            table[f"sync-{source.name}"] = beat_entry("kmrl.tick", every(minutes), minutes * 60, (source.name,))
+    health_minutes = _minutes(settings, "HEALTH_CHECK_MINUTES", DEFAULT_HEALTH_MINUTES)
+    if health_minutes:
+        table["health-check"] = beat_entry("kmrl.health", every(health_minutes), health_minutes * 60)
+    cleanup_at, period = daily_at(settings, "CLEANUP_AT", DEFAULT_CLEANUP_AT)
+    table["cleanup"] = beat_entry("kmrl.cleanup", cleanup_at, period)
+    return table
+
+
+def _minutes(settings: Settings, name: str, default: int) -> int:
+    raw = settings.env(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number of minutes, not {raw!r}") from exc
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 (off) or more, not {value}")
+    return value
+
+
+class Runtime:
+    """What the tasks of one process share: settings, and the state store and Hub built lazily
+    (after a prefork child starts, so no Redis connection crosses a fork)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.reset(settings)
+
+    def reset(self, settings: Settings) -> None:
+        """Uses ``settings`` from now on (the store and Hub are built again on next use)."""
+        self.settings = settings
+        self._state: StateStore | None = None
+        self._hub: Hub | None = None
+
+    @property
+    def state(self) -> StateStore:
+        if self._state is None:
+            self._state = StateStore.from_settings(self.settings)
+        return self._state
+
+    @property
+    def hub(self) -> Hub:
+        if self._hub is None:
+            self._hub = hub_from_settings(self.settings, gate=self.state.throttle_gate("hub"))
+        return self._hub
+
+    def connectors(self, source: str) -> list[BaseConnector]:
+        return registry.build_connectors(source, self.settings, state=self.state, hub=self.hub)
+
+
+_initial_settings = Settings.from_env()
+runtime = Runtime(_initial_settings)
+app = Celery("kmrl_connectors")
+app.conf.update(celery_settings(_initial_settings, longest_hard_limit=longest_hard_limit()))
+app.conf.beat_schedule = beat_schedule(_initial_settings)
+_retry = retry_policy(_initial_settings, longest_hard_limit=longest_hard_limit())
+_TASK_OPTIONS: dict[str, Any] = {"bind": True, "ignore_result": True, "acks_late": True,
+                                 "autoretry_for": RETRYABLE, "dont_autoretry_for": NOT_RETRIED,
+                                 **_retry.task_options()}
+
+
+def configure(settings: Settings) -> None:
+    """Points the app, its beat table and the tasks at ``settings`` (call before sending tasks)."""
+    app.conf.update(celery_settings(settings, longest_hard_limit=longest_hard_limit()))
+    app.conf.beat_schedule = beat_schedule(settings)
+    runtime.reset(settings)
+
+
+@signals.setup_logging.connect
+def _setup_logging(loglevel: Any = None, **_kwargs: Any) -> None:
+    """Celery logs through our structlog setup (redaction included) instead of its own."""
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
+    settings = runtime.settings
+    configure_logging(log_file=settings.log_file, level=str(level or settings.log_level),
+                      console_format=settings.log_format, force=True)
+
+
+class Liveness(bootsteps.StartStopStep):
+    """Touches WORKER_LIVENESS_FILE every ``LIVENESS_INTERVAL`` while the worker's loop runs; the
+    container probe (``kmrl-connectors probe worker``) fails when the file grows old. Unlike an
+    ``inspect ping`` it does not fail (and restart workers) when only the broker is down."""
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.path = liveness_file(runtime.settings)
+        self.tref: Any = None
+
+    def touch(self) -> None:
+        try:
+            with open(self.path, "a"):
+                os.utime(self.path)
+        except OSError as exc:
+            log.warning("liveness_file_unwritable", path=self.path, error=exc.strerror)
+
+    def start(self, parent: Any) -> None:
+        self.touch()
+        self.tref = parent.timer.call_repeatedly(LIVENESS_INTERVAL, self.touch)
+
+    def stop(self, parent: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+
+
+def liveness_file(settings: Settings) -> str:
+    """WORKER_LIVENESS_FILE (default in the temporary folder)."""
+    return settings.env("WORKER_LIVENESS_FILE", DEFAULT_LIVENESS_FILE)
+
+
+app.steps["worker"].add(Liveness)
+
+
+# -- the tick: list scopes, fan out -----------------------------------------------------------------
+
+def _record_source_error(state: StateStore, source: str, exc: BaseException, *, state_name: str) -> None:
+    """Marks the source's scope-less status (``*``) the way the pipeline does for a failed connect."""
+    state.update_status(source, "*", {"state": state_name, "last_error": mask_text(str(exc)),
+                                      "last_run_end": time.time()})
+
+
+def scope_cache_seconds(settings: Settings) -> int:
+    raw = settings.env("SCOPE_CACHE_SECONDS", str(DEFAULT_SCOPE_CACHE_SECONDS))
+    try:
+        return max(0, int(raw))
+    except ValueError as exc:
+        raise ConfigError(f"SCOPE_CACHE_SECONDS must be a whole number of seconds, not {raw!r}") from exc
+
+
+def list_scopes(connector: BaseConnector, source: str, instance: str) -> tuple[list[str], bool]:
+    """The instance's scopes and whether they came from the cache (``{prefix}scopes:{source}:{instance}``)."""
+    state = runtime.state
+    key = state.key("scopes", source, instance)
+    cached = state.redis.get(key)
+    if cached:
+        return list(json.loads(cached)), True
+    with connector.connect(connector.default_credentials()):
+        scopes = list(connector.scopes())
+    ttl = scope_cache_seconds(runtime.settings)
+    if ttl:
+        state.redis.set(key, json.dumps(scopes), ex=ttl)
+    return scopes, False
+
+
+@app.task(name="kmrl.tick", soft_time_limit=TICK_LIMITS.soft, time_limit=TICK_LIMITS.hard, **_TASK_OPTIONS)
+def tick(self: Any, source: str) -> dict[str, Any]:
+    """Sends one ``kmrl.sync_scope`` per scope of every instance of ``source``; returns what it sent."""
+    settings = runtime.settings
+    spec = registry.get_source(source)
+    if source not in registry.configured_sources(settings, names=[source]):
+        return {"source": source, "skipped": "not configured"}
+    try:
+        connectors = runtime.connectors(source)
+    except ConfigError as exc:
+        log.warning("source_config_error", source=source, state=exc.state, error=mask_text(str(exc)))
+        _record_source_error(runtime.state, source, exc, state_name=exc.state)
+        return {"source": source, "error": exc.state}
+    period = (spec.interval_minutes(settings) or spec.sync_minutes) * 60
+    sent: list[list[str]] = []
+    for index, connector in enumerate(connectors):
+        instance = registry.instance_id(connector, index)
+        try:
+            scopes, cached = list_scopes(connector, source, instance)
+        except ConfigError as exc:
+            log.warning("scope_listing_refused", source=source, instance=instance, state=exc.state,
+                        error=mask_text(str(exc)))
+            _record_source_error(runtime.state, source, exc, state_name=exc.state)
+            continue
+        except TransientError as exc:
+            # The next tick asks again; the scopes themselves resume from their cursors.
+            log.warning("scope_listing_failed", source=source, instance=instance, error=mask_text(str(exc)))
+            continue
+        for scope in scopes:
+            sync_scope.apply_async(args=(source, instance, scope), soft_time_limit=spec.soft_time_limit,
+                                   time_limit=spec.time_limit, expires=period)
+            sent.append([instance, scope])
+        log.info("tick_fanned_out", source=source, instance=instance, scopes=len(scopes), cached=cached)
+    return {"source": source, "sent": sent}
+
+
+# -- one scope run ------------------------------------------------------------------------------------
+
+def run_budget(soft_limit: float) -> float:
+    """Seconds a run may take before it stops at a safe point, leaving room below the soft limit."""
+    return max(1.0, soft_limit - max(MIN_DEADLINE_MARGIN, soft_limit * DEADLINE_MARGIN))
+
+
+@app.task(name="kmrl.sync_scope", soft_time_limit=max(s.soft_time_limit for s in registry.SOURCES.values()),
+          time_limit=max(s.time_limit for s in registry.SOURCES.values()), **_TASK_OPTIONS)
+def sync_scope(self: Any, source: str, instance: str, scope: str) -> dict[str, Any]:
+    """Runs the pipeline for one scope of one connector instance; returns the scope summary.
+
+    Raises TransientError for a run that ended in a transient error, so Celery retries it.
+    """
+    settings = runtime.settings
+    if source not in registry.configured_sources(settings, names=[source]):
+        return {"source": source, "scope": scope, "state": "skipped"}
+    try:
+        connector = registry.find_instance(runtime.connectors(source), instance)
+    except ConfigError as exc:
+        log.warning("source_config_error", source=source, state=exc.state, error=mask_text(str(exc)))
+        _record_source_error(runtime.state, source, exc, state_name=exc.state)
+        return {"source": source, "scope": scope, "state": exc.state}
+    hard_soft = self.request.timelimit or (None, None)
+    soft = hard_soft[1] or registry.get_source(source).soft_time_limit
+    summary = connector.sync_scope(scope, deadline=time.monotonic() + run_budget(float(soft)))
+    log.info("sync_scope_finished", source=source, instance=instance, scope=scope, state=summary.state,
+             attempt=self.request.retries + 1, seconds=round(summary.seconds, 3), **summary.counts)
+    if summary.state == "error":
+        raise TransientError(f"{source} {scope}: {summary.error}")
+    return summary.as_dict()
+
+
+# -- health -----------------------------------------------------------------------------------------
+
+def _checks_for(source: str) -> list[tuple[str, HealthResult]]:
+    try:
+        connectors = runtime.connectors(source)
+    except ConfigError as exc:
+        return [("*", HealthResult(False, exc.state, mask_text(str(exc))))]
+    return [(registry.instance_id(c, i), registry.probe(c)) for i, c in enumerate(connectors)]
+
+
+def health_report(settings: Settings, *, now: float | None = None) -> HealthReport:
+    """Redis, the Hub, and each configured source's check, statuses and schedule lag."""
+    now = time.time() if now is None else now
+    state = runtime.state
+    try:
+        redis_check = (state.ping(), f"{safe_url(settings.state_redis_url)} answered PING")
+    except redis.RedisError as exc:
+        redis_check = (False, f"{safe_url(settings.state_redis_url)}: {type(exc).__name__}: {exc}")
+    try:
+        hub_check = runtime.hub.health()
+    except (ConfigError, OSError) as exc:  # a broken Hub setting is a failed check, not a crashed task
+        hub_check = (False, mask_text(f"{type(exc).__name__}: {exc}"))
+    report = HealthReport(checked_at=now, redis=redis_check, hub=hub_check)
+    for source in registry.configured_sources(settings):
+        statuses: Mapping[str, Mapping[str, str]] = (
+            {scope: status for _, scope, status in state.iter_statuses(source)} if redis_check[0] else {})
+        minutes = registry.get_source(source).interval_minutes(settings)
+        report.sources.append(source_health(source, _checks_for(source), statuses,
+                                            interval_seconds=minutes * 60 or None, now=now))
+    return report
+
+
+def safe_url(url: str) -> str:
+    """A Redis URL without its password (for messages)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url
+
+
+@app.task(name="kmrl.health", soft_time_limit=HEALTH_LIMITS.soft, time_limit=HEALTH_LIMITS.hard, bind=True,
+          ignore_result=True, acks_late=True)
+def health(self: Any) -> dict[str, Any]:
+    """Computes the health report, stores it in Redis (``kmrl:health``) and logs it."""
+    report = health_report(runtime.settings)
+    if report.redis[0]:
+        store_report(runtime.state, report)
+    for source in report.sources:
+        method = log.info if source.state == "healthy" else log.warning
+        method("source_health", source=source.source, state=source.state, detail=source.detail)
+    log.info("health_checked", ok=report.ok, redis=report.redis[0], hub=report.hub[0], hub_detail=report.hub[1])
+    return report.as_dict()
+
+
+# -- cleanup ----------------------------------------------------------------------------------------
+
+@app.task(name="kmrl.cleanup", soft_time_limit=CLEANUP_LIMITS.soft, time_limit=CLEANUP_LIMITS.hard, bind=True,
+          ignore_result=True, acks_late=True)
+def cleanup(self: Any) -> dict[str, int]:
+    """Applies the retention settings (base/cleanup.py); returns how many of each were removed."""
+    settings = runtime.settings
+    state = runtime.state
+    retention = Retention.from_settings(settings)
+    now = time.time()
+    removed = {
+        "dead_letters": purge_dead_letters(state, older_than=now - retention.deadletter_days * DAY),
+        # A day's grace: a kept-bytes copy may be in progress when its entry is not yet written.
+        "orphaned_bytes": purge_orphaned_bytes(state, settings.deadletter_dir, older_than=now - DAY),
+        "spool_files": purge_files(settings.spool_dir, older_than=now - retention.spool_days * DAY),
+        "history": state.trim_history(now - retention.history_days * DAY),
+        "outbox": 0,
+        "results": 0,
+    }
+    if retention.outbox_days and not settings.hub_api_url:
+        removed["outbox"] = purge_outbox(settings.hub_outbox_dir, older_than=now - retention.outbox_days * DAY)
+    if settings.result_backend.startswith(("redis://", "rediss://")):
+        client = redis.Redis.from_url(settings.result_backend, socket_connect_timeout=5, socket_timeout=30)
+        try:
+            removed["results"] = purge_stale_results(client, older_than=now - float(app.conf.result_expires))
+        finally:
+            client.close()
+    log.info("cleanup_finished", **removed)
+    return removed
