@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -162,6 +162,40 @@ def _same_instant(a: str, b: str) -> bool:
 
 def _after(a: str, b: str) -> bool:
     return _parse_date(a, what="changedate") > _parse_date(b, what="changedate")
+
+
+def _next_second(value: str) -> str:
+    """The ISO date one second after ``value`` (Maximo shows seconds; the database may hold less)."""
+    return (_parse_date(value, what="changedate") + timedelta(seconds=1)).isoformat(timespec="seconds")
+
+
+#: Outcomes of one work order in a page.
+_TAKEN, _SEEN, _FAILED = "taken", "seen", "failed"
+
+
+@dataclass
+class _Block:
+    """A walk through every work order of one changedate second, and its size when it began."""
+
+    changedate: str
+    params: dict[str, str]
+    first_total: int | None = None
+    last_total: int | None = None
+
+    def observe(self, total: Any) -> None:
+        """Notes the ``totalCount`` a page of the walk reported."""
+        if isinstance(total, int):
+            self.last_total = total
+            if self.first_total is None:
+                self.first_total = total
+
+    def shrank(self) -> bool:
+        """Whether the second held fewer work orders at the end of the walk than at its start (a
+        record may then have slid onto a page already read); if so, the next walk starts afresh."""
+        if self.first_total is None or self.last_total is None or self.last_total >= self.first_total:
+            return False
+        self.first_total = self.last_total = None
+        return True
 
 
 def _obj(value: Any) -> dict[str, Any]:
@@ -419,12 +453,18 @@ class MaximoConnector(BaseConnector):
         _quoted(self.site_ids, "MAXIMO_SITE_IDS")
         return terms
 
-    def query_params(self, scope: str, cursor: WorkOrderCursor, *, page_size: int | None = None,
-                     select: str | None = None) -> dict[str, str]:
-        """The first-page query for ``scope`` from ``cursor`` (what a run sends)."""
+    def query_params(self, scope: str, *, since: str | None = None, before: str | None = None,
+                     page_size: int | None = None, select: str | None = None,
+                     count: bool = False) -> dict[str, str]:
+        """A first-page query for ``scope``: work orders with ``since <= changedate < before``.
+
+        ``count`` asks for ``totalCount`` (``collectioncount=1``).
+        """
         terms = []
-        if cursor.changedate is not None:
-            terms.append(f'changedate>="{cursor.changedate}"')
+        if since is not None:
+            terms.append(f'changedate>="{since}"')
+        if before is not None:
+            terms.append(f'changedate<"{before}"')
         if scope != ALL_SITES:
             terms.append(f'siteid="{scope}"')
         terms.extend(self.filters)
@@ -436,17 +476,32 @@ class MaximoConnector(BaseConnector):
         }
         if terms:
             params["oslc.where"] = " and ".join(terms)
+        if count:
+            params["collectioncount"] = "1"
         return params
+
+    def _feed_query(self, scope: str, position: WorkOrderCursor, walked: str | None) -> dict[str, str]:
+        """The query from the cursor; past the cursor's second once this run has walked all of it."""
+        since = position.changedate
+        if since is not None and walked is not None and _same_instant(since, walked):
+            since = _next_second(since)
+        return self.query_params(scope, since=since)
 
     def list_changes(self, scope: str, cursor: Any) -> Iterator[Item | ItemFailure | Checkpoint]:
         """One Item per file doclink of each work order changed since ``cursor``, oldest change first.
 
         The last change of each work order carries the cursor that includes it (``cursor_after``), and
-        a Checkpoint follows every page.
+        a Checkpoint follows every page that moved the cursor. After each such page the query starts
+        again from the cursor (see the module docstring). When a whole page holds only work orders
+        already taken at the cursor's changedate, that one second is walked alone by ``nextPage``
+        (walked again if it shrank meanwhile, since a record could then slide onto a page already
+        read), and the feed goes on from the next second: linear in the size of the block.
         """
         position = WorkOrderCursor.from_json(cursor)
+        walked: str | None = None  # a changedate whose whole second this run has read
+        block: _Block | None = None  # the one-second walk in progress
         url: str = self.collection_url
-        params: dict[str, str] | None = self.query_params(scope, position)
+        params: dict[str, str] | None = self._feed_query(scope, position, walked)
         page = 0
         while True:
             page += 1
@@ -456,30 +511,50 @@ class MaximoConnector(BaseConnector):
                 if "rdfs:member" in body:
                     raise ConfigError("Maximo answered namespaced OSLC JSON although lean=1 was asked")
                 raise TransientError(f"Maximo's page {page} of work orders for {scope} has no member list")
-            progressed = False  # whether this page moved the cursor
+            outcomes = set()
             for member in members:
                 if not isinstance(member, dict):
+                    outcomes.add(_FAILED)
                     continue
-                changes, taken = self._work_order_changes(scope, member, position)
-                progressed = progressed or taken
+                changes, outcome = self._work_order_changes(scope, member, position)
+                outcomes.add(outcome)
                 yield from changes
-            log.debug("maximo_page_read", scope=scope, page=page, work_orders=len(members), new=progressed)
+            progressed = _TAKEN in outcomes
+            log.debug("maximo_page_read", scope=scope, page=page, work_orders=len(members), new=progressed,
+                      block=block.changedate if block else None)
             if progressed:
                 yield Checkpoint(position.to_json())
-            next_href = _obj(_obj(body.get("responseInfo")).get("nextPage")).get("href")
+            info = _obj(body.get("responseInfo"))
+            next_href = _obj(info.get("nextPage")).get("href")
+            if block is not None:
+                block.observe(info.get("totalCount"))
+                if next_href:
+                    url, params = urljoin(self.root_url + "/", str(next_href)), None
+                elif block.shrank():
+                    url, params = self.collection_url, block.params
+                else:
+                    walked, block = block.changedate, None
+                    url, params = self.collection_url, self._feed_query(scope, position, walked)
+                continue
             if not next_href:
                 return
             if progressed:
-                url, params = self.collection_url, self.query_params(scope, position)
+                url, params = self.collection_url, self._feed_query(scope, position, walked)
+            elif outcomes == {_SEEN} and position.changedate is not None:
+                start = position.changedate
+                block = _Block(start, self.query_params(scope, since=start, before=_next_second(start), count=True))
+                log.info("maximo_changedate_block", scope=scope, changedate=start, taken=len(position.taken))
+                url, params = self.collection_url, block.params
             else:
                 url, params = urljoin(self.root_url + "/", str(next_href)), None
 
     def _work_order_changes(self, scope: str, member: dict[str, Any],
-                            position: WorkOrderCursor) -> tuple[list[Item | ItemFailure], bool]:
-        """The changes of one work order, and whether it moved ``position``.
+                            position: WorkOrderCursor) -> tuple[list[Item | ItemFailure], str]:
+        """The changes of one work order, and the outcome: ``_TAKEN``, ``_SEEN`` or ``_FAILED``.
 
-        A work order taken already (the boundary overlap) gives no change; one without a wonum,
-        site or readable changedate gives an ItemFailure and leaves ``position`` where it was. Built
+        A work order taken already (the boundary overlap) gives no change (``_SEEN``); one without a
+        wonum, site or readable changedate gives an ItemFailure and leaves ``position`` where it was
+        (``_FAILED``); otherwise ``position`` takes it (``_TAKEN``). Built
         as a list so that ``position`` moves only once the whole work order is listed; the bytes
         are still read lazily, through each Item's ``open``.
         """
@@ -491,14 +566,14 @@ class MaximoConnector(BaseConnector):
                                        ("changedate", isinstance(changedate, str) and changedate)) if not ok]
             return [ItemFailure(f"{siteid or scope}/{wonum or href or '?'}",
                                 f"Maximo's work order lacks {', '.join(missing)} (href {href or 'none'})",
-                                metadata={"href": href})], False
+                                metadata={"href": href})], _FAILED
         key = f"{siteid}/{wonum}"
         try:
             _parse_date(changedate, what=f"changedate of work order {key}")
         except ItemError as exc:
-            return [ItemFailure(key, str(exc), metadata={"href": href})], False
+            return [ItemFailure(key, str(exc), metadata={"href": href})], _FAILED
         if position.is_taken(key, changedate):
-            return [], False
+            return [], _SEEN
         changes: list[Item | ItemFailure] = []
         try:
             links = self._doclinks(member, key)
@@ -512,7 +587,7 @@ class MaximoConnector(BaseConnector):
         position.take(key, changedate)
         if changes:
             changes[-1].cursor_after = position.to_json()
-        return changes, True
+        return changes, _TAKEN
 
     def _doclinks(self, member: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
         """The work order's doclink members: inline, or fetched from the doclinks href."""
@@ -596,8 +671,7 @@ class MaximoConnector(BaseConnector):
             with self.connect(creds):
                 scope = self.scopes()[0]
                 body = self._get_json(self.collection_url,
-                                      params=self.query_params(scope, WorkOrderCursor(), page_size=1,
-                                                               select="wonum,changedate"),
+                                      params=self.query_params(scope, page_size=1, select="wonum,changedate"),
                                       what="one work order (health check)")
                 found = len(body.get("member") or [])
                 return HealthResult(True, "healthy", f"{self._style} authentication accepted; "

@@ -11,7 +11,7 @@ from base.base_connector import SyncSummary
 from base.document import Checkpoint, Item, ItemFailure
 from base.hub_client import HttpHub
 from config.settings import Settings
-from connectors.maximo_connector import MaximoConnector, WorkOrderCursor
+from connectors.maximo_connector import MaximoConnector
 from sandbox.maximo import DEFAULT_API_KEYS, DEFAULT_USERS, MaximoSimulator
 from sandbox.servers import ServerThread
 from utils.errors import ConfigError
@@ -126,6 +126,36 @@ def test_more_work_orders_on_one_changedate_than_a_page_holds(maximo: Maximo, hu
     summary = connector.sync_documents(API_KEY)
     assert summary.totals["new"] == 1 and summary.totals["fetched"] == 1
     assert len(hub.sim.documents) == 8 and set(hub.sim.uploads_per_key.values()) == {1}
+
+
+def test_a_large_block_on_one_changedate_costs_linear_requests(maximo: Maximo) -> None:
+    for n in range(30):
+        maximo.sim.add_work_order(f"7{n:02d}", changedate=SAME, attachments=0)
+    maximo.sim.add_work_order("800", attachments=1)  # a later second
+    connector = maximo.connector(page_size=5)
+    with connector.connect(API_KEY):
+        changes = list(connector.list_changes("all", None))
+    taken = [c.cursor for c in changes if isinstance(c, Checkpoint)][-1]
+    assert taken["changedate"] != SAME and taken["taken"] == ["MUTTOM/800"]
+    queries = maximo.sim.count(contains="/os/mxapiwodetail")
+    assert queries <= 10  # feed page, one restart, the 6 pages of the second, the next second
+
+
+def test_block_that_shrinks_while_walked_is_walked_again(maximo: Maximo, hub: Any) -> None:
+    wos = [maximo.sim.add_work_order(f"60{n}", changedate=SAME, attachments=1) for n in range(1, 10)]
+    edited: list[int] = []
+
+    def edit_once(pageno: int) -> None:
+        # The first page 2 served belongs to the walk of SAME's second; moving a taken work order
+        # out of that second slides an untaken one onto a page already read.
+        if pageno == 2 and not edited:
+            edited.append(pageno)
+            maximo.sim.update_work_order("MUTTOM", "601", status="INPRG")
+
+    maximo.sim.after_page = edit_once
+    summary = maximo.connector(hub, page_size=2).sync_documents(API_KEY)
+    assert edited and summary.state == "ok"
+    assert set(_uploaded(hub)) == {f"MUTTOM/{wo.wonum}/{min(wo.doclinks)}" for wo in wos}
 
 
 def test_work_order_edited_while_paging_does_not_push_another_out(maximo: Maximo, hub: Any) -> None:
@@ -308,7 +338,7 @@ def test_from_settings_reads_the_maximo_variables(settings: Settings) -> None:
     assert connector.scopes() == ["MUTTOM", "ALUVA"]
     assert connector.auth == "basic" and connector.object_structure == "mxwo"
     assert connector.timeout == (3.0, 30.0) and connector.page_size == 250
-    params = connector.query_params("MUTTOM", WorkOrderCursor("2024-05-02T10:15:00+05:30", set()))
+    params = connector.query_params("MUTTOM", since="2024-05-02T10:15:00+05:30")
     assert params["oslc.where"] == ('changedate>="2024-05-02T10:15:00+05:30" and siteid="MUTTOM" and '
                                     'worktype in ["PM","CM"] and status in ["APPR"]')
     with pytest.raises(ConfigError, match="MAXIMO_PAGE_SIZE"):
