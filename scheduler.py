@@ -59,6 +59,7 @@ from config.settings import Settings
 from connectors import registry
 from utils.errors import ConfigError, SpoolFullError, ThrottledError, TransientError
 from utils.logging import configure_logging, get_logger, mask_text
+from utils.tables import safe_url
 
 log = get_logger("scheduler")
 
@@ -344,12 +345,6 @@ def health_report(settings: Settings, *, now: float | None = None) -> HealthRepo
         report.sources.append(source_health(source, _checks_for(source), statuses,
                                             interval_seconds=minutes * 60 or None, now=now))
     return report
-
-
-def safe_url(url: str) -> str:
-    """A Redis URL without its password (for messages)."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url
 
 
 @app.task(name="kmrl.health", soft_time_limit=HEALTH_LIMITS.soft, time_limit=HEALTH_LIMITS.hard, bind=True,

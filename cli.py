@@ -1,0 +1,463 @@
+"""``kmrl-connectors``: run, inspect and repair the service from a shell.
+
+    kmrl-connectors sync SOURCE|all [--scope S] [--dry-run] [--full]
+    kmrl-connectors status [--json]
+    kmrl-connectors check [SOURCE]
+    kmrl-connectors deadletter list|retry|drop [SOURCE] [--id ID]
+    kmrl-connectors web [--host H] [--port P]
+    kmrl-connectors run [--concurrency N]
+    kmrl-connectors probe [worker|beat|web]
+
+Exit codes: 0 when everything asked for worked, 1 when something failed (a check, a run, a
+replay), 2 for a usage or settings error. Output is for people on stdout; logs go to stderr and
+the log file (``-v`` shows INFO logs on the console too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from base.base_connector import BaseConnector, ScopeSummary
+from base.health import load_report
+from base.hub_client import Hub, hub_from_settings
+from base.state import DeadLetter, StateStore
+from config.settings import Settings
+from connectors import registry
+from utils.errors import ConfigError, TransientError
+from utils.logging import configure_logging, mask_text
+from utils.progress import SyncProgress
+from utils.tables import ago, format_duration, format_time, render_table, safe_url
+
+#: Scope states after which a sync counts as failed (exit code 1).
+FAILED_STATES = ("error", "config_error", "auth_failed", "lease_lost")
+#: A worker's liveness file older than this fails ``probe worker``.
+LIVENESS_MAX_AGE = 60.0  # seconds
+
+
+class Context:
+    """Settings plus the state store and Hub, built on first use (``check`` reports their failures)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._state: StateStore | None = None
+        self._hub: Hub | None = None
+
+    @property
+    def state(self) -> StateStore:
+        if self._state is None:
+            self._state = StateStore.from_settings(self.settings)
+        return self._state
+
+    @property
+    def hub(self) -> Hub:
+        if self._hub is None:
+            self._hub = hub_from_settings(self.settings, gate=self.state.throttle_gate("hub"))
+        return self._hub
+
+    def connectors(self, source: str) -> list[BaseConnector]:
+        return registry.build_connectors(source, self.settings, state=self.state, hub=self.hub)
+
+
+def out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+# -- sync -----------------------------------------------------------------------------------------
+
+def _scope_line(result: ScopeSummary) -> str:
+    counts = " ".join(f"{k}={v}" for k, v in result.counts.items() if k != "dead_lettered")
+    line = f"{result.connector} {result.scope}: {result.state}  {counts}  {result.seconds:.1f} s"
+    return line + (f"  error: {result.error}" if result.error else "")
+
+
+def _print_decisions(result: ScopeSummary) -> None:
+    if not result.decisions:
+        out(f"{result.connector} {result.scope}: nothing to do")
+        return
+    rows = [(d.action, d.filename or "-", d.source_id, d.reason or "") for d in result.decisions]
+    out(f"{result.connector} {result.scope} (dry run: nothing was downloaded, uploaded or changed)")
+    out(render_table(("WOULD", "FILENAME", "SOURCE ID", "WHY"), rows))
+
+
+def _owned_scope(connector: BaseConnector, scope: str) -> bool:
+    with connector.connect(connector.default_credentials()):
+        return scope in connector.scopes()
+
+
+def cmd_sync(args: argparse.Namespace, ctx: Context) -> int:
+    names = list(registry.SOURCES) if args.source == "all" else [args.source]
+    sources = registry.configured_sources(ctx.settings, names=names)
+    for name in names:
+        if name not in sources:
+            out(f"{name}: not configured (set one of {', '.join(registry.get_source(name).markers)}); skipped")
+    if args.source != "all" and not sources:
+        return 1
+    progress = SyncProgress(sys.stderr, tty=sys.stderr.isatty())
+    failed = False
+    for source in sources:
+        try:
+            connectors = ctx.connectors(source)
+        except ConfigError as exc:
+            out(f"{source}: {exc.state}: {mask_text(str(exc))}")
+            failed = True
+            continue
+        for connector in connectors:
+            scopes = [args.scope] if args.scope else None
+            if args.scope and len(connectors) > 1 and not _owned_scope(connector, args.scope):
+                continue
+            progress.watch(connector)
+            summary = connector.sync_documents(scopes=scopes, dry_run=args.dry_run, full=args.full)
+            for result in summary.scopes:
+                if args.dry_run:
+                    _print_decisions(result)
+                out(_scope_line(result))
+                failed = failed or result.state in FAILED_STATES
+    return 1 if failed else 0
+
+
+# -- status ---------------------------------------------------------------------------------------
+
+def _number(value: str | None) -> float:
+    try:
+        return float(value) if value else 0.0
+    except ValueError:
+        return 0.0
+
+
+def status_data(ctx: Context) -> dict[str, Any]:
+    """Every connector's scopes with state, last success, lag, last run's counts and last error."""
+    now = time.time()
+    state = ctx.state
+    report = load_report(state) or {}
+    health = {s["source"]: s for s in report.get("sources", [])}
+    sources: dict[str, dict[str, Any]] = {}
+    for name in registry.configured_sources(ctx.settings):
+        sources[name] = {"source": name, "scopes": []}
+    for connector, scope, status in state.iter_statuses():
+        entry = sources.setdefault(connector, {"source": connector, "scopes": []})
+        last_success = _number(status.get("last_success"))
+        entry["scopes"].append({
+            "scope": scope, "state": status.get("state", ""), "last_success": last_success or None,
+            "lag_seconds": round(now - last_success, 1) if last_success else None,
+            "last_run_end": _number(status.get("last_run_end")) or None,
+            "counts": {k: int(_number(status.get(k))) for k in ("fetched", "new", "duplicate", "skipped", "failed",
+                                                                 "deleted")},
+            "last_error": status.get("last_error", ""),
+        })
+    for name, entry in sources.items():
+        entry["dead_letters"] = state.dead_letter_count(name)
+        source_health = health.get(name)
+        entry["health"] = ({"state": source_health["state"], "detail": source_health["detail"],
+                            "checked_at": report.get("checked_at")} if source_health else None)
+    return {"generated_at": now, "sources": list(sources.values())}
+
+
+def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    data = status_data(ctx)
+    if args.json:
+        out(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    if not data["sources"]:
+        out("No source is configured and no run has been recorded yet.")
+        return 0
+    headers = ("SCOPE", "STATE", "LAST SUCCESS", "LAG", "NEW", "DUP", "SKIP", "FAIL", "DEL", "LAST ERROR")
+    for entry in data["sources"]:
+        health = entry["health"]
+        health_text = (f"health {health['state']} (checked {format_duration(ago(health['checked_at']))} ago)"
+                       if health else "health not checked yet")
+        out(f"{entry['source']}  ·  {health_text}  ·  dead letters: {entry['dead_letters']}")
+        rows = [(s["scope"], s["state"], format_time(s["last_success"]), format_duration(s["lag_seconds"]),
+                 s["counts"]["new"], s["counts"]["duplicate"], s["counts"]["skipped"], s["counts"]["failed"],
+                 s["counts"]["deleted"], s["last_error"] or "") for s in entry["scopes"]]
+        out(render_table(headers, rows, max_width=48) if rows else "  (no run recorded yet)")
+        out()
+    return 0
+
+
+# -- check ----------------------------------------------------------------------------------------
+
+class CheckLines:
+    """Prints one line per check and remembers whether any failed."""
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    def __call__(self, outcome: str, name: str, detail: str) -> None:
+        self.failed = self.failed or outcome == "FAIL"
+        out(f"{outcome:<4}  {name:<22} {mask_text(detail)}")
+
+    def run(self, name: str, check: Callable[[], str]) -> bool:
+        try:
+            detail = check()
+        except Exception as exc:  # noqa: BLE001 - every failure of a check is that check's answer
+            self("FAIL", name, f"{type(exc).__name__}: {exc}")
+            return False
+        self("PASS", name, detail)
+        return True
+
+
+def _check_settings(settings: Settings) -> str:
+    import scheduler
+    from base.cleanup import Retention
+    from base.rules import ContentRules
+    from config.celery_config import celery_settings
+
+    conf = celery_settings(settings, longest_hard_limit=scheduler.longest_hard_limit())
+    table = scheduler.beat_schedule(settings)
+    Retention.from_settings(settings)
+    rules = ContentRules.load(settings.content_rules_file or None)
+    vt = conf["visibility_timeout"]
+    if vt <= scheduler.longest_hard_limit():
+        raise ConfigError(f"CELERY_VISIBILITY_TIMEOUT {vt} s is not above the longest hard limit "
+                          f"{scheduler.longest_hard_limit()} s")
+    return (f"{len(table)} beat entries, visibility timeout {vt} s, "
+            f"{len(rules.exclude)} exclude / {len(rules.include)} include content rules")
+
+
+def _check_redis(url: str) -> str:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+    try:
+        client.ping()
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "?")
+    except redis.ResponseError:
+        policy = "?"  # CONFIG may be disabled on managed Redis
+    finally:
+        client.close()
+    note = "" if policy in ("noeviction", "?") else f" (maxmemory-policy {policy}: use noeviction)"
+    return f"{safe_url(url)} answered PING{note}"
+
+
+def _check_hub(ctx: Context) -> str:
+    ok, detail = ctx.hub.health()
+    if not ok:
+        raise TransientError(detail)
+    return detail
+
+
+def cmd_check(args: argparse.Namespace, ctx: Context) -> int:
+    lines = CheckLines()
+    settings = ctx.settings
+    lines.run("settings", lambda: _check_settings(settings))
+    urls = {"state": settings.state_redis_url, "broker": settings.broker_url,
+            "results": settings.result_backend, "redbeat": settings.redbeat_redis_url}
+    redis_ok = True
+    for role, url in urls.items():
+        if url.startswith(("redis://", "rediss://", "unix://")):
+            redis_ok = lines.run(f"redis {role}", functools.partial(_check_redis, url)) and redis_ok
+    if redis_ok:
+        lines.run("hub", lambda: _check_hub(ctx))
+    else:
+        lines("FAIL", "hub", "not checked: the state Redis is unreachable")
+    names = [args.source] if args.source else list(registry.SOURCES)
+    configured = registry.configured_sources(settings, names=names)
+    for name in names:
+        if name not in configured:
+            markers = ", ".join(registry.get_source(name).markers)
+            lines("FAIL" if args.source else "SKIP", name, f"not configured (set {markers})")
+            continue
+        try:
+            connectors = ctx.connectors(name)
+        except ConfigError as exc:
+            lines("FAIL", name, f"{exc.state}: {exc}")
+            continue
+        for index, connector in enumerate(connectors):
+            label = name if len(connectors) == 1 else f"{name}[{registry.instance_id(connector, index)}]"
+            result = registry.probe(connector)
+            lines("PASS" if result.ok else "FAIL", label, f"{result.state}: {result.detail}")
+    return 1 if lines.failed else 0
+
+
+# -- dead letters ---------------------------------------------------------------------------------
+
+def _selected(ctx: Context, args: argparse.Namespace) -> list[DeadLetter]:
+    entries = ctx.state.list_dead_letters(args.source)
+    return [e for e in entries if e.id == args.id] if args.id else entries
+
+
+def cmd_deadletter(args: argparse.Namespace, ctx: Context) -> int:
+    if args.action == "drop" and not (args.id or args.source):
+        out("deadletter drop needs a SOURCE (drops all of its entries) or --id ID")
+        return 2
+    entries = _selected(ctx, args)
+    if args.action == "list":
+        rows = [(e.id, e.connector, e.scope, e.source_id, e.attempts, format_time(e.last_failed_at),
+                 "kept" if e.bytes_path and os.path.isfile(e.bytes_path) else "-", e.reason) for e in entries]
+        out(render_table(("ID", "SOURCE", "SCOPE", "SOURCE ID", "TRIES", "LAST FAILED", "BYTES", "REASON"), rows)
+            if rows else "No dead letters.")
+        return 0
+    if not entries:
+        out(f"No dead letter{' with id ' + args.id if args.id else ''} found.")
+        return 1 if args.id else 0
+    if args.action == "drop":
+        for entry in entries:
+            ctx.state.remove_dead_letter(entry.connector, entry.id)
+            if entry.bytes_path and os.path.isfile(entry.bytes_path):
+                os.remove(entry.bytes_path)
+            out(f"dropped {entry.id} ({entry.connector} {entry.scope} {entry.source_id})")
+        return 0
+    return _retry(entries, ctx)
+
+
+def _retry(entries: Sequence[DeadLetter], ctx: Context) -> int:
+    from base.replay import REPLAYED, RESOLVED, replay
+
+    built: dict[str, BaseConnector | ConfigError] = {}
+    failed = False
+    for entry in entries:
+        if entry.connector not in built:
+            try:
+                built[entry.connector] = ctx.connectors(entry.connector)[0]
+            except ConfigError as exc:
+                built[entry.connector] = exc
+        connector = built[entry.connector]
+        if isinstance(connector, ConfigError):
+            out(f"{entry.id} {entry.connector} {entry.source_id}: kept: cannot build the connector: {connector}")
+            failed = True
+            continue
+        try:
+            outcome = replay(connector, entry)
+        except (ConfigError, TransientError) as exc:
+            out(f"{entry.id} {entry.connector} {entry.source_id}: kept; stopping: {mask_text(str(exc))}")
+            return 1
+        out(f"{entry.id} {entry.connector} {entry.source_id}: {outcome.result}: {outcome.detail}")
+        failed = failed or outcome.result not in (REPLAYED, RESOLVED)
+    return 1 if failed else 0
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+def cmd_web(args: argparse.Namespace, ctx: Context) -> int:
+    from web.app import create_app
+
+    create_app(ctx.settings).run(host=args.host, port=args.port, threaded=True)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
+    import scheduler
+
+    scheduler.configure(ctx.settings)
+    scheduler.app.worker_main(["worker", "--beat", f"--loglevel={args.loglevel}",
+                               f"--concurrency={args.concurrency}"])
+    return 0
+
+
+def _probe_worker(settings: Settings) -> tuple[bool, str]:
+    import scheduler
+
+    path = scheduler.liveness_file(settings)
+    try:
+        age = time.time() - os.path.getmtime(path)
+    except FileNotFoundError:
+        return False, f"no liveness file at {path}"
+    return age <= LIVENESS_MAX_AGE, f"liveness file touched {age:.0f} s ago"
+
+
+def _probe_beat(settings: Settings) -> tuple[bool, str]:
+    import redis
+
+    client = redis.Redis.from_url(settings.redbeat_redis_url, socket_connect_timeout=3, socket_timeout=5)
+    try:
+        held = bool(client.exists("redbeat::lock"))
+    except redis.RedisError as exc:
+        return False, f"redbeat Redis unreachable: {type(exc).__name__}"
+    finally:
+        client.close()
+    return held, "a beat holds the RedBeat lock" if held else "no beat holds the RedBeat lock"
+
+
+def _probe_web(settings: Settings) -> tuple[bool, str]:
+    port = settings.env("PORT", "8000")
+    url = f"http://127.0.0.1:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return response.status == 200, f"{url} answered {response.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        return False, f"{url}: {exc}"
+
+
+def cmd_probe(args: argparse.Namespace, ctx: Context) -> int:
+    role = args.role or ctx.settings.env("KMRL_ROLE", "worker")
+    probes = {"worker": _probe_worker, "beat": _probe_beat, "web": _probe_web}
+    if role not in probes:
+        out(f"unknown role {role!r}: worker, beat or web")
+        return 2
+    ok, detail = probes[role](ctx.settings)
+    out(f"{'PASS' if ok else 'FAIL'}  {role}  {detail}")
+    return 0 if ok else 1
+
+
+# -- the parser -----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kmrl-connectors", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="show INFO logs on the console")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sync = commands.add_parser("sync", help="run a sync now, in this process")
+    sync.add_argument("source", help="a source name, or 'all' for every configured source")
+    sync.add_argument("--scope", help="only this scope (folder, drive id, site, inbox)")
+    sync.add_argument("--dry-run", action="store_true", help="list what would happen; change nothing")
+    sync.add_argument("--full", action="store_true", help="ignore cursors and re-read everything (dedup still holds)")
+    sync.set_defaults(handler=cmd_sync)
+
+    status = commands.add_parser("status", help="each connector's scopes: state, last success, lag, counts")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=cmd_status)
+
+    check = commands.add_parser("check", help="validate settings and prove every credential with a real call")
+    check.add_argument("source", nargs="?", help="only this source (it must be configured)")
+    check.set_defaults(handler=cmd_check)
+
+    dead = commands.add_parser("deadletter", help="list, replay or drop failed documents")
+    dead.add_argument("action", choices=("list", "retry", "drop"))
+    dead.add_argument("source", nargs="?", help="only this source's entries")
+    dead.add_argument("--id", help="only the entry with this id")
+    dead.set_defaults(handler=cmd_deadletter)
+
+    web = commands.add_parser("web", help="serve the webhook, probes and /metrics (development server)")
+    web.add_argument("--host", default="127.0.0.1")
+    web.add_argument("--port", type=int, default=8000)
+    web.set_defaults(handler=cmd_web)
+
+    run = commands.add_parser("run", help="a worker with an embedded beat, for a single machine")
+    run.add_argument("--concurrency", type=int, default=2)
+    run.add_argument("--loglevel", default="info")
+    run.set_defaults(handler=cmd_run)
+
+    probe = commands.add_parser("probe", help="container health probe (role from KMRL_ROLE)")
+    probe.add_argument("role", nargs="?", choices=("worker", "beat", "web"))
+    probe.set_defaults(handler=cmd_probe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        out(f"settings: {exc}")
+        return 2
+    quiet = args.command in ("sync", "status", "check", "deadletter", "probe") and not args.verbose
+    configure_logging(log_file=settings.log_file, level="WARNING" if quiet else settings.log_level,
+                      console_format=settings.log_format)
+    try:
+        return int(args.handler(args, Context(settings)))
+    except ConfigError as exc:
+        out(f"{exc.state}: {mask_text(str(exc))}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
