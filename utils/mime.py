@@ -423,6 +423,8 @@ def _addresses(value: str) -> tuple[str, list[str]]:
         name = decode_encoded_words(name).strip()
         if addr:
             bare.append(addr)
+        if name and addr and any(ch in name for ch in ',;<>@"()'):
+            name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
         shown.append(f"{name} <{addr}>" if name and addr else (name or addr))
     return ", ".join(shown), bare
 

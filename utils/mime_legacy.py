@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 #: Deepest chain of Outlook messages embedded in one another that we unpack.
 MAX_TNEF_DEPTH = 8
 
-_UU_BEGIN = re.compile(rb"^begin[ \t]+([0-7]{3,4})[ \t]+([^\r\n]*)$", re.MULTILINE)
+_UU_BEGIN = re.compile(rb"^begin[ \t]+([0-7]{3,4})[ \t]+([^\r\n]*)\r?$", re.MULTILINE)
 
 
 @dataclass
