@@ -17,7 +17,8 @@ ENV = {
     "MAXIMO_URL": "https://maximo.kmrl.example", "MAXIMO_API_KEY": "mx-apikey-0123456789",
     "SHAREPOINT_CLIENT_ID": "client-id-1", "SHAREPOINT_CLIENT_SECRET": "sp-secret-abcdef",
     "SHAREPOINT_TENANT_ID": "tenant-1",
-    "WHATSAPP_ACCESS_TOKEN": "EAAG-whatsapp-token", "WHATSAPP_PHONE_NUMBER_ID": "1065", "WHATSAPP_APP_SECRET": "app-s3cret",
+    "WHATSAPP_ACCESS_TOKEN": "EAAG-whatsapp-token", "WHATSAPP_PHONE_NUMBER_ID": "1065",
+    "WHATSAPP_APP_SECRET": "app-s3cret",
 }
 SECRETS = ["Imap-Pa55-Kochi", "mx-apikey-0123456789", "sp-secret-abcdef", "EAAG-whatsapp-token", "app-s3cret"]
 
