@@ -44,7 +44,7 @@ def test_spool_hashes_while_streaming_and_stays_bounded():
     assert result.size == total
     assert result.sha256 == hashlib.sha256(chunk * (total // len(chunk))).hexdigest()
     assert result.file._rolled  # type: ignore[attr-defined]  # on disk, not in memory
-    assert SPOOL_MEMORY_LIMIT < total
+    assert total > SPOOL_MEMORY_LIMIT
     result.file.close()
 
 
