@@ -357,7 +357,7 @@ class MaximoConnector(BaseConnector):
         header = ({"maxauth": self._login_token} if self._style == "maxauth"
                   else {"Authorization": f"Basic {self._login_token}"})
         response = self._http().request("POST", f"{self.root_url}/oslc/login", params={"lean": "1"},
-                                        headers={"Accept": "application/json", **header})
+                                        headers={"Accept": "application/json", **header}, **self._tls())
         if response.status_code in (200, 204):
             response.close()
             log.info("maximo_logged_in", style=self._style)
@@ -366,6 +366,11 @@ class MaximoConnector(BaseConnector):
         if response.status_code in (401, 403):
             raise AuthError(f"Maximo refused the {self._style} login ({self._explain(error)})")
         raise self._unexpected(error, "the login")
+
+    def _tls(self) -> dict[str, Any]:
+        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's CA bundle, so a
+        # configured MAXIMO_CA_FILE is passed with every request, where it wins.
+        return {"verify": self.ca_bundle} if self.ca_bundle else {}
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -380,7 +385,8 @@ class MaximoConnector(BaseConnector):
         ``item``: failures other than authentication concern one item only (ItemError), not the run.
         """
         for attempt in (1, 2):
-            response = self._http().request("GET", url, params=params, headers=self._headers(), stream=stream)
+            response = self._http().request("GET", url, params=params, headers=self._headers(), stream=stream,
+                                            **self._tls())
             if 200 <= response.status_code < 300:
                 return response
             error = parse_error(response)
@@ -653,7 +659,9 @@ class MaximoConnector(BaseConnector):
                 "doclink_id": ident, "doclink_title": described.get("title"), "doctype": described.get("docType"),
                 "object_structure": self.object_structure,
             },
-            hints={"worktype": str(worktype)} if worktype else {},
+            # worktype drives the department (config/departments.toml); all three feed content rules.
+            hints={name: str(value) for name, value in (("worktype", worktype), ("status", wo.get("status")),
+                                                        ("site", wo.get("siteid"))) if value},
         )
 
     def _opener(self, url: str, source_id: str) -> Any:

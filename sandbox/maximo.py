@@ -417,7 +417,7 @@ class MaximoSimulator:
             self.work_orders[(siteid, wonum)].doclinks[doclink_id].binary_missing = True
 
     def populate(self, count: int, *, sites: Iterable[str] = ("MUTTOM",), attachments: int = 3,
-                 attachment_size: int = 2048, worktypes: Iterable[str] = ("PM", "CM", "EM", "SAFETY")
+                 attachment_size: int = 2048, worktypes: Iterable[str] = ("PM", "CM", "EM", "SAF")
                  ) -> list[WorkOrder]:
         """Adds ``count`` work orders spread over ``sites`` and ``worktypes``, each with ``attachments``."""
         site_list, type_list = list(sites), list(worktypes)
@@ -866,7 +866,7 @@ def _demo_data(sim: MaximoSimulator) -> None:
                        long_description="Signal dropped at 07:42; relay replaced; tested OK.",
                        location="KLR-TC12", attachments=1, siteid="MUTTOM")
     sim.add_work_order(description="അലുവ സ്റ്റേഷനിലെ അഗ്നിശമന ഉപകരണങ്ങളുടെ പരിശോധന",
-                       long_description="എല്ലാ ഫയർ എക്സ്റ്റിംഗ്വിഷറുകളും പരിശോധിച്ചു.", worktype="SAFETY",
+                       long_description="എല്ലാ ഫയർ എക്സ്റ്റിംഗ്വിഷറുകളും പരിശോധിച്ചു.", worktype="SAF",
                        location="ALVA-FIRE", attachments=1, siteid="ALUVA")
 
 

@@ -76,7 +76,7 @@ def test_item_carries_work_order_metadata_text_and_worktype_hint(maximo: Maximo)
     assert item.source_id == f"MUTTOM/{wo.wonum}/{link.id}"
     assert item.version == link.modified.isoformat()
     assert item.filename == "handrail.pdf" and item.mime_type == "application/pdf" and item.size == 100
-    assert item.hints == {"worktype": "CM"}
+    assert item.hints == {"worktype": "CM", "status": "APPR", "site": "MUTTOM"}
     assert item.text == "Escalator ES-04 handrail worn\nReplace handrail & test"
     assert item.metadata["wonum"] == wo.wonum and item.metadata["assetnum"] == "ES-04"
     assert item.metadata["href"].endswith(f"/os/mxapiwodetail/{wo.rest_id}")
@@ -352,3 +352,33 @@ def test_a_stored_cursor_that_is_not_a_maximo_cursor_is_a_config_error(maximo: M
     connector.state.set_cursor("maximo", "all", 42)
     summary: SyncSummary = connector.sync_documents(API_KEY)
     assert summary.state == "config_error" and "cursor" in summary.scopes[0].error
+
+
+def test_worktype_and_malayalam_text_reach_the_hub_as_department_and_language(maximo: Maximo, hub: Any) -> None:
+    safety = maximo.sim.add_work_order(description="ആലുവ സ്റ്റേഷനിലെ അഗ്നിശമന ഉപകരണങ്ങളുടെ പരിശോധന",
+                                       long_description="എല്ലാ ഫയർ എക്സ്റ്റിംഗ്വിഷറുകളും പരിശോധിച്ചു.",
+                                       worktype="SAF")
+    maximo.sim.add_doclink(safety.siteid, safety.wonum, filename="fire-audit.pdf",
+                           description="അഗ്നിശമന പരിശോധന റിപ്പോർട്ട്")
+    pm = maximo.sim.add_work_order(description="Quarterly preventive maintenance of escalator ES-04",
+                                   worktype="PM")
+    maximo.sim.add_doclink(pm.siteid, pm.wonum, filename="es04-checklist.pdf",
+                           description="Escalator maintenance checklist")
+    assert maximo.connector(hub).sync_documents(API_KEY).totals["new"] == 2
+    by_wonum = {meta["extra"]["wonum"]: meta for meta in _uploaded(hub).values()}
+    assert by_wonum[safety.wonum]["department"] == "Safety" and by_wonum[safety.wonum]["language"] == "ml"
+    assert by_wonum[pm.wonum]["department"] == "Engineering" and by_wonum[pm.wonum]["language"] == "en"
+    assert by_wonum[pm.wonum]["extra"]["worktype"] == "PM" and by_wonum[pm.wonum]["source"] == "maximo"
+
+
+def test_https_with_a_private_ca_is_verified(settings: Settings, tmp_path: Any) -> None:
+    from sandbox.tls import CertAuthority
+
+    authority = CertAuthority(str(tmp_path / "ca"))
+    sim = MaximoSimulator()
+    sim.add_work_order(attachments=1)
+    with ServerThread(sim, ssl_context=authority.issue().server_context()) as server:
+        trusted = MaximoConnector(server.url, settings=settings, ca_bundle=authority.ca_path)
+        assert trusted.sync_documents(API_KEY).totals["new"] == 1
+        untrusted = MaximoConnector(server.url, settings=settings, timeout=(2, 2)).health_check(API_KEY)
+    assert not untrusted.ok and untrusted.state == "unreachable"
