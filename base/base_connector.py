@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import requests
+from celery.exceptions import SoftTimeLimitExceeded
 
 from base.document import Checkpoint, Document, Item, ItemFailure, flat_hints, sanitize_filename, spool_chunks
 from base.enrich import enrich
@@ -281,6 +282,9 @@ class BaseConnector(ABC):
                 self._consume(run, scope, start_cursor, lease, tracker, deadline)
                 if summary.state == "running":
                     summary.state = "ok"
+            except SoftTimeLimitExceeded:
+                # Celery's soft limit: stop at once, keep what is done; the next tick resumes.
+                summary.state, summary.error = "partial", "stopped by the task's soft time limit"
             except LeaseLostError as exc:
                 summary.state, summary.error = "lease_lost", str(exc)
                 tracker.enabled = False  # the new holder owns the cursor now
@@ -371,8 +375,9 @@ class BaseConnector(ABC):
                               metadata=item.metadata, item=item)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise TransientError(f"{type(exc).__name__} while reading {item.source_id}") from exc
-        except (ConfigError, TransientError, LeaseLostError, requests.RequestException, ImportError):
-            raise  # run-level: the next item would fail the same way
+        except (ConfigError, TransientError, LeaseLostError, requests.RequestException, ImportError,
+                SoftTimeLimitExceeded):
+            raise  # run-level: the next item would fail the same way, or the run must stop now
         except Exception as exc:
             log.exception("item_unexpected_error")
             self._dead_letter(run, scope, item.source_id, f"{type(exc).__name__}: {exc}", version=item.version,

@@ -246,3 +246,36 @@ def test_three_round_trips_per_document_at_most(settings, state):
     fixed_cost = 12  # lease, cursor read/write, status, history, metrics: once per run
     assert calls["n"] <= 3 * 20 + fixed_cost, calls["n"]
 
+
+
+def test_soft_time_limit_stops_the_run_and_keeps_the_cursor(settings, state):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    files = fake_files(5)
+    connector = ListConnector({"a": files}, settings=settings, state=state)
+    real_open = connector._opener
+
+    def opener(fake):
+        if fake.source_id == "doc-3":
+            def interrupted():
+                raise SoftTimeLimitExceeded()
+                yield b""  # pragma: no cover
+            return interrupted
+        return real_open(fake)
+
+    connector._opener = opener  # type: ignore[method-assign]
+    summary = connector.sync_documents({})
+    assert summary.scopes[0].state == "partial"
+    assert summary.totals["new"] == 3 and summary.totals["dead_lettered"] == 0
+    assert state.get_cursor("fake", "a") == 3
+
+
+def test_time_budget_ends_the_run_as_partial_and_resumes(settings, state):
+    import time as _time
+
+    connector = ListConnector({"a": fake_files(4)}, settings=settings, state=state)
+    summary = connector.sync_documents({}, deadline=_time.monotonic())
+    assert summary.scopes[0].state == "partial" and summary.totals["new"] == 1
+    assert state.get_cursor("fake", "a") == 1
+    summary = connector.sync_documents({})
+    assert summary.totals["new"] == 3 and summary.totals["fetched"] == 3
