@@ -50,7 +50,7 @@ from sandbox.graph_store import (
     Site,
     iter_content,
 )
-from sandbox.servers import ServerThread
+from sandbox.keepalive_server import KeepAliveServer
 from sandbox.tls import CertAuthority
 
 #: The only scope a client-credentials request may ask for here.
@@ -172,7 +172,7 @@ class GraphSimulator:
         self._tokens: dict[str, _Token] = {}
         self._faults: dict[str, collections.deque[Fault]] = collections.defaultdict(collections.deque)
         self._lock = threading.Lock()
-        self.server: ServerThread | None = None
+        self.server: KeepAliveServer | None = None
 
     # -- test API ---------------------------------------------------------------------------------
     def add_app(self, client_id: str, secret: str, *, tenant_id: str,
@@ -220,10 +220,10 @@ class GraphSimulator:
             self.log.clear()
 
     # -- serving ----------------------------------------------------------------------------------
-    def start(self, ca: CertAuthority, *, port: int = 0, host: str = "127.0.0.1") -> ServerThread:
-        """Serves the simulator over HTTPS with a certificate from ``ca``; returns the server."""
+    def start(self, ca: CertAuthority, *, port: int = 0, host: str = "127.0.0.1") -> KeepAliveServer:
+        """Serves the simulator over HTTPS (keep-alive, like Graph) with a certificate from ``ca``."""
         cert = ca.issue("graph-simulator", hosts=(host, "localhost"))
-        self.server = ServerThread(self, port=port, host=host, ssl_context=cert.server_context()).start()
+        self.server = KeepAliveServer(self, cert, host=host, port=port).start()
         return self.server
 
     def stop(self) -> None:
