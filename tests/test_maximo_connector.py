@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -382,3 +383,27 @@ def test_https_with_a_private_ca_is_verified(settings: Settings, tmp_path: Any) 
         assert trusted.sync_documents(API_KEY).totals["new"] == 1
         untrusted = MaximoConnector(server.url, settings=settings, timeout=(2, 2)).health_check(API_KEY)
     assert not untrusted.ok and untrusted.state == "unreachable"
+
+
+def test_answer_slower_than_the_read_timeout_is_retried(maximo: Maximo) -> None:
+    maximo.sim.add_work_order(attachments=1)
+    maximo.sim.slow_next(1, seconds=1.5, match="/doclinks/")
+    summary = maximo.connector(timeout=(2.0, 0.5)).sync_documents(API_KEY)
+    assert summary.state == "ok" and summary.totals["new"] == 1
+    deadline = time.monotonic() + 5
+    while maximo.sim.count(contains="/doclinks/") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)  # the abandoned slow answer is logged only once it is written
+    assert maximo.sim.count(contains="/doclinks/") == 2
+
+
+def test_fetch_documents_reads_without_moving_the_cursor(maximo: Maximo) -> None:
+    wo = maximo.sim.add_work_order(attachments=2)
+    connector = maximo.connector()
+    documents = list(connector.fetch_documents(API_KEY))
+    try:
+        assert sorted(d.sha256 for d in documents) == sorted(link.sha256() for link in wo.doclinks.values())
+        assert {d.metadata["wonum"] for d in documents} == {wo.wonum}
+    finally:
+        for document in documents:
+            document.close()
+    assert connector.state.get_cursor("maximo", "all") is None
