@@ -13,6 +13,7 @@ per-wamid "seen" key and appends in the same round trip, atomically.
 
 from __future__ import annotations
 
+import operator
 import os
 import socket
 import time
@@ -22,6 +23,8 @@ from typing import Any
 
 import redis
 
+from base.state import metric_field
+
 #: The stream holding inbound media messages not yet delivered to the Hub.
 STREAM_KEY = "kmrl:whatsapp:inbox"
 #: Prefix of the per-wamid key that marks a message as already queued.
@@ -30,23 +33,34 @@ SEEN_KEY_PREFIX = "kmrl:whatsapp:seen:"
 SEEN_TTL = 8 * 24 * 3600  # seconds
 #: The consumer group the connector reads through.
 GROUP = "kmrl-connectors"
+#: The service's counters hash (base.state ``metrics:counters``) and the webhook's counter in it,
+#: by outcome (queued, duplicate), so /metrics shows the intake without another round trip.
+METRICS_KEY = "kmrl:metrics:counters"
+WEBHOOK_METRIC = "kmrl_whatsapp_webhook_messages_total"
 #: Message types that carry a downloadable media object.
 MEDIA_TYPES = frozenset({"document", "image", "audio", "video", "sticker"})
 
 _APPEND_SCRIPT = """
--- KEYS[1]: the stream; KEYS[2..n]: the seen-key of each message, in order.
--- ARGV[1]: seen-key TTL in seconds; ARGV[2]: values per message; then each message's field/value pairs.
-local ttl = tonumber(ARGV[1])
-local width = tonumber(ARGV[2])
-local added = {}
-for i = 2, #KEYS do
+-- KEYS[1]: the stream; KEYS[2]: the metrics counters hash; KEYS[3..n]: each message's seen-key.
+-- ARGV: seen-key TTL (s), fields per message F, the queued and the duplicate counter fields,
+-- the F field names, then F values per message (names travel once per call, not once per message).
+local ttl, width = tonumber(ARGV[1]), tonumber(ARGV[2])
+local entry, added = {}, {}
+for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 0 then
-    local first = 2 + (i - 2) * width
-    local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, first + 1, first + width))
+    local first = 4 + width + (i - 3) * width
+    for j = 1, width do
+      entry[2 * j - 1] = ARGV[4 + j]
+      entry[2 * j] = ARGV[first + j]
+    end
+    local id = redis.call('XADD', KEYS[1], '*', unpack(entry))
     redis.call('SET', KEYS[i], id, 'EX', ttl)
     added[#added + 1] = id
   end
 end
+if #added > 0 then redis.call('HINCRBYFLOAT', KEYS[2], ARGV[3], #added) end
+local repeated = #KEYS - 2 - #added
+if repeated > 0 then redis.call('HINCRBYFLOAT', KEYS[2], ARGV[4], repeated) end
 return added
 """
 
@@ -84,6 +98,9 @@ class InboundMedia:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(InboundMedia))
+_field_values = operator.attrgetter(*_FIELD_NAMES)
+_QUEUED_FIELD = metric_field(WEBHOOK_METRIC, {"outcome": "queued"})
+_DUPLICATE_FIELD = metric_field(WEBHOOK_METRIC, {"outcome": "duplicate"})
 
 
 def _text(value: Any) -> str:
@@ -167,15 +184,17 @@ class Inbox:
     client: a redis-py client (``decode_responses`` either way).
     stream: the stream key (default ``STREAM_KEY``).
     seen_prefix: prefix of the per-wamid dedup keys (default ``SEEN_KEY_PREFIX``).
+    metrics_key: the counters hash ``append`` adds its outcomes to (default ``METRICS_KEY``).
     group: the consumer group (default ``GROUP``).
     seen_ttl: seconds a wamid stays remembered by ``append`` (default ``SEEN_TTL``).
     """
 
     def __init__(self, client: redis.Redis, *, stream: str = STREAM_KEY, seen_prefix: str = SEEN_KEY_PREFIX,
-                 group: str = GROUP, seen_ttl: int = SEEN_TTL) -> None:
+                 metrics_key: str = METRICS_KEY, group: str = GROUP, seen_ttl: int = SEEN_TTL) -> None:
         self.client = client
         self.stream = stream
         self.seen_prefix = seen_prefix
+        self.metrics_key = metrics_key
         self.group = group
         self.seen_ttl = seen_ttl
         self._append = client.register_script(_APPEND_SCRIPT)
@@ -183,7 +202,8 @@ class Inbox:
     @classmethod
     def for_prefix(cls, client: redis.Redis, prefix: str = "kmrl:", **options: Any) -> Inbox:
         """The inbox under the service's key prefix (KMRL_KEY_PREFIX): ``{prefix}whatsapp:inbox``."""
-        return cls(client, stream=f"{prefix}whatsapp:inbox", seen_prefix=f"{prefix}whatsapp:seen:", **options)
+        return cls(client, stream=f"{prefix}whatsapp:inbox", seen_prefix=f"{prefix}whatsapp:seen:",
+                   metrics_key=f"{prefix}metrics:counters", **options)
 
     # ---- producer (the webhook) -----------------------------------------------------------
 
@@ -195,12 +215,10 @@ class Inbox:
         batch = list(messages)
         if not batch:
             return []
-        keys = [self.stream] + [self.seen_prefix + m.wamid for m in batch]
-        args: list[str | int] = [self.seen_ttl, 2 * len(_FIELD_NAMES)]
+        keys = [self.stream, self.metrics_key] + [self.seen_prefix + m.wamid for m in batch]
+        args: list[str | int] = [self.seen_ttl, len(_FIELD_NAMES), _QUEUED_FIELD, _DUPLICATE_FIELD, *_FIELD_NAMES]
         for message in batch:
-            values = message.to_fields()
-            for name in _FIELD_NAMES:
-                args.extend((name, values[name]))
+            args.extend(_field_values(message))
         return [_text(entry_id) for entry_id in self._append(keys=keys, args=args)]
 
     # ---- consumer (the connector) ---------------------------------------------------------

@@ -168,6 +168,16 @@ def test_same_wamid_in_another_notification_or_twice_in_one_is_stored_once(clien
     assert [m.type for m in stored(redis_client)] == ["document", "image"]
 
 
+def test_queued_and_duplicate_messages_are_counted_for_metrics(client, redis_client, sim):
+    body = meta_body(sim.notification([sim.message("document", sim.add_media()),
+                                       sim.message("image", sim.add_media(mime_type="image/jpeg"))]))
+    post(client, body)
+    post(client, body)
+    counters = redis_client.hgetall("kmrl:metrics:counters")
+    assert float(counters["kmrl_whatsapp_webhook_messages_total|outcome=queued"]) == 2
+    assert float(counters["kmrl_whatsapp_webhook_messages_total|outcome=duplicate"]) == 2
+
+
 def test_the_seen_key_outlives_metas_seven_days_of_redelivery(client, redis_client, sim):
     message = sim.message("document", sim.add_media())
     post(client, meta_body(sim.notification([message])))

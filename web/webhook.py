@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from dataclasses import dataclass, field
 
 import redis
@@ -53,6 +54,11 @@ class WebhookConfig:
             verify_token=settings.env("WHATSAPP_VERIFY_TOKEN"),
             max_body_bytes=int(float(settings.env("WHATSAPP_MAX_BODY_KB", str(DEFAULT_MAX_BODY_KB))) * 1024),
         )
+
+
+def _debug_enabled() -> bool:
+    # structlog runs its processors before the stdlib level check: ask the level first.
+    return logging.getLogger(__name__).isEnabledFor(logging.DEBUG)
 
 
 def signature_matches(app_secret: str, body: bytes, header: str | None) -> bool:
@@ -114,11 +120,9 @@ def whatsapp_blueprint(config: WebhookConfig, inbox: Inbox) -> Blueprint:
             except redis.RedisError as exc:
                 log.error("whatsapp_webhook_queue_failed", error=type(exc).__name__, messages=len(messages))
                 return Response("queue unavailable", status=503, mimetype="text/plain")
-            if added:
-                log.info("whatsapp_media_queued", count=len(added),
-                         wamids=[m.wamid for m in messages][:10], duplicates=len(messages) - len(added))
-            else:
-                log.debug("whatsapp_media_duplicate", wamids=[m.wamid for m in messages][:10])
+            if _debug_enabled():  # the stream and its counters are the record; keep the hot path quiet
+                log.debug("whatsapp_media_queued", queued=len(added), duplicates=len(messages) - len(added),
+                          wamids=[m.wamid for m in messages][:10])
         return Response("ok", status=200, mimetype="text/plain")
 
     return bp
