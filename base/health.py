@@ -136,10 +136,10 @@ def source_health(source: str, checks: list[tuple[str, HealthResult]], statuses:
 
 def store_report(state: StateStore, report: HealthReport) -> None:
     """Saves the report under ``{prefix}health`` and the per-source gauges for /metrics."""
-    state.redis.set(state.key("health"), json.dumps(report.as_dict(), sort_keys=True))
-    state.set_gauge("kmrl_health_checked_timestamp_seconds", None, report.checked_at)
     for source in report.sources:
         state.set_gauge("kmrl_source_healthy", {"source": source.source}, 1.0 if source.state == "healthy" else 0.0)
+    state.set_gauge("kmrl_health_checked_timestamp_seconds", None, report.checked_at)
+    state.redis.set(state.key("health"), json.dumps(report.as_dict(), sort_keys=True))  # last: readers wait on it
 
 
 def load_report(state: StateStore) -> dict[str, Any] | None:
