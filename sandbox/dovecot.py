@@ -4,7 +4,7 @@ Facts: ../shared/reference/imap-testing.md. ``DovecotServer`` writes its own dov
 its folder (own base_dir, state_dir, log), listens on 127.0.0.1 with IMAP (+STARTTLS) and IMAPS
 ports, presents a certificate issued by a ``CertAuthority`` (``ca_path`` is what a client
 trusts; tests present a different CA to prove verification), and runs in the foreground so
-``stop()`` owns the pid. Users are lines of a passwd-file (Dovecot re-reads it when it changes).
+``stop()`` owns the pid. Users live in one passwd-file each (a new user can log in at once).
 
 Seeding: ``seed()`` writes maildir files straight into ``cur/`` (10,000 messages in about a
 second); ``append()`` uses IMAP MULTIAPPEND (what a real delivery looks like to the server).
@@ -124,7 +124,7 @@ class DovecotServer:
         self.users: dict[str, str] = {}
         self._process: subprocess.Popen[bytes] | None = None
         self._seq = 0
-        self._write_users()
+        (self.directory / "users").mkdir(exist_ok=True)
         self._write_config()
 
     # -- paths ------------------------------------------------------------------------------------
@@ -162,11 +162,15 @@ class DovecotServer:
             os.chmod(self.directory, 0o711)  # noqa: S103 - traverse only, no listing, nothing secret
             os.chown(self.directory / "mail", self.owner.uid, self.owner.gid)
 
-    def _write_users(self) -> None:
-        lines = [f"{user}:{{PLAIN}}{password}::::::\n" for user, password in self.users.items()]
-        path = self.directory / "users"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(lines), encoding="utf-8")
+    def _write_user(self, user: str, password: str) -> None:
+        # One passwd-file per user: Dovecot re-reads a passwd-file at most once a second, so a user
+        # added to a shared file right after a login could not log in yet; a new file is read at once.
+        folder = self.directory / "users"
+        folder.mkdir(exist_ok=True)
+        os.chmod(folder, 0o755)  # noqa: S103 - the auth process (another uid as root) reads it
+        path = folder / user
+        tmp = folder / f".{user}.tmp"
+        tmp.write_text(f"{user}:{{PLAIN}}{password}::::::\n", encoding="utf-8")
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
 
@@ -213,7 +217,7 @@ namespace inbox {{
 }}
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {d}/users
+  args = scheme=PLAIN username_format=%u {d}/users/%u
 }}
 userdb {{
   driver = static
@@ -337,9 +341,15 @@ service anvil {{
     # -- users and folders ------------------------------------------------------------------------
 
     def add_user(self, user: str, password: str) -> None:
-        """Adds (or changes the password of) ``user``; takes effect at the next login."""
+        """Adds ``user`` (usable at once), or changes its password (Dovecot notices within a second,
+        so this waits that second)."""
+        if not user or "/" in user or user.startswith("."):
+            raise ValueError(f"not a usable mailbox user name: {user!r}")
+        changed = user in self.users and self.users[user] != password
         self.users[user] = password
-        self._write_users()
+        self._write_user(user, password)
+        if changed and self.running:
+            time.sleep(1.1)
 
     def create_folder(self, user: str, folder: str) -> Path:
         """Creates the maildir of ``folder`` (with its parents) for ``user``; returns it."""
