@@ -6,9 +6,10 @@ scripts (Tamil, Kannada, ...) never reach a statistical model. Only Latin-script
 English stopword check cannot call English, and scripts shared by several languages (Devanagari,
 Arabic, Cyrillic, Han), go to langdetect, seeded so the same text always gets the same answer.
 
-Letters are Unicode letters (categories L*). Malayalam letters are counted with their vowel signs
-and viramas (marks, category M*), so a Malayalam word weighs about what its transliteration weighs
-in Latin letters and the 'mixed' share compares like with like.
+Counting is done on the UTF-8 bytes, in C: a Malayalam character is any code point of its block
+(letters, vowel signs, viramas: so a Malayalam word weighs about what its transliteration weighs
+in Latin letters), a Latin letter is an ASCII letter or one of Latin-1 / Latin Extended-A and -B.
+Letters of other scripts are counted exactly (a regex) only when they could change the answer.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import unicodedata
 from bisect import bisect_right
 from collections import Counter
 from functools import lru_cache
-from itertools import islice
 from typing import Any
 
 from utils.errors import ConfigError
@@ -84,21 +84,27 @@ _FOREIGN_WORDS = _words(
 _WORD = re.compile(r"[a-zà-öø-ÿ]+")
 
 
-def _letter_class(start: int, end: int, categories: str = "L") -> str:
-    """A regex character class of the characters between two code points (inclusive) whose Unicode
-    category starts with one of ``categories``."""
-    return "".join(
-        re.escape(chr(cp)) for cp in range(start, end + 1) if unicodedata.category(chr(cp))[0] in categories
-    )
+def _letter_class(start: int, end: int) -> str:
+    """A regex character class of the letters (category L*) between two code points, inclusive."""
+    return "".join(re.escape(chr(cp)) for cp in range(start, end + 1) if unicodedata.category(chr(cp)).startswith("L"))
 
 
-_MALAYALAM_LETTER = re.compile(f"[{_letter_class(0x0D00, 0x0D7F, 'LM')}]")
-_LATIN_LETTER = re.compile(
-    f"[{_letter_class(0x0041, 0x024F)}{_letter_class(0x1E00, 0x1EFF)}]"
-)
+_LATIN_LETTER = re.compile(f"[{_letter_class(0x0041, 0x024F)}{_letter_class(0x1E00, 0x1EFF)}]")
 _NON_ASCII_LATIN_LETTER = re.compile(f"[{_letter_class(0x00C0, 0x024F)}{_letter_class(0x1E00, 0x1EFF)}]")
 _OTHER_SCRIPT_LETTER = re.compile(r"[^\W\d_\u0041-\u024f\u1e00-\u1eff\u0d00-\u0d7f]")
 _ASCII_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# UTF-8 starts U+0D00-U+0D3F with E0 B4 and U+0D40-U+0D7F with E0 B5; E0 is always a lead byte,
+# so these pairs cannot appear inside another character.
+_MALAYALAM_UTF8 = (b"\xe0\xb4", b"\xe0\xb5")
+# Lead bytes of U+00C0-U+027F (Latin-1 letters, Latin Extended-A and -B) and of any non-ASCII character.
+_LATIN_EXTENDED_LEADS = bytes(range(0xC3, 0xCA))
+_NON_ASCII_LEADS = bytes(range(0xC0, 0x100))
+
+
+def _count(data: bytes, members: bytes) -> int:
+    """How many bytes of ``data`` are in ``members`` (bytes.translate deletes them in C)."""
+    return len(data) - len(data.translate(None, members))
+
 
 # Scripts other than Latin and Malayalam, by block: (first code point, language or None). None means
 # several languages share the script and langdetect tells them apart.
@@ -134,6 +140,8 @@ _SCRIPT_BLOCKS: tuple[tuple[int, str | None], ...] = (
 _SCRIPT_STARTS = [start for start, _ in _SCRIPT_BLOCKS]
 #: Letters of another script sampled to find which script dominates.
 _SCRIPT_SAMPLE_LETTERS = 64
+#: A script block is counted by its UTF-8 prefixes when it needs at most this many.
+_MAX_UTF8_PREFIXES = 8
 
 _langdetect_lock = threading.Lock()
 _langdetect_factory: Any = None
@@ -151,28 +159,37 @@ def detect_language(text: str, *, mixed_threshold: float | None = None) -> str:
     """
     if not text:
         return UNKNOWN
-    threshold = _mixed_threshold() if mixed_threshold is None else _checked_threshold(mixed_threshold)
+    if mixed_threshold is not None:
+        _checked_threshold(mixed_threshold)
     sample = text[:MAX_SAMPLE_CHARS]
     if sample.isascii():
-        # The common case (English mail, filenames): count letters in C, no regex.
-        if len(sample) - len(sample.encode("ascii").translate(None, _ASCII_LETTERS)) < MIN_LETTERS:
+        # The common case (English mail, filenames): no script to weigh.
+        if _count(sample.encode("ascii"), _ASCII_LETTERS) < MIN_LETTERS:
             return UNKNOWN
         return _latin_language(sample)
-    malayalam = len(_MALAYALAM_LETTER.findall(sample))
-    latin = len(_LATIN_LETTER.findall(sample))
-    other = len(_OTHER_SCRIPT_LETTER.findall(sample))
-    if malayalam + latin + other < MIN_LETTERS:
-        return UNKNOWN
+    data = sample.encode("utf-8", "surrogatepass")
+    malayalam = data.count(_MALAYALAM_UTF8[0]) + data.count(_MALAYALAM_UTF8[1])
+    latin_extended = _count(data, _LATIN_EXTENDED_LEADS)
+    latin = _count(data, _ASCII_LETTERS) + latin_extended
+    # Non-ASCII characters that are neither Malayalam nor Latin: letters of another script, or
+    # symbols (curly quotes, the rupee sign, emoji).
+    other = _count(data, _NON_ASCII_LEADS) - malayalam - latin_extended
     if other > malayalam + latin:
-        return _other_script_language(sample)
-    if malayalam and latin and min(malayalam, latin) >= threshold * (malayalam + latin):
-        return MIXED
+        return _other_script_language(sample, data, other)
+    if malayalam + latin < MIN_LETTERS:
+        return UNKNOWN
+    if malayalam and latin:
+        # Only a text with both scripts reads the threshold (an environment look-up costs microseconds).
+        threshold = _mixed_threshold() if mixed_threshold is None else mixed_threshold
+        if min(malayalam, latin) >= threshold * (malayalam + latin):
+            return MIXED
     if malayalam >= latin:
         return MALAYALAM
     return _latin_language(sample)
 
 
 def _mixed_threshold() -> float:
+    """LANGUAGE_MIXED_THRESHOLD from the environment, read at each call; the parsed value is cached."""
     raw = os.environ.get(MIXED_THRESHOLD_ENV)
     return DEFAULT_MIXED_THRESHOLD if raw is None or not raw.strip() else _parse_threshold(raw)
 
@@ -217,14 +234,36 @@ def _latin_language(sample: str) -> str:
     return _langdetect(sample)
 
 
-def _other_script_language(sample: str) -> str:
-    """The language of the script most letters are in, or langdetect's answer for a shared script."""
-    letters = islice(_OTHER_SCRIPT_LETTER.finditer(sample), _SCRIPT_SAMPLE_LETTERS)
-    votes = Counter(bisect_right(_SCRIPT_STARTS, ord(letter.group())) - 1 for letter in letters)
-    if not votes:
+def _other_script_language(sample: str, data: bytes, other: int) -> str:
+    """The language of the script most of the ``other`` non-Latin, non-Malayalam characters are in
+    (langdetect's answer for a script several languages share), or 'unknown' without letters."""
+    first = _OTHER_SCRIPT_LETTER.search(sample)
+    if first is None:
+        return UNKNOWN  # symbols and emoji only
+    block = bisect_right(_SCRIPT_STARTS, ord(first.group())) - 1
+    prefixes = _utf8_prefixes(block)
+    in_block = sum(data.count(prefix) for prefix in prefixes)
+    if not prefixes or 2 * in_block <= other:
+        # Several scripts, or one too large to count by bytes: count letters and vote on a sample.
+        letters = _OTHER_SCRIPT_LETTER.findall(sample)
+        if len(letters) < MIN_LETTERS:
+            return UNKNOWN
+        votes = Counter(bisect_right(_SCRIPT_STARTS, ord(letter)) - 1 for letter in letters[:_SCRIPT_SAMPLE_LETTERS])
+        block = votes.most_common(1)[0][0]
+    elif in_block < MIN_LETTERS:
         return UNKNOWN
-    language = _SCRIPT_BLOCKS[votes.most_common(1)[0][0]][1]
+    language = _SCRIPT_BLOCKS[block][1]
     return language if language is not None else _langdetect(sample)
+
+
+@lru_cache(maxsize=len(_SCRIPT_BLOCKS))
+def _utf8_prefixes(block: int) -> tuple[bytes, ...]:
+    """The UTF-8 prefixes (all bytes but the last) shared by each 64 code points of a script block,
+    so ``data.count`` can count the block's characters in C; empty for blocks too large for that."""
+    start = _SCRIPT_STARTS[block] & ~0x3F
+    end = _SCRIPT_STARTS[block + 1] if block + 1 < len(_SCRIPT_STARTS) else 0x10000
+    prefixes = tuple(dict.fromkeys(chr(cp).encode("utf-8", "surrogatepass")[:-1] for cp in range(start, end, 64)))
+    return prefixes if 0 < len(prefixes) <= _MAX_UTF8_PREFIXES and all(prefixes) else ()
 
 
 def _langdetect(sample: str) -> str:
