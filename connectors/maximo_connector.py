@@ -22,13 +22,8 @@ whole page was already taken (more work orders share one changedate than fit on 
 from __future__ import annotations
 
 import base64
-import html
-import json
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -38,6 +33,20 @@ import requests
 from base.base_connector import BaseConnector, HealthResult
 from base.document import Checkpoint, Item, ItemFailure, merged_text
 from config.settings import Settings
+from connectors.maximo_oslc import (
+    CREDENTIAL_REASON_CODES,
+    NO_SESSION_CODE,
+    ChangedateBlock,
+    MaximoError,
+    WorkOrderCursor,
+    json_object,
+    next_second,
+    parse_date,
+    parse_error,
+    plain_text,
+    quoted_list,
+    same_instant,
+)
 from utils.credentials_manager import CredentialsManager
 from utils.errors import AuthError, ConfigError, ItemError, ThrottledError, TransientError
 from utils.http import HttpClient, iter_response
@@ -58,163 +67,10 @@ WORK_ORDER_FIELDS = (
 DEFAULT_PAGE_SIZE = 100
 #: (connect, read) timeouts, seconds.
 DEFAULT_TIMEOUT = (5.0, 60.0)
-#: Reason codes that mean "these credentials are wrong", with what they mean.
-CREDENTIAL_REASON_CODES = {
-    "BMXAA7901E": "login failed",
-    "BMXAA9549E": "invalid or expired API key",
-    "BMXAA2283E": "password expired",
-}
-#: Maximo's answer to a request whose session is unknown, expired or has no credentials.
-NO_SESSION_CODE = "BMXAA0021E"
 #: Chunk size when streaming a doclink binary.
 DOWNLOAD_CHUNK = 1024 * 1024  # bytes
-
-_TAGS = re.compile(r"<[^>]+>")
-
-
-@dataclass(frozen=True)
-class MaximoError:
-    """What Maximo said about a failed request (``Error`` body: reasonCode, message, statusCode)."""
-
-    status: int
-    reason_code: str
-    message: str
-
-    def describe(self) -> str:
-        """One line for logs and exceptions: ``HTTP 401 BMXAA9549E: <message>``."""
-        code = f" {self.reason_code}" if self.reason_code else ""
-        text = f": {self.message}" if self.message else ""
-        return f"HTTP {self.status}{code}{text}"
-
-
-def parse_error(response: requests.Response) -> MaximoError:
-    """Reads the lean ``Error`` body (or the namespaced ``oslc:Error``); tolerates any other body."""
-    status = response.status_code
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    error: Any = None
-    if isinstance(body, dict):
-        error = body.get("Error") or body.get("oslc:Error")
-    if not isinstance(error, dict):
-        snippet = " ".join(response.text[:200].split()) if response.text else ""
-        return MaximoError(status, "", snippet)
-    code = str(error.get("reasonCode") or error.get("spi:reasonCode") or "")
-    message = str(error.get("message") or error.get("oslc:message") or "")
-    if code and message.startswith(code):
-        message = message[len(code):].lstrip(" -:")
-    # statusCode is a string in the body; the HTTP status is what we classify by.
-    return MaximoError(status, code, " ".join(message.split())[:300])
-
-
-@dataclass
-class WorkOrderCursor:
-    """Where a scope's feed stands: the last changedate taken and the work orders taken at it."""
-
-    changedate: str | None = None
-    taken: set[str] = field(default_factory=set)
-
-    @classmethod
-    def from_json(cls, value: Any) -> WorkOrderCursor:
-        """Reads a stored cursor (None: from the start); ConfigError when it is not a Maximo cursor."""
-        if value is None:
-            return cls()
-        if not isinstance(value, dict) or not isinstance(value.get("taken", []), list):
-            raise ConfigError(f"the stored Maximo cursor {value!r} is not a changedate cursor; clear it to resync")
-        changedate = value.get("changedate")
-        if changedate is not None:
-            _parse_date(str(changedate), what="the stored cursor's changedate", error=ConfigError)
-        return cls(changedate, {str(key) for key in value.get("taken", [])})
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON form saved by the pipeline."""
-        return {"changedate": self.changedate, "taken": sorted(self.taken)}
-
-    def is_taken(self, key: str, changedate: str) -> bool:
-        """Whether the work order ``key`` at ``changedate`` was already yielded."""
-        if self.changedate is None:
-            return False
-        return key in self.taken and _same_instant(changedate, self.changedate)
-
-    def take(self, key: str, changedate: str) -> None:
-        """Records that ``key`` at ``changedate`` is done; the cursor never moves backwards."""
-        if self.changedate is None or _after(changedate, self.changedate):
-            self.changedate = changedate
-            self.taken = {key}
-        elif _same_instant(changedate, self.changedate):
-            self.taken.add(key)
-
-
-def _parse_date(value: str, *, what: str, error: type[Exception] = ItemError) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise error(f"{what} {value!r} is not an ISO 8601 date") from exc
-    if parsed.tzinfo is None:
-        raise error(f"{what} {value!r} has no time zone offset")
-    return parsed
-
-
-def _same_instant(a: str, b: str) -> bool:
-    return a == b or _parse_date(a, what="changedate") == _parse_date(b, what="changedate")
-
-
-def _after(a: str, b: str) -> bool:
-    return _parse_date(a, what="changedate") > _parse_date(b, what="changedate")
-
-
-def _next_second(value: str) -> str:
-    """The ISO date one second after ``value`` (Maximo shows seconds; the database may hold less)."""
-    return (_parse_date(value, what="changedate") + timedelta(seconds=1)).isoformat(timespec="seconds")
-
-
 #: Outcomes of one work order in a page.
 _TAKEN, _SEEN, _FAILED = "taken", "seen", "failed"
-
-
-@dataclass
-class _Block:
-    """A walk through every work order of one changedate second, and its size when it began."""
-
-    changedate: str
-    params: dict[str, str]
-    first_total: int | None = None
-    last_total: int | None = None
-
-    def observe(self, total: Any) -> None:
-        """Notes the ``totalCount`` a page of the walk reported."""
-        if isinstance(total, int):
-            self.last_total = total
-            if self.first_total is None:
-                self.first_total = total
-
-    def shrank(self) -> bool:
-        """Whether the second held fewer work orders at the end of the walk than at its start (a
-        record may then have slid onto a page already read); if so, the next walk starts afresh."""
-        if self.first_total is None or self.last_total is None or self.last_total >= self.first_total:
-            return False
-        self.first_total = self.last_total = None
-        return True
-
-
-def _obj(value: Any) -> dict[str, Any]:
-    """``value`` when it is a JSON object, else an empty one (Maximo drops empty children)."""
-    return value if isinstance(value, dict) else {}
-
-
-def _plain_text(value: Any) -> str:
-    """A Maximo text field as plain text (long descriptions are rich-text HTML)."""
-    if not value:
-        return ""
-    return " ".join(html.unescape(_TAGS.sub(" ", str(value))).split())
-
-
-def _quoted(values: Sequence[str], what: str) -> str:
-    for value in values:
-        if '"' in value or "\\" in value:
-            raise ConfigError(f"{what} value {value!r} contains a quote or backslash")
-    return ",".join(json.dumps(value) for value in values)
 
 
 class MaximoConnector(BaseConnector):
@@ -453,10 +309,10 @@ class MaximoConnector(BaseConnector):
     def _static_filters(self) -> list[str]:
         terms = []
         if self.work_types:
-            terms.append(f"worktype in [{_quoted(self.work_types, 'MAXIMO_WORK_TYPES')}]")
+            terms.append(f"worktype in [{quoted_list(self.work_types, 'MAXIMO_WORK_TYPES')}]")
         if self.statuses:
-            terms.append(f"status in [{_quoted(self.statuses, 'MAXIMO_STATUSES')}]")
-        _quoted(self.site_ids, "MAXIMO_SITE_IDS")
+            terms.append(f"status in [{quoted_list(self.statuses, 'MAXIMO_STATUSES')}]")
+        quoted_list(self.site_ids, "MAXIMO_SITE_IDS")
         return terms
 
     def query_params(self, scope: str, *, since: str | None = None, before: str | None = None,
@@ -489,8 +345,8 @@ class MaximoConnector(BaseConnector):
     def _feed_query(self, scope: str, position: WorkOrderCursor, walked: str | None) -> dict[str, str]:
         """The query from the cursor; past the cursor's second once this run has walked all of it."""
         since = position.changedate
-        if since is not None and walked is not None and _same_instant(since, walked):
-            since = _next_second(since)
+        if since is not None and walked is not None and same_instant(since, walked):
+            since = next_second(since)
         return self.query_params(scope, since=since)
 
     def list_changes(self, scope: str, cursor: Any) -> Iterator[Item | ItemFailure | Checkpoint]:
@@ -505,7 +361,7 @@ class MaximoConnector(BaseConnector):
         """
         position = WorkOrderCursor.from_json(cursor)
         walked: str | None = None  # a changedate whose whole second this run has read
-        block: _Block | None = None  # the one-second walk in progress
+        block: ChangedateBlock | None = None  # the one-second walk in progress
         url: str = self.collection_url
         params: dict[str, str] | None = self._feed_query(scope, position, walked)
         page = 0
@@ -530,8 +386,8 @@ class MaximoConnector(BaseConnector):
                       block=block.changedate if block else None)
             if progressed:
                 yield Checkpoint(position.to_json())
-            info = _obj(body.get("responseInfo"))
-            next_href = _obj(info.get("nextPage")).get("href")
+            info = json_object(body.get("responseInfo"))
+            next_href = json_object(info.get("nextPage")).get("href")
             if block is not None:
                 block.observe(info.get("totalCount"))
                 if next_href:
@@ -548,7 +404,8 @@ class MaximoConnector(BaseConnector):
                 url, params = self.collection_url, self._feed_query(scope, position, walked)
             elif outcomes == {_SEEN} and position.changedate is not None:
                 start = position.changedate
-                block = _Block(start, self.query_params(scope, since=start, before=_next_second(start), count=True))
+                block = ChangedateBlock(start, self.query_params(scope, since=start, before=next_second(start),
+                                                                 count=True))
                 log.info("maximo_changedate_block", scope=scope, changedate=start, taken=len(position.taken))
                 url, params = self.collection_url, block.params
             else:
@@ -575,7 +432,7 @@ class MaximoConnector(BaseConnector):
                                 metadata={"href": href})], _FAILED
         key = f"{siteid}/{wonum}"
         try:
-            _parse_date(changedate, what=f"changedate of work order {key}")
+            parse_date(changedate, what=f"changedate of work order {key}")
         except ItemError as exc:
             return [ItemFailure(key, str(exc), metadata={"href": href})], _FAILED
         if position.is_taken(key, changedate):
@@ -619,7 +476,7 @@ class MaximoConnector(BaseConnector):
         Hub supersedes the old one when changed). With ``modified`` inside the source_id every
         replacement would be an unrelated new item and the Hub would keep the stale copy as current.
         """
-        described = _obj(link.get("describedBy"))
+        described = json_object(link.get("describedBy"))
         href = str(link.get("href") or "")
         ident = str(described.get("identifier") or href.rstrip("/").rsplit("/", 1)[-1] or "")
         source_id = f"{key}/{ident or '?'}"
@@ -631,11 +488,11 @@ class MaximoConnector(BaseConnector):
             missing = [n for n, v in (("href", href), ("identifier", ident), ("modified", version)) if not v]
             return ItemFailure(source_id, f"Maximo's doclink lacks {', '.join(missing)}", version=version,
                                metadata={"wonum": wo.get("wonum"), "siteid": wo.get("siteid")})
-        fmt = _obj(described.get("format"))
+        fmt = json_object(described.get("format"))
         size = described.get("attachmentSize")
         url = urljoin(self.root_url + "/", href)
-        description = _plain_text(wo.get("description"))
-        long_description = _plain_text(wo.get("description_longdescription"))
+        description = plain_text(wo.get("description"))
+        long_description = plain_text(wo.get("description_longdescription"))
         filename = str(described.get("fileName") or described.get("description") or f"doclink-{ident}")
         worktype = wo.get("worktype")
         return Item(
