@@ -30,9 +30,10 @@ MALAYALAM = "ml"
 MIXED = "mixed"
 UNKNOWN = "unknown"
 
-#: Environment variable holding the mixed threshold; read at each call so a change needs no restart.
+#: Environment variable holding the mixed threshold; read by each call that needs it (a text with both
+#: scripts), so a change needs no restart.
 MIXED_THRESHOLD_ENV = "LANGUAGE_MIXED_THRESHOLD"
-#: Share (0..1) of Latin + Malayalam letters the minority script must hold for 'mixed'.
+#: Share (0..1] of Latin + Malayalam characters the minority script must hold for 'mixed'.
 DEFAULT_MIXED_THRESHOLD = 0.2
 #: Fewer letters than this and nothing can be said: 'unknown'.
 MIN_LETTERS = 3
@@ -53,6 +54,7 @@ LANGDETECT_MAX_CHARS = 1_000
 MAX_WORDS_CHECKED = 200
 #: Seed for langdetect's random sampling, so its answers are deterministic.
 LANGDETECT_SEED = 0
+
 
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
@@ -150,12 +152,15 @@ _langdetect_factory: Any = None
 def detect_language(text: str, *, mixed_threshold: float | None = None) -> str:
     """Returns the language of ``text``.
 
-    'ml' for Malayalam, 'en' for English, 'mixed' when Latin and Malayalam letters are both present
-    and the smaller of the two holds at least ``mixed_threshold`` of them (default from the
+    'ml' for Malayalam, 'en' for English, 'mixed' when Latin and Malayalam are both present and the
+    smaller of the two holds at least ``mixed_threshold`` of their characters (default from the
     environment variable LANGUAGE_MIXED_THRESHOLD, else 0.2; above 0.5 nothing is mixed), another
     ISO 639-1 code ('de', 'ta', 'hi', ...) for other languages, and 'unknown' for empty text, text
-    with fewer than three letters, and short Latin text that cannot be told. The same text always
-    gets the same answer. Only the first 10,000 characters are read.
+    with fewer than three letters, symbols and emoji only, and short Latin text that cannot be
+    told. The same text always gets the same answer. Only the first 10,000 characters are read.
+
+    Raises ValueError for ``mixed_threshold`` outside (0, 1], and ConfigError when it comes from an
+    environment variable that is not such a number.
     """
     if not text:
         return UNKNOWN
