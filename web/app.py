@@ -20,6 +20,7 @@ from config.settings import Settings, get_settings
 from connectors.whatsapp_inbox import Inbox
 from utils.logging import configure_logging, register_secret
 from web.health import health_blueprint
+from web.metrics import metrics_blueprint
 from web.webhook import WebhookConfig, whatsapp_blueprint
 
 #: Redis timeouts for the web process: a stalled Redis must fail a request (Meta then retries)
@@ -74,4 +75,5 @@ def _blueprints(context: WebContext) -> list[Blueprint]:
     return [
         health_blueprint(context.redis),
         whatsapp_blueprint(webhook, inbox),
+        metrics_blueprint(context.settings),
     ]

@@ -1,0 +1,33 @@
+# KMRL Connectors: one image for the worker, the beat and the web process (docker-compose.yml
+# picks the command). Build: docker build -t kmrl-connectors .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    # Every process (celery, gunicorn, kmrl-connectors) imports the code in /app, never a copy.
+    PYTHONPATH=/app
+
+# A fixed uid/gid so files on volumes keep one owner across rebuilds.
+RUN groupadd --system --gid 10001 kmrl \
+ && useradd --system --uid 10001 --gid kmrl --home-dir /app --no-create-home --shell /usr/sbin/nologin kmrl
+
+WORKDIR /app
+# Dependencies first: this layer is rebuilt only when requirements.txt changes.
+COPY requirements.txt ./
+RUN pip install -r requirements.txt
+COPY . .
+# The kmrl-connectors console script; --no-deps: everything it needs is installed above.
+RUN pip install --no-deps -e . \
+ && mkdir -p /app/var /app/logs \
+ && chown -R kmrl:kmrl /app/var /app/logs
+
+USER kmrl
+# KMRL_ROLE tells the health probe what this container runs (worker, beat or web).
+ENV KMRL_ROLE=worker \
+    WORKER_LIVENESS_FILE=/tmp/kmrl-worker.alive
+EXPOSE 8000
+# worker: its liveness file is fresh; beat: a beat holds the RedBeat lock; web: /healthz answers.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["kmrl-connectors", "probe"]
+CMD ["celery", "-A", "scheduler", "worker", "--loglevel=info", "--concurrency=2"]
