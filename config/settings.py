@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from dotenv import dotenv_values
+from dotenv import load_dotenv
 
 #: The project's root folder (where env.example and config/ live).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -27,11 +27,11 @@ def redis_db_url(url: str, db: int) -> str:
 
 def _load_environ(dotenv_path: str | None) -> dict[str, str]:
     path = dotenv_path if dotenv_path is not None else os.environ.get("KMRL_ENV_FILE", ".env")
-    values: dict[str, str] = {}
     if path and os.path.isfile(path):
-        values.update({k: v for k, v in dotenv_values(path).items() if v is not None})
-    values.update(os.environ)
-    return values
+        # Into os.environ (never over a real variable), so modules that read a variable directly,
+        # such as the classifier's DEPARTMENTS_FILE, see .env values too.
+        load_dotenv(path, override=False)
+    return dict(os.environ)
 
 
 def _as_bool(value: str | None, default: bool) -> bool:

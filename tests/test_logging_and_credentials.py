@@ -80,3 +80,17 @@ def test_log_file_holds_no_secret(tmp_path: Path):
 def test_settings_repr_hides_the_hub_token():
     settings = Settings.from_env({"HUB_API_URL": "http://hub", "HUB_API_TOKEN": "hub-tok-999"})
     assert "hub-tok-999" not in repr(settings)
+
+
+def test_dotenv_values_apply_but_real_variables_win(tmp_path, monkeypatch):
+    env_file = tmp_path / ".env"
+    env_file.write_text("EMAIL_HOST=from-dotenv\nKMRL_TEST_ONLY_VAR=dotenv\n")
+    monkeypatch.setenv("EMAIL_HOST", "from-environment")
+    monkeypatch.delenv("KMRL_TEST_ONLY_VAR", raising=False)
+    settings = Settings.from_env(dotenv_path=str(env_file))
+    assert settings.env("EMAIL_HOST") == "from-environment"
+    assert settings.env("KMRL_TEST_ONLY_VAR") == "dotenv"
+    import os
+
+    assert os.environ["KMRL_TEST_ONLY_VAR"] == "dotenv"  # modules reading os.environ see it too
+    monkeypatch.delenv("KMRL_TEST_ONLY_VAR")
