@@ -4,8 +4,8 @@ and one 1 GB file with its peak memory.
 The Graph + Entra simulator (TLS) and the Hub simulator run in this process; the connector runs in a
 worker subprocess, so the worker's speed and memory are its own. The first three syncs run in one
 worker (the same msal application and site cache: a no-change sync should cost one delta request per
-library and no token request); the 1 GB file runs in a fresh worker whose peak RSS (``ru_maxrss``) is
-the figure reported (target: under 120 MB). State goes to Redis test database 10 under its own key
+library and no token request); the 1 GB file runs in a fresh worker whose peak RSS (VmHWM) is the
+figure reported (target: under 120 MB). State goes to Redis test database 10 under its own key
 prefix (deleted before and after), so nothing else in that database is touched.
 
     .venv/bin/python -m bench.bench_sharepoint [--files 5000] [--large-mb 1024] [--changed 10]
@@ -72,6 +72,23 @@ class Row:
                 str(self.graph_requests), str(self.token_requests), str(self.downloads), rss]
 
 
+def peak_rss_kib() -> int:
+    """This process's peak resident set size, KiB.
+
+    VmHWM belongs to the process's own address space. ``ru_maxrss`` is not enough on Linux: a child
+    started by fork/vfork + exec inherits the parent's high-water mark at exec, so a worker started
+    by a large parent would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 # -- the worker (a separate process) -------------------------------------------------------------------
 def worker(config_path: str) -> None:
     """Runs one sync per ``go <libraries>`` line on stdin; answers one JSON line per sync."""
@@ -103,9 +120,8 @@ def worker(config_path: str) -> None:
         started = time.perf_counter()
         summary = connector.sync_documents(creds)
         seconds = time.perf_counter() - started
-        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
         print(json.dumps({"state": summary.state, "totals": summary.totals, "bytes": summary.bytes,
-                          "seconds": seconds, "peak_rss_mb": peak_kb / 1024,
+                          "seconds": seconds, "peak_rss_mb": peak_rss_kib() / 1024,
                           "errors": [s.error for s in summary.scopes if s.error]}), flush=True)
 
 
