@@ -13,6 +13,7 @@ per-wamid "seen" key and appends in the same round trip, atomically.
 
 from __future__ import annotations
 
+import json
 import operator
 import os
 import socket
@@ -42,25 +43,27 @@ MEDIA_TYPES = frozenset({"document", "image", "audio", "video", "sticker"})
 
 _APPEND_SCRIPT = """
 -- KEYS[1]: the stream; KEYS[2]: the metrics counters hash; KEYS[3..n]: each message's seen-key.
--- ARGV: seen-key TTL (s), fields per message F, the queued and the duplicate counter fields,
--- the F field names, then F values per message (names travel once per call, not once per message).
-local ttl, width = tonumber(ARGV[1]), tonumber(ARGV[2])
+-- ARGV[1]: seen-key TTL (s); ARGV[2], ARGV[3]: the queued and the duplicate counter fields;
+-- ARGV[4]: the field names (JSON array); ARGV[5..]: each message's values (JSON array, same order).
+-- One JSON argument per message rather than one per field: argument encoding is the client's
+-- largest cost on this path.
+local names = cjson.decode(ARGV[4])
 local entry, added = {}, {}
 for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 0 then
-    local first = 4 + width + (i - 3) * width
-    for j = 1, width do
-      entry[2 * j - 1] = ARGV[4 + j]
-      entry[2 * j] = ARGV[first + j]
+    local values = cjson.decode(ARGV[i + 2])
+    for j = 1, #names do
+      entry[2 * j - 1] = names[j]
+      entry[2 * j] = values[j]
     end
     local id = redis.call('XADD', KEYS[1], '*', unpack(entry))
-    redis.call('SET', KEYS[i], id, 'EX', ttl)
+    redis.call('SET', KEYS[i], id, 'EX', ARGV[1])
     added[#added + 1] = id
   end
 end
-if #added > 0 then redis.call('HINCRBYFLOAT', KEYS[2], ARGV[3], #added) end
+if #added > 0 then redis.call('HINCRBYFLOAT', KEYS[2], ARGV[2], #added) end
 local repeated = #KEYS - 2 - #added
-if repeated > 0 then redis.call('HINCRBYFLOAT', KEYS[2], ARGV[4], repeated) end
+if repeated > 0 then redis.call('HINCRBYFLOAT', KEYS[2], ARGV[3], repeated) end
 return added
 """
 
@@ -98,6 +101,7 @@ class InboundMedia:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(InboundMedia))
+_FIELD_NAMES_JSON = json.dumps(_FIELD_NAMES)
 _field_values = operator.attrgetter(*_FIELD_NAMES)
 _QUEUED_FIELD = metric_field(WEBHOOK_METRIC, {"outcome": "queued"})
 _DUPLICATE_FIELD = metric_field(WEBHOOK_METRIC, {"outcome": "duplicate"})
@@ -216,9 +220,8 @@ class Inbox:
         if not batch:
             return []
         keys = [self.stream, self.metrics_key] + [self.seen_prefix + m.wamid for m in batch]
-        args: list[str | int] = [self.seen_ttl, len(_FIELD_NAMES), _QUEUED_FIELD, _DUPLICATE_FIELD, *_FIELD_NAMES]
-        for message in batch:
-            args.extend(_field_values(message))
+        args: list[str | int] = [self.seen_ttl, _QUEUED_FIELD, _DUPLICATE_FIELD, _FIELD_NAMES_JSON]
+        args.extend(json.dumps(_field_values(message), ensure_ascii=False) for message in batch)
         return [_text(entry_id) for entry_id in self._append(keys=keys, args=args)]
 
     # ---- consumer (the connector) ---------------------------------------------------------

@@ -195,6 +195,15 @@ def test_malayalam_caption_and_filename_survive_the_escaped_body(client, redis_c
     assert entry.profile_name == "അഞ്ജലി"
 
 
+def test_awkward_characters_reach_the_stream_unchanged(client, redis_client, sim):
+    caption = 'Quote " backslash \\ newline\n tab\t NUL\u0000 metro 🚇 ZWJ \u200d \ud7ff end'
+    filename = "..\\..\\etc/passwd \u202egnp.exe"
+    post(client, meta_body(sim.notification([sim.message("document", sim.add_media(), caption=caption,
+                                                          filename=filename)])))
+    [entry] = stored(redis_client)
+    assert (entry.caption, entry.filename) == (caption, filename)  # stored as sent; sanitised later
+
+
 def test_media_message_without_media_id_is_not_queued(client, redis_client, sim):
     message = sim.message("document", sim.add_media())
     del message["document"]["id"]
