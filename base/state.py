@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -103,8 +104,10 @@ return 0
 class Lease:
     """A lease lock on one (connector, scope): SET NX PX with a random token.
 
-    ``keep_alive()`` renews it when a third of the TTL has passed and raises ``LeaseLostError`` if
-    another holder has it (our lease expired and was taken over): the run must stop at once.
+    While held, a heartbeat thread renews it every third of its TTL, so a single long step (a 1 GB
+    download) never lets it lapse; only a dead or frozen holder loses it. ``keep_alive()``, called
+    between items, raises ``LeaseLostError`` once the lease is known to belong to someone else:
+    the run must stop at once.
     """
 
     def __init__(self, store: StateStore, key: str, ttl: float) -> None:
@@ -114,12 +117,29 @@ class Lease:
         self.token = secrets.token_hex(16)
         self._renewed_at = 0.0
         self.held = False
+        self.lost = False
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
 
-    def acquire(self) -> bool:
-        """Takes the lease if nobody holds it; False when it is held."""
+    def acquire(self, *, heartbeat: bool = True) -> bool:
+        """Takes the lease if nobody holds it (and starts the heartbeat); False when it is held."""
         self.held = bool(self._store.redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
         self._renewed_at = time.monotonic()
+        if self.held and heartbeat:
+            self._stop.clear()
+            self._heartbeat = threading.Thread(target=self._beat, name=f"lease-{self.key}", daemon=True)
+            self._heartbeat.start()
         return self.held
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl_ms / 3000):
+            try:
+                if not self._store._renew(keys=[self.key], args=[self.token, self.ttl_ms]):
+                    self.lost = True
+                    return
+                self._renewed_at = time.monotonic()
+            except redis.RedisError:
+                continue  # Redis unreachable: the run's own calls fail too; try again next beat
 
     def renew(self) -> None:
         """Extends the lease to a full TTL; raises ``LeaseLostError`` when it is no longer ours."""
@@ -129,12 +149,19 @@ class Lease:
         self._renewed_at = time.monotonic()
 
     def keep_alive(self) -> None:
-        """Renews when due (a third of the TTL has passed); cheap to call per item."""
+        """Raises ``LeaseLostError`` if the heartbeat found the lease taken; renews when overdue."""
+        if self.lost:
+            self.held = False
+            raise LeaseLostError(f"lease {self.key} was lost to another worker")
         if time.monotonic() - self._renewed_at >= self.ttl_ms / 3000:
             self.renew()
 
     def release(self) -> None:
-        """Gives the lease back if it is still ours (never deletes another holder's lease)."""
+        """Stops the heartbeat and gives the lease back if it is still ours (never another holder's)."""
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=5)
+            self._heartbeat = None
         if self.held:
             self._store._release(keys=[self.key], args=[self.token])
             self.held = False

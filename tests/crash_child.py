@@ -32,9 +32,9 @@ def main() -> None:
             return real(*args, **kwargs)
 
         state.record_ingested = record_then_maybe_die  # type: ignore[method-assign]
-    # A one-second lease: the next run takes over from a killed one quickly.
+    # A two-second lease: the next run takes over from a killed one quickly.
     settings = make_settings(Path(root), state_url, cursor_save_every=int(os.environ.get("SAVE_EVERY", "50")),
-                             lock_ttl=1.0)
+                             lock_ttl=2.0)
     connector = ListConnector({"inbox": fake_files(int(count), "crash")}, settings=settings, state=state,
                               hub=HttpHub(hub_url, token))
     summary = connector.sync_documents({})

@@ -103,3 +103,24 @@ def test_history_is_trimmed_by_age(state: StateStore):
     state.append_history("email", "inbox", {"ended_at": time.time()})
     assert state.trim_history(time.time() - 86400) == 1
     assert state.redis.llen(state.key("history", "email", "inbox")) == 1
+
+
+def test_heartbeat_keeps_the_lease_through_a_long_step(state: StateStore):
+    lease = state.lease("sharepoint", "drive-1", ttl=2)
+    assert lease.acquire()
+    time.sleep(5)  # one long download, no keep_alive() call in between
+    lease.keep_alive()
+    assert state.lock_holder("sharepoint", "drive-1") == lease.token
+    lease.release()
+    assert state.lock_holder("sharepoint", "drive-1") is None
+
+
+def test_heartbeat_notices_a_takeover(state: StateStore):
+    lease = state.lease("sharepoint", "drive-1", ttl=1)
+    assert lease.acquire()
+    state.redis.set(state.key("lock", "sharepoint", "drive-1"), "someone-else")
+    time.sleep(0.8)
+    with pytest.raises(LeaseLostError):
+        lease.keep_alive()
+    lease.release()
+    assert state.lock_holder("sharepoint", "drive-1") == "someone-else"
