@@ -137,7 +137,7 @@ class WhatsAppConnector(BaseConnector):
             phone_number_id=settings.env("WHATSAPP_PHONE_NUMBER_ID"),
             api_version=settings.env("WHATSAPP_API_VERSION", DEFAULT_API_VERSION),
             graph_base_url=settings.env("WHATSAPP_GRAPH_URL", DEFAULT_GRAPH_URL),
-            claim_idle_seconds=float(settings.env("WHATSAPP_CLAIM_IDLE_SECONDS", str(DEFAULT_CLAIM_IDLE_SECONDS))),
+            claim_idle_seconds=_number(settings, "WHATSAPP_CLAIM_IDLE_SECONDS", DEFAULT_CLAIM_IDLE_SECONDS),
             settings=settings, **kw,
         )
 
@@ -303,8 +303,10 @@ class WhatsAppConnector(BaseConnector):
             raise failure
         body = _json(response)
         url = body.get("url")
-        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-            raise ItemError(f"media id {media_id}: the Cloud API answered without a download URL")
+        # The Bearer token goes to this URL too: never over plain HTTP when Graph itself is HTTPS.
+        schemes = ("https://",) if self.graph_base_url.startswith("https://") else ("https://", "http://")
+        if not isinstance(url, str) or not url.startswith(schemes):
+            raise ItemError(f"media id {media_id}: the Cloud API answered without an acceptable download URL")
         size = str(body.get("file_size") or "")  # a string in some answers, an integer in others
         return MediaInfo(url=url, mime_type=str(body.get("mime_type") or ""), sha256=str(body.get("sha256") or ""),
                          file_size=int(size) if size.isdigit() else None)
@@ -322,6 +324,17 @@ class WhatsAppConnector(BaseConnector):
                                     gate=self.state.throttle_gate("whatsapp", self.phone_number_id or "default"))
         return self._http
 
+
+
+def _number(settings: Settings, name: str, default: float) -> float:
+    raw = settings.env(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return value
 
 
 def item_filename(media: InboundMedia) -> str:

@@ -22,6 +22,7 @@ from sandbox.whatsapp import (
     text_message,
 )
 from tests.conftest import make_settings
+from utils.errors import ConfigError
 from web.app import create_app, redis_for_web
 
 APP_SECRET = "test-app-secret-7f3a"
@@ -239,6 +240,12 @@ def test_body_of_exactly_the_limit_is_accepted(tmp_path, redis_url, redis_client
     assert len(body) == 4096
     assert post(app.test_client(), body).status_code == 200
     assert redis_client.xlen(STREAM) == 1
+
+
+@pytest.mark.parametrize("value", ["64k", "0", "-1"])
+def test_unusable_body_limit_is_a_config_error(tmp_path, redis_url, redis_client, value):
+    with pytest.raises(ConfigError, match="WHATSAPP_MAX_BODY_KB"):
+        create_app(web_settings(tmp_path, redis_url, WHATSAPP_MAX_BODY_KB=value), redis_client)
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"", b"\xff\xfe\x00", b"[1, 2]", b'"a string"',

@@ -10,12 +10,13 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import requests
 
 from base.hub_client import HttpHub
 from config.settings import Settings
@@ -29,7 +30,7 @@ from connectors.whatsapp_inbox import InboundMedia, Inbox
 from sandbox.servers import ServerThread, free_port
 from sandbox.whatsapp import StoredMedia, WebhookSender, WhatsAppCloudSimulator, graph_error, text_message
 from tests.conftest import make_settings
-from utils.errors import ConfigError
+from utils.errors import ConfigError, ItemError
 from utils.http import HttpClient
 from web.app import create_app
 
@@ -354,12 +355,34 @@ def test_from_settings_reads_the_whatsapp_variables(wa: WhatsApp) -> None:
     assert connector.scopes() == ["inbox"] and connector.name == "whatsapp"
     with pytest.raises(ConfigError):
         WhatsAppConnector(api_version="21", settings=settings)
+    with pytest.raises(ConfigError, match="WHATSAPP_CLAIM_IDLE_SECONDS"):
+        WhatsAppConnector.from_settings(replace(settings, environ={"WHATSAPP_CLAIM_IDLE_SECONDS": "5m"}))
+
+
+def test_download_url_over_plain_http_is_refused_when_graph_is_https(wa: WhatsApp) -> None:
+    connector = wa.connector(graph_base_url="https://graph.example.invalid")
+    response = requests.Response()
+    response.status_code, response._content = 200, b'{"url": "http://lookaside.example/x", "id": "1"}'
+    connector._http = _Answering(response)
+    with pytest.raises(ItemError, match="acceptable download URL"):
+        connector.resolve("1")
 
 
 def test_missing_credentials_are_a_config_error(wa: WhatsApp) -> None:
     connector = WhatsAppConnector(settings=wa.settings)
     with pytest.raises(ConfigError, match="WHATSAPP_ACCESS_TOKEN"):
         connector.sync_documents()
+
+
+class _Answering(HttpClient):
+    """An HttpClient that answers every request with one prepared response."""
+
+    def __init__(self, response: requests.Response) -> None:
+        super().__init__("whatsapp")
+        self._response = response
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        return self._response
 
 
 # -- small functions ------------------------------------------------------------------------------

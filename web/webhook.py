@@ -23,6 +23,7 @@ from flask import Blueprint, Response, request
 
 from config.settings import Settings
 from connectors.whatsapp_inbox import Inbox, NotANotification, media_in_notification
+from utils.errors import ConfigError
 from utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -49,11 +50,15 @@ class WebhookConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookConfig:
-        return cls(
-            app_secret=settings.env("WHATSAPP_APP_SECRET"),
-            verify_token=settings.env("WHATSAPP_VERIFY_TOKEN"),
-            max_body_bytes=int(float(settings.env("WHATSAPP_MAX_BODY_KB", str(DEFAULT_MAX_BODY_KB))) * 1024),
-        )
+        raw = settings.env("WHATSAPP_MAX_BODY_KB", str(DEFAULT_MAX_BODY_KB))
+        try:
+            max_kb = float(raw)
+        except ValueError:
+            raise ConfigError(f"WHATSAPP_MAX_BODY_KB must be a number of KiB, not {raw!r}") from None
+        if max_kb <= 0:
+            raise ConfigError("WHATSAPP_MAX_BODY_KB must be positive")
+        return cls(app_secret=settings.env("WHATSAPP_APP_SECRET"), verify_token=settings.env("WHATSAPP_VERIFY_TOKEN"),
+                   max_body_bytes=int(max_kb * 1024))
 
 
 def _debug_enabled() -> bool:
