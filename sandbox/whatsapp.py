@@ -490,9 +490,11 @@ def _main(argv: list[str] | None = None) -> int:
 
     sim = WhatsAppCloudSimulator(access_token=args.token, url_ttl=args.url_ttl)
     with ServerThread(sim, port=args.port) as server:
+        # Sandbox values, printed as lines a shell or a .env file can take as they are.
         print(f"WHATSAPP_GRAPH_URL={server.url}")
         print(f"WHATSAPP_PHONE_NUMBER_ID={sim.phone_number_id}")
-        print("WHATSAPP_ACCESS_TOKEN=<the --token value>  WHATSAPP_APP_SECRET=<the --app-secret value>")
+        print(f"WHATSAPP_ACCESS_TOKEN={args.token}")
+        print(f"WHATSAPP_APP_SECRET={args.app_secret}", flush=True)
         if args.webhook_url:
             sender = WebhookSender(args.webhook_url, args.app_secret)
             messages = []
