@@ -13,7 +13,10 @@ The Cloud API cannot list past messages (reference/api-contracts.md part C), so 
   costs no Graph request at all;
 - ``acknowledge(item)``, which the pipeline calls once an item is done (uploaded, found duplicate,
   skipped by a rule, or dead-lettered), acknowledges and deletes its stream entry. Nothing else
-  ever removes an entry, so an entry is never lost between the webhook and the Hub.
+  ever removes an entry, so an entry is never lost between the webhook and the Hub. A failure is
+  therefore always an ``Item`` whose ``open()`` raises ``ItemError``, never an ``ItemFailure``: the
+  pipeline acknowledges dead-lettered Items but not ItemFailures, and an unacknowledged entry would
+  come back after every claim timeout to be dead-lettered again.
 
 The cursor of this source is the consumer group itself: ``list_changes`` ignores the stored cursor.
 """
