@@ -1,0 +1,148 @@
+"""Maximo benchmark: a full sync of N work orders with M attachments each, then a sync with no change.
+
+Prints work orders/s, documents/s and the Maximo requests each sync needed (target for a sync with
+nothing new: one request per site). Runs the real pipeline: the Maximo simulator over loopback
+HTTPS with keep-alive (as a real Maximo is served; a server that closed every connection would
+measure handshakes), the Hub simulator over loopback HTTP, state in a private redis-server started for the run (so no test that
+flushes a shared database can take the scope's lease away mid-run); without redis-server installed,
+in database 10 of $REDIS_URL.
+
+    .venv/bin/python -m bench.bench_maximo [--work-orders 2000] [--attachments 3] [--size 2048]
+        [--sites MUTTOM,ALUVA] [--page-size 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from base.hub_client import HttpHub
+from base.state import StateStore
+from config.settings import Settings, redis_db_url
+from connectors.maximo_connector import MaximoConnector
+from sandbox.hub import running_hub
+from sandbox.keepalive_server import KeepAliveServer
+from sandbox.maximo import DEFAULT_API_KEYS, DEFAULT_USERS, MaximoSimulator
+from sandbox.servers import free_port
+from sandbox.tls import CertAuthority
+from utils.logging import configure_logging
+
+#: Redis database the benchmark flushes when it cannot start its own redis-server (a test database).
+BENCH_DB = 10
+
+
+@contextmanager
+def _redis_for_bench() -> Iterator[str]:
+    """A private redis-server on a free port for the run, or database BENCH_DB of $REDIS_URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield redis_db_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), BENCH_DB)
+        return
+    port = free_port()
+    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        for _ in range(100):
+            try:
+                redis.Redis.from_url(url, socket_connect_timeout=0.2).ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@dataclass
+class Row:
+    scenario: str
+    work_orders: int
+    documents: int
+    seconds: float
+    requests: int
+    sites: int
+
+    def cells(self) -> list[str]:
+        rate = self.work_orders / self.seconds if self.seconds else 0.0
+        docs = self.documents / self.seconds if self.seconds else 0.0
+        per_wo = f"{self.requests / self.work_orders:.2f}" if self.work_orders else "-"
+        return [self.scenario, str(self.work_orders), str(self.documents), f"{self.seconds:.2f}", f"{rate:.0f}",
+                f"{docs:.0f}", str(self.requests), per_wo, f"{self.requests / self.sites:.1f}"]
+
+
+def _settings(root: Path, state_url: str) -> Settings:
+    return Settings(redis_url=state_url, state_redis_url=state_url, hub_outbox_dir=str(root / "outbox"),
+                    spool_dir=str(root / "spool"), deadletter_dir=str(root / "deadletter"), log_file="",
+                    audit_log=str(root / "audit.log"), spool_min_free_mb=1, log_level="WARNING")
+
+
+def _run(label: str, sim: MaximoSimulator, connector: MaximoConnector, creds: dict[str, str], *,
+         work_orders: int, sites: int) -> Row:
+    sim.reset_counts()
+    started = time.perf_counter()
+    summary = connector.sync_documents(creds)
+    seconds = time.perf_counter() - started
+    if summary.state != "ok":
+        raise SystemExit(f"{label}: sync ended {summary.state}: {[s.error for s in summary.scopes]}")
+    return Row(label, work_orders, summary.totals["new"], seconds, len(sim.requests), sites)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--work-orders", type=int, default=2000)
+    parser.add_argument("--attachments", type=int, default=3)
+    parser.add_argument("--size", type=int, default=2048, help="bytes per attachment")
+    parser.add_argument("--sites", default="MUTTOM,ALUVA", help="comma-separated; each is a scope")
+    parser.add_argument("--page-size", type=int, default=100)
+    args = parser.parse_args(argv)
+    configure_logging(log_file="", level="WARNING", force=True)
+    sites = [s for s in args.sites.split(",") if s]
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="kmrl-bench-maximo-") as tmp, _redis_for_bench() as state_url:
+        root = Path(tmp)
+        authority = CertAuthority(str(root / "ca"))
+        cert = authority.issue()
+        for label, auth, inline in (("apikey, doclinks inline", "apikey", True),
+                                    ("maxauth, doclinks inline", "maxauth", True),
+                                    ("apikey, doclinks by href", "apikey", False)):
+            redis.Redis.from_url(state_url).flushdb()
+            settings = _settings(root / label.replace(" ", "_").replace(",", ""), state_url)
+            sim = MaximoSimulator(doclinks_inline=inline)
+            sim.populate(args.work_orders, sites=sites, attachments=args.attachments, attachment_size=args.size)
+            creds = ({"api_key": DEFAULT_API_KEYS[0]} if auth == "apikey"
+                     else dict(zip(("user", "password"), next(iter(DEFAULT_USERS.items())), strict=True)))
+            with KeepAliveServer(sim, cert) as maximo, running_hub(data_dir=root / f"hub-{auth}-{inline}") as hub:
+                connector = MaximoConnector(maximo.url, site_ids=sites, auth=auth, page_size=args.page_size,
+                                            ca_bundle=authority.ca_path, settings=settings,
+                                            state=StateStore.from_url(state_url), hub=HttpHub(hub.url, hub.token))
+                rows.append(_run(f"full sync ({label})", sim, connector, creds, work_orders=args.work_orders,
+                                 sites=len(sites)))
+                rows.append(_run(f"no-change sync ({label})", sim, connector, creds, work_orders=0,
+                                 sites=len(sites)))
+    header = ["scenario", "work orders", "documents", "seconds", "WO/s", "docs/s", "Maximo requests",
+              "requests/WO", "requests/site"]
+    table = [header, *[row.cells() for row in rows]]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    print(f"Maximo: {args.work_orders} work orders x {args.attachments} attachments of {args.size} bytes, "
+          f"{len(sites)} sites, page size {args.page_size}")
+    for n, line in enumerate(table):
+        print("  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(line)))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    print("target: a no-change sync sends 1 request per site (maxauth adds its one login per run)")
+
+
+if __name__ == "__main__":
+    main()
