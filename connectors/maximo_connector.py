@@ -15,8 +15,10 @@ Paging restarts the query from the advanced cursor after each page instead of wa
 ``changedate`` moves whenever a work order is saved, so a work order edited while we page jumps to the
 end of the ordering and every later record slides back one place; the record that slides onto a
 page already read would be skipped, and once the cursor passed its changedate it would be lost for
-good. A query from the cursor cannot skip anything. ``responseInfo.nextPage`` is followed only when a
-whole page was already taken (more work orders share one changedate than fit on a page).
+good. A query from the cursor cannot skip anything. When a whole page holds only work orders already
+taken (more share one changedate second than fit on a page, as after a bulk status change), that
+second is walked alone with ``responseInfo.nextPage`` and the feed resumes at the next second; the
+walk is repeated if the second lost members meanwhile (the one way a record can slide past a walk).
 """
 
 from __future__ import annotations
