@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from cheroot import wsgi
+from cheroot.ssl import Adapter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from sandbox.tls import ServerCert
@@ -23,6 +24,16 @@ DEFAULT_THREADS = 16
 IDLE_TIMEOUT = 30  # seconds
 #: How often the serving loop looks for a stop request, seconds.
 STOP_POLL = 0.05  # seconds
+
+
+class _ContextAdapter(BuiltinSSLAdapter):
+    """cheroot's TLS adapter over our server context, without its certificate introspection (a loopback
+    handshake that loads the system CA store: a quarter of a second for every simulator started)."""
+
+    def __init__(self, cert: ServerCert) -> None:
+        Adapter.__init__(self, cert.cert_path, cert.key_path)
+        self.context = cert.server_context()
+        self._server_env: dict[str, Any] = {}
 
 
 class KeepAliveServer:
@@ -36,7 +47,7 @@ class KeepAliveServer:
         self.host = host
         self._server = wsgi.Server((host, port), app, numthreads=threads, timeout=IDLE_TIMEOUT,
                                    request_queue_size=128, shutdown_timeout=2)
-        self._server.ssl_adapter = BuiltinSSLAdapter(cert.cert_path, cert.key_path)
+        self._server.ssl_adapter = _ContextAdapter(cert)
         # The serve loop notices stop() only between selector waits of this length (cheroot: 0.5 s).
         self._server.expiration_interval = STOP_POLL
         self._thread: threading.Thread | None = None

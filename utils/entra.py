@@ -130,8 +130,11 @@ class EntraAuth:
                     instance_discovery=False,
                 )
             except ValueError as exc:
-                code = _aad_code(str(exc))
-                what = describe_aad_error(str(exc)) if code else "discovery refused"
+                # msal replaces discovery's answer with generic advice; Entra's AADSTS text is in the
+                # exception it was raised from.
+                text = f"{exc} {exc.__context__ or ''}"
+                code = _aad_code(text)
+                what = describe_aad_error(text) if code else "OIDC discovery refused"
                 error = AuthError if code in CREDENTIAL_CODES else ConfigError
                 raise error(f"Entra refused the authority {self.authority} ({what})") from None
             except (requests.RequestException, RuntimeError, msal.exceptions.MsalServiceError) as exc:
