@@ -6,6 +6,7 @@ by kind, so the tests can say exactly what a sync cost.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -472,3 +473,32 @@ def test_a_checkpoint_follows_every_page(sim: GraphSimulator, ca: CertAuthority,
     assert all(set(c) == {"nextLink"} for c in checkpoints[:-1]) and set(checkpoints[-1]) == {"deltaLink"}
     assert isinstance(changes[-1], Checkpoint)
 
+
+
+def test_demo_tenant_syncs_end_to_end_from_settings(ca: CertAuthority, tmp_path: Path, redis_url: str,
+                                                    hub: RunningHub, state: StateStore) -> None:
+    from sandbox.graph import seed_demo
+
+    demo = GraphSimulator()
+    seed_demo(demo)
+    demo.start(ca)
+    try:
+        env = {"SHAREPOINT_URL": demo.sharepoint_url, "SHAREPOINT_TENANT_ID": demo.tenant_id,
+               "SHAREPOINT_CLIENT_ID": demo.client_id, "SHAREPOINT_CLIENT_SECRET": demo.client_secret,
+               "SHAREPOINT_SITES": "sites/operations,sites/finance", "GRAPH_BASE_URL": demo.graph_url,
+               "ENTRA_AUTHORITY": demo.authority_host, "SHAREPOINT_CA_FILE": ca.ca_path}
+        settings = make_settings(tmp_path, redis_url, hub_api_url=hub.url, hub_api_token=hub.token, environ=env)
+        connectors = SharePointConnector.from_settings(settings, state=state)
+        summaries = [c.sync_documents() for c in connectors]  # credentials from SHAREPOINT_* variables
+        assert [s.state for s in summaries] == ["ok", "ok"]
+        assert sum(s.totals["new"] for s in summaries) == 6
+        departments = {m["filename"]: m["department"] for m in _hub_files(hub).values()}
+        assert departments["INV-2024-0913 Alstom spares.txt"] == "Finance"
+        assert _secret_absent(demo.client_secret, hub)
+    finally:
+        demo.stop()
+
+
+def _secret_absent(secret: str, hub: RunningHub) -> bool:
+    """Whether the client secret appears nowhere in what the Hub received."""
+    return secret not in json.dumps([d.metadata for d in hub.sim.documents.values()])
