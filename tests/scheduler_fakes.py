@@ -7,6 +7,8 @@ Each fake reads ``{NAME}_*`` variables through ``Settings.env`` so a worker in a
 - ``{NAME}_SCOPES``: comma-separated scopes per instance (default ``a``); with instances, each
   scope is named ``{instance}-{scope}`` so scopes stay unique within the source;
 - ``{NAME}_FILES``: files per scope (default 3); ``{NAME}_DELAY``: seconds spent reading each file;
+- ``{NAME}_EXTRA``: more files by file name (``extra-{name}`` ids); ``{NAME}_DELETED``: source ids
+  reported as deleted after them;
 - ``{NAME}_MODE`` (``fakeauth``: ``auth`` unless set): ``auth`` (credentials refused at connect and
   in the health check), ``config`` (the settings cannot build it), ``transient:N`` (the first N
   connects fail as unreachable).
@@ -57,7 +59,12 @@ class FakeSource(ListConnector):
         built = []
         for instance in instances:
             names = [f"{instance}-{s}" if instance else s for s in scopes]
-            files = {name: fake_files(count, prefix=f"{cls.name}-{name}") for name in names}
+            files = {name: [*fake_files(count, prefix=f"{cls.name}-{name}"),
+                            *(FakeFile(f"extra-{n}", f"{name} {n}".encode(), filename=n)
+                              for n in settings.env_list(f"{prefix}_EXTRA")),
+                            *(FakeFile(d, b"", version="gone", deleted=True)
+                              for d in settings.env_list(f"{prefix}_DELETED"))]
+                     for name in names}
             built.append(cls(files, delay=float(settings.env(f"{prefix}_DELAY", "0")), mode=mode,
                              instance_id=instance, settings=settings, **kwargs))
         return built

@@ -1,0 +1,232 @@
+"""``kmrl-connectors``: sync, status, check and deadletter in this process, against the fake
+sources, the Hub simulator and the Maximo simulator, on real Redis (db 15)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import cli
+from base.state import DeadLetter, StateStore
+from connectors import registry
+from sandbox.maximo import DEFAULT_API_KEYS, MaximoSimulator
+from sandbox.servers import ServerThread, free_port
+from tests.helpers import fake_files
+from tests.scheduler_fakes import FAKE_SOURCES
+
+
+@pytest.fixture(autouse=True)
+def fakes() -> Iterator[None]:
+    for source in FAKE_SOURCES:
+        registry.register(source)
+    yield
+    for source in FAKE_SOURCES:
+        registry.unregister(source.name)
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str,
+        capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str]]:
+    """Runs the CLI with ``env`` on top of a test environment; returns (exit code, stdout)."""
+    base = {
+        "KMRL_ENV_FILE": str(tmp_path / "no.env"), "REDIS_URL": redis_url, "STATE_REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url, "REDBEAT_REDIS_URL": redis_url,
+        "HUB_OUTBOX_DIR": str(tmp_path / "outbox"), "SPOOL_DIR": str(tmp_path / "spool"),
+        "DEADLETTER_DIR": str(tmp_path / "deadletter"), "SPOOL_MIN_FREE_MB": "1",
+        "LOG_FILE": str(tmp_path / "logs" / "service.log"), "AUDIT_LOG": str(tmp_path / "logs" / "audit.log"),
+    }
+    # Nothing from the developer's shell may configure a source or point elsewhere.
+    for name in list(os.environ):
+        if name.startswith(("EMAIL_", "MAXIMO_", "SHAREPOINT_", "WHATSAPP_", "FAKE", "HUB_", "CONTENT_RULES",
+                            "RETENTION_", "CELERY_", "REDBEAT_", "STATE_REDIS")):
+            monkeypatch.delenv(name)
+
+    def invoke(*argv: str, **env: str) -> tuple[int, str]:
+        for name, value in {**base, **env}.items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        code = cli.main(list(argv))
+        captured = capsys.readouterr()
+        invoke.stderr = captured.err  # type: ignore[attr-defined]
+        return code, captured.out
+
+    return invoke
+
+
+def outbox(tmp_path: Path) -> int:
+    folder = tmp_path / "outbox"
+    return sum(1 for p in folder.iterdir() if len(p.name) == 64) if folder.is_dir() else 0
+
+
+# -- sync -------------------------------------------------------------------------------------------
+
+def test_sync_runs_in_process_and_reports_each_scope(run, tmp_path):
+    code, output = run("sync", "fake", FAKE_FILES="3")
+    assert code == 0
+    assert "fake a: ok  fetched=3 new=3 duplicate=0 skipped=0 failed=0 deleted=0" in output
+    assert outbox(tmp_path) == 3
+
+
+def test_sync_without_a_terminal_prints_plain_progress_lines(run):
+    code, _ = run("sync", "fake", FAKE_FILES="2")
+    err = run.stderr  # progress goes to stderr: one plain line per scope start and end
+    assert code == 0 and "fake a: reading changes" in err and "fake a: 2 changes read in" in err
+    assert "\r" not in err
+
+
+def test_dry_run_shows_ingest_duplicate_skip_and_delete_and_changes_nothing(run, tmp_path, redis_url):
+    run("sync", "fake", FAKE_FILES="2")
+    state = StateStore.from_url(redis_url)
+    state.clear_cursor("fake", "a")  # the source lists the two ingested files again
+    status = state.get_status("fake", "a")
+    code, output = run("sync", "fake", "--dry-run", FAKE_FILES="3", FAKE_EXTRA="setup.exe", FAKE_DELETED="fake-a-1")
+    assert code == 0 and "dry run" in output
+    rows = [tuple(line.split()[:2]) for line in output.splitlines()
+            if line.startswith(("ingest", "duplicate", "skip", "delete"))]
+    assert rows == [("duplicate", "fake-a-0.pdf"), ("duplicate", "fake-a-1.pdf"), ("ingest", "fake-a-2.pdf"),
+                    ("skip", "setup.exe"), ("delete", "fake-a-1.pdf")]
+    assert "rule:executables" in output
+    assert outbox(tmp_path) == 2
+    assert state.get_cursor("fake", "a") is None and state.get_status("fake", "a") == status
+    assert state.get_item("fake", "a", "fake-a-1") is not None
+
+
+def test_sync_all_runs_every_configured_source_and_one_failure_does_not_stop_the_others(run, tmp_path):
+    code, output = run("sync", "all", FAKE_FILES="1", FAKEFLAKY_FILES="1")
+    assert code == 1  # fakeauth's credentials are refused
+    assert "email: not configured" in output and "sharepoint: not configured" in output
+    assert "fakeauth *: auth_failed" in output and "refused the password" in output
+    assert "fake a: ok" in output and "fakeflaky a: ok" in output
+    assert outbox(tmp_path) == 2
+
+
+def test_sync_scope_runs_only_the_instance_that_owns_it(run, redis_url):
+    code, output = run("sync", "fake", "--scope", "y-a", FAKE_INSTANCES="x,y", FAKE_FILES="1")
+    assert code == 0 and "fake y-a: ok" in output and "x-a" not in output
+    state = StateStore.from_url(redis_url)
+    assert state.get_status("fake", "x-a") == {} and state.get_status("fake", "y-a")["state"] == "ok"
+
+
+def test_sync_of_an_unconfigured_source_says_what_to_set(run):
+    code, output = run("sync", "maximo")
+    assert code == 1 and "maximo: not configured (set one of MAXIMO_URL)" in output
+
+
+# -- status -----------------------------------------------------------------------------------------
+
+def test_status_shows_a_table_per_connector_and_scope(run):
+    run("sync", "fake", FAKE_FILES="2", FAKE_SCOPES="inbox,archive")
+    code, output = run("status", FAKE_SCOPES="inbox,archive")
+    assert code == 0
+    lines = output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("fake "))
+    assert "health not checked yet" in lines[header] and "dead letters: 0" in lines[header]
+    assert lines[header + 1].split()[:4] == ["SCOPE", "STATE", "LAST", "SUCCESS"]
+    rows = {line.split()[0]: line for line in lines[header + 2:header + 4]}
+    assert set(rows) == {"inbox", "archive"} and all(" ok " in row and " IST " in row for row in rows.values())
+    assert "fakeauth" in output and "(no run recorded yet)" in output
+
+
+def test_status_json_carries_state_lag_counts_and_errors(run):
+    run("sync", "fake", FAKE_FILES="2")
+    run("sync", "fakeauth")
+    code, output = run("status", "--json")
+    data = {s["source"]: s for s in json.loads(output)["sources"]}
+    (scope,) = data["fake"]["scopes"]
+    assert code == 0 and scope["state"] == "ok" and scope["counts"]["new"] == 2
+    assert 0 <= scope["lag_seconds"] < 60 and scope["last_error"] == ""
+    (refused,) = data["fakeauth"]["scopes"]
+    assert refused["scope"] == "*" and refused["state"] == "auth_failed" and "refused" in refused["last_error"]
+
+
+# -- check ------------------------------------------------------------------------------------------
+
+def test_check_passes_with_one_line_per_check(run):
+    code, output = run("check", "fake")
+    lines = output.splitlines()
+    assert code == 0, output
+    assert [line.split()[:2] for line in lines] == [
+        ["PASS", "settings"], ["PASS", "redis"], ["PASS", "redis"], ["PASS", "redis"], ["PASS", "redis"],
+        ["PASS", "hub"], ["PASS", "fake"]]
+
+
+def test_check_fails_for_refused_credentials_and_skips_unconfigured_sources(run):
+    code, output = run("check")
+    assert code == 1
+    assert any(line.startswith("FAIL  fakeauth") and "auth_failed" in line for line in output.splitlines())
+    assert any(line.startswith("SKIP  email") for line in output.splitlines())
+
+
+def test_check_proves_the_hub_over_http(run, hub):
+    code, output = run("check", "fake", HUB_API_URL=hub.url, HUB_API_TOKEN=hub.token)
+    assert code == 0 and f"{hub.url}/api/v1/health answered 200" in output
+    code, output = run("check", "fake", HUB_API_URL=f"http://127.0.0.1:{free_port()}", HUB_API_TOKEN="t0ken-x")
+    assert code == 1 and any(line.startswith("FAIL  hub") for line in output.splitlines())
+
+
+def test_check_proves_maximo_credentials_against_the_simulator(run):
+    with ServerThread(MaximoSimulator()) as server:
+        code, output = run("check", "maximo", MAXIMO_URL=server.url, MAXIMO_API_KEY=DEFAULT_API_KEYS[0])
+        assert code == 0, output
+        assert output.splitlines()[-1].startswith("PASS  maximo")
+        code, output = run("check", "maximo", MAXIMO_URL=server.url, MAXIMO_API_KEY="wrong-key-123")
+        assert code == 1 and output.splitlines()[-1].startswith("FAIL  maximo") and "auth_failed" in output
+        assert "wrong-key-123" not in output
+
+
+def test_check_reports_a_bad_setting(run):
+    code, output = run("check", "fake", EMAIL_SYNC_MINUTES="often")
+    assert code == 1 and output.startswith("FAIL  settings") and "EMAIL_SYNC_MINUTES" in output
+
+
+# -- dead letters -----------------------------------------------------------------------------------
+
+def test_deadletter_retry_replays_kept_bytes_and_records_the_item(run, hub, redis_url, tmp_path):
+    files = fake_files(3, prefix="fake-a")
+    hub.sim.set_fault("reject", match=hashlib.sha256(files[1].content).hexdigest())
+    env = {"HUB_API_URL": hub.url, "HUB_API_TOKEN": hub.token, "FAKE_FILES": "3"}
+    code, _ = run("sync", "fake", **env)
+    state = StateStore.from_url(redis_url)
+    (entry,) = state.list_dead_letters("fake")
+    code, output = run("deadletter", "list", **env)
+    assert code == 0 and entry.id in output and "kept" in output and "422" in output
+    hub.sim.clear_faults()
+    code, output = run("deadletter", "retry", "fake", **env)
+    assert code == 0 and f"{entry.id} fake {entry.source_id}: replayed" in output
+    assert state.list_dead_letters("fake") == [] and not Path(entry.bytes_path).exists()
+    record = state.get_item("fake", "a", entry.source_id)
+    assert record is not None and record.sha256 == hashlib.sha256(files[1].content).hexdigest()
+    audit = [json.loads(line) for line in (tmp_path / "logs" / "audit.log").read_text().splitlines()]
+    assert any(a["decision"] == "replayed" and a["source_id"] == entry.source_id for a in audit)
+    code, output = run("deadletter", "retry", **env)
+    assert code == 0 and "No dead letter" in output
+
+
+def test_deadletter_without_bytes_points_to_a_full_sync_and_drop_removes_it(run, redis_url):
+    state = StateStore.from_url(redis_url)
+    entry = state.add_dead_letter(DeadLetter("fake", "a", "msg-9", "message could not be parsed"))
+    code, output = run("deadletter", "retry", "--id", entry.id)
+    assert code == 1 and "kmrl-connectors sync fake --scope a --full" in output
+    assert [e.id for e in state.list_dead_letters()] == [entry.id]
+    code, output = run("deadletter", "drop")
+    assert code == 2  # dropping everything needs a source or an id
+    code, output = run("deadletter", "drop", "fake", "--id", entry.id)
+    assert code == 0 and f"dropped {entry.id}" in output and state.list_dead_letters() == []
+
+
+def test_deadletter_already_ingested_since_is_resolved(run, redis_url):
+    run("sync", "fake", FAKE_FILES="1")
+    state = StateStore.from_url(redis_url)
+    entry = state.add_dead_letter(DeadLetter("fake", "a", "fake-a-0", "timeout", version="1"))
+    code, output = run("deadletter", "retry", "fake")
+    assert code == 0 and f"{entry.id} fake fake-a-0: resolved" in output and state.list_dead_letters() == []
+
+
+def test_probe_web_fails_when_nothing_listens(run):
+    code, output = run("probe", "web", PORT=str(free_port()))
+    assert code == 1 and output.startswith("FAIL  web")
