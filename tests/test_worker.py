@@ -20,6 +20,8 @@ from base.state import DeadLetter, StateStore, metric_field
 from config.settings import Settings
 from connectors import registry
 from tests.conftest import flushed_db_url, make_settings
+from sandbox.maximo import DEFAULT_API_KEYS, MaximoSimulator
+from sandbox.servers import ServerThread
 from tests.scheduler_fakes import FAKE_SOURCES
 
 BROKER_DB, RESULTS_DB, STATE_DB = 5, 6, 8
@@ -87,6 +89,17 @@ def test_tick_fans_out_one_run_per_scope_and_reuses_the_scope_list(use):
     scheduler.tick.delay("fake")
     wait_for(lambda: counter(state, "fake", "runs") == 8, what="the second tick's four runs")
     assert counter(state, "fake", "scope_listings") == 2  # once per instance: the second tick used the cache
+
+
+def test_tick_runs_the_real_maximo_connector_against_its_simulator(use):
+    sim = MaximoSimulator()
+    sim.populate(4, attachments=2)
+    with ServerThread(sim) as server:
+        settings, state = use(MAXIMO_URL=server.url, MAXIMO_API_KEY=DEFAULT_API_KEYS[0])
+        scheduler.tick.delay("maximo")
+        wait_for(lambda: state.get_status("maximo", "all").get("state") == "ok", what="the Maximo scope run")
+    assert outbox_documents(settings) == 8
+    assert state.get_status("maximo", "all")["new"] == "8"
 
 
 def test_two_runs_of_one_scope_at_once_one_runs_and_one_skips(use):
