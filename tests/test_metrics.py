@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import redis
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from base.state import DeadLetter, StateStore
@@ -14,12 +15,12 @@ from web.app import create_app
 from web.metrics import CONTENT_TYPE, metrics_blueprint, parse_field, render_metrics
 
 
-def parsed(text: str) -> dict[str, object]:
+def parsed(text: str) -> dict[str, Metric]:
     return {family.name: family for family in text_string_to_metric_families(text)}
 
 
-def samples(family: object) -> dict[tuple[tuple[str, str], ...], float]:
-    return {tuple(sorted(s.labels.items())): s.value for s in family.samples}  # type: ignore[attr-defined]
+def samples(family: Metric) -> dict[tuple[tuple[str, str], ...], float]:
+    return {tuple(sorted(s.labels.items())): s.value for s in family.samples}
 
 
 def test_a_sync_shows_up_as_documents_bytes_runs_and_last_success(settings, state):

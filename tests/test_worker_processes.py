@@ -131,7 +131,9 @@ def test_compose_beat_command_takes_the_redbeat_lock_and_schedules_cleanup_at_20
     wait_for(lambda: beat_redis.exists("redbeat::lock") and beat_redis.zscore("redbeat::schedule", "redbeat:cleanup"),
              timeout=30, what="the RedBeat lock and schedule", proc=proc, log=log)
     # RedBeat scores an entry by its next due time, computed to within a second or so.
-    due = datetime.fromtimestamp(round(beat_redis.zscore("redbeat::schedule", "redbeat:cleanup") / 60) * 60, UTC)
+    score = beat_redis.zscore("redbeat::schedule", "redbeat:cleanup")
+    assert score is not None
+    due = datetime.fromtimestamp(round(score / 60) * 60, UTC)
     assert (due.hour, due.minute) == (20, 30)
     assert set(beat_redis.zrange("redbeat::schedule", 0, -1)) >= {
         "redbeat:sync-email", "redbeat:sync-whatsapp", "redbeat:sync-maximo", "redbeat:sync-sharepoint",
@@ -168,6 +170,23 @@ def test_compose_web_command_serves_probes_and_metrics(env, processes):
     stop(proc)
 
 
+def test_web_command_serves_the_app_for_development(env, processes):
+    port = free_port()
+    proc, log = processes([str(VENV_BIN / "kmrl-connectors"), "web", "--port", str(port)], env, "web-dev")
+
+    def metrics() -> str:
+        try:
+            response = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        except requests.RequestException:
+            return ""
+        return response.text if response.status_code == 200 else ""
+
+    StateStore.from_url(env["STATE_REDIS_URL"]).incr_metric("kmrl_runs_total", {"source": "email", "state": "ok"})
+    text = wait_for(metrics, timeout=30, what="the development server", proc=proc, log=log)
+    assert 'kmrl_runs_total{source="email",state="ok"} 1.0' in text
+    stop(proc)
+
+
 def test_run_command_starts_a_worker_with_an_embedded_beat(env, processes):
     proc, log = processes([str(VENV_BIN / "kmrl-connectors"), "run", "--concurrency", "1"], env, "run")
     beat_redis = redis.Redis.from_url(env["REDBEAT_REDIS_URL"])
@@ -195,7 +214,7 @@ def test_a_worker_killed_mid_run_is_redelivered_and_the_run_completes(env, proce
     wait_for(lambda: state.get_status("fake", "a").get("state") == "ok" and state.count_items("fake", "a") == 12,
              timeout=60, what="the redelivered run to finish", proc=second, log=log)
     wait_for(lambda: broker.hlen("unacked") == 0, timeout=10, what="the message to be acknowledged")
-    assert int(state.redis.get(state.key("test", "fake", "runs"))) == 2
+    assert state.redis.get(state.key("test", "fake", "runs")) == "2"
     assert state.get_cursor("fake", "a") == 12
     outbox = [p for p in Path(env["HUB_OUTBOX_DIR"]).iterdir() if len(p.name) == 64]
     assert len(outbox) == 12
