@@ -13,15 +13,16 @@ from typing import Any
 import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
+from celery.signals import before_task_publish
 
 import scheduler
 from base.health import load_report
 from base.state import DeadLetter, StateStore, metric_field
 from config.settings import Settings
 from connectors import registry
-from tests.conftest import flushed_db_url, make_settings
 from sandbox.maximo import DEFAULT_API_KEYS, MaximoSimulator
 from sandbox.servers import ServerThread
+from tests.conftest import flushed_db_url, make_settings
 from tests.scheduler_fakes import FAKE_SOURCES
 
 BROKER_DB, RESULTS_DB, STATE_DB = 5, 6, 8
@@ -91,15 +92,27 @@ def test_tick_fans_out_one_run_per_scope_and_reuses_the_scope_list(use):
     assert counter(state, "fake", "scope_listings") == 2  # once per instance: the second tick used the cache
 
 
-def test_tick_runs_the_real_maximo_connector_against_its_simulator(use):
+def test_tick_runs_the_real_maximo_connector_and_task_messages_carry_no_secret(use):
     sim = MaximoSimulator()
     sim.populate(4, attachments=2)
-    with ServerThread(sim) as server:
-        settings, state = use(MAXIMO_URL=server.url, MAXIMO_API_KEY=DEFAULT_API_KEYS[0])
-        scheduler.tick.delay("maximo")
-        wait_for(lambda: state.get_status("maximo", "all").get("state") == "ok", what="the Maximo scope run")
+    published: list[tuple[str, Any]] = []
+
+    def record(sender: str | None = None, body: Any = None, **_: Any) -> None:
+        published.append((str(sender), body))
+
+    before_task_publish.connect(record)
+    try:
+        with ServerThread(sim) as server:
+            settings, state = use(MAXIMO_URL=server.url, MAXIMO_API_KEY=DEFAULT_API_KEYS[0])
+            scheduler.tick.delay("maximo")
+            wait_for(lambda: state.get_status("maximo", "all").get("state") == "ok", what="the Maximo scope run")
+    finally:
+        before_task_publish.disconnect(record)
     assert outbox_documents(settings) == 8
     assert state.get_status("maximo", "all")["new"] == "8"
+    sent = [body for name, body in published if name == "kmrl.sync_scope"]
+    assert sent and tuple(sent[0][0]) == ("maximo", "0", "all")  # (args, kwargs, embed): names only
+    assert all(DEFAULT_API_KEYS[0] not in json.dumps(body) for _, body in published)
 
 
 def test_two_runs_of_one_scope_at_once_one_runs_and_one_skips(use):
