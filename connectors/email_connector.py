@@ -37,7 +37,7 @@ from urllib.parse import quote
 from base.base_connector import BaseConnector, HealthResult
 from base.document import Checkpoint, Item, ItemFailure, merged_text
 from config.settings import Settings
-from connectors.email_imap import EmailAccount, ImapSession, classified, load_accounts
+from connectors.email_imap import EmailAccount, FetchedMessage, ImapSession, Prefetch, classified, load_accounts
 from utils.credentials_manager import CredentialsManager
 from utils.errors import AuthError, ConfigError, ThrottledError, TransientError
 from utils.logging import get_logger, register_secret
@@ -288,9 +288,17 @@ class EmailConnector(BaseConnector):
             return
         log.info("imap_new_messages", account=account.label, folder=folder, count=len(uids),
                  uidvalidity=uidvalidity, after_uid=last_uid)
-        for batch in self._batches(account, session, folder, uids):
-            yield from self._fetch_batch(account, session, folder, uidvalidity, batch)
-            yield Checkpoint({"uidvalidity": uidvalidity, "last_uid": batch[-1]})
+        # The next batch is fetched and parsed in a thread while the pipeline hashes, stores and
+        # records this one (its fsyncs and Redis round trips release the GIL).
+        prefetch = Prefetch(lambda: self._read_batches(account, session, folder, uidvalidity, uids))
+        try:
+            for batch, messages in prefetch:
+                for message in messages:
+                    yield from self._changes(account, folder, uidvalidity, message)
+                yield Checkpoint({"uidvalidity": uidvalidity, "last_uid": batch[-1]})
+        finally:
+            if not prefetch.close(timeout=self.timeout + 5):
+                self._drop_session(account)  # a fetch still hangs: the connection cannot be reused
 
     def _batches(self, account: EmailAccount, session: ImapSession, folder: str,
                  uids: list[int]) -> Iterator[list[int]]:
@@ -311,38 +319,54 @@ class EmailConnector(BaseConnector):
         if batch:
             yield batch
 
-    def _fetch_batch(self, account: EmailAccount, session: ImapSession, folder: str, uidvalidity: int,
-                     batch: list[int]) -> Iterator[Item | ItemFailure]:
+    def _read_batches(self, account: EmailAccount, session: ImapSession, folder: str, uidvalidity: int,
+                      uids: list[int]) -> Iterator[tuple[list[int], list[FetchedMessage]]]:
+        """(UIDs, fetched and parsed messages) per batch; runs in the prefetch thread, which alone
+        uses the session until it is closed."""
+        for batch in self._batches(account, session, folder, uids):
+            yield batch, self._read_batch(account, session, folder, uidvalidity, batch)
+
+    def _read_batch(self, account: EmailAccount, session: ImapSession, folder: str, uidvalidity: int,
+                    batch: list[int]) -> list[FetchedMessage]:
         with classified(account, f"fetching {len(batch)} messages from {folder}"):
             fetched = session.client.fetch(batch, ["BODY.PEEK[]"])
+        messages: list[FetchedMessage] = []
         for uid in batch:
-            data = fetched.pop(uid, None)  # pop: each message's bytes are freed once it is done
-            cursor_after = {"uidvalidity": uidvalidity, "last_uid": uid}
-            message_id = f"{account.host}/{folder}/{uidvalidity}/{uid}"
-            raw = data.get(b"BODY[]") if data else None
+            data = fetched.pop(uid, None)  # pop: each raw message is freed once parsed
             if data is None:
                 # Expunged between SEARCH and FETCH: there is nothing left to read.
                 log.info("imap_message_gone", account=account.label, folder=folder, uid=uid)
                 continue
+            raw = data.get(b"BODY[]")
             if not isinstance(raw, bytes) or not raw:
-                yield ItemFailure(message_id, f"UID {uid}: the server returned no message body",
-                                  version=str(uid), metadata={"folder": folder, "uid": uid},
-                                  cursor_after=cursor_after)
+                messages.append(FetchedMessage(uid, None, "the server returned no message body"))
                 continue
             try:
                 parsed = parse_message(raw, include_inline=self.include_inline)
             except Exception as exc:  # noqa: BLE001 - the walker should not raise; if it does, dead-letter
-                yield ItemFailure(message_id, f"UID {uid}: unreadable message ({type(exc).__name__}: {exc})",
-                                  version=str(uid), metadata={"folder": folder, "uid": uid},
-                                  cursor_after=cursor_after)
+                messages.append(FetchedMessage(uid, None, f"unreadable message ({type(exc).__name__}: {exc})"))
                 continue
             if parsed.defects:
-                log.info("mime_defects", uid=uid, folder=folder, defects=parsed.defects[:10])
-            attachments = parsed.attachments
-            for index, attachment in enumerate(attachments):
-                last = index == len(attachments) - 1
-                yield self._item(account, folder, uidvalidity, uid, parsed, attachment,
-                                 cursor_after if last else None)
+                log.info("mime_defects", account=account.label, folder=folder, uid=uid,
+                         defects=parsed.defects[:10])
+            messages.append(FetchedMessage(uid, parsed))
+        return messages
+
+    def _changes(self, account: EmailAccount, folder: str, uidvalidity: int,
+                 message: FetchedMessage) -> Iterator[Item | ItemFailure]:
+        """The items of one message; the last carries the cursor past it (a message without
+        attachments is covered by the batch's checkpoint)."""
+        uid = message.uid
+        cursor_after = {"uidvalidity": uidvalidity, "last_uid": uid}
+        if message.parsed is None:
+            yield ItemFailure(f"{account.host}/{folder}/{uidvalidity}/{uid}", f"UID {uid}: {message.problem}",
+                              version=str(uid), metadata={"folder": folder, "uid": uid}, cursor_after=cursor_after)
+            return
+        attachments = message.parsed.attachments
+        for index, attachment in enumerate(attachments):
+            last = index == len(attachments) - 1
+            yield self._item(account, folder, uidvalidity, uid, message.parsed, attachment,
+                             cursor_after if last else None)
 
     def _item(self, account: EmailAccount, folder: str, uidvalidity: int, uid: int, parsed: ParsedMessage,
               attachment: Attachment, cursor_after: dict[str, int] | None) -> Item:

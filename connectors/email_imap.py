@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import imaplib
 import os
+import queue
 import socket
 import ssl
+import threading
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, IMAPClientAbortError, IMAPClientError, LoginError
 
 from utils.errors import AuthError, ConfigError, TransientError
 from utils.logging import get_logger
+from utils.mime import ParsedMessage
 
 log = get_logger(__name__)
 
@@ -245,3 +248,71 @@ class ImapSession:
                 client.shutdown()
             except Exception:  # noqa: BLE001
                 log.debug("imap_close_failed", account=self.account.label)
+
+
+@dataclass
+class FetchedMessage:
+    """One message read from the server: parsed, or None with the reason it could not be."""
+
+    uid: int
+    parsed: ParsedMessage | None
+    problem: str = ""
+
+
+T = TypeVar("T")
+_DONE = object()
+
+
+class Prefetch(Generic[T]):
+    """Runs ``produce()`` in a thread, ``depth`` values ahead of the consumer.
+
+    Iterating yields its values in order and re-raises its exception, if any, in the consumer.
+    ``close()`` stops the thread after the value it is producing and waits for it (up to
+    ``timeout`` seconds); it returns False when the thread is still busy (e.g. a fetch that hangs),
+    so the caller knows not to reuse what the thread was using. Values wait in a bounded queue:
+    memory holds at most ``depth`` + 2 values (queued, being produced, being consumed).
+    """
+
+    def __init__(self, produce: Callable[[], Iterator[T]], *, depth: int = 1) -> None:
+        self._produce = produce
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="email-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, kind: str, value: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for value in self._produce():
+                if not self._put("value", value):
+                    return
+            self._put("done", _DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            self._put("error", exc)
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            kind, value = self._queue.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+
+    def close(self, *, timeout: float) -> bool:
+        self._stop.set()
+        while True:  # unblock a producer waiting on a full queue
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout)
+        return not self._thread.is_alive()

@@ -262,11 +262,11 @@ def test_dovecot_restart_mid_fetch_loses_nothing(
     class Interrupted(EmailConnector):
         batches = 0
 
-        def _fetch_batch(self, *args: Any, **kwargs: Any) -> Any:
+        def _read_batch(self, *args: Any, **kwargs: Any) -> Any:
             Interrupted.batches += 1
             if Interrupted.batches == 2:
                 dovecot.kill()  # the server dies between two batches of one run
-            return super()._fetch_batch(*args, **kwargs)
+            return super()._read_batch(*args, **kwargs)
 
     connector = Interrupted("127.0.0.1", dovecot.imaps_port, ssl_ca_file=dovecot.ca_path, batch_size=2,
                             settings=make_connector().settings, hub=HttpHub(hub.url, hub.token))
