@@ -1,0 +1,177 @@
+"""The Hub failing for a while (500, 503, 429 with Retry-After, answers slower than the read timeout,
+dropped connections), then recovering: the sync carries on or ends as a transient error and the next
+tick resumes; every document is stored once, and a repeated upload only ever follows a faulted answer
+for that very document. The Hub refusing one document (422): it is dead-lettered with its bytes, the
+rest go on, and ``kmrl-connectors deadletter retry`` delivers it once the Hub takes it.
+
+The source is the Maximo simulator; the connector is built from the same environment a worker gets
+(``registry.build_connectors``), and runs in this process so the fault can be switched on mid-run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from base.base_connector import BaseConnector, SyncSummary
+from base.document import Document
+from base.hub_client import Hub
+from base.state import StateStore
+from config.settings import Settings
+from connectors import registry
+from sandbox.hub import RunningHub
+from tests.reliability.beds import Bed, maximo_bed, service_env
+from tests.reliability.checks import assert_delivered_once, assert_settled, stored_sha256s
+from tests.reliability.conftest import FAULT_DOCUMENTS
+from tests.reliability.workers import Worker
+
+pytestmark = pytest.mark.reliability
+
+#: How long each fault lasts once switched on; longer than one request's retries (about 2 s).
+FAULT_SECONDS = 3.0
+#: The Hub's read timeout in these tests, seconds; the "slow" fault answers later than this.
+READ_TIMEOUT = 1.0
+#: Ticks (sync runs) allowed to get everything through.
+MAX_TICKS = 12
+
+
+class AfterUploads:
+    """A Hub that calls ``action`` once, right after its ``count``-th successful upload: a fault
+    switched on in the middle of a run, at a known point."""
+
+    def __init__(self, hub: Hub, count: int, action: Callable[[], None]) -> None:
+        self.hub, self.count, self.action = hub, count, action
+        self.uploads = 0
+
+    def upload(self, document: Document) -> str:
+        hub_id = self.hub.upload(document)
+        self.uploads += 1
+        if self.uploads == self.count:
+            self.action()
+        return hub_id
+
+    def link(self, hub_id: str, metadata: Mapping[str, Any]) -> None:
+        self.hub.link(hub_id, metadata)
+
+    def delete(self, source: str, source_id: str) -> None:
+        self.hub.delete(source, source_id)
+
+    def health(self) -> tuple[bool, str]:
+        return self.hub.health()
+
+
+@pytest.fixture
+def bed() -> Iterator[Bed]:
+    with maximo_bed(FAULT_DOCUMENTS) as running:
+        yield running
+
+
+def environment(tmp_path: Path, state_url: str, hub: RunningHub, bed: Bed) -> dict[str, str]:
+    return {**service_env(tmp_path, state_url, hub), **bed.env, "HUB_READ_TIMEOUT": str(READ_TIMEOUT)}
+
+
+def connector_for(env: Mapping[str, str]) -> BaseConnector:
+    [connector] = registry.build_connectors("maximo", Settings.from_env(env))
+    return connector
+
+
+def tick_until_delivered(connector: BaseConnector, expected: set[str], hub: RunningHub) -> list[SyncSummary]:
+    """Sync runs, half a second apart (the beat's ticks), until every expected document is in the Hub."""
+    runs: list[SyncSummary] = []
+    for _ in range(MAX_TICKS):
+        summary = connector.sync_documents()
+        runs.append(summary)
+        assert summary.state in ("ok", "error"), f"a Hub outage must be transient, not {summary.as_dict()}"
+        if summary.state == "ok" and expected <= stored_sha256s(hub):
+            return runs
+        time.sleep(0.5)
+    raise AssertionError(f"not delivered after {MAX_TICKS} ticks: {[r.state for r in runs]}")
+
+
+def faulted_requests_per_key(hub: RunningHub) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for entry in list(hub.sim.requests):
+        if entry["endpoint"] == "upload" and entry["fault"] and entry["key"]:
+            counts[entry["key"]] = counts.get(entry["key"], 0) + 1
+    return counts
+
+
+FAULTS = {
+    "500": {"kind": "error", "status": 500},
+    "503": {"kind": "error", "status": 503},
+    "429-retry-after": {"kind": "throttle", "retry_after": 1},
+    "read-timeout": {"kind": "slow", "delay": 2 * READ_TIMEOUT},
+    "dropped-connection": {"kind": "drop"},
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_hub_failing_for_a_while_then_recovering_loses_and_doubles_nothing(
+        fault: str, tmp_path: Path, state_url: str, rel_hub: RunningHub, bed: Bed) -> None:
+    connector = connector_for(environment(tmp_path, state_url, rel_hub, bed))
+    spec = FAULTS[fault]
+    connector.hub = AfterUploads(connector.hub, FAULT_DOCUMENTS // 3, lambda: rel_hub.sim.set_fault(
+        spec["kind"], seconds=FAULT_SECONDS, endpoint="upload", **{k: v for k, v in spec.items() if k != "kind"}))
+
+    runs = tick_until_delivered(connector, bed.expected, rel_hub)
+
+    faulted = faulted_requests_per_key(rel_hub)
+    assert faulted, f"the {fault} fault never fired"
+    context = f"Hub fault {fault}, runs {[r.state for r in runs]}"
+    assert_delivered_once(rel_hub, bed.expected, max_repeats=sum(faulted.values()), context=context)
+    unexplained = {key: n for key, n in rel_hub.sim.uploads_per_key.items() if n - 1 > faulted.get(key, 0)}
+    assert not unexplained, f"{context}: repeated uploads not preceded by a faulted answer: {unexplained}"
+    assert_settled(state_url, "maximo")
+
+
+def test_retry_after_from_the_hub_is_honoured_before_the_next_upload(
+        tmp_path: Path, state_url: str, rel_hub: RunningHub, bed: Bed) -> None:
+    connector = connector_for(environment(tmp_path, state_url, rel_hub, bed))
+    connector.hub = AfterUploads(connector.hub, 5, lambda: rel_hub.sim.set_fault(
+        "throttle", retry_after=1, count=3, endpoint="upload"))
+    tick_until_delivered(connector, bed.expected, rel_hub)
+    uploads = [entry for entry in list(rel_hub.sim.requests) if entry["endpoint"] == "upload"]
+    throttled = [i for i, entry in enumerate(uploads) if entry["fault"] == "throttle"]
+    assert len(throttled) == 3
+    for i in throttled:
+        gap = uploads[i + 1]["at"] - uploads[i]["at"]
+        # The 429 said "Retry-After: 1"; the log stamps answers, so allow for the next request's own time.
+        assert gap >= 0.95, f"an upload came {gap:.3f} s after a 429 with Retry-After: 1"
+    # Each pause went through the Redis gate every worker reads (the key itself expires with the pause).
+    counters, _ = StateStore.from_url(state_url).metrics()
+    assert counters.get("kmrl_throttled_seconds_total|service=hub", 0.0) >= 2.5
+
+
+def test_document_refused_with_422_is_dead_lettered_and_delivered_by_deadletter_retry(
+        tmp_path: Path, state_url: str, rel_hub: RunningHub, bed: Bed) -> None:
+    env = environment(tmp_path, state_url, rel_hub, bed)
+    refused = sorted(bed.expected)[0]
+    rel_hub.sim.set_fault("reject", match=refused, status=422)
+    summary = connector_for(env).sync_documents()
+
+    assert summary.state == "ok" and summary.totals["dead_lettered"] == 1, summary.as_dict()
+    assert stored_sha256s(rel_hub) == bed.expected - {refused}  # the rest went on
+    state = StateStore.from_url(state_url)
+    [entry] = state.list_dead_letters("maximo")
+    assert "422" in entry.reason and entry.bytes_path and Path(entry.bytes_path).is_file()
+
+    # Still refused: retry keeps the entry and says so.
+    still = Worker(env, tmp_path / "cli").run("deadletter", "retry", "maximo")
+    assert still.returncode == 1 and "failed" in still.stdout, still.describe()
+    assert len(state.list_dead_letters("maximo")) == 1
+
+    rel_hub.sim.clear_faults()
+    replayed = Worker(env, tmp_path / "cli").run("deadletter", "retry", "maximo")
+    assert replayed.returncode == 0 and "replayed" in replayed.stdout, replayed.describe()
+    assert_delivered_once(rel_hub, bed.expected, max_repeats=2, context="422 then deadletter retry")
+    assert rel_hub.sim.stored_per_key[refused] == 1
+    assert state.list_dead_letters("maximo") == []
+    assert not Path(entry.bytes_path).exists()
+    # A sync afterwards knows the item is done: nothing is uploaded again.
+    before = dict(rel_hub.sim.uploads_per_key)
+    assert connector_for(env).sync_documents().totals["new"] == 0
+    assert rel_hub.sim.uploads_per_key == before
