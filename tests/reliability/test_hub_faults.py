@@ -43,7 +43,7 @@ class AfterUploads:
     """A Hub that calls ``action`` once, right after its ``count``-th successful upload: a fault
     switched on in the middle of a run, at a known point."""
 
-    def __init__(self, hub: Hub, count: int, action: Callable[[], None]) -> None:
+    def __init__(self, hub: Hub, count: int, action: Callable[[], object]) -> None:
         self.hub, self.count, self.action = hub, count, action
         self.uploads = 0
 
@@ -100,7 +100,7 @@ def faulted_requests_per_key(hub: RunningHub) -> dict[str, int]:
     return counts
 
 
-FAULTS = {
+FAULTS: dict[str, dict[str, Any]] = {
     "500": {"kind": "error", "status": 500},
     "503": {"kind": "error", "status": 503},
     "429-retry-after": {"kind": "throttle", "retry_after": 1},
