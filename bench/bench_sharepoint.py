@@ -1,8 +1,9 @@
 """SharePoint benchmark: a first sync of a 5,000-file site, a sync with nothing new, 10 changed files,
 and one 1 GB file with its peak memory.
 
-The Graph + Entra simulator (TLS) and the Hub simulator run in this process; the connector runs in a
-worker subprocess, so the worker's speed and memory are its own. The first three syncs run in one
+The Graph + Entra simulator (TLS) runs in this process, the Hub simulator in a process of its own and
+the connector in a worker subprocess, so no two of them share an interpreter lock and the worker's
+speed and memory are its own. The first three syncs run in one
 worker (the same msal application and site cache: a no-change sync should cost one delta request per
 library and no token request); the 1 GB file runs in a fresh worker whose peak RSS (VmHWM) is the
 figure reported (target: under 120 MB). State goes to Redis test database 10 under its own key
@@ -125,6 +126,44 @@ def worker(config_path: str) -> None:
                           "errors": [s.error for s in summary.scopes if s.error]}), flush=True)
 
 
+def serve_hub(data_dir: str) -> None:
+    """Serves the Hub simulator (in memory, no index file) until stdin closes; prints its URL first."""
+    from sandbox.hub import running_hub
+    from utils.logging import configure_logging
+
+    configure_logging(log_file="", level="WARNING", force=True)
+    with running_hub(data_dir=data_dir) as hub:
+        print(json.dumps({"url": hub.url, "token": hub.token}), flush=True)
+        sys.stdin.read()
+
+
+class HubProcess:
+    """The Hub simulator in a subprocess: ``url``, ``token``, ``reset()``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "bench.bench_sharepoint", "--serve-hub",
+                                         str(data_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True, cwd=Path(__file__).resolve().parents[1])
+        assert self.process.stdout is not None
+        first = json.loads(self.process.stdout.readline())
+        self.url, self.token = str(first["url"]), str(first["token"])
+
+    def reset(self) -> None:
+        """Forgets every stored document (and removes their bytes)."""
+        import requests
+
+        requests.post(f"{self.url}/_sim/reset", headers={"Authorization": f"Bearer {self.token}"},
+                      timeout=60).raise_for_status()
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
 class Worker:
     """A worker subprocess driven line by line."""
 
@@ -175,14 +214,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--large-mb", type=int, default=1024, help="size of the large file (0: skip it)")
     parser.add_argument("--seed", type=int, default=20240501)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-hub", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args.worker)
         return
+    if args.serve_hub:
+        serve_hub(args.serve_hub)
+        return
 
     from sandbox.graph import GraphSimulator
     from sandbox.graph_store import GeneratedContent
-    from sandbox.hub import running_hub
     from sandbox.tls import CertAuthority
     from utils.logging import configure_logging
 
@@ -206,7 +248,8 @@ def main(argv: list[str] | None = None) -> None:
         total_mb = sum(size for _, _, size in placed) / MB
         sim.start(ca)
         try:
-            with running_hub(data_dir=root / "hub") as hub:
+            hub = HubProcess(root / "hub")
+            try:
                 config = {"root": str(root / "worker"), "state_url": state_url, "hub_url": hub.url,
                           "hub_token": hub.token, "site_url": f"{sim.sharepoint_url}/{SITE}",
                           "tenant_id": sim.tenant_id, "client_id": sim.client_id,
@@ -229,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append(_row(f"{args.changed} changed files", one.sync(LIBRARIES), sim, files=args.changed))
                 finally:
                     one.close()
-                hub.sim.reset()  # the large file's upload should not sit beside 5,000 others in memory
+                hub.reset()  # the large file's upload should not sit beside 5,000 others in memory
 
                 if args.large_mb:
                     scans = sim.store.add_drive(SITE, LARGE_LIBRARY)
@@ -244,6 +287,8 @@ def main(argv: list[str] | None = None) -> None:
                                          sim, files=1))
                     finally:
                         fresh.close()
+            finally:
+                hub.close()
         finally:
             sim.stop()
             _clean(state_url)
@@ -253,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     table = [header, *[row.cells() for row in rows]]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     print(f"SharePoint: {args.files} files ({total_mb:.0f} MB, mixed sizes) in {len(LIBRARIES)} libraries; "
-          f"Graph simulator over TLS, Hub simulator over HTTP, connector in a worker process")
+          f"Graph simulator over TLS, Hub simulator over HTTP, each in its own process, as is the connector")
     for n, line in enumerate(table):
         print("  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(line)))
         if n == 0:
