@@ -183,6 +183,12 @@ class SharePointConnector(BaseConnector):
         self._entra: EntraAuth | None = None
         self._client: HttpClient | None = None
 
+    @property
+    def instance_id(self) -> str:
+        """This instance's name among the source's (the site's path, e.g. ``sites/operations``): stable
+        when SHAREPOINT_SITES is reordered, unlike a position."""
+        return self.site_path.strip("/")
+
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> list[SharePointConnector]:
         """One connector per site in SHAREPOINT_SITES (paths under SHAREPOINT_URL, or full URLs).

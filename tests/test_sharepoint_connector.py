@@ -453,6 +453,7 @@ def test_from_settings_builds_one_connector_per_site(sp_settings: Settings) -> N
     configured = Settings(**{**sp_settings.__dict__, "environ": env})
     operations, finance = SharePointConnector.from_settings(configured)
     assert operations.site_url == "https://kmrl.sharepoint.com/sites/operations"
+    assert (operations.instance_id, finance.instance_id) == ("sites/operations", "sites/finance")
     assert finance.site_url == "https://kmrl.sharepoint.com/sites/finance"
     assert operations.libraries == ["Documents", "Engineering Drawings"]
     assert (operations.graph_base_url, operations.authority, operations.ca_file) == (
