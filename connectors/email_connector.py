@@ -48,7 +48,7 @@ log = get_logger(__name__)
 #: Messages per ``UID FETCH BODY.PEEK[]`` (EMAIL_BATCH_SIZE).
 DEFAULT_BATCH_SIZE = 250
 #: Bytes per body batch at most (EMAIL_BATCH_MB); a larger single message is fetched alone.
-DEFAULT_BATCH_BYTES = 32 * 1024 * 1024
+DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
 #: UIDs per ``UID FETCH (RFC822.SIZE)`` command.
 SIZE_FETCH_CHUNK = 5000
 #: IMAP socket timeout, seconds (EMAIL_TIMEOUT).
@@ -74,7 +74,7 @@ class EmailConnector(BaseConnector):
     max_attachment_mb: attachments larger than this are skipped without being read (default:
         the service-wide MAX_DOCUMENT_MB).
     include_inline: also ingest inline images (default False; see utils/mime.py for what counts).
-    batch_size / batch_bytes: messages and bytes per body fetch (defaults 250 and 32 MiB).
+    batch_size / batch_bytes: messages and bytes per body fetch (defaults 250 and 16 MiB).
     hints: classifier hints of the default account (e.g. {"department": "finance"}).
     account_name: a label for the default account in logs.
     accounts: more accounts, each with its own server, login, password variable and folders.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import imaplib
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -131,7 +132,7 @@ def test_fetch_documents_yields_complete_documents_and_moves_nothing(
         dovecot: DovecotServer, mailbox: str, make_connector: Callable[..., EmailConnector],
         settings: Settings) -> None:
     dovecot.seed(mailbox, [message("Fare revenue", ("fares.csv", b"station,amount\nAluva,100\n"))])
-    connector = make_connector(hints={"department": "finance"})
+    connector = make_connector()
     documents = list(connector.fetch_documents(creds(mailbox)))
     assert [(d.filename, d.read_bytes(), d.size) for d in documents] == [
         ("fares.csv", b"station,amount\nAluva,100\n", 25)]
@@ -142,16 +143,29 @@ def test_fetch_documents_yields_complete_documents_and_moves_nothing(
     assert outbox_documents(settings) == {}
 
 
-def test_hints_name_the_mailbox_the_sender_and_the_configured_department(
+def test_hints_name_the_mailbox_and_the_sender(
         dovecot: DovecotServer, mailbox: str, make_connector: Callable[..., EmailConnector]) -> None:
-    dovecot.seed(mailbox, [message("x", ("a.pdf", b"PDF"), sender="Finance <accounts@kmrl.co.in>")])
-    connector = make_connector(hints={"department": "finance"})
+    dovecot.seed(mailbox, [message("x", ("a.pdf", b"PDF"), sender="Stores <stores@kochimetro.org>")])
+    connector = make_connector(hints={"site": "muttom"})
     with connector.connect(creds(mailbox)):
         (item, checkpoint) = list(connector.list_changes(connector.scopes()[0], None))
     assert isinstance(item, Item) and isinstance(checkpoint, Checkpoint)
-    assert item.hints == {"mailbox": mailbox, "sender": "accounts@kmrl.co.in", "sender_domain": "kmrl.co.in",
-                          "department": "finance"}
+    assert item.hints == {"mailbox": mailbox, "sender": "stores@kochimetro.org",
+                          "sender_domain": "kochimetro.org", "site": "muttom"}
     assert "a.pdf" in item.text and item.text.startswith("x")
+
+
+def test_configured_mailbox_hint_steers_the_department(
+        dovecot: DovecotServer, mailbox: str, make_connector: Callable[..., EmailConnector]) -> None:
+    dovecot.seed(mailbox, [message("Scanned copy", ("scan.pdf", b"%PDF scan"), body="see attached")])
+    plain = make_connector()
+    (document,) = plain.fetch_documents(creds(mailbox))
+    document.close()
+    finance = make_connector(hints={"mailbox": "finance@kmrl.co.in"})
+    (steered,) = finance.fetch_documents(creds(mailbox))
+    steered.close()
+    assert steered.department == "Finance" and document.department != "Finance"
+    assert any(term.startswith("hint:mailbox=") for term in steered.department_terms)
 
 
 # -- cursor -----------------------------------------------------------------------------------------
@@ -194,6 +208,19 @@ def test_sync_with_nothing_new_is_one_command_per_folder(
     assert summary.state == "ok" and summary.totals["fetched"] == 0
     per_folder = [c for c in commands.names if c not in ("CAPABILITY", "LOGIN", "LOGOUT")]
     assert per_folder == ["EXAMINE", "EXAMINE"]
+
+
+def test_run_cut_short_resumes_from_its_cursor(
+        dovecot: DovecotServer, mailbox: str, make_connector: Callable[..., EmailConnector],
+        settings: Settings) -> None:
+    dovecot.seed(mailbox, [message(f"m{i}", (f"r{i}.pdf", f"report {i}".encode())) for i in range(5)])
+    connector = make_connector(batch_size=2)
+    first = connector.sync_documents(creds(mailbox), deadline=time.monotonic())  # stops after one item
+    assert first.state == "partial" and first.totals["new"] == 1
+    assert connector.state.get_cursor("email", connector.scopes()[0])["last_uid"] == 1
+    rest = connector.sync_documents(creds(mailbox))
+    assert rest.state == "ok" and (rest.totals["fetched"], rest.totals["new"]) == (4, 4)
+    assert len(outbox_documents(settings)) == 5
 
 
 def test_uidvalidity_change_rescans_without_uploading_again(
@@ -339,6 +366,16 @@ def test_plain_imap_needs_an_explicit_allowance(dovecot: DovecotServer, mailbox:
     assert connector.sync_documents(creds(mailbox)).totals["new"] == 1
 
 
+def test_contradictory_or_incomplete_settings_are_config_errors(settings: Settings) -> None:
+    with pytest.raises(ConfigError, match="not both"):
+        EmailConnector("imap.kmrl.co.in", 993, use_ssl=True, starttls=True, settings=settings)
+    with pytest.raises(ConfigError, match="does not exist"):
+        EmailConnector("imap.kmrl.co.in", ssl_ca_file="/nonexistent/ca.pem", settings=settings)
+    connector = EmailConnector("imap.kmrl.co.in", settings=settings)
+    summary = connector.sync_documents({"email": "", "password": ""})
+    assert summary.state == "config_error" and "EMAIL_USER" in summary.scopes[0].error
+
+
 def test_health_check_examines_every_folder(dovecot: DovecotServer, mailbox: str,
                                             make_connector: Callable[..., EmailConnector]) -> None:
     dovecot.create_folder(mailbox, "Finance/Invoices")
@@ -378,7 +415,7 @@ user = "{finance}"
 password_env = "KMRL_FINANCE_IMAP_PASSWORD"
 folders = ["INBOX"]
 ssl_ca_file = "{dovecot.ca_path}"
-hints = {{ department = "finance" }}
+hints = {{ mailbox = "finance@kmrl.co.in" }}
 """, encoding="utf-8")
     environ = {"EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": str(dovecot.imaps_port), "EMAIL_USER": mailbox,
                "EMAIL_PASSWORD": "pw-" + mailbox, "EMAIL_SSL_CA_FILE": dovecot.ca_path,
