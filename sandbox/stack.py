@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -405,6 +406,41 @@ def wait_until_session_gone(sid: int, *, timeout: float) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+#: Seconds to wait for beat to store its schedule in Redis.
+BEAT_START_TIMEOUT = 30.0
+#: When an entry made due "now" last ran, as far as RedBeat is told: long ago, so every schedule is overdue.
+LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def fire_beat_entries_now(redbeat_url: str, names: Sequence[str], *, timeout: float = BEAT_START_TIMEOUT) -> None:
+    """Makes a running beat send the entries ``names`` (``sync-email``...) at its next loop, as if their
+    interval had just passed, instead of at the next whole minute.
+
+    Beat's source intervals are whole minutes on the clock (crontab), and a new entry counts as run
+    at start-up, so a fresh beat sends nothing before the minute turns. This tells RedBeat, through
+    its own ``reschedule``, that each entry last ran long ago: beat itself then sends the ticks within
+    BEAT_MAX_LOOP_INTERVAL seconds. Waits (up to ``timeout``) for beat to have stored the entries.
+    """
+    from celery import Celery
+    from redbeat.schedulers import RedBeatSchedulerEntry, ensure_conf
+
+    app = Celery("kmrl-sandbox", set_as_current=False)
+    app.conf.redbeat_redis_url = redbeat_url
+    ensure_conf(app)
+    client = redis.Redis.from_url(redbeat_url)
+    try:
+        deadline = time.monotonic() + timeout
+        keys = [RedBeatSchedulerEntry.generate_key(app, name) for name in names]
+        while not all(client.hexists(key, "definition") for key in keys):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"beat did not store {', '.join(names)} in {timeout:.0f} s")
+            time.sleep(0.1)
+        for key in keys:
+            RedBeatSchedulerEntry.from_key(key, app=app).reschedule(last_run_at=LONG_AGO)
+    finally:
+        client.close()
 
 
 def celery_argv(*args: str) -> list[str]:
