@@ -134,7 +134,8 @@ def _number(value: str | None) -> float:
 
 
 def status_data(ctx: Context) -> dict[str, Any]:
-    """Every connector's scopes with state, last success, lag, last run's counts and last error."""
+    """Every connector's scopes: state, last success, lag, the last run's counts, the items recorded
+    as ingested, and the last error; with each connector's health and dead-letter count."""
     now = time.time()
     state = ctx.state
     report = load_report(state) or {}
@@ -151,6 +152,7 @@ def status_data(ctx: Context) -> dict[str, Any]:
             "last_run_end": _number(status.get("last_run_end")) or None,
             "counts": {k: int(_number(status.get(k))) for k in ("fetched", "new", "duplicate", "skipped", "failed",
                                                                  "deleted")},
+            "items": state.count_items(connector, scope),
             "last_error": status.get("last_error", ""),
         })
     for name, entry in sources.items():
@@ -169,15 +171,16 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     if not data["sources"]:
         out("No source is configured and no run has been recorded yet.")
         return 0
-    headers = ("SCOPE", "STATE", "LAST SUCCESS", "LAG", "NEW", "DUP", "SKIP", "FAIL", "DEL", "LAST ERROR")
+    # Counts are the last run's; ITEMS is every source item recorded as ingested in the scope.
+    headers = ("SCOPE", "STATE", "LAST SUCCESS", "LAG", "ITEMS", "NEW", "DUP", "SKIP", "FAIL", "DEL", "LAST ERROR")
     for entry in data["sources"]:
         health = entry["health"]
         health_text = (f"health {health['state']} (checked {format_duration(ago(health['checked_at']))} ago)"
                        if health else "health not checked yet")
         out(f"{entry['source']}  ·  {health_text}  ·  dead letters: {entry['dead_letters']}")
         rows = [(s["scope"], s["state"], format_time(s["last_success"]), format_duration(s["lag_seconds"]),
-                 s["counts"]["new"], s["counts"]["duplicate"], s["counts"]["skipped"], s["counts"]["failed"],
-                 s["counts"]["deleted"], s["last_error"] or "") for s in entry["scopes"]]
+                 s["items"], *(s["counts"][k] for k in ("new", "duplicate", "skipped", "failed", "deleted")),
+                 s["last_error"] or "") for s in entry["scopes"]]
         out(render_table(headers, rows, max_width=48) if rows else "  (no run recorded yet)")
         out()
     return 0
@@ -193,7 +196,7 @@ class CheckLines:
 
     def __call__(self, outcome: str, name: str, detail: str) -> None:
         self.failed = self.failed or outcome == "FAIL"
-        out(f"{outcome:<4}  {name:<22} {mask_text(detail)}")
+        out(f"{outcome:<4}  {name:<30} {mask_text(detail)}")
 
     def run(self, name: str, check: Callable[[], str]) -> bool:
         try:

@@ -138,7 +138,7 @@ def test_status_json_carries_state_lag_counts_and_errors(run):
     code, output = run("status", "--json")
     data = {s["source"]: s for s in json.loads(output)["sources"]}
     (scope,) = data["fake"]["scopes"]
-    assert code == 0 and scope["state"] == "ok" and scope["counts"]["new"] == 2
+    assert code == 0 and scope["state"] == "ok" and scope["counts"]["new"] == 2 and scope["items"] == 2
     assert 0 <= scope["lag_seconds"] < 60 and scope["last_error"] == ""
     (refused,) = data["fakeauth"]["scopes"]
     assert refused["scope"] == "*" and refused["state"] == "auth_failed" and "refused" in refused["last_error"]
