@@ -10,23 +10,18 @@ The source is the Maximo simulator; the connector is built from the same environ
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from base.base_connector import BaseConnector, SyncSummary
-from base.document import Document
-from base.hub_client import Hub
 from base.state import StateStore
-from config.settings import Settings
-from connectors import registry
 from sandbox.hub import RunningHub
 from tests.reliability.beds import Bed, maximo_bed, service_env
 from tests.reliability.checks import assert_delivered_once, assert_settled, stored_sha256s
 from tests.reliability.conftest import FAULT_DOCUMENTS
+from tests.reliability.inprocess import AfterUploads, connector_for, tick_until_delivered
 from tests.reliability.workers import Worker
 
 pytestmark = pytest.mark.reliability
@@ -35,33 +30,6 @@ pytestmark = pytest.mark.reliability
 FAULT_SECONDS = 3.0
 #: The Hub's read timeout in these tests, seconds; the "slow" fault answers later than this.
 READ_TIMEOUT = 1.0
-#: Ticks (sync runs) allowed to get everything through.
-MAX_TICKS = 12
-
-
-class AfterUploads:
-    """A Hub that calls ``action`` once, right after its ``count``-th successful upload: a fault
-    switched on in the middle of a run, at a known point."""
-
-    def __init__(self, hub: Hub, count: int, action: Callable[[], object]) -> None:
-        self.hub, self.count, self.action = hub, count, action
-        self.uploads = 0
-
-    def upload(self, document: Document) -> str:
-        hub_id = self.hub.upload(document)
-        self.uploads += 1
-        if self.uploads == self.count:
-            self.action()
-        return hub_id
-
-    def link(self, hub_id: str, metadata: Mapping[str, Any]) -> None:
-        self.hub.link(hub_id, metadata)
-
-    def delete(self, source: str, source_id: str) -> None:
-        self.hub.delete(source, source_id)
-
-    def health(self) -> tuple[bool, str]:
-        return self.hub.health()
 
 
 @pytest.fixture
@@ -72,24 +40,6 @@ def bed() -> Iterator[Bed]:
 
 def environment(tmp_path: Path, state_url: str, hub: RunningHub, bed: Bed) -> dict[str, str]:
     return {**service_env(tmp_path, state_url, hub), **bed.env, "HUB_READ_TIMEOUT": str(READ_TIMEOUT)}
-
-
-def connector_for(env: Mapping[str, str]) -> BaseConnector:
-    [connector] = registry.build_connectors("maximo", Settings.from_env(env))
-    return connector
-
-
-def tick_until_delivered(connector: BaseConnector, expected: set[str], hub: RunningHub) -> list[SyncSummary]:
-    """Sync runs, half a second apart (the beat's ticks), until every expected document is in the Hub."""
-    runs: list[SyncSummary] = []
-    for _ in range(MAX_TICKS):
-        summary = connector.sync_documents()
-        runs.append(summary)
-        assert summary.state in ("ok", "error"), f"a Hub outage must be transient, not {summary.as_dict()}"
-        if summary.state == "ok" and expected <= stored_sha256s(hub):
-            return runs
-        time.sleep(0.5)
-    raise AssertionError(f"not delivered after {MAX_TICKS} ticks: {[r.state for r in runs]}")
 
 
 def faulted_requests_per_key(hub: RunningHub) -> dict[str, int]:
@@ -112,7 +62,7 @@ FAULTS: dict[str, dict[str, Any]] = {
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_hub_failing_for_a_while_then_recovering_loses_and_doubles_nothing(
         fault: str, tmp_path: Path, state_url: str, rel_hub: RunningHub, bed: Bed) -> None:
-    connector = connector_for(environment(tmp_path, state_url, rel_hub, bed))
+    connector = connector_for("maximo", environment(tmp_path, state_url, rel_hub, bed))
     spec = FAULTS[fault]
     connector.hub = AfterUploads(connector.hub, FAULT_DOCUMENTS // 3, lambda: rel_hub.sim.set_fault(
         spec["kind"], seconds=FAULT_SECONDS, endpoint="upload", **{k: v for k, v in spec.items() if k != "kind"}))
@@ -130,7 +80,7 @@ def test_hub_failing_for_a_while_then_recovering_loses_and_doubles_nothing(
 
 def test_retry_after_from_the_hub_is_honoured_before_the_next_upload(
         tmp_path: Path, state_url: str, rel_hub: RunningHub, bed: Bed) -> None:
-    connector = connector_for(environment(tmp_path, state_url, rel_hub, bed))
+    connector = connector_for("maximo", environment(tmp_path, state_url, rel_hub, bed))
     connector.hub = AfterUploads(connector.hub, 5, lambda: rel_hub.sim.set_fault(
         "throttle", retry_after=1, count=3, endpoint="upload"))
     tick_until_delivered(connector, bed.expected, rel_hub)
@@ -151,7 +101,7 @@ def test_document_refused_with_422_is_dead_lettered_and_delivered_by_deadletter_
     env = environment(tmp_path, state_url, rel_hub, bed)
     refused = sorted(bed.expected)[0]
     rel_hub.sim.set_fault("reject", match=refused, status=422)
-    summary = connector_for(env).sync_documents()
+    summary = connector_for("maximo", env).sync_documents()
 
     assert summary.state == "ok" and summary.totals["dead_lettered"] == 1, summary.as_dict()
     assert stored_sha256s(rel_hub) == bed.expected - {refused}  # the rest went on
@@ -173,5 +123,5 @@ def test_document_refused_with_422_is_dead_lettered_and_delivered_by_deadletter_
     assert not Path(entry.bytes_path).exists()
     # A sync afterwards knows the item is done: nothing is uploaded again.
     before = dict(rel_hub.sim.uploads_per_key)
-    assert connector_for(env).sync_documents().totals["new"] == 0
+    assert connector_for("maximo", env).sync_documents().totals["new"] == 0
     assert rel_hub.sim.uploads_per_key == before
