@@ -1,7 +1,7 @@
 """Webhook benchmark: signed WhatsApp notifications from wrk against gunicorn, beside a bare endpoint.
 
-Both apps run under the same gunicorn settings (2 workers by default) on loopback, one after the
-other in the same run, each loaded by ``wrk -t2 -c32 -d30s`` posting the same pre-signed bodies
+Both apps run under the same gunicorn settings (web/gunicorn_conf.py: 2 workers of 8 threads,
+unless overridden) on loopback, one after the other in the same run, each loaded by ``wrk -t2 -c32 -d30s`` posting the same pre-signed bodies
 (each a notification of one document message with its own wamid, signed like Meta's). Then every
 wamid the webhook answered 200 for must be in the stream exactly once, and nothing else.
 Targets (issue 6): at least half the bare endpoint's requests/s, p99 under 20 ms, nothing lost.
@@ -10,7 +10,7 @@ State goes to Redis database 10 under a key prefix of this run only (removed aft
 benchmark never flushes a database another run may be using.
 
     .venv/bin/python -m bench.bench_webhook [--duration 30] [--connections 32] [--threads 2]
-        [--workers 2] [--worker-class sync] [--bodies 150000]
+        [--workers 2] [--worker-class gthread] [--worker-threads 8] [--bodies 150000]
 
 Needs wrk (``apt-get install -y wrk``).
 """
@@ -147,13 +147,11 @@ def write_bodies(path: Path, count: int) -> list[str]:
 class Gunicorn:
     """One gunicorn serving ``app`` on a free loopback port for the ``with`` block."""
 
-    def __init__(self, app: str, *, workers: int, worker_class: str, threads: int, env: dict[str, str],
-                 log_path: Path) -> None:
+    def __init__(self, app: str, *, overrides: list[str], env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers",
-                     str(workers), "--worker-class", worker_class, "--threads", str(threads),
-                     "--backlog", "2048", app]
+        self.args = [sys.executable, "-m", "gunicorn", "-c", "python:web.gunicorn_conf",
+                     "--bind", f"127.0.0.1:{self.port}", *overrides, app]
         self.env = env
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -209,7 +207,7 @@ def stream_wamids(client: redis.Redis, stream: str) -> list[str]:
     found: list[str] = []
     start = "-"
     while True:
-        page = client.xrange(stream, min=start, count=10000)
+        page: Any = client.xrange(stream, min=start, count=10000)
         if not page:
             return found
         found.extend(InboundMedia.from_fields(fields).wamid for _, fields in page)
@@ -233,9 +231,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=int, default=30, help="seconds per endpoint")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
-    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class (sync, gthread)")
-    parser.add_argument("--worker-threads", type=int, default=1, help="threads per worker (gthread)")
+    parser.add_argument("--workers", type=int, help="gunicorn workers (default: web/gunicorn_conf.py)")
+    parser.add_argument("--worker-class", help="gunicorn worker class, e.g. sync (default: the config's)")
+    parser.add_argument("--worker-threads", type=int, help="threads per worker (default: the config's)")
     parser.add_argument("--bodies", type=int, default=150000, help="distinct pre-signed notifications")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -255,14 +253,22 @@ def main(argv: list[str] | None = None) -> None:
         env = {**os.environ, "KMRL_ENV_FILE": "", "STATE_REDIS_URL": state_url, "KMRL_KEY_PREFIX": prefix,
                "WHATSAPP_APP_SECRET": BENCH_APP_SECRET, "WHATSAPP_VERIFY_TOKEN": "bench-verify",
                "LOG_FILE": str(work / "web.log"), "LOG_LEVEL": "INFO"}
-        options = {"workers": args.workers, "worker_class": args.worker_class, "threads": args.worker_threads,
-                   "env": env}
+        overrides = [flag for option, value in (("--workers", args.workers), ("--worker-class", args.worker_class),
+                                                ("--threads", args.worker_threads)) if value is not None
+                     for flag in (option, str(value))]
+        config = subprocess.run([sys.executable, "-c", "import web.gunicorn_conf as c; "
+                                 "print(c.workers, c.worker_class, c.threads)"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, check=True).stdout.split()
+        workers = args.workers or int(config[0])
+        worker_class = args.worker_class or config[1]
+        threads = args.worker_threads or int(config[2])
         wrk_options = {"threads": args.threads, "connections": args.connections, "duration": args.duration}
-        results = []
+        load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
+        results: list[WrkResult] = []
         for label, app in (("bare Flask 'ok'", "bench.bench_webhook:bare_app()"),
                            ("webhook (verify + queue)", "web.app:create_app()")):
             print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s against {label} ...", flush=True)
-            with Gunicorn(app, log_path=work / f"gunicorn-{len(results)}.log", **options) as server:  # type: ignore[arg-type]
+            with Gunicorn(app, overrides=overrides, env=env, log_path=work / f"gunicorn-{len(results)}.log") as server:
                 results.append(run_wrk(label, server.url + "/webhooks/whatsapp", script, **wrk_options))
             if label.startswith("bare"):
                 remove_keys(client, prefix)
@@ -276,9 +282,9 @@ def main(argv: list[str] | None = None) -> None:
         missing_floor = webhook.ok - repeats - len(unique)  # > 0 means an accepted message is missing
 
         print()
-        print(f"gunicorn --workers {args.workers} --worker-class {args.worker_class} --threads "
-              f"{args.worker_threads}; wrk -t{args.threads} -c{args.connections} -d{args.duration}s; "
-              f"{os.cpu_count()} CPUs")
+        print(f"gunicorn -c web/gunicorn_conf.py: {workers} workers, {worker_class}, {threads} threads; "
+              f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s; {os.cpu_count()} CPUs; "
+              f"load average before: {load_before}")
         print(f"{'endpoint':<26} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
               f"{'non-200':>8} {'sock err':>8}")
         for r in results:

@@ -33,14 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of ``gunicorn --workers 2 'web.app:create_app()'`` serving the state in test db 15."""
+    """Base URL of gunicorn with the production settings (web/gunicorn_conf.py), 2 workers, serving
+    the state in test database 15."""
     logs = tmp_path_factory.mktemp("gunicorn")
     port = free_port()
     env = {**os.environ, "KMRL_ENV_FILE": "", "STATE_REDIS_URL": redis_db_url(server_url(), STATE_DB),
            "WHATSAPP_APP_SECRET": APP_SECRET, "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
            "WHATSAPP_MAX_BODY_KB": str(MAX_BODY_KB), "LOG_FILE": str(logs / "web.log"), "LOG_LEVEL": "WARNING"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "web.app:create_app()"],
+        [sys.executable, "-m", "gunicorn", "-c", "python:web.gunicorn_conf", "--bind", f"127.0.0.1:{port}",
+         "--workers", "2", "web.app:create_app()"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
