@@ -30,6 +30,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+import redis
 import requests
 from celery.exceptions import SoftTimeLimitExceeded
 
@@ -245,10 +246,12 @@ class BaseConnector(ABC):
                     summary.scopes.append(result)
                     if result.state == "auth_failed":
                         break  # the same credentials would fail on every other scope
-        except (ConfigError, TransientError) as exc:
-            # connect() or scopes() failed before any scope ran: report it as a scope-less run.
+        except (ConfigError, TransientError, redis.RedisError) as exc:
+            # connect() or scopes() failed before any scope ran (or Redis was unreachable when a scope
+            # started): report it as a scope-less run.
             failed = ScopeSummary(self.name, "*", uuid.uuid4().hex[:12], state=_state_for(exc),
-                                  error=mask_text(str(exc)), ended_at=time.time())
+                                  error=mask_text(f"{type(exc).__name__}: {exc}" if isinstance(exc, redis.RedisError)
+                                                  else str(exc)), ended_at=time.time())
             summary.scopes.append(failed)
             self._record_connector_error(failed)
         return summary
@@ -295,17 +298,17 @@ class BaseConnector(ABC):
                 summary.state, summary.error = "paused", str(exc)
             except (ConfigError, TransientError) as exc:
                 summary.state, summary.error = _state_for(exc), mask_text(str(exc))
-            except requests.RequestException as exc:
+            except (requests.RequestException, redis.RedisError) as exc:
                 summary.state, summary.error = "error", mask_text(f"{type(exc).__name__}: {exc}")
             finally:
-                try:
-                    tracker.save()
-                finally:
-                    summary.seconds = time.monotonic() - started
-                    summary.ended_at = time.time()
-                    if not dry_run:
-                        self._finish_status(summary)
-                    lease.release()
+                summary.seconds = time.monotonic() - started
+                summary.ended_at = time.time()
+                # Each write is attempted even when Redis is down for the others; what fails is
+                # redone by the next run (the cursor only ever lags, never runs ahead).
+                _best_effort(tracker.save, "cursor")
+                if not dry_run:
+                    _best_effort(lambda: self._finish_status(summary), "status")
+                _best_effort(lease.release, "lease")
             log_method = log.info if summary.state in ("ok", "partial") else log.warning
             log_method("run_finished", state=summary.state, error=summary.error or None,
                        seconds=round(summary.seconds, 3), bytes=summary.bytes, **summary.counts)
@@ -375,8 +378,8 @@ class BaseConnector(ABC):
                               metadata=item.metadata, item=item)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise TransientError(f"{type(exc).__name__} while reading {item.source_id}") from exc
-        except (ConfigError, TransientError, LeaseLostError, requests.RequestException, ImportError,
-                SoftTimeLimitExceeded):
+        except (ConfigError, TransientError, LeaseLostError, requests.RequestException, redis.RedisError,
+                ImportError, SoftTimeLimitExceeded):
             raise  # run-level: the next item would fail the same way, or the run must stop now
         except Exception as exc:
             log.exception("item_unexpected_error")
@@ -539,9 +542,13 @@ class BaseConnector(ABC):
 
     def _record_connector_error(self, failed: ScopeSummary) -> None:
         log.warning("connector_failed", connector=self.name, state=failed.state, error=failed.error)
-        self.state.update_status(self.name, "*", {"state": failed.state, "last_error": failed.error,
-                                                  "last_run_end": failed.ended_at})
-        self.state.incr_metric("kmrl_runs_total", {"source": self.name, "state": failed.state})
+
+        def record() -> None:
+            self.state.update_status(self.name, "*", {"state": failed.state, "last_error": failed.error,
+                                                      "last_run_end": failed.ended_at})
+            self.state.incr_metric("kmrl_runs_total", {"source": self.name, "state": failed.state})
+
+        _best_effort(record, "status")
 
 
 class _CursorTracker:
@@ -568,6 +575,14 @@ class _CursorTracker:
             self._connector.state.set_cursor(self._connector.name, self._scope, self.safe)
             self._saved = self.safe
         self._since_save = 0
+
+
+def _best_effort(write: Any, what: str) -> None:
+    """Runs a closing state write; a Redis outage is logged, not raised (the run already ended)."""
+    try:
+        write()
+    except redis.RedisError as exc:
+        log.warning("state_write_failed", what=what, error=f"{type(exc).__name__}: {exc}")
 
 
 def _state_for(exc: BaseException) -> str:

@@ -279,3 +279,24 @@ def test_time_budget_ends_the_run_as_partial_and_resumes(settings, state):
     assert state.get_cursor("fake", "a") == 1
     summary = connector.sync_documents({})
     assert summary.totals["new"] == 3 and summary.totals["fetched"] == 3
+
+
+def test_redis_outage_ends_the_run_as_error_and_dead_letters_nothing(settings, state):
+    import redis
+
+    connector = ListConnector({"a": fake_files(5)}, settings=settings, state=state)
+    real = state.record_ingested
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise redis.ConnectionError("Connection refused")
+        return real(*args, **kwargs)
+
+    state.record_ingested = flaky  # type: ignore[method-assign]
+    summary = connector.sync_documents({})
+    assert summary.scopes[0].state == "error" and "ConnectionError" in summary.scopes[0].error
+    assert state.list_dead_letters("fake") == []
+    assert state.get_cursor("fake", "a") == 2
+    assert state.lock_holder("fake", "a") is None

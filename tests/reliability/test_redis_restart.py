@@ -81,13 +81,6 @@ def test_next_runs_deliver_every_document_once_after_a_redis_restart(restarted: 
             client.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "base/base_connector.py: a redis.RedisError is not classified. In _handle_item the state calls "
-    "outside the try (get_item) escape _run_scope, whose finally then fails again (tracker.save, "
-    "_finish_status) and the CLI dies with a traceback, the scope left 'running'; inside the try "
-    "(_deliver: get_content, record_ingested) the generic `except Exception` dead-letters the item "
-    "as if the item were bad. A Redis outage is run-level and transient: it should end the run as "
-    "'error' (and never dead-letter an item)."))
 def test_run_interrupted_by_a_redis_restart_ends_in_a_classified_state(restarted: Restarted) -> None:
     interrupted = restarted.interrupted
     assert "Traceback" not in interrupted.stderr, f"the run crashed: {interrupted.describe()}"
