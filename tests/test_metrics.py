@@ -51,7 +51,7 @@ def test_lag_dead_letters_throttling_and_lock_skips_are_exposed(state):
     families = parsed(render_metrics(state, now=now))
     assert samples(families["kmrl_lag_seconds"])[(("scope", "b!drive"), ("source", "sharepoint"))] == 125
     assert samples(families["kmrl_last_run_seconds"])[(("scope", "b!drive"), ("source", "sharepoint"))] == 4.5
-    assert samples(families["kmrl_dead_letters"])[(("source", "email"),)] == 2
+    assert samples(families["kmrl_dead_letters"]) == {(("source", "email"),): 2, (("source", "sharepoint"),): 0}
     assert 25 < samples(families["kmrl_throttled_seconds"])[(("service", "graph"),)] <= 31
     assert samples(families["kmrl_lock_skips"])[(("source", "maximo"),)] == 1
 

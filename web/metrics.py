@@ -115,7 +115,9 @@ class Exposition:
 
 
 def _live_samples(state: StateStore, exposition: Exposition, now: float) -> None:
+    sources: set[str] = set()
     for connector, scope, status in state.iter_statuses():
+        sources.add(connector)
         labels: Labels = (("scope", scope), ("source", connector))
         last_success = float(status.get("last_success") or 0)
         if last_success:
@@ -123,8 +125,10 @@ def _live_samples(state: StateStore, exposition: Exposition, now: float) -> None
         if status.get("last_run_seconds"):
             exposition.add("kmrl_last_run_seconds", labels, float(status["last_run_seconds"]))
     head = len(state.key("deadletter", ""))
-    for key in state.redis.scan_iter(match=state.key("deadletter", "*"), count=100):
-        exposition.add("kmrl_dead_letters", (("source", key[head:]),), float(state.redis.hlen(key)))
+    sources.update(key[head:] for key in state.redis.scan_iter(match=state.key("deadletter", "*"), count=100))
+    # Every source that ever ran gets a sample, 0 included, so an alert can tell "none" from "unknown".
+    for source in sorted(sources):
+        exposition.add("kmrl_dead_letters", (("source", source),), float(state.dead_letter_count(source)))
 
 
 def render_metrics(state: StateStore, *, now: float | None = None) -> str:
