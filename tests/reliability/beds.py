@@ -124,12 +124,14 @@ def maximo_bed(count: int, **options: Any) -> Iterator[Bed]:
 
 @contextmanager
 def sharepoint_bed(ca: CertAuthority, count: int, *, drives: tuple[str, ...] = ("Documents",),
-                   sites: tuple[str, ...] = (SHAREPOINT_SITE,), serve: Any = None) -> Iterator[Bed]:
+                   sites: tuple[str, ...] = (SHAREPOINT_SITE,), serve: Any = None,
+                   delta_page_size: int = 50) -> Iterator[Bed]:
     """A Graph simulator (TLS) with ``count`` files spread over ``drives`` of each of ``sites``.
 
     serve: a callable wrapping the simulator's WSGI app (a request recorder), or None.
+    delta_page_size: items per delta page (small, so a sync crosses several nextLink checkpoints).
     """
-    sim = GraphSimulator(client_secret=GRAPH_CLIENT_SECRET)
+    sim = GraphSimulator(client_secret=GRAPH_CLIENT_SECRET, delta_page_size=delta_page_size)
     expected: set[str] = set()
     targets = [sim.store.add_drive(site, name) for site in sites for name in drives]
     for n in range(count):
