@@ -26,6 +26,7 @@ from pathlib import Path
 
 import redis
 
+from base.document import Item
 from base.hub_client import HttpHub
 from base.state import StateStore
 from config.settings import Settings, redis_db_url
@@ -99,6 +100,22 @@ def _run(label: str, sim: MaximoSimulator, connector: MaximoConnector, creds: di
     return Row(label, work_orders, summary.totals["new"], seconds, len(sim.requests), sites)
 
 
+def _read_only(label: str, sim: MaximoSimulator, connector: MaximoConnector, creds: dict[str, str], *,
+               work_orders: int, sites: int) -> Row:
+    """The connector alone: list every change and read every file, no pipeline, no Hub."""
+    sim.reset_counts()
+    started = time.perf_counter()
+    documents = 0
+    with connector.connect(creds):
+        for scope in connector.scopes():
+            for change in connector.list_changes(scope, None):
+                if isinstance(change, Item) and change.open is not None:
+                    for _chunk in change.open():
+                        pass
+                    documents += 1
+    return Row(label, work_orders, documents, time.perf_counter() - started, len(sim.requests), sites)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--work-orders", type=int, default=2000)
@@ -131,6 +148,9 @@ def main(argv: list[str] | None = None) -> None:
                                  sites=len(sites)))
                 rows.append(_run(f"no-change sync ({label})", sim, connector, creds, work_orders=0,
                                  sites=len(sites)))
+                if auth == "apikey" and inline:
+                    rows.append(_read_only(f"connector alone, no pipeline ({label})", sim, connector, creds,
+                                           work_orders=args.work_orders, sites=len(sites)))
     header = ["scenario", "work orders", "documents", "seconds", "WO/s", "docs/s", "Maximo requests",
               "requests/WO", "requests/site"]
     table = [header, *[row.cells() for row in rows]]
