@@ -10,8 +10,8 @@ Each fake reads ``{NAME}_*`` variables through ``Settings.env`` so a worker in a
 - ``{NAME}_EXTRA``: more files by file name (``extra-{name}`` ids); ``{NAME}_DELETED``: source ids
   reported as deleted after them;
 - ``{NAME}_MODE`` (``fakeauth``: ``auth`` unless set): ``auth`` (credentials refused at connect and
-  in the health check), ``config`` (the settings cannot build it), ``transient:N`` (the first N
-  connects fail as unreachable).
+  in the health check), ``config`` (the settings cannot build it), ``throttled`` (the source asks
+  for a 10-minute pause at connect), ``transient:N`` (the first N connects fail as unreachable).
 
 Counters in Redis (``{prefix}test:{name}:{what}``) record connects, scope listings and run starts,
 so tests can tell how often a worker really called the source.
@@ -29,7 +29,7 @@ from base.document import Checkpoint, Item, ItemFailure
 from config.settings import Settings
 from connectors.registry import Source
 from tests.helpers import FakeFile, ListConnector, fake_files
-from utils.errors import AuthError, ConfigError, TransientError
+from utils.errors import AuthError, ConfigError, ThrottledError, TransientError
 
 
 class FakeSource(ListConnector):
@@ -80,6 +80,8 @@ class FakeSource(ListConnector):
         attempt = self.count("connects")
         if self.mode == "auth":
             raise AuthError(f"the {self.name} source refused the password for user ops")
+        if self.mode == "throttled":
+            raise ThrottledError(self.name, time.time() + 600)
         if self.mode.startswith("transient:") and attempt <= int(self.mode.split(":")[1]):
             raise TransientError(f"{self.name} source unreachable (attempt {attempt})")
         self.credentials = credentials

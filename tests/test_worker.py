@@ -140,13 +140,16 @@ def test_a_run_past_its_budget_saves_its_cursor_and_the_next_run_resumes(use):
     assert metric(state, "kmrl_documents_total", source="fake", outcome="duplicate") == 0
 
 
-def test_refused_credentials_are_recorded_and_not_retried(use):
-    _, state = use()
+def test_refused_credentials_and_throttling_are_recorded_and_not_retried(use):
+    _, state = use(FAKEFLAKY_MODE="throttled")
     scheduler.sync_scope.delay("fakeauth", "0", "a")
+    scheduler.sync_scope.delay("fakeflaky", "0", "a")
     wait_for(lambda: state.get_status("fakeauth", "*").get("state") == "auth_failed", what="auth_failed status")
+    wait_for(lambda: state.get_status("fakeflaky", "*").get("state") == "throttled", what="throttled status")
     assert "refused the password" in state.get_status("fakeauth", "*")["last_error"]
     time.sleep(2.5)  # a first retry would have come within about a second
     assert counter(state, "fakeauth", "connects") == 1
+    assert counter(state, "fakeflaky", "connects") == 1  # the next tick is the retry
 
 
 def test_settings_that_cannot_build_a_connector_are_a_config_error_not_retried(use):
