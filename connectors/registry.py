@@ -81,7 +81,8 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     Source("maximo", "connectors.maximo_connector:MaximoConnector",
            ("MAXIMO_URL",), sync_minutes=15, soft_time_limit=780, time_limit=840),
     Source("sharepoint", "connectors.sharepoint_connector:SharePointConnector",
-           ("SHAREPOINT_URL", "SHAREPOINT_CLIENT_ID", "SHAREPOINT_SITES"), sync_minutes=30, soft_time_limit=1500, time_limit=1740),
+           ("SHAREPOINT_URL", "SHAREPOINT_CLIENT_ID", "SHAREPOINT_SITES"), sync_minutes=30, soft_time_limit=1500,
+           time_limit=1740),
 )}
 
 _not_configured_logged: set[str] = set()

@@ -42,7 +42,8 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 20.0, what: str =
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     root = tmp_path_factory.mktemp("worker")
     settings = make_settings(root, flushed_db_url(STATE_DB), broker_url=flushed_db_url(BROKER_DB),
-                             result_backend=flushed_db_url(RESULTS_DB), redbeat_redis_url=flushed_db_url(7))
+                             result_backend=flushed_db_url(RESULTS_DB), redbeat_redis_url=flushed_db_url(7),
+                             environ={"WORKER_LIVENESS_FILE": str(root / "worker.alive")})
     for source in FAKE_SOURCES:
         registry.register(source)
     scheduler.configure(settings)
