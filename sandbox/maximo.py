@@ -64,12 +64,14 @@ OBJECT_STRUCTURES = ("mxapiwodetail", "mxwo")
 DEFAULT_API_KEYS = ("sim-maximo-apikey",)
 DEFAULT_USERS = {"maxadmin": "sim-maxadmin-password"}
 
-# Reason codes from reference/api-contracts.md part B and public Maximo clients.
+# Reason codes from reference/api-contracts.md part B and public Maximo clients. Where no source
+# gives the code (a 500, an unsupported method, a page size over the limit) the simulator uses
+# SIM_ERROR: clients must classify by HTTP status and know only the credential codes.
+SIM_ERROR = "BMXAA0000E"
 LOGIN_FAILED = "BMXAA7901E"
 BAD_API_KEY = "BMXAA9549E"
 NO_SESSION = "BMXAA0021E"
 NOT_FOUND = "BMXAA8727E"
-SERVER_ERROR = "BMXAA4214E"
 
 #: Work-order attributes and how ``oslc.where`` compares them.
 WO_ATTRIBUTES = {
@@ -534,8 +536,8 @@ class MaximoSimulator:
             failure = self._take_fault("status", req.path)
             if failure is not None:
                 extra = [("Retry-After", failure.retry_after)] if failure.retry_after else []
-                raise _Reply(failure.status, self._error_body(req, failure.status, SERVER_ERROR,
-                             "BMXAA4214E - An unknown error has occurred. (injected fault)"), extra)
+                raise _Reply(failure.status, self._error_body(req, failure.status, SIM_ERROR,
+                             "BMXAA0000E - An unknown error has occurred. (injected fault)"), extra)
             parts = [p for p in req.path.split("/") if p]
             if len(parts) >= 2 and parts[0] == "maximo" and parts[1] in ("oslc", "api"):
                 return self._route(req, parts[1], parts[2:])
@@ -547,7 +549,7 @@ class MaximoSimulator:
         if rest == ["login"] and req.method == "POST" and root == "oslc":
             return self._login(req)
         if req.method != "GET":
-            raise _Reply(405, self._error_body(req, 405, "BMXAA9401E", f"{req.method} is not supported here."))
+            raise _Reply(405, self._error_body(req, 405, SIM_ERROR, f"{req.method} is not supported here."))
         if len(rest) < 2 or rest[0] != "os":
             raise _Reply(404, self._error_body(req, 404, NOT_FOUND, f"{req.path} was not found."))
         self._authenticate(req)
@@ -674,8 +676,8 @@ class MaximoSimulator:
             raise _Reply(400, self._error_body(req, 400, mq.PARSE_ERROR_CODE,
                                                "BMXAA8744E - oslc.pageSize and pageno must be whole numbers.")) from exc
         if page_size is not None and not 0 < page_size <= MAX_PAGE_SIZE:
-            raise _Reply(400, self._error_body(req, 400, "BMXAA1507E",
-                                               f"BMXAA1507E - The page size {page_size} is outside 1 to "
+            raise _Reply(400, self._error_body(req, 400, SIM_ERROR,
+                                               f"BMXAA0000E - The page size {page_size} is outside 1 to "
                                                f"{MAX_PAGE_SIZE} (mxe.oslc.maxpagesize)."))
         if pageno < 1:
             raise _Reply(400, self._error_body(req, 400, mq.PARSE_ERROR_CODE, "BMXAA8744E - pageno starts at 1."))
