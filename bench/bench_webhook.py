@@ -215,6 +215,11 @@ def stream_wamids(client: redis.Redis, stream: str) -> list[str]:
         start = "(" + last
 
 
+def _script_calls(client: redis.Redis) -> int:
+    stats: Any = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
 def remove_keys(client: redis.Redis, prefix: str) -> None:
     batch: list[Any] = []
     for key in client.scan_iter(match=f"{prefix}*", count=5000):
@@ -268,8 +273,10 @@ def main(argv: list[str] | None = None) -> None:
         for label, app in (("bare Flask 'ok'", "bench.bench_webhook:bare_app()"),
                            ("webhook (verify + queue)", "web.app:create_app()")):
             print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s against {label} ...", flush=True)
+            calls_before = _script_calls(client)
             with Gunicorn(app, overrides=overrides, env=env, log_path=work / f"gunicorn-{len(results)}.log") as server:
                 results.append(run_wrk(label, server.url + "/webhooks/whatsapp", script, **wrk_options))
+            script_calls = _script_calls(client) - calls_before
             if label.startswith("bare"):
                 remove_keys(client, prefix)
         bare, webhook = results
@@ -297,6 +304,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"stream: {len(queued)} entries, {len(unique)} distinct wamids, {duplicates} stored twice, "
               f"{strangers} never posted; {webhook.ok} answered 200 ({repeats} of them repeats of a wamid)")
         lost = duplicates or strangers or missing_floor > 0
+        print(f"Redis script calls during the webhook run: {script_calls} for {len(queued)} messages "
+              f"({len(queued) / script_calls if script_calls else 0:.1f} per call; counts every client of this "
+              "Redis server)")
         print(f"exactly once: {'yes' if not lost else 'NO'}"
               f" (posted and unanswered at the end: {len(posted) - len(unique) if len(posted) >= len(unique) else 0})")
     finally:

@@ -3,7 +3,8 @@
 GET answers the subscription challenge (reference/api-contracts.md part C, "Webhook verification").
 POST checks ``X-Hub-Signature-256`` over the raw body before anything else is believed, then queues
 every inbound media message on the WhatsApp inbox stream (connectors.whatsapp_inbox) in one Redis
-round trip and answers 200 at once; downloading is the connector's job. A notification with no
+round trip, shared with concurrent requests of the same worker (web.group_commit), and answers 200
+once the messages are stored; downloading is the connector's job. A notification with no
 media (text, reactions, status updates) costs no Redis call at all.
 
 Answers Meta acts on: 200 means delivered; anything else makes Meta deliver again later (for up to
@@ -18,13 +19,13 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-import redis
 from flask import Blueprint, Response, request
 
 from config.settings import Settings
 from connectors.whatsapp_inbox import Inbox, NotANotification, media_in_notification
 from utils.errors import ConfigError
 from utils.logging import get_logger
+from web.group_commit import AppendFailed, GroupCommit
 
 log = get_logger(__name__)
 
@@ -78,6 +79,7 @@ def signature_matches(app_secret: str, body: bytes, header: str | None) -> bool:
 def whatsapp_blueprint(config: WebhookConfig, inbox: Inbox) -> Blueprint:
     """The ``/webhooks/whatsapp`` routes, bound to ``config`` and ``inbox``."""
     bp = Blueprint("whatsapp_webhook", __name__)
+    queue = GroupCommit(inbox.append)
     if not config.app_secret:
         log.warning("whatsapp_webhook_not_configured", missing="WHATSAPP_APP_SECRET",
                     effect="notifications are answered 503 and Meta delivers them again later")
@@ -121,13 +123,12 @@ def whatsapp_blueprint(config: WebhookConfig, inbox: Inbox) -> Blueprint:
             return Response("malformed notification", status=400, mimetype="text/plain")
         if messages:
             try:
-                added = inbox.append(messages)
-            except redis.RedisError as exc:
-                log.error("whatsapp_webhook_queue_failed", error=type(exc).__name__, messages=len(messages))
+                queue.append(messages)
+            except AppendFailed as exc:
+                log.error("whatsapp_webhook_queue_failed", error=str(exc), messages=len(messages))
                 return Response("queue unavailable", status=503, mimetype="text/plain")
             if _debug_enabled():  # the stream and its counters are the record; keep the hot path quiet
-                log.debug("whatsapp_media_queued", queued=len(added), duplicates=len(messages) - len(added),
-                          wamids=[m.wamid for m in messages][:10])
+                log.debug("whatsapp_media_queued", messages=len(messages), wamids=[m.wamid for m in messages][:10])
         return Response("ok", status=200, mimetype="text/plain")
 
     return bp
