@@ -1,0 +1,73 @@
+"""``make demo`` runs by itself: one round with a real worker and beat, a table per source, every item
+settled, within two minutes, and nothing of it left running. It gets a private redis-server (its
+databases 0-3 are then the demo's, as they would be on a newcomer's machine; tests never touch those
+databases on the shared server)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox.dovecot import dovecot_binary
+from sandbox.samples import kmrl_samples
+from sandbox.stack import RedisServer
+from tests.test_readme import ROOT, clean_env
+
+#: What the issue promises: after installation, the demo ends by itself within this many seconds.
+DEMO_LIMIT = 120
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line or environment mentions ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            blob = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text.encode() in blob and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_demo_runs_one_round_prints_its_tables_and_leaves_nothing_running(tmp_path):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (make test installs it when run as root)")
+    server = RedisServer(tmp_path / "redis")
+    demo_dir = tmp_path / "demo"
+    try:
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "sandbox.demo", "--dir", str(demo_dir)],
+                                env=clean_env(REDIS_URL=server.url, KMRL_DEMO_INSTALL_SECONDS="0"), cwd=ROOT,
+                                capture_output=True, text=True, timeout=DEMO_LIMIT + 30, check=False)
+        seconds = time.monotonic() - started
+    finally:
+        server.stop()
+    output = result.stdout
+    assert result.returncode == 0, output + result.stderr[-3000:]
+    assert seconds < DEMO_LIMIT
+    assert "databases 0-3" in output and ".venv was already up to date" in output
+    samples = kmrl_samples()
+    counts_table = output.split("BY LANGUAGE", 1)[0]
+    rows = {m.group(1): [int(n) for n in m.group(2).split()] for m in
+            re.finditer(r"^(email|whatsapp|maximo|sharepoint|total) +((?:\d+ +){5}\d+) *$", counts_table, re.M)}
+    expected_sources = ["whatsapp", "maximo", "sharepoint"] + (["email"] if dovecot_binary() else [])
+    for source in expected_sources:
+        _scopes, fetched, new, duplicate, failed, deleted = rows[source]
+        assert (fetched, new + duplicate, failed, deleted) == (samples.count(source),) * 2 + (0, 0), source
+    if dovecot_binary() is None:
+        assert re.search(r"^email .*skipped: Dovecot is not installed", output, re.M)
+    assert "BY LANGUAGE" in output and "BY DEPARTMENT" in output and "$ kmrl-connectors status" in output
+    assert (demo_dir / "hub" / "index.json").is_file()
+    assert len(list((demo_dir / "hub" / "blobs").iterdir())) == len(samples.distinct_sha256(tuple(expected_sources)))
+    assert "no process of it is left" in output
+    assert not processes_mentioning(str(demo_dir)), "a process of the demo is still running"
