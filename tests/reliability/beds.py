@@ -96,11 +96,11 @@ def email_message(n: int, attachment: bytes) -> bytes:
 
 
 @contextmanager
-def email_bed(dovecot: DovecotServer, count: int) -> Iterator[Bed]:
-    """A fresh mailbox on ``dovecot`` holding ``count`` messages, each with one attachment."""
+def email_bed(dovecot: DovecotServer, count: int, *, size: int = DOCUMENT_BYTES) -> Iterator[Bed]:
+    """A fresh mailbox on ``dovecot`` holding ``count`` messages, each with one attachment of ``size`` bytes."""
     user = f"rel{uuid.uuid4().hex[:10]}@kmrl.test"
     dovecot.add_user(user, EMAIL_PASSWORD)
-    attachments = [document_bytes("email", n) for n in range(count)]
+    attachments = [document_bytes("email", n, size) for n in range(count)]
     dovecot.seed(user, (email_message(n, data) for n, data in enumerate(attachments)))
     env = {"EMAIL_HOST": dovecot.host, "EMAIL_PORT": str(dovecot.imaps_port), "EMAIL_USER": user,
            "EMAIL_PASSWORD": EMAIL_PASSWORD, "EMAIL_SSL_CA_FILE": dovecot.ca_path}
