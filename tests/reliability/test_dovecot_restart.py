@@ -58,7 +58,7 @@ class FetchTrap:
         self.fired = threading.Event()
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        original = imaplib.IMAP4._command
+        original = imaplib.IMAP4._command  # type: ignore[attr-defined]  # private, but the one send path
 
         def spy(imap: imaplib.IMAP4, name: str, *args: Any) -> Any:
             tag = original(imap, name, *args)
