@@ -3,11 +3,12 @@ and one 1 GB file with its peak memory.
 
 The Graph + Entra simulator (TLS) runs in this process, the Hub simulator in a process of its own and
 the connector in a worker subprocess, so no two of them share an interpreter lock and the worker's
-speed and memory are its own. The first three syncs run in one
-worker (the same msal application and site cache: a no-change sync should cost one delta request per
-library and no token request); the 1 GB file runs in a fresh worker whose peak RSS (VmHWM) is the
-figure reported (target: under 120 MB). State goes to Redis test database 10 under its own key
-prefix (deleted before and after), so nothing else in that database is touched.
+speed and memory are its own. The first three syncs run in one worker (the same msal application
+and site cache: a no-change sync should cost one delta request per library and no token request);
+the 1 GB file runs in a fresh worker whose peak RSS (VmHWM) is the figure reported (target: under
+120 MB). State goes to a private redis-server started for the run
+(test databases are flushed by tests running meanwhile), or, without the binary, to Redis test
+database 10 under a key prefix of its own.
 
     .venv/bin/python -m bench.bench_sharepoint [--files 5000] [--large-mb 1024] [--changed 10]
 """
@@ -19,10 +20,13 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +34,9 @@ from typing import Any
 import redis
 
 from config.settings import redis_db_url
+from sandbox.servers import free_port
 
-#: Redis database the benchmark writes to (a test database, see tests/conftest.py).
+#: Redis database used when no private redis-server can be started (a test database, see tests/conftest.py).
 BENCH_DB = 10
 #: Prefix of every key the benchmark writes; removed before and after.
 KEY_PREFIX = "kmrl-bench-sharepoint:"
@@ -194,6 +199,30 @@ class Worker:
 
 
 # -- the driver -------------------------------------------------------------------------------------------
+@contextmanager
+def _redis_for_bench() -> Iterator[str]:
+    """A private redis-server on a free port for the run, else database BENCH_DB of $REDIS_URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield redis_db_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), BENCH_DB)
+        return
+    port = free_port()
+    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                               "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        for _ in range(100):
+            try:
+                redis.Redis.from_url(url, socket_connect_timeout=0.2).ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def _clean(state_url: str) -> None:
     client = redis.Redis.from_url(state_url)
     keys = list(client.scan_iter(match=KEY_PREFIX + "*", count=1000))
@@ -229,11 +258,10 @@ def main(argv: list[str] | None = None) -> None:
     from utils.logging import configure_logging
 
     configure_logging(log_file="", level="WARNING", force=True)
-    state_url = redis_db_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), BENCH_DB)
-    _clean(state_url)
     rng = random.Random(args.seed)
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="kmrl-bench-sharepoint-") as tmp:
+    with _redis_for_bench() as state_url, tempfile.TemporaryDirectory(prefix="kmrl-bench-sharepoint-") as tmp:
+        _clean(state_url)
         root = Path(tmp)
         ca = CertAuthority(str(root / "ca"))
         sim = GraphSimulator()
