@@ -241,7 +241,10 @@ class BaseConnector(ABC):
         summary = SyncSummary(self.name)
         try:
             with self.connect(creds):
-                for scope in scopes if scopes is not None else self.scopes():
+                selected = scopes if scopes is not None else self.scopes()
+                # Connected and listed: a scope-less failure recorded by an earlier run no longer holds.
+                self.state.clear_status(self.name, "*")
+                for scope in selected:
                     result = self._run_scope(scope, dry_run=dry_run, full=full, deadline=deadline)
                     summary.scopes.append(result)
                     if result.state == "auth_failed":
@@ -255,6 +258,14 @@ class BaseConnector(ABC):
             summary.scopes.append(failed)
             self._record_connector_error(failed)
         return summary
+
+    def redeliver(self, scope: str, item: Item, document: Document, *, run_id: str) -> ScopeSummary:
+        """Delivers an already-built Document through the pipeline's own delivery step (content dedup,
+        upload, item record, metrics, audit), outside a sync run: what a dead-letter replay needs.
+        Raises ItemError when the Hub refuses it again, ConfigError / TransientError as a run would."""
+        run = _Run(ScopeSummary(self.name, scope, run_id), dry_run=False, full=False)
+        self._deliver(run, scope, item, document, self.state.get_item(self.name, scope, item.source_id))
+        return run.summary
 
     def sync_scope(self, scope: str, credentials: Mapping[str, Any] | None = None, *, dry_run: bool = False,
                    full: bool = False, deadline: float | None = None) -> ScopeSummary:

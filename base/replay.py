@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from base.base_connector import BaseConnector, ScopeSummary, _Run
+from base.base_connector import BaseConnector
 from base.document import Document, Item
 from base.state import DeadLetter
 from utils.errors import ItemError
@@ -104,15 +104,15 @@ def replay(connector: BaseConnector, entry: DeadLetter) -> ReplayOutcome:
     if sha256 != meta.get("sha256") or size != meta.get("size"):
         return ReplayOutcome(entry, FAILED, f"the kept bytes at {entry.bytes_path} no longer match their sha256; "
                                             f"`{full_sync_hint(entry)}` reads it from the source again")
-    run = _Run(ScopeSummary(connector.name, entry.scope, "replay-" + uuid.uuid4().hex[:8]), dry_run=False, full=False)
+    run_id = "replay-" + uuid.uuid4().hex[:8]
     item = Item(source_id=entry.source_id, version=str(meta.get("version") or entry.version),
                 filename=str(meta.get("filename") or ""), metadata=dict(entry.metadata.get("source") or {}))
     document = _document(entry, meta, entry.bytes_path)
-    with bind_context(connector=connector.name, scope=entry.scope, run_id=run.summary.run_id,
+    with bind_context(connector=connector.name, scope=entry.scope, run_id=run_id,
                       source_id=entry.source_id):
         try:
             # The pipeline's own delivery step: dedup, upload, item record, metrics, audit.
-            connector._deliver(run, entry.scope, item, document, known)
+            connector.redeliver(entry.scope, item, document, run_id=run_id)
         except ItemError as exc:
             reason = mask_text(str(exc))
             log.warning("dead_letter_replay_refused", entry_id=entry.id, reason=reason)
@@ -124,7 +124,7 @@ def replay(connector: BaseConnector, entry: DeadLetter) -> ReplayOutcome:
         _forget(connector, entry)
         connector.audit.record("replayed", source=entry.connector, scope=entry.scope, source_id=entry.source_id,
                                sha256=sha256, filename=document.filename, department=document.department,
-                               reason=f"dead letter {entry.id} ({entry.reason})", run_id=run.summary.run_id)
+                               reason=f"dead letter {entry.id} ({entry.reason})", run_id=run_id)
         log.info("dead_letter_replayed", entry_id=entry.id, hub_id=hub_id, sha256=sha256,
                  waited_seconds=round(time.time() - entry.first_failed_at, 1))
     return ReplayOutcome(entry, REPLAYED, f"delivered as Hub document {hub_id}", hub_id)

@@ -236,8 +236,10 @@ class StateStore:
     def record_ingested(
         self, connector: str, scope: str, source_id: str, record: ItemRecord, *, outcome: str, size: int
     ) -> None:
-        """Records an acknowledged item, its content and its counters in one round trip."""
+        """Records an acknowledged item, its content and its counters in one round trip; a dead-letter
+        entry left by an earlier failure of the same item is resolved by it and removed."""
         pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(self.key("deadletter", connector), dead_letter_id(scope, source_id))
         pipe.hset(self.key("item", connector, scope), source_id,
                   json.dumps({"v": record.version, "sha256": record.sha256, "hub_id": record.hub_id}))
         pipe.set(self.key("content", record.sha256), record.hub_id)
@@ -264,6 +266,9 @@ class StateStore:
             k: ("" if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else v)) for k, v in fields.items()
         }
         self.redis.hset(self.key("status", connector, scope), mapping=clean)
+
+    def clear_status(self, connector: str, scope: str) -> None:
+        self.redis.delete(self.key("status", connector, scope))
 
     def get_status(self, connector: str, scope: str) -> dict[str, str]:
         raw = self.redis.hgetall(self.key("status", connector, scope))

@@ -217,18 +217,19 @@ def test_a_connector_needs_a_name(settings, state):
         Nameless({}, settings=settings, state=state)
 
 
-def test_three_round_trips_per_document_at_most(settings, state):
-    connector = ListConnector({"a": fake_files(20)}, settings=settings, state=state)
-    connector.settings = Settings(**{**settings.__dict__, "cursor_save_every": 1000})
+def count_round_trips(state, settings, n: int) -> int:
+    """Redis round trips (commands and pipeline executions) of one sync of ``n`` new documents."""
+    state.redis.flushdb()
+    connector = ListConnector({"a": fake_files(n)}, settings=settings, state=state)
+    connector.settings = Settings(**{**settings.__dict__, "cursor_save_every": 10_000, "lock_ttl": 600})
     calls = {"n": 0}
-    original = state.redis.execute_command
+    client = state.redis
+    original = client.execute_command
+    original_pipeline = client.pipeline
 
     def counting(*args, **kwargs):
         calls["n"] += 1
         return original(*args, **kwargs)
-
-    state.redis.execute_command = counting  # type: ignore[method-assign]
-    original_pipeline = state.redis.pipeline
 
     def counting_pipeline(*args, **kwargs):
         pipe = original_pipeline(*args, **kwargs)
@@ -241,12 +242,20 @@ def test_three_round_trips_per_document_at_most(settings, state):
         pipe.execute = execute
         return pipe
 
-    state.redis.pipeline = counting_pipeline  # type: ignore[method-assign]
-    connector.sync_documents({})
-    fixed_cost = 12  # lease, cursor read/write, status, history, metrics: once per run
-    assert calls["n"] <= 3 * 20 + fixed_cost, calls["n"]
+    client.execute_command = counting
+    client.pipeline = counting_pipeline
+    try:
+        assert connector.sync_documents({}).totals["new"] == n
+    finally:
+        client.execute_command = original
+        client.pipeline = original_pipeline
+    return calls["n"]
 
 
+def test_three_round_trips_per_document_at_most(settings, state):
+    small, large = count_round_trips(state, settings, 20), count_round_trips(state, settings, 60)
+    per_document = (large - small) / 40
+    assert per_document <= 3, per_document
 
 def test_soft_time_limit_stops_the_run_and_keeps_the_cursor(settings, state):
     from celery.exceptions import SoftTimeLimitExceeded
@@ -300,3 +309,15 @@ def test_redis_outage_ends_the_run_as_error_and_dead_letters_nothing(settings, s
     assert state.list_dead_letters("fake") == []
     assert state.get_cursor("fake", "a") == 2
     assert state.lock_holder("fake", "a") is None
+
+
+def test_a_later_successful_ingest_resolves_the_dead_letter(settings, state):
+    files = fake_files(2)
+    files[0].fail = "temporarily unreadable"
+    connector = ListConnector({"a": files}, settings=settings, state=state)
+    connector.sync_documents({})
+    assert [e.source_id for e in state.list_dead_letters("fake")] == ["doc-0"]
+    files[0].fail = ""
+    summary = connector.sync_documents({}, full=True)
+    assert summary.totals["new"] == 1
+    assert state.list_dead_letters("fake") == []
