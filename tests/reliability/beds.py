@@ -109,15 +109,18 @@ def email_bed(dovecot: DovecotServer, count: int, *, size: int = DOCUMENT_BYTES)
 
 
 @contextmanager
-def maximo_bed(count: int, **options: Any) -> Iterator[Bed]:
-    """A Maximo simulator holding ``count`` attachments on work orders of two attachments each."""
+def maximo_bed(count: int, *, serve: Any = None, **options: Any) -> Iterator[Bed]:
+    """A Maximo simulator holding ``count`` attachments on work orders of two attachments each.
+
+    serve: a callable wrapping the simulator's WSGI app (a recorder, a garbler), or None.
+    """
     sim = MaximoSimulator(**options)
     orders = sim.populate((count + 1) // 2, attachments=2, attachment_size=DOCUMENT_BYTES)
     links = [link for wo in orders for link in wo.doclinks.values()][:count]
     if len(links) < sum(len(wo.doclinks) for wo in orders):  # odd count: drop the spare attachment
         last = orders[-1]
         del last.doclinks[max(last.doclinks)]
-    with ServerThread(sim) as server:
+    with ServerThread(serve(sim) if serve else sim) as server:
         env = {"MAXIMO_URL": server.url, "MAXIMO_AUTH": "apikey", "MAXIMO_API_KEY": MAXIMO_API_KEY}
         yield Bed("maximo", env, {link.sha256() for link in links}, (MAXIMO_API_KEY,), {"maximo": sim})
 
@@ -156,9 +159,13 @@ def sharepoint_bed(ca: CertAuthority, count: int, *, drives: tuple[str, ...] = (
 
 
 @contextmanager
-def whatsapp_bed(root: Path, state_url: str, count: int, *, claim_idle_seconds: float = 1.0) -> Iterator[Bed]:
-    """A Cloud API simulator holding ``count`` media, every one announced through the real webhook
-    (signed notifications from Meta's sender) onto the inbox stream in ``state_url``."""
+def whatsapp_bed(root: Path, state_url: str, count: int, *, claim_idle_seconds: float = 1.0, serve: Any = None,
+                 size: int = DOCUMENT_BYTES) -> Iterator[Bed]:
+    """A Cloud API simulator holding ``count`` media of ``size`` bytes, every one announced through the
+    real webhook (signed notifications from Meta's sender) onto the inbox stream in ``state_url``.
+
+    serve: a callable wrapping the Cloud API simulator's WSGI app, or None.
+    """
     from web.app import create_app
 
     sim = WhatsAppCloudSimulator(access_token=WHATSAPP_TOKEN)
@@ -167,12 +174,12 @@ def whatsapp_bed(root: Path, state_url: str, count: int, *, claim_idle_seconds: 
     client = redis.Redis.from_url(state_url)
     expected: set[str] = set()
     try:
-        with ServerThread(sim) as graph, ServerThread(create_app(settings, client)) as web:
+        with ServerThread(serve(sim) if serve else sim) as graph, ServerThread(create_app(settings, client)) as web:
             sender = WebhookSender(web.url + "/webhooks/whatsapp", WHATSAPP_APP_SECRET, retry_delay=0.01)
             for start in range(0, count, NOTIFICATION_BATCH):
                 messages = []
                 for n in range(start, min(count, start + NOTIFICATION_BATCH)):
-                    media = sim.add_media(document_bytes("whatsapp", n), mime_type="application/pdf")
+                    media = sim.add_media(document_bytes("whatsapp", n, size), mime_type="application/pdf")
                     expected.add(media.sha256_hex)
                     messages.append(sim.message("document", media, filename=f"report-{n}.pdf"))
                 if not sender.send(sim.notification(messages)).delivered:

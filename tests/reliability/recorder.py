@@ -1,9 +1,12 @@
-"""WSGI middleware around a simulator: a request log with arrival times, and answers garbled on demand.
+"""WSGI middleware around a simulator: a request log with arrival times, answers garbled on demand, and
+a count of the bytes actually sent.
 
 ``Recorder(app)`` logs every request's arrival and answer times (``time.time()``), path, query and
 status, so a test can say what was sent when (e.g. nothing during a throttle window).
 ``Garbler(app)`` rewrites the next answers whose path matches: cut the body short (truncated JSON),
-replace it with text, or drop a field from every JSON object in it. The simulators stay unchanged.
+replace it with text, drop a field from every JSON object in it or set one. ``Metered(app)`` counts the
+body bytes handed to the server per path (a client that stops reading stops the count). The
+simulators stay unchanged.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,12 +62,21 @@ def _drop_field(value: Any, name: str) -> Any:
     return value
 
 
+def _set_field(value: Any, name: str, new: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (new if k == name else _set_field(v, name, new)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_set_field(v, name, new) for v in value]
+    return value
+
+
 @dataclass
 class _Rule:
     match: Callable[[str], bool]
     mode: str
     remaining: int
     field_name: str = ""
+    value: Any = None
 
 
 class Garbler:
@@ -76,14 +88,16 @@ class Garbler:
         self._lock = threading.Lock()
         self.garbled = 0
 
-    def garble(self, match: Callable[[str], bool], mode: str, *, count: int = 1, field_name: str = "") -> None:
+    def garble(self, match: Callable[[str], bool], mode: str, *, count: int = 1, field_name: str = "",
+               value: Any = None) -> None:
         """The next ``count`` answers whose path satisfies ``match`` are garbled by ``mode``:
         ``truncate`` (the first half of the body), ``html`` (a proxy's error page, status kept),
-        ``empty`` (no body), or ``drop_field`` (``field_name`` removed from every JSON object)."""
-        if mode not in ("truncate", "html", "empty", "drop_field"):
+        ``empty`` (no body), ``drop_field`` (``field_name`` removed from every JSON object) or
+        ``set_field`` (``field_name`` set to ``value`` wherever it occurs)."""
+        if mode not in ("truncate", "html", "empty", "drop_field", "set_field"):
             raise ValueError(f"unknown garble mode {mode}")
         with self._lock:
-            self._rules.append(_Rule(match, mode, count, field_name))
+            self._rules.append(_Rule(match, mode, count, field_name, value))
 
     def _take(self, path: str) -> _Rule | None:
         with self._lock:
@@ -119,10 +133,51 @@ class Garbler:
             body = b""
         else:
             try:
-                body = json.dumps(_drop_field(json.loads(body), rule.field_name)).encode()
+                data = json.loads(body)
             except ValueError:
-                pass  # not JSON: leave it
+                data = None  # not JSON: leave it
+            if data is not None:
+                data = (_drop_field(data, rule.field_name) if rule.mode == "drop_field"
+                        else _set_field(data, rule.field_name, rule.value))
+                body = json.dumps(data).encode()
         headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         headers.append(("Content-Length", str(len(body))))
         start_response(captured["line"], headers)
         return [body]
+
+
+class Metered:
+    """Passes requests to ``app`` and counts, per path, the body bytes the server took from it.
+
+    Bodies are handed on in slices of ``SLICE`` bytes, so an app that answers with one big bytes
+    object is counted as far as the server actually got to write it.
+    """
+
+    SLICE = 64 * 1024  # bytes
+
+    def __init__(self, app: WsgiApp) -> None:
+        self.app = app
+        self.sent: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        body = self.app(environ, start_response)
+        return self._count(path, body)
+
+    def _count(self, path: str, body: Iterable[bytes]) -> Iterator[bytes]:
+        try:
+            for chunk in body:
+                for start in range(0, len(chunk), self.SLICE):
+                    piece = chunk[start:start + self.SLICE]
+                    with self._lock:
+                        self.sent[path] = self.sent.get(path, 0) + len(piece)
+                    yield piece
+        finally:
+            close = getattr(body, "close", None)
+            if callable(close):
+                close()
+
+    def total(self, contains: str) -> int:
+        with self._lock:
+            return sum(n for path, n in self.sent.items() if contains in path)
