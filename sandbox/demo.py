@@ -111,8 +111,8 @@ def _choose_redis(root: Path, cleanup: ExitStack) -> RedisLayout | None:
                 "they were empty and are emptied again at the end")
             cleanup.callback(_flush, url, (0, 1, 2, 3))
             return RedisLayout.service(url)
-        reason = (f"databases {', '.join(map(str, used))} of {safe_url(url)} hold data, so the demo leaves that "
-                  "server alone")
+        which = f"databases {', '.join(map(str, used))} hold" if len(used) > 1 else f"database {used[0]} holds"
+        reason = f"{which} data on {safe_url(url)}, so the demo leaves that server alone"
     if shutil.which("redis-server") is None:
         out(f"  redis       {reason}, and redis-server is not installed: apt-get install -y redis-server, "
             "or set REDIS_URL to a Redis whose databases 0-4 are empty")

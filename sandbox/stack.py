@@ -351,19 +351,27 @@ class ServiceProcess:
         return self.process.poll() is None
 
     def stop(self, grace: float = STOP_GRACE) -> int | None:
-        """Stops the session; returns the exit code of the main process (None if it had to be killed)."""
+        """Stops the session; returns the main process's exit code (negative: the signal that ended it).
+
+        A child may outlive the main process (or ignore SIGTERM): whatever of the session is still
+        there when ``grace`` is over is killed.
+        """
+        deadline = time.monotonic() + grace
+        code: int | None = None
         if self.alive():
             _signal_session(self.pid, signal.SIGTERM)
             try:
-                return self.process.wait(timeout=grace)
+                code = self.process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 pass
-        _signal_session(self.pid, signal.SIGKILL)  # children left behind by a dead main process too
-        try:
-            code = self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            code = None
-        wait_until_session_gone(self.pid, timeout=5)
+        if not wait_until_session_gone(self.pid, timeout=max(0.0, deadline - time.monotonic())):
+            _signal_session(self.pid, signal.SIGKILL)
+            wait_until_session_gone(self.pid, timeout=5)
+        if code is None:
+            try:
+                code = self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                code = None
         return code
 
     def tail(self, lines: int = 20) -> str:
