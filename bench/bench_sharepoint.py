@@ -71,7 +71,8 @@ class Row:
     peak_rss_mb: float | None = None
 
     def cells(self) -> list[str]:
-        rate = f"{self.files / self.seconds:.0f}" if self.seconds and self.files else "-"
+        per_second = self.files / self.seconds if self.seconds else 0.0
+        rate = (f"{per_second:.1f}" if per_second < 10 else f"{per_second:.0f}") if self.files else "-"
         mbps = f"{self.megabytes / self.seconds:.1f}" if self.seconds and self.megabytes else "-"
         rss = f"{self.peak_rss_mb:.0f}" if self.peak_rss_mb is not None else "-"
         return [self.scenario, str(self.files), f"{self.megabytes:.1f}", f"{self.seconds:.2f}", rate, mbps,
