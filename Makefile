@@ -26,7 +26,7 @@ bench: install
 # The demo reports how long installing took, then runs by itself for under two minutes.
 demo:
 	@start=$$(date +%s); bash scripts/bootstrap.sh; \
-	KMRL_DEMO_INSTALL_SECONDS=$$(( $$(date +%s) - start )) bash scripts/with-redis.sh .venv/bin/python -m sandbox.demo
+	bash scripts/with-redis.sh .venv/bin/python -m sandbox.demo --install-seconds $$(( $$(date +%s) - start ))
 
 clean:
 	rm -rf var logs .pytest_cache .mypy_cache .ruff_cache

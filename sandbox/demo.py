@@ -78,12 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the generated KMRL documents")
     parser.add_argument("--dir", type=Path, default=DEMO_DIR, help="where the demo writes (default var/demo)")
     parser.add_argument("--timeout", type=float, default=ROUND_TIMEOUT, help="longest wait for the round, seconds")
+    parser.add_argument("--install-seconds", type=int, default=None,
+                        help="how long installing took (make demo measures it), to report")
     args = parser.parse_args(argv)
     started = time.monotonic()
     out("KMRL Connectors demo")
-    install = os.environ.get("KMRL_DEMO_INSTALL_SECONDS")
-    if install:
-        out("  install     " + (".venv was already up to date (0 s)" if install == "0" else
+    install = args.install_seconds
+    if install is not None:
+        out("  install     " + (".venv was already up to date (0 s)" if install == 0 else
                               f"installed into .venv in {install} s"))
     root: Path = args.dir.resolve()
     shutil.rmtree(root, ignore_errors=True)

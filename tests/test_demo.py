@@ -46,8 +46,8 @@ def test_demo_runs_one_round_prints_its_tables_and_leaves_nothing_running(tmp_pa
     demo_dir = tmp_path / "demo"
     try:
         started = time.monotonic()
-        result = subprocess.run([sys.executable, "-m", "sandbox.demo", "--dir", str(demo_dir)],
-                                env=clean_env(REDIS_URL=server.url, KMRL_DEMO_INSTALL_SECONDS="0"), cwd=ROOT,
+        result = subprocess.run([sys.executable, "-m", "sandbox.demo", "--dir", str(demo_dir),
+                                 "--install-seconds", "0"], env=clean_env(REDIS_URL=server.url), cwd=ROOT,
                                 capture_output=True, text=True, timeout=DEMO_LIMIT + 30, check=False)
         seconds = time.monotonic() - started
     finally:
