@@ -17,7 +17,7 @@ import base64
 import re
 import unicodedata
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -406,3 +406,129 @@ def test_garbled_api_answer_is_classified_and_every_document_accounted_for(
         assert len(missing) <= len(dead), (
             f"{case}: {len(missing) - len(dead)} documents neither delivered nor dead-lettered "
             f"after runs {[(r.state, r.totals['new'], r.totals['dead_lettered']) for r in runs]}")
+
+
+# -- the WhatsApp webhook ------------------------------------------------------------------------------
+
+WEBHOOK_SECRET = "hostile-webhook-app-secret-3e7b"
+#: A small body limit, so oversized bodies are cheap to make.
+WEBHOOK_MAX_BODY_KB = 4
+
+
+@dataclass
+class Webhook:
+    """The real web app on test database 15 under a key prefix of its own (nothing else writes there)."""
+
+    client: Any
+    redis: Any
+    prefix: str
+    app: Any
+
+    def stored_keys(self) -> list[str]:
+        return sorted(self.redis.scan_iter(match=f"{self.prefix}*"))
+
+    def post(self, body: bytes, signature_header: str | None) -> int:
+        headers = {"Content-Type": "application/json"}
+        if signature_header is not None:
+            headers["X-Hub-Signature-256"] = signature_header
+        return int(self.client.post("/webhooks/whatsapp", data=body, headers=headers).status_code)
+
+
+@pytest.fixture(scope="module")
+def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
+    import redis
+
+    from tests.conftest import make_settings, server_url
+    from web.app import create_app
+
+    url = f"{server_url().rsplit('/', 1)[0]}/15"
+    prefix = f"kmrl-hostile-{uuid.uuid4().hex[:8]}:"
+    settings = make_settings(tmp_path_factory.mktemp("webhook"), url, key_prefix=prefix, log_file="",
+                             environ={"WHATSAPP_APP_SECRET": WEBHOOK_SECRET,
+                                      "WHATSAPP_MAX_BODY_KB": str(WEBHOOK_MAX_BODY_KB)})
+    client = redis.Redis.from_url(url, decode_responses=True)
+    app = create_app(settings, client)
+    try:
+        yield Webhook(app.test_client(), client, prefix, app)
+    finally:
+        for key in client.scan_iter(match=f"{prefix}*"):
+            client.delete(key)
+        client.close()
+
+
+def media_notification(n: int = 1) -> bytes:
+    from sandbox.whatsapp import WhatsAppCloudSimulator, meta_body
+
+    sim = WhatsAppCloudSimulator()
+    return meta_body(sim.notification([sim.message("document", sim.add_media(size=64)) for _ in range(n)]))
+
+
+def hmac_header(secret: str, body: bytes) -> str:
+    from sandbox.whatsapp import signature
+
+    return signature(secret, body)
+
+
+#: What a header line can carry (a client cannot send line breaks or other controls in one).
+header_text = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs")), max_size=80)
+forged_signatures = st.one_of(
+    st.none(),
+    header_text,
+    header_text.map(lambda text: "sha256=" + text),
+    st.binary(min_size=32, max_size=32).map(lambda b: "sha256=" + b.hex()),
+    st.text(min_size=1, max_size=40).map(lambda secret: ("other", secret)),  # signed with another secret
+    st.just(("prefix-only", "")),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(st.binary(max_size=600), st.just(b"")).map(lambda b: b or media_notification()),
+       forged=forged_signatures)
+def test_unsigned_or_wrongly_signed_webhook_is_refused_and_stores_nothing(
+        webhook: Webhook, body: bytes, forged: Any) -> None:
+    if isinstance(forged, tuple):
+        kind, value = forged
+        header: str | None = hmac_header(value or "x", body) if kind == "other" else "sha256="
+        if kind == "other" and value == WEBHOOK_SECRET:
+            header = hmac_header(WEBHOOK_SECRET + "!", body)
+    else:
+        header = forged
+    assert webhook.post(body, header) == 403
+    assert webhook.stored_keys() == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(extra=st.integers(min_value=1, max_value=64 * 1024))
+def test_oversized_webhook_body_is_refused_with_413_and_stores_nothing(webhook: Webhook, extra: int) -> None:
+    notification = media_notification()
+    body = notification + b" " * (WEBHOOK_MAX_BODY_KB * 1024 - len(notification) + extra)  # valid JSON, too big
+    assert webhook.post(body, hmac_header(WEBHOOK_SECRET, body)) == 413
+    assert webhook.stored_keys() == []
+
+
+def test_oversized_chunked_webhook_body_over_a_real_socket_is_refused(webhook: Webhook) -> None:
+    import requests
+
+    from sandbox.servers import ServerThread
+
+    notification = media_notification()
+    body = notification + b" " * (WEBHOOK_MAX_BODY_KB * 1024 * 4)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the server must count as it reads
+        for start in range(0, len(body), 1000):
+            yield body[start:start + 1000]
+
+    with ServerThread(webhook.app) as server:
+        answer = requests.post(server.url + "/webhooks/whatsapp", data=chunks(), timeout=10,
+                               headers={"X-Hub-Signature-256": hmac_header(WEBHOOK_SECRET, body),
+                                        "Content-Type": "application/json"})
+    assert answer.status_code == 413
+    assert webhook.stored_keys() == []
+
+
+def test_correctly_signed_webhook_is_stored_so_the_refusals_above_mean_something(webhook: Webhook) -> None:
+    body = media_notification(2)
+    assert webhook.post(body, hmac_header(WEBHOOK_SECRET, body)) == 200
+    assert webhook.redis.xlen(f"{webhook.prefix}whatsapp:inbox") == 2
+    for key in webhook.stored_keys():
+        webhook.redis.delete(key)
