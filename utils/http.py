@@ -21,7 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from utils.errors import ThrottledError, TransientError
+from utils.errors import ConfigError, ThrottledError, TransientError
 
 #: (connect, read) timeouts applied to every request unless the caller passes its own; seconds.
 DEFAULT_TIMEOUT = (5.0, 60.0)
@@ -147,6 +147,10 @@ class HttpClient:
         tries run out. Any other status (2xx, 3xx, 4xx) is returned for the caller to classify.
         """
         kwargs.setdefault("timeout", self.timeout)
+        if isinstance(self.session.verify, str):
+            # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's CA file unless the
+            # request names it: a configured CA bundle must win.
+            kwargs.setdefault("verify", self.session.verify)
         attempts = self.policy.attempts if retry else 1
         last_problem = ""
         for attempt in range(1, attempts + 1):
@@ -156,6 +160,15 @@ class HttpClient:
             try:
                 self.requests_sent += 1
                 response = self.session.request(method, url, headers=headers, **kwargs)
+            except requests.exceptions.SSLError as exc:
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+                    raise ConfigError(
+                        f"{self.service}: the TLS certificate of {_redact_url(url)} is not trusted "
+                        f"(certificate verify failed); set the CA bundle for this service") from exc
+                last_problem = f"SSLError: {_short(exc)}"
+                if attempt < attempts:
+                    self._sleep(self.policy.backoff(attempt))
+                continue
             except (requests.ConnectionError, requests.Timeout) as exc:
                 last_problem = f"{type(exc).__name__}: {_short(exc)}"
                 if attempt < attempts:
