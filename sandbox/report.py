@@ -1,6 +1,6 @@
 """What a round of the service did, read from where the service itself records it.
 
-- ``runs_since``: every scope run that started after a time, from the run history the pipeline
+- ``runs_since``: every scope run that ended after a time, from the run history the pipeline
   keeps in Redis (``history:{connector}:{scope}``); ``totals_by_source`` adds them up per source.
   Summing runs (not reading the last status) stays right when beat ticks a scope twice in a round.
 - ``wait_for_round``: polls until every expected item of each source is accounted for by a run
@@ -30,12 +30,13 @@ DEPARTMENTS = ("Engineering", "Finance", "Safety", "HR", "Operations", "Executiv
 
 
 def runs_since(state: StateStore, since: float) -> list[dict[str, Any]]:
-    """Run summaries (connector, scope, state, counts, started_at, ...) of runs started at or after ``since``."""
+    """Run summaries (connector, scope, state, counts, started_at, ended_at, ...) of runs that ended at or
+    after ``since``: a run already under way when new items arrive (beat's own tick) counts with them."""
     runs: list[dict[str, Any]] = []
     for key in sorted(state.redis.scan_iter(match=state.key("history", "*"), count=500)):
         for raw in state.redis.lrange(key, 0, -1):
             run = json.loads(raw)
-            if float(run.get("started_at") or 0) >= since:
+            if float(run.get("ended_at") or 0) >= since:
                 runs.append(run)
     return runs
 
@@ -67,7 +68,7 @@ def running_scopes(state: StateStore) -> list[str]:
 
 def wait_for_round(state: StateStore, since: float, expected: Mapping[str, int], *, timeout: float,
                    check: Callable[[], str | None] | None = None, poll: float = 0.25) -> float:
-    """Waits until each source in ``expected`` has settled that many items in runs started since ``since``
+    """Waits until each source in ``expected`` has settled that many items in runs ended since ``since``
     and no scope is running; returns the seconds waited.
 
     check: called every poll; a returned text (a service process died...) ends the wait with RuntimeError.
