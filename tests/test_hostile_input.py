@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import unicodedata
 import uuid
@@ -532,3 +533,132 @@ def test_correctly_signed_webhook_is_stored_so_the_refusals_above_mean_something
     assert webhook.redis.xlen(f"{webhook.prefix}whatsapp:inbox") == 2
     for key in webhook.stored_keys():
         webhook.redis.delete(key)
+
+
+# -- files larger than the limit, or claiming to be ---------------------------------------------------
+
+#: The configured limit in these tests (MAX_DOCUMENT_MB), and the size of the file that breaks it.
+LIMIT_MB = 1
+BIG_BYTES = 64 * 1024 * 1024
+#: Bytes of the big file a refusal may have pulled through loopback socket buffers before it stopped.
+READ_ALLOWANCE = 16 * 1024 * 1024
+#: A size claim no real document has.
+HUGE_CLAIM = 50 * 1024**3
+#: The size field of each source's listing, and the path its bytes are downloaded from.
+SIZE_FIELDS = {"sharepoint": "size", "maximo": "attachmentSize", "whatsapp": "file_size"}
+
+
+@dataclass
+class SizeBed:
+    """A source with a few small documents and one big one, its downloads metered."""
+
+    source: str
+    env: dict[str, str]
+    small: set[str]
+    meter: Any
+    garbler: Any
+    big_bytes_served: Callable[[], int]
+
+
+SIZE_BUGS = {
+    ("whatsapp", "huge-claim"): (
+        "connectors/whatsapp_connector.py:263-290 (_download) ignores the file_size the media endpoint claims: a "
+        "media claiming 50 GB is downloaded anyway, and the size mismatch then ends the whole run as a transient "
+        "error, again every tick until max_deliveries; a claim over MAX_DOCUMENT_MB should be refused "
+        "(ItemTooLarge) before the download starts"),
+}
+
+
+@pytest.mark.parametrize(("source", "claim"), [
+    pytest.param(source, claim, marks=pytest.mark.xfail(strict=True, reason=SIZE_BUGS[(source, claim)]))
+    if (source, claim) in SIZE_BUGS else (source, claim)
+    for source in ("sharepoint", "maximo", "whatsapp") for claim in ("true-size", "no-size", "huge-claim")])
+def test_file_over_the_limit_or_claiming_a_huge_size_is_refused_without_reading_it_all(
+        source: str, claim: str, tmp_path: Path, redis_url: str, hub: Any, hostile_ca: Any) -> None:
+    from contextlib import ExitStack
+
+    from sandbox.graph_store import GeneratedContent
+    from tests.reliability.beds import maximo_bed, service_env, sharepoint_bed, whatsapp_bed
+    from tests.reliability.checks import stored_sha256s
+    from tests.reliability.inprocess import connector_for
+    from tests.reliability.recorder import Garbler, Metered
+
+    wrappers: list[Any] = []
+
+    def serve(app: Any) -> Metered:
+        garbler = Garbler(app)
+        wrappers.append(Metered(garbler))
+        wrappers.append(garbler)
+        return wrappers[0]
+
+    with ExitStack() as stack:
+        if source == "sharepoint":
+            bed = stack.enter_context(sharepoint_bed(hostile_ca, 3, serve=serve))
+            big_file = GeneratedContent(seed=7, size=BIG_BYTES)
+            bed.sims["graph"].store.put_file(bed.sims["drives"][0], "Big/huge.bin", big_file)
+            small_total = 3 * 2048
+            served = lambda: wrappers[0].total("/_layouts/") - small_total  # noqa: E731
+            listing = _graph_delta
+        elif source == "maximo":
+            bed = stack.enter_context(maximo_bed(4, serve=serve))
+            maximo = bed.sims["maximo"]
+            wo = maximo.add_work_order(attachments=0)
+            big = maximo.add_doclink(wo.siteid, wo.wonum, filename="huge.pdf", size=BIG_BYTES)
+            served = lambda: wrappers[0].total(f"/doclinks/{big.id}")  # noqa: E731
+            listing = _maximo_collection
+        else:
+            bed = stack.enter_context(whatsapp_bed(tmp_path, redis_url, 3, serve=serve))
+            cloud = bed.sims["whatsapp"]
+            media = cloud.add_media(b"%PDF-1.7\n" + b"\0" * (BIG_BYTES - 9), mime_type="application/pdf")
+            assert bed.sims["sender"].send(cloud.notification([cloud.message("document", media,
+                                                                             filename="huge.pdf")])).delivered
+            small_total = 3 * 2048
+            served = lambda: wrappers[0].total("/whatsapp_business/") - small_total  # noqa: E731
+            listing = _whatsapp_media
+        garbler = wrappers[1]
+        if claim == "no-size":
+            garbler.garble(listing, "drop_field", field_name=SIZE_FIELDS[source], count=100)
+        elif claim == "huge-claim":
+            garbler.garble(listing, "set_field", field_name=SIZE_FIELDS[source], value=HUGE_CLAIM, count=100)
+        connector = connector_for(source, {**service_env(tmp_path, redis_url, hub), **bed.env,
+                                           "MAX_DOCUMENT_MB": str(LIMIT_MB)})
+        summary = connector.sync_documents()
+
+        context = f"{source} {claim}: {summary.as_dict()['totals']}, big file bytes served {served()}"
+        assert summary.state == "ok", context
+        if claim == "huge-claim":
+            # Every file claimed to be huge: every one refused, none downloaded.
+            assert summary.totals["skipped"] == len(bed.expected) + 1 and stored_sha256s(hub) == set(), context
+            assert wrappers[0].total("/_layouts/") + wrappers[0].total("/doclinks/") + \
+                wrappers[0].total("/whatsapp_business/") == 0, context
+        else:
+            assert summary.totals["skipped"] == 1 and stored_sha256s(hub) == bed.expected, context
+            limit = 0 if claim == "true-size" and source != "whatsapp" else READ_ALLOWANCE
+            assert served() <= limit, context
+        audit = (Path(tmp_path) / "logs" / "audit.log").read_text()
+        assert '"too-large' in audit, "the refusal is recorded with its reason"
+
+
+def test_email_attachment_over_the_limit_is_skipped_with_its_reason(tmp_path: Path, redis_url: str, hub: Any) -> None:
+    from sandbox.dovecot import DovecotServer, require_dovecot
+    from tests.reliability.beds import EMAIL_PASSWORD, document_bytes, email_message, service_env
+    from tests.reliability.checks import stored_sha256s
+    from tests.reliability.inprocess import connector_for
+
+    require_dovecot()
+    small, big = document_bytes("email", 1), document_bytes("email", 2, 3 * 1024 * 1024)
+    with DovecotServer() as dovecot:
+        user = f"hostile{uuid.uuid4().hex[:8]}@kmrl.test"
+        dovecot.add_user(user, EMAIL_PASSWORD)
+        dovecot.seed(user, [email_message(1, small), email_message(2, big)])
+        env = {**service_env(tmp_path, redis_url, hub), "EMAIL_HOST": dovecot.host,
+               "EMAIL_PORT": str(dovecot.imaps_port), "EMAIL_USER": user, "EMAIL_PASSWORD": EMAIL_PASSWORD,
+               "EMAIL_SSL_CA_FILE": dovecot.ca_path, "EMAIL_MAX_ATTACHMENT_MB": str(LIMIT_MB)}
+        summary = connector_for("email", env).sync_documents()
+    assert summary.state == "ok" and summary.totals["skipped"] == 1, summary.as_dict()
+    import hashlib
+
+    assert stored_sha256s(hub) == {hashlib.sha256(small).hexdigest()}
+    skipped = [json.loads(line) for line in (tmp_path / "logs" / "audit.log").read_text().splitlines()
+               if '"skipped"' in line]
+    assert len(skipped) == 1 and skipped[0]["reason"].startswith("too-large"), skipped
