@@ -60,6 +60,8 @@ DEFAULT_TIMEOUT = (5.0, 60.0)  # seconds
 DOWNLOAD_CHUNK = 1024 * 1024  # bytes
 #: 410 restarts accepted within one run before the run gives up as transient.
 MAX_RESYNCS_PER_RUN = 3
+#: Facets of driveItems that hold nothing to download here: OneNote packages, links to other drives.
+NOT_FILE_FACETS = frozenset({"package", "remoteItem", "shortcut"})
 #: Answers of an expired or revoked download URL (SharePoint has been seen to give each).
 EXPIRED_DOWNLOAD_STATUSES = frozenset({401, 403, 404, 410})
 
@@ -427,6 +429,10 @@ class SharePointConnector(BaseConnector):
             values = body.get("value")
             if not isinstance(values, list):
                 raise TransientError(f"a page of {what} has no value list")
+            anonymous = sum(1 for v in values if not isinstance(v, dict) or not isinstance(v.get("id"), str))
+            if anonymous:
+                # Its cursor must not be saved past entries we cannot even name: read the page again later.
+                raise TransientError(f"a page of {what} has {anonymous} entries without an id")
             for entry in _last_occurrences(values):
                 change = self._change(site, library, entry, folders)
                 if change is not None:
@@ -464,11 +470,15 @@ class SharePointConnector(BaseConnector):
             folders[item_id] = self._path(library, entry, folders)
             return None
         file_facet = entry.get("file")
-        if not isinstance(file_facet, dict):
-            # packages (OneNote), shortcuts to other drives: nothing to download here.
-            log.debug("sharepoint_entry_skipped", item_id=item_id, keys=sorted(entry)[:8])
-            return None
         name = str(entry.get("name") or item_id)
+        if not isinstance(file_facet, dict):
+            if any(facet in entry for facet in NOT_FILE_FACETS):
+                log.debug("sharepoint_entry_skipped", item_id=item_id, facets=sorted(set(entry) & NOT_FILE_FACETS))
+                return None
+            # Anything else without a file facet is a file Graph described badly: say so, never drop it.
+            return ItemFailure(item_id, f"Graph listed {name!r} with neither a file nor a folder facet",
+                               version=str(entry.get("cTag") or entry.get("eTag") or ""),
+                               metadata={"drive_id": library.id, "name": name})
         version = entry.get("cTag") or entry.get("eTag") or entry.get("lastModifiedDateTime")
         if not version:
             return ItemFailure(item_id, f"Graph listed {name!r} with no cTag, eTag or lastModifiedDateTime",

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from base.base_connector import SyncSummary
-from base.document import Checkpoint, Item
+from base.document import Checkpoint, Item, ItemFailure
 from base.hub_client import Hub
 from base.state import StateStore
 from config.settings import Settings
@@ -503,3 +503,28 @@ def test_demo_tenant_syncs_end_to_end_from_settings(ca: CertAuthority, tmp_path:
 def _secret_absent(secret: str, hub: RunningHub) -> bool:
     """Whether the client secret appears nowhere in what the Hub received."""
     return secret not in json.dumps([d.metadata for d in hub.sim.documents.values()])
+
+
+def test_a_page_with_entries_without_an_id_is_read_again_later(sim: GraphSimulator, ca: CertAuthority,
+                                                               sp_settings: Settings, state: StateStore,
+                                                               hub: RunningHub) -> None:
+    sim.inject("delta", 200, body={"value": [{"name": "nameless.txt", "file": {}}],
+                                   "@odata.deltaLink": f"{sim.graph_url}/drives/x/root/delta?token=t"})
+    connector = _connector(sim, ca, sp_settings, state, libraries=["Documents"])
+    first = _sync(connector, sim)
+    assert first.state == "error" and "without an id" in first.scopes[0].error
+    assert state.get_cursor("sharepoint", _docs(sim).id) is None
+    again = _sync(connector, sim)
+    assert again.state == "ok" and again.totals["new"] == len(DOCS)
+
+
+def test_an_entry_with_neither_file_nor_folder_facet_is_dead_lettered_not_dropped(
+        sim: GraphSimulator, ca: CertAuthority, sp_settings: Settings, state: StateStore) -> None:
+    connector = _connector(sim, ca, sp_settings, state, libraries=["Documents"])
+    with connector.connect(_creds(sim)):
+        site, library = connector._library(_docs(sim).id)
+        odd = connector._change(site, library, {"id": "01ODD", "name": "odd.pdf", "cTag": "c1"}, {})
+        notebook = connector._change(site, library, {"id": "01NOTE", "name": "Notes", "package": {"type": "oneNote"}},
+                                     {})
+    assert isinstance(odd, ItemFailure) and "neither a file nor a folder facet" in odd.reason
+    assert notebook is None

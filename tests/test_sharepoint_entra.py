@@ -111,3 +111,9 @@ def test_description_keeps_the_code_and_first_sentence_only() -> None:
             "Trace ID: 1 Correlation ID: 2 Timestamp: 2024-01-01 00:00:00Z")
     assert describe_aad_error(text) == "AADSTS7000215 (invalid client secret): Invalid client secret provided."
     assert describe_aad_error("no code here") == "no code here"
+
+
+def test_token_answer_with_neither_token_nor_error_is_transient(sim: GraphSimulator, ca: CertAuthority) -> None:
+    sim.inject("token", 200, body={"token_type": "Bearer", "expires_in": 3599})
+    with pytest.raises(TransientError, match="neither an access_token nor an error"):
+        _auth(sim, ca).token()

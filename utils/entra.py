@@ -165,7 +165,10 @@ class EntraAuth:
                 log.info("entra_token_acquired", tenant=self.tenant_id, client_id=self.client_id,
                          expires_in=result.get("expires_in"))
             return str(access_token), source
-        raise self._refusal(result if isinstance(result, dict) else {})
+        if not isinstance(result, dict) or not result.get("error"):
+            # Neither a token nor a refusal: a broken answer (from Entra or a proxy), not our settings.
+            raise TransientError("Entra answered the token request with neither an access_token nor an error")
+        raise self._refusal(result)
 
     def _refusal(self, result: Mapping[str, Any]) -> Exception:
         error = str(result.get("error") or "unknown_error")
