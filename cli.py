@@ -28,8 +28,7 @@ from typing import Any
 
 from base.base_connector import BaseConnector, ScopeSummary
 from base.health import load_report
-from base.hub_client import Hub, hub_from_settings
-from base.state import DeadLetter, StateStore
+from base.state import DeadLetter
 from config.settings import Settings
 from connectors import registry
 from utils.errors import ConfigError, TransientError
@@ -43,28 +42,8 @@ FAILED_STATES = ("error", "config_error", "auth_failed", "lease_lost")
 LIVENESS_MAX_AGE = 60.0  # seconds
 
 
-class Context:
-    """Settings plus the state store and Hub, built on first use (``check`` reports their failures)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._state: StateStore | None = None
-        self._hub: Hub | None = None
-
-    @property
-    def state(self) -> StateStore:
-        if self._state is None:
-            self._state = StateStore.from_settings(self.settings)
-        return self._state
-
-    @property
-    def hub(self) -> Hub:
-        if self._hub is None:
-            self._hub = hub_from_settings(self.settings, gate=self.state.throttle_gate("hub"))
-        return self._hub
-
-    def connectors(self, source: str) -> list[BaseConnector]:
-        return registry.build_connectors(source, self.settings, state=self.state, hub=self.hub)
+#: Settings plus the state store and Hub, built on first use (``check`` reports their failures).
+Context = registry.ServiceContext
 
 
 def out(line: str = "") -> None:

@@ -43,7 +43,6 @@ from base.cleanup import (
     purge_stale_results,
 )
 from base.health import HealthReport, source_health, store_report
-from base.hub_client import Hub, hub_from_settings
 from base.state import StateStore
 from config.celery_config import (
     CLEANUP_LIMITS,
@@ -119,33 +118,8 @@ def _minutes(settings: Settings, name: str, default: int) -> int:
     return value
 
 
-class Runtime:
-    """What the tasks of one process share: settings, and the state store and Hub built lazily
-    (after a prefork child starts, so no Redis connection crosses a fork)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.reset(settings)
-
-    def reset(self, settings: Settings) -> None:
-        """Uses ``settings`` from now on (the store and Hub are built again on next use)."""
-        self.settings = settings
-        self._state: StateStore | None = None
-        self._hub: Hub | None = None
-
-    @property
-    def state(self) -> StateStore:
-        if self._state is None:
-            self._state = StateStore.from_settings(self.settings)
-        return self._state
-
-    @property
-    def hub(self) -> Hub:
-        if self._hub is None:
-            self._hub = hub_from_settings(self.settings, gate=self.state.throttle_gate("hub"))
-        return self._hub
-
-    def connectors(self, source: str) -> list[BaseConnector]:
-        return registry.build_connectors(source, self.settings, state=self.state, hub=self.hub)
+#: What the tasks of one process share (built lazily, after a prefork child starts).
+Runtime = registry.ServiceContext
 
 
 _initial_settings = Settings.from_env()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from base.base_connector import BaseConnector, HealthResult
-from base.hub_client import Hub
+from base.hub_client import Hub, hub_from_settings
 from base.state import StateStore
 from config.settings import Settings
 from utils.errors import ConfigError
@@ -181,3 +181,34 @@ def probe(connector: BaseConnector, credentials: Mapping[str, Any] | None = None
         return HealthResult(False, exc.state, mask_text(str(exc)))
     except Exception as exc:  # noqa: BLE001 - a check must report, not crash the caller
         return HealthResult(False, "degraded", mask_text(f"{type(exc).__name__}: {exc}"))
+
+
+class ServiceContext:
+    """What one process's entry point (a worker, the CLI) shares: settings, and the state store and
+    Hub built on first use (so a prefork child opens its own Redis connections, and ``check`` can
+    report their failures)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.reset(settings)
+
+    def reset(self, settings: Settings) -> None:
+        """Uses ``settings`` from now on (the store and Hub are built again on next use)."""
+        self.settings = settings
+        self._state: StateStore | None = None
+        self._hub: Hub | None = None
+
+    @property
+    def state(self) -> StateStore:
+        if self._state is None:
+            self._state = StateStore.from_settings(self.settings)
+        return self._state
+
+    @property
+    def hub(self) -> Hub:
+        if self._hub is None:
+            self._hub = hub_from_settings(self.settings, gate=self.state.throttle_gate("hub"))
+        return self._hub
+
+    def connectors(self, source: str) -> list[BaseConnector]:
+        """Every configured connector of ``source``, sharing this context's state and Hub."""
+        return build_connectors(source, self.settings, state=self.state, hub=self.hub)
