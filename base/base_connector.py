@@ -457,6 +457,13 @@ class BaseConnector(ABC):
         self._done(run, item)
 
     def _handle_deletion(self, run: _Run, scope: str, item: Item) -> None:
+        if self.state.get_item(self.name, scope, item.source_id) is None:
+            # Never ingested (a folder, an item the rules skipped, one deleted before we saw it):
+            # the Hub has nothing to forget.
+            run.count("skipped")
+            self._decide(run, "skip", item, reason="deleted before it was ingested")
+            self._done(run, item)
+            return
         if run.dry_run:
             self._decide(run, "delete", item)
             return

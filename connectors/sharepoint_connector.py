@@ -456,10 +456,8 @@ class SharePointConnector(BaseConnector):
             if item_id in folders or "folder" in entry:
                 folders.pop(item_id, None)
                 return None
-            # SharePoint deletions carry no facet, so a deleted folder looks like a deleted file; only
-            # what was ingested needs the Hub told (a folder, or a file skipped by the rules, was not).
-            if self.state.get_item(self.name, library.id, item_id) is None:
-                return None
+            # SharePoint deletions carry no facet, so a deleted folder looks like a deleted file: the
+            # pipeline tells the Hub only about items it ingested.
             return Item(source_id=item_id, version=str(entry.get("eTag") or "deleted"), deleted=True,
                         metadata={"drive": library.name, "drive_id": library.id, "site": site.web_url},
                         hints=hints)

@@ -125,6 +125,13 @@ def test_new_version_carries_previous_sha256(settings, hub):
     assert newest is not None and newest.metadata["previous_sha256"] == sha(b"revision one")
 
 
+def test_deletion_of_an_item_never_ingested_does_not_reach_the_hub(settings, hub):
+    connector = http_connector({"a": [FakeFile("folder-9", b"", deleted=True)]}, settings, hub)
+    summary = connector.sync_documents({})
+    assert summary.totals["deleted"] == 0 and summary.totals["skipped"] == 1
+    assert hub.sim.deletions == []
+
+
 def test_deletion_reaches_the_hub_and_forgets_the_item(settings, hub):
     connector = http_connector({"a": [FakeFile("f-1", b"to be deleted")]}, settings, hub)
     connector.sync_documents({})
