@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -81,7 +82,7 @@ def known_secrets() -> set[str]:
 
 def leaks_in_files(paths: Iterable[Path], secrets: set[str]) -> list[tuple[str, str]]:
     """(file, secret) for every secret found in the files."""
-    found = []
+    found: list[tuple[str, str]] = []
     encoded = {s: s.encode() for s in secrets}
     for path in paths:
         try:
@@ -92,30 +93,34 @@ def leaks_in_files(paths: Iterable[Path], secrets: set[str]) -> list[tuple[str, 
     return found
 
 
-def _values(client: redis.Redis, key: bytes) -> Iterator[bytes]:
+def _b(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _values(client: Any, key: bytes) -> Iterator[bytes]:
+    """Every value stored under ``key``, whatever its type, as bytes (hash fields and stream fields too)."""
     kind = client.type(key)
     if kind == b"string":
-        value = client.get(key)
-        yield value if isinstance(value, bytes) else b""
+        yield _b(client.get(key) or b"")
     elif kind == b"hash":
         for field, value in client.hgetall(key).items():
-            yield field + b"\0" + value
+            yield _b(field) + b"\0" + _b(value)
     elif kind == b"list":
-        yield from client.lrange(key, 0, -1)
+        yield from (_b(v) for v in client.lrange(key, 0, -1))
     elif kind == b"set":
-        yield from client.smembers(key)
+        yield from (_b(v) for v in client.smembers(key))
     elif kind == b"zset":
-        yield from (member for member, _ in client.zrange(key, 0, -1, withscores=True))
+        yield from (_b(member) for member, _ in client.zrange(key, 0, -1, withscores=True))
     elif kind == b"stream":
         for _, fields in client.xrange(key):
-            yield b"\0".join(k + b"=" + v for k, v in fields.items())
+            yield b"\0".join(_b(k) + b"=" + _b(v) for k, v in fields.items())
 
 
 def leaks_in_redis(url: str, secrets: set[str]) -> list[tuple[str, str]]:
     """(db/key, secret) for every secret found in a key name or value of the database at ``url``."""
     client = redis.Redis.from_url(url)
     encoded = {s: s.encode() for s in secrets}
-    found = []
+    found: list[tuple[str, str]] = []
     try:
         for key in client.scan_iter(count=500):
             blobs = [key, *_values(client, key)]
