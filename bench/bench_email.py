@@ -7,7 +7,9 @@ A private Dovecot on loopback (sandbox/dovecot.py) holds N messages of about 28 
   local outbox with its default durability: every document fsynced before it counts), state in a
   private redis-server flushed before the round; then a second sync with nothing new;
 - mbsync (isync, default settings, so it fsyncs every message) pulling the same folder into an
-  empty maildir on the same disk as the outbox.
+  empty maildir on the same disk as the outbox;
+- the connector alone, without the pipeline: fetch, parse, and read and hash every attachment
+  (what the connector itself costs, beside what storing and recording each document costs).
 
 Prints the median of the rounds: messages/s, MB/s (message bytes on the server), peak RSS of each
 process, their ratio, and the no-change sync time. One untimed mbsync pass first warms Dovecot's
@@ -138,8 +140,10 @@ def run_mbsync(server: DovecotServer, root: Path, messages: int) -> Measure:
     return Measure(seconds, rss, fetched)
 
 
-def run_connector(server: DovecotServer, root: Path, state_url: str, messages: int, *, fsync: bool = True) -> Measure:
-    """A full sync then a no-change sync, in a fresh Python process (its peak RSS is its own)."""
+def run_connector(server: DovecotServer, root: Path, state_url: str, messages: int, *, fsync: bool = True,
+                  alone: bool = False) -> Measure:
+    """A full sync then a no-change sync, in a fresh Python process (its peak RSS is its own); or,
+    ``alone``, the connector's listing with every attachment read and hashed, no pipeline."""
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     redis.Redis.from_url(state_url).flushdb()
@@ -147,7 +151,8 @@ def run_connector(server: DovecotServer, root: Path, state_url: str, messages: i
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "bench.bench_email", "--child", "--port", str(server.imaps_port), "--ca",
-             server.ca_path, "--root", str(root), "--state", state_url, "--fsync", "1" if fsync else "0"],
+             server.ca_path, "--root", str(root), "--state", state_url, "--fsync", "1" if fsync else "0",
+             *(["--alone"] if alone else [])],
             stdout=out, stderr=err, cwd=Path(__file__).resolve().parents[1])
         code, rss = _wait(process)
     if code != 0:
@@ -158,7 +163,7 @@ def run_connector(server: DovecotServer, root: Path, state_url: str, messages: i
     return Measure(result["seconds"], rss, messages, result["new"], result["no_change_ms"])
 
 
-def child(port: int, ca: str, root: Path, state_url: str, fsync: bool) -> None:
+def child(port: int, ca: str, root: Path, state_url: str, fsync: bool, alone: bool = False) -> None:
     """The connector side of one round (run with --child): prints one JSON line."""
     from config.settings import Settings
     from connectors.email_connector import EmailConnector
@@ -171,6 +176,9 @@ def child(port: int, ca: str, root: Path, state_url: str, fsync: bool) -> None:
                         hub_fsync=fsync)
     connector = EmailConnector("127.0.0.1", port, ssl_ca_file=ca, settings=settings)
     credentials = {"email": USER, "password": PASSWORD}
+    if alone:
+        alone_listing(connector, credentials)
+        return
     started = time.perf_counter()
     summary = connector.sync_documents(credentials)
     seconds = time.perf_counter() - started
@@ -183,6 +191,28 @@ def child(port: int, ca: str, root: Path, state_url: str, fsync: bool) -> None:
                       "no_change_fetched": again.totals["fetched"]}))
 
 
+def alone_listing(connector: object, credentials: dict[str, str]) -> None:
+    """Lists every change and reads and hashes every attachment, without the pipeline."""
+    import hashlib
+
+    from base.document import Item
+    from connectors.email_connector import EmailConnector
+
+    assert isinstance(connector, EmailConnector)
+    documents = 0
+    started = time.perf_counter()
+    with connector.connect(credentials):
+        for scope in connector.scopes():
+            for change in connector.list_changes(scope, None):
+                if isinstance(change, Item) and change.open is not None:
+                    digest = hashlib.sha256()
+                    for chunk in change.open():
+                        digest.update(chunk)
+                    documents += 1
+    seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": seconds, "new": documents, "no_change_ms": 0.0}))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
@@ -192,13 +222,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time one connector round with HUB_OUTBOX_FSYNC=0 (not the target setting)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--fsync", default="1", help=argparse.SUPPRESS)
+    parser.add_argument("--alone", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ca", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(args.port, args.ca, Path(args.root), args.state, args.fsync == "1")
+        child(args.port, args.ca, Path(args.root), args.state, args.fsync == "1", args.alone)
         return 0
     if shutil.which("mbsync") is None:
         raise SystemExit("mbsync is not installed: apt-get install -y isync")
@@ -214,17 +245,20 @@ def main(argv: list[str] | None = None) -> int:
         run_mbsync(server, bench_dir / "warm-up", args.messages)
         ours: list[Measure] = []
         theirs: list[Measure] = []
+        bare: list[Measure] = []
         for round_no in range(args.rounds):
-            order = ("connector", "mbsync") if round_no % 2 == 0 else ("mbsync", "connector")
+            order = ("connector", "mbsync", "alone") if round_no % 2 == 0 else ("alone", "mbsync", "connector")
             for which in order:
                 root = bench_dir / f"round-{round_no + 1}-{which}"
                 if which == "connector":
                     ours.append(run_connector(server, root, state_url, args.messages))
+                elif which == "alone":
+                    bare.append(run_connector(server, root, state_url, args.messages, alone=True))
                 else:
                     theirs.append(run_mbsync(server, root, args.messages))
         unsynced = (run_connector(server, bench_dir / "no-fsync", state_url, args.messages, fsync=False)
                     if args.diagnose_fsync else None)
-    report(args.messages, mailbox_bytes, seeded, ours, theirs, bench_dir)
+    report(args.messages, mailbox_bytes, seeded, ours, theirs, bare, bench_dir)
     if unsynced is not None:
         print(f"diagnostic, outbox without fsync: {unsynced.seconds:.2f} s, "
               f"{args.messages / unsynced.seconds:.0f} msg/s (the default keeps fsync on)")
@@ -232,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(messages: int, mailbox_bytes: int, seeded: float, ours: list[Measure], theirs: list[Measure],
-           bench_dir: Path) -> None:
+           bare: list[Measure], bench_dir: Path) -> None:
     mb = mailbox_bytes / 1e6
 
     def row(name: str, runs: list[Measure]) -> dict[str, float]:
@@ -240,22 +274,26 @@ def report(messages: int, mailbox_bytes: int, seeded: float, ours: list[Measure]
         return {"seconds": seconds, "messages_per_s": messages / seconds, "mb_per_s": mb / seconds,
                 "peak_rss_mb": max(r.peak_rss_mb for r in runs)}
 
-    connector, mbsync = row("connector", ours), row("mbsync", theirs)
+    connector, mbsync, alone = row("connector", ours), row("mbsync", theirs), row("alone", bare)
     no_change = statistics.median(r.no_change_ms for r in ours)
     ratio = connector["messages_per_s"] / mbsync["messages_per_s"]
     print(f"Email: {messages} messages, {mb:.0f} MB on the server ({mailbox_bytes / messages / 1024:.1f} KiB each, "
           f"one 20 KiB attachment), seeded in {seeded:.1f} s; median of {len(ours)} rounds")
     print(f"{'':28}{'seconds':>9}{'msg/s':>9}{'MB/s':>8}{'peak RSS MB':>13}")
-    for name, data in (("connector (outbox, fsync)", connector), ("mbsync (maildir, fsync)", mbsync)):
+    for name, data in (("connector (outbox, fsync)", connector), ("mbsync (maildir, fsync)", mbsync),
+                       ("connector alone, no pipeline", alone)):
         print(f"{name:28}{data['seconds']:9.2f}{data['messages_per_s']:9.0f}{data['mb_per_s']:8.1f}"
               f"{data['peak_rss_mb']:13.1f}")
     print(f"ratio connector/mbsync: {ratio:.2f} (target >= 1.00); peak RSS {connector['peak_rss_mb']:.0f} MB "
           f"(target < {TARGET_RSS_MB}); no-change sync {no_change:.0f} ms (target < {TARGET_NO_CHANGE_MS})")
     print("rounds (s): connector " + ", ".join(f"{r.seconds:.2f}" for r in ours)
-          + "; mbsync " + ", ".join(f"{r.seconds:.2f}" for r in theirs))
-    results = {"messages": messages, "mailbox_mb": mb, "connector": connector, "mbsync": mbsync, "ratio": ratio,
+          + "; mbsync " + ", ".join(f"{r.seconds:.2f}" for r in theirs)
+          + "; connector alone " + ", ".join(f"{r.seconds:.2f}" for r in bare))
+    results = {"messages": messages, "mailbox_mb": mb, "connector": connector, "mbsync": mbsync,
+               "connector_alone": alone, "ratio": ratio,
                "no_change_ms": no_change, "rounds": {"connector": [asdict(r) for r in ours],
-                                                     "mbsync": [asdict(r) for r in theirs]}}
+                                                     "mbsync": [asdict(r) for r in theirs],
+                                                     "connector_alone": [asdict(r) for r in bare]}}
     (bench_dir / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
 
 

@@ -16,9 +16,11 @@ Facts: ../shared/reference/imap-testing.md. A scope is one folder of one account
    ``{"uidvalidity": V, "last_uid": UID}``; a ``Checkpoint`` closes every batch, so messages
    without attachments advance the cursor too.
 
-``source_id`` = ``<host>/<folder>/<UIDVALIDITY>/<UID>/<part path>``. ``version`` = the UID: an IMAP
-message never changes under its (UIDVALIDITY, UID), so the version of a source id never changes
-either; it is the UID rather than a constant so the Hub's metadata can name the message.
+``source_id`` = ``<user>@<host>/<folder>/<UIDVALIDITY>/<UID>/<part path>``: host, folder,
+UIDVALIDITY, UID and part path, plus the login, because two mailboxes on one server can have the
+same folder name and (created in the same second) the same UIDVALIDITY. ``version`` = the UID: an
+IMAP message never changes under its (UIDVALIDITY, UID), so the version of a source id never
+changes either; it is the UID rather than a constant so the Hub's metadata can name the message.
 
 Filters (allowed extensions, minimum size, maximum attachment size, empty files) go through the
 pipeline's skip mechanism: the attachment is yielded, and the pipeline counts it as skipped,
@@ -277,7 +279,10 @@ class EmailConnector(BaseConnector):
                         new=uidvalidity)
         start_cursor = {"uidvalidity": uidvalidity, "last_uid": last_uid}
         if uidnext and uidnext <= last_uid + 1:
-            return  # nothing above the cursor: EXAMINE was the whole conversation
+            # Nothing above the cursor: EXAMINE was the whole conversation.
+            if cursor and cursor != start_cursor:
+                yield Checkpoint(start_cursor)  # an emptied, rebuilt folder: remember its UIDVALIDITY
+            return
         with classified(account, f"searching {folder}"):
             found = session.client.search(["UID", f"{last_uid + 1}:*"])
         # "n:*" always matches the highest UID, even below n.
@@ -359,8 +364,9 @@ class EmailConnector(BaseConnector):
         uid = message.uid
         cursor_after = {"uidvalidity": uidvalidity, "last_uid": uid}
         if message.parsed is None:
-            yield ItemFailure(f"{account.host}/{folder}/{uidvalidity}/{uid}", f"UID {uid}: {message.problem}",
-                              version=str(uid), metadata={"folder": folder, "uid": uid}, cursor_after=cursor_after)
+            yield ItemFailure(f"{self.scope_name(account, folder)}/{uidvalidity}/{uid}",
+                              f"UID {uid}: {message.problem}", version=str(uid),
+                              metadata={"folder": folder, "uid": uid}, cursor_after=cursor_after)
             return
         attachments = message.parsed.attachments
         for index, attachment in enumerate(attachments):
@@ -387,7 +393,7 @@ class EmailConnector(BaseConnector):
             metadata["unnamed"] = True
         names = [a.filename for a in parsed.attachments if a.filename]
         return Item(
-            source_id=f"{account.host}/{folder}/{uidvalidity}/{uid}/{attachment.part_path}",
+            source_id=f"{self.scope_name(account, folder)}/{uidvalidity}/{uid}/{attachment.part_path}",
             version=str(uid),
             filename=filename,
             open=attachment.open,

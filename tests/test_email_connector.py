@@ -115,7 +115,7 @@ def test_attachments_reach_the_outbox_with_their_bytes_and_metadata(
     assert summary.totals["new"] == 2
     stored = outbox_documents(settings)
     uidvalidity = dovecot.uidvalidity(mailbox)
-    pdf = stored[f"127.0.0.1/INBOX/{uidvalidity}/1/2"]
+    pdf = stored[f"{mailbox}@127.0.0.1/INBOX/{uidvalidity}/1/2"]
     assert (pdf["filename"], pdf["bytes"], pdf["size"], pdf["source"]) == (MALAYALAM_NAME, report, len(report), "email")
     assert pdf["version"] == "1"
     extra = pdf["extra"]
@@ -125,7 +125,7 @@ def test_attachments_reach_the_outbox_with_their_bytes_and_metadata(
     assert extra["message_id"].endswith("@kochimetro.org>") and extra["date"].startswith("Mon, 1 Jan 2024")
     assert pdf["created_at"] == "2024-01-01T10:00:00+05:30"
     assert pdf["source_url"].startswith(f"imap://{mailbox.replace('@', '%40')}@127.0.0.1:")
-    assert stored[f"127.0.0.1/INBOX/{uidvalidity}/1/3"]["bytes"] == photo
+    assert stored[f"{mailbox}@127.0.0.1/INBOX/{uidvalidity}/1/3"]["bytes"] == photo
 
 
 def test_fetch_documents_yields_complete_documents_and_moves_nothing(
@@ -496,7 +496,7 @@ def test_every_corpus_message_goes_through_the_connector(
         # sizes come from the walker over the CRLF form; sections and names from our table.
         served = {a.part_path: a for a in iter_attachments(crlf(path.read_bytes()))}
         for part_path, name, _size in CORPUS_ATTACHMENTS[path.name]:
-            source_id = f"127.0.0.1/INBOX/{uidvalidity}/{uid}/{part_path}"
+            source_id = f"{mailbox}@127.0.0.1/INBOX/{uidvalidity}/{uid}/{part_path}"
             if source_id in stored:  # absent: empty (skipped) or the same bytes seen before (linked)
                 document = stored[source_id]
                 assert document["size"] == served[part_path].size == len(document["bytes"])

@@ -470,8 +470,9 @@ class _Walker:
         mime = ctype.mime_type
         if len(self.parts) >= MAX_PARTS or depth > MAX_DEPTH:
             self.parts.append(PartInfo(leaf_path, mime, "skipped"))
-            if "too_many_parts" not in self.defects:
-                self.defects.append("too_many_parts" if depth <= MAX_DEPTH else "too_deep")
+            defect = "too_deep" if depth > MAX_DEPTH else "too_many_parts"
+            if defect not in self.defects:
+                self.defects.append(defect)
             return
         if mime.startswith("multipart/"):
             boundary = ctype.params.plain_bytes("boundary")
@@ -518,8 +519,7 @@ class _Walker:
         content_id = (_header(headers, b"content-id") or b"").decode("latin-1").strip().strip("<>")
         cte = _header(headers, b"content-transfer-encoding") or b""
 
-        if mime in SIGNATURE_TYPES or (parent == "multipart/signed" and path.endswith(".2")
-                                       and not mime.startswith("multipart/")):
+        if mime in SIGNATURE_TYPES or (parent == "multipart/signed" and path.rsplit(".", 1)[-1] == "2"):
             # RFC 1847: the second part of multipart/signed is the signature, whatever its type
             self.parts.append(PartInfo(path, mime, "signature"))
             return
