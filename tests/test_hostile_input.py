@@ -321,25 +321,19 @@ GARBLINGS = {
     "hub-upload-answer-truncated": Garbling("hub", lambda p: p == "/api/v1/documents", "truncate"),
     "hub-upload-answer-html": Garbling("hub", lambda p: p == "/api/v1/documents", "html"),
 }
-#: Known misclassifications, each a strict xfail naming where it happens (it passes once fixed).
-GARBLE_BUGS = {
-    "graph-delta-without-file-facet": (
-        "connectors/sharepoint_connector.py:466-470: a delta entry with neither a file nor a folder facet is "
-        "dropped (logged at DEBUG only, not counted, not dead-lettered) and the cursor moves past its page, so a "
-        "file listed without its facet is lost until it changes again; only known non-file facets (package, "
-        "remoteItem) should be skipped, anything else is an ItemFailure"),
-    "graph-delta-without-ids": (
-        "connectors/sharepoint_connector.py:97-103: _last_occurrences drops delta entries without a string id "
-        "silently; the page's cursor is saved and those files are never read again: a page with such entries "
-        "is malformed (TransientError, read the page again)"),
-    "graph-token-without-access_token": (
-        "utils/entra.py:168-181: a 200 token answer with neither access_token nor error becomes 'unknown_error' "
-        "and a ConfigError (scope config_error); a malformed answer from Entra (or a proxy) is transient"),
-}
 #: Documents behind each garbled API (a Graph delta page holds 50, so two pages).
 GARBLED_DOCUMENTS = 60
 #: Sync runs (the beat's ticks) allowed to account for every document after the garbled answer.
 GARBLE_TICKS = 6
+
+
+@pytest.fixture
+def fault_db() -> str:
+    """Redis test database 9 (the fault suite's, flushed): runs here hold leases for seconds, and a
+    database that other test runs flush (15) would take them away mid-run."""
+    from tests.conftest import flushed_db_url
+
+    return flushed_db_url(9)
 
 
 @pytest.fixture(scope="module")
@@ -349,11 +343,9 @@ def hostile_ca(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return CertAuthority(str(tmp_path_factory.mktemp("hostile-ca")))
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=GARBLE_BUGS[case])) if case in GARBLE_BUGS
-    else case for case in GARBLINGS])
+@pytest.mark.parametrize("case", list(GARBLINGS))
 def test_garbled_api_answer_is_classified_and_every_document_accounted_for(
-        case: str, tmp_path: Path, redis_url: str, hostile_ca: Any) -> None:
+        case: str, tmp_path: Path, fault_db: str, hostile_ca: Any) -> None:
     from contextlib import ExitStack
 
     from base.state import StateStore
@@ -383,10 +375,10 @@ def test_garbled_api_answer_is_classified_and_every_document_accounted_for(
         elif garbling.source == "sharepoint":
             bed = stack.enter_context(sharepoint_bed(hostile_ca, GARBLED_DOCUMENTS, serve=source_serve))
         else:
-            bed = stack.enter_context(whatsapp_bed(tmp_path, redis_url, GARBLED_DOCUMENTS, serve=source_serve))
+            bed = stack.enter_context(whatsapp_bed(tmp_path, fault_db, GARBLED_DOCUMENTS, serve=source_serve))
         [garbler] = garblers
         garbler.garble(garbling.path, garbling.mode, field_name=garbling.field_name, count=garbling.count)
-        connector = connector_for(bed.source, {**service_env(tmp_path, redis_url, hub), **bed.env})
+        connector = connector_for(bed.source, {**service_env(tmp_path, fault_db, hub), **bed.env})
 
         runs = []
         for _ in range(GARBLE_TICKS):
@@ -394,12 +386,12 @@ def test_garbled_api_answer_is_classified_and_every_document_accounted_for(
             runs.append(summary)
             assert summary.state in ("ok", "error"), f"{case}: run state {summary.state}: {summary.as_dict()}"
             if summary.state == "ok" and garbler.garbled:
-                dead = StateStore.from_url(redis_url).list_dead_letters(bed.source)
+                dead = StateStore.from_url(fault_db).list_dead_letters(bed.source)
                 if len(bed.expected - stored_sha256s(hub)) <= len(dead):
                     break
         assert garbler.garbled, f"{case}: the garbled answer was never asked for"
         stored = stored_sha256s(hub)
-        dead = StateStore.from_url(redis_url).list_dead_letters(bed.source)
+        dead = StateStore.from_url(fault_db).list_dead_letters(bed.source)
         assert stored <= bed.expected
         assert all(entry.reason for entry in dead)
         # Nothing silently lost: a document not in the Hub has a dead letter saying why.
@@ -418,7 +410,7 @@ WEBHOOK_MAX_BODY_KB = 4
 
 @dataclass
 class Webhook:
-    """The real web app on test database 15 under a key prefix of its own (nothing else writes there)."""
+    """The real web app on test database 9 under a key prefix of its own (nothing else writes there)."""
 
     client: Any
     redis: Any
@@ -439,10 +431,11 @@ class Webhook:
 def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
     import redis
 
+    from config.settings import redis_db_url
     from tests.conftest import make_settings, server_url
     from web.app import create_app
 
-    url = f"{server_url().rsplit('/', 1)[0]}/15"
+    url = redis_db_url(server_url(), 9)
     prefix = f"kmrl-hostile-{uuid.uuid4().hex[:8]}:"
     settings = make_settings(tmp_path_factory.mktemp("webhook"), url, key_prefix=prefix, log_file="",
                              environ={"WHATSAPP_APP_SECRET": WEBHOOK_SECRET,
@@ -574,7 +567,7 @@ SIZE_BUGS = {
     if (source, claim) in SIZE_BUGS else (source, claim)
     for source in ("sharepoint", "maximo", "whatsapp") for claim in ("true-size", "no-size", "huge-claim")])
 def test_file_over_the_limit_or_claiming_a_huge_size_is_refused_without_reading_it_all(
-        source: str, claim: str, tmp_path: Path, redis_url: str, hub: Any, hostile_ca: Any) -> None:
+        source: str, claim: str, tmp_path: Path, fault_db: str, hub: Any, hostile_ca: Any) -> None:
     from contextlib import ExitStack
 
     from sandbox.graph_store import GeneratedContent
@@ -607,7 +600,7 @@ def test_file_over_the_limit_or_claiming_a_huge_size_is_refused_without_reading_
             served = lambda: wrappers[0].total(f"/doclinks/{big.id}")  # noqa: E731
             listing = _maximo_collection
         else:
-            bed = stack.enter_context(whatsapp_bed(tmp_path, redis_url, 3, serve=serve))
+            bed = stack.enter_context(whatsapp_bed(tmp_path, fault_db, 3, serve=serve))
             cloud = bed.sims["whatsapp"]
             media = cloud.add_media(b"%PDF-1.7\n" + b"\0" * (BIG_BYTES - 9), mime_type="application/pdf")
             assert bed.sims["sender"].send(cloud.notification([cloud.message("document", media,
@@ -620,7 +613,7 @@ def test_file_over_the_limit_or_claiming_a_huge_size_is_refused_without_reading_
             garbler.garble(listing, "drop_field", field_name=SIZE_FIELDS[source], count=100)
         elif claim == "huge-claim":
             garbler.garble(listing, "set_field", field_name=SIZE_FIELDS[source], value=HUGE_CLAIM, count=100)
-        connector = connector_for(source, {**service_env(tmp_path, redis_url, hub), **bed.env,
+        connector = connector_for(source, {**service_env(tmp_path, fault_db, hub), **bed.env,
                                            "MAX_DOCUMENT_MB": str(LIMIT_MB)})
         summary = connector.sync_documents()
 
@@ -639,7 +632,7 @@ def test_file_over_the_limit_or_claiming_a_huge_size_is_refused_without_reading_
         assert '"too-large' in audit, "the refusal is recorded with its reason"
 
 
-def test_email_attachment_over_the_limit_is_skipped_with_its_reason(tmp_path: Path, redis_url: str, hub: Any) -> None:
+def test_email_attachment_over_the_limit_is_skipped_with_its_reason(tmp_path: Path, fault_db: str, hub: Any) -> None:
     from sandbox.dovecot import DovecotServer, require_dovecot
     from tests.reliability.beds import EMAIL_PASSWORD, document_bytes, email_message, service_env
     from tests.reliability.checks import stored_sha256s
@@ -651,7 +644,7 @@ def test_email_attachment_over_the_limit_is_skipped_with_its_reason(tmp_path: Pa
         user = f"hostile{uuid.uuid4().hex[:8]}@kmrl.test"
         dovecot.add_user(user, EMAIL_PASSWORD)
         dovecot.seed(user, [email_message(1, small), email_message(2, big)])
-        env = {**service_env(tmp_path, redis_url, hub), "EMAIL_HOST": dovecot.host,
+        env = {**service_env(tmp_path, fault_db, hub), "EMAIL_HOST": dovecot.host,
                "EMAIL_PORT": str(dovecot.imaps_port), "EMAIL_USER": user, "EMAIL_PASSWORD": EMAIL_PASSWORD,
                "EMAIL_SSL_CA_FILE": dovecot.ca_path, "EMAIL_MAX_ATTACHMENT_MB": str(LIMIT_MB)}
         summary = connector_for("email", env).sync_documents()
