@@ -17,11 +17,14 @@ pytest: install
 
 test: install lint typecheck pytest
 
+# The fault-injection, hostile-input and secret-leak suite in full (20 SIGKILL rounds of a 1,000-document
+# sync per source, longer hypothesis runs); `make test` runs the same tests reduced.
 reliability: install
 	KMRL_RELIABILITY_FULL=1 bash scripts/with-redis.sh .venv/bin/python -m pytest -m "reliability or slow" $(PYTEST_ARGS)
 
+# Every benchmark in bench/, then BENCHMARKS.md rewritten with each figure beside its target.
 bench: install
-	bash scripts/with-redis.sh .venv/bin/python -m bench.run_all
+	bash scripts/with-redis.sh .venv/bin/python -m bench.run_all $(BENCH_ARGS)
 
 # The demo reports how long installing took, then runs by itself for under two minutes.
 demo:

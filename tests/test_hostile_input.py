@@ -28,9 +28,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from base.document import MAX_FILENAME_BYTES, sanitize_filename
+from tests.reliability.conftest import FULL
 from utils.mime import ParsedMessage, parse_message
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "mime"
+#: Hypothesis examples are multiplied by this under ``make reliability`` (KMRL_RELIABILITY_FULL=1).
+SCALE = 5 if FULL else 1
+
+pytestmark = pytest.mark.reliability
 
 # -- filenames -------------------------------------------------------------------------------------
 
@@ -65,7 +70,7 @@ def windows_device_name(name: str, *, trim_spaces: bool = False) -> bool:
     return (stem.rstrip(" ") if trim_spaces else stem).casefold() in RESERVED
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(hostile_names)
 def test_sanitized_filename_is_safe_on_every_file_system(raw: str) -> None:
     name = sanitize_filename(raw)
@@ -78,7 +83,7 @@ def test_sanitized_filename_is_safe_on_every_file_system(raw: str) -> None:
     assert not name.startswith(".") and not name.endswith((".", " ")), repr(name)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(hostile_names)
 def test_sanitized_filename_is_not_a_windows_device_name(raw: str) -> None:
     name = sanitize_filename(raw)
@@ -94,14 +99,14 @@ def test_device_name_with_spaces_before_its_extension_is_not_left_as_it_is(raw: 
     assert not windows_device_name(sanitize_filename(raw), trim_spaces=True)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(hostile_names)
 def test_sanitizing_twice_changes_nothing(raw: str) -> None:
     once = sanitize_filename(raw)
     assert sanitize_filename(once) == once
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200 * SCALE, deadline=None)
 @given(st.text(alphabet=st.characters(categories=("L", "N")), min_size=1, max_size=40),
        st.sampled_from(["pdf", "docx", "xlsx", "jpg", "ഫയൽ"]), st.integers(min_value=1, max_value=400))
 def test_long_names_are_cut_keeping_their_extension(stem: str, ext: str, repeat: int) -> None:
@@ -124,7 +129,7 @@ def assert_every_part_accounted_for(parsed: ParsedMessage, *, include_inline: bo
     assert len(set(found)) == len(found), f"a part path was used twice: {found}"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(st.binary(max_size=4096), st.booleans())
 def test_mime_walker_never_raises_on_arbitrary_bytes(raw: bytes, include_inline: bool) -> None:
     assert_every_part_accounted_for(parse_message(raw, include_inline=include_inline), include_inline=include_inline)
@@ -139,7 +144,7 @@ structural_bytes = st.lists(st.sampled_from([
 ]), max_size=60).map(b"".join)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400 * SCALE, deadline=None)
 @given(structural_bytes)
 def test_mime_walker_never_raises_on_garbled_structure(raw: bytes) -> None:
     assert_every_part_accounted_for(parse_message(raw))
@@ -151,7 +156,7 @@ def corpus_messages() -> list[Path]:
     return sorted(p for p in CORPUS.iterdir() if p.name not in ("MANIFEST.tsv", "README.md"))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(st.data())
 def test_mime_walker_never_raises_on_damaged_real_messages(data: st.DataObject) -> None:
     path = data.draw(st.sampled_from(corpus_messages()))
@@ -249,7 +254,7 @@ def encode_entity(part: Any, path: str, leaves: list[Leaf], *, in_message: bool)
     return b"Content-Type: message/rfc822\r\n\r\n" + message
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(mime_trees())
 def test_every_leaf_of_a_generated_message_is_accounted_for(tree: Any) -> None:
     leaves: list[Leaf] = []
@@ -475,7 +480,7 @@ forged_signatures = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.one_of(st.binary(max_size=600), st.just(b"")).map(lambda b: b or media_notification()),
        forged=forged_signatures)
 def test_unsigned_or_wrongly_signed_webhook_is_refused_and_stores_nothing(
@@ -491,7 +496,7 @@ def test_unsigned_or_wrongly_signed_webhook_is_refused_and_stores_nothing(
     assert webhook.stored_keys() == []
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(extra=st.integers(min_value=1, max_value=64 * 1024))
 def test_oversized_webhook_body_is_refused_with_413_and_stores_nothing(webhook: Webhook, extra: int) -> None:
     notification = media_notification()

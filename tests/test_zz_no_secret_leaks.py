@@ -39,6 +39,8 @@ from tests.reliability.conftest import HUB_TOKEN
 from tests.reliability.workers import Worker
 from utils.logging import registered_secrets
 
+pytestmark = pytest.mark.reliability
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Test databases (tests/conftest.py).
 TEST_DATABASES = (5, 6, 7, 8, 9, 10, 15)

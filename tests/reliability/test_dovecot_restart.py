@@ -21,10 +21,10 @@ from sandbox.dovecot import DovecotServer, message_flags, require_dovecot
 from sandbox.hub import RunningHub
 from tests.reliability.beds import email_bed, service_env
 from tests.reliability.checks import assert_delivered_once, assert_settled
-from tests.reliability.conftest import FAULT_DOCUMENTS
+from tests.reliability.conftest import FAULT_DOCUMENTS, FULL
 from tests.reliability.inprocess import connector_for, tick_until_delivered
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900 if FULL else 300)]
 
 #: Messages per body fetch, and the attachment size: a batch answer of about 640 KB takes a while.
 BATCH = 10

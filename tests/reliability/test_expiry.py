@@ -15,10 +15,10 @@ from sandbox.maximo import DEFAULT_USERS
 from sandbox.tls import CertAuthority
 from tests.reliability.beds import maximo_bed, service_env, sharepoint_bed, whatsapp_bed
 from tests.reliability.checks import assert_delivered_once, assert_settled
-from tests.reliability.conftest import FAULT_DOCUMENTS
+from tests.reliability.conftest import FAULT_DOCUMENTS, FULL
 from tests.reliability.inprocess import AfterUploads, connector_for
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900 if FULL else 300)]
 
 #: Upload counts after which the credential or URL expires again (three times in one run).
 EXPIRE_AT = (FAULT_DOCUMENTS // 4, FAULT_DOCUMENTS // 2, 3 * FAULT_DOCUMENTS // 4)

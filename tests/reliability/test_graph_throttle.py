@@ -20,7 +20,7 @@ from tests.reliability.conftest import FULL
 from tests.reliability.recorder import Recorder, Seen
 from tests.reliability.workers import RUN_TIMEOUT, Worker
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900 if FULL else 300)]
 
 SITES = ("sites/operations", "sites/engineering")
 #: Files per site: enough that both workers are still downloading when the 429 comes.

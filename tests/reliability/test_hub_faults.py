@@ -20,11 +20,11 @@ from base.state import StateStore
 from sandbox.hub import RunningHub
 from tests.reliability.beds import Bed, maximo_bed, service_env
 from tests.reliability.checks import assert_delivered_once, assert_settled, stored_sha256s
-from tests.reliability.conftest import FAULT_DOCUMENTS
+from tests.reliability.conftest import FAULT_DOCUMENTS, FULL
 from tests.reliability.inprocess import AfterUploads, connector_for, tick_until_delivered
 from tests.reliability.workers import Worker
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900 if FULL else 300)]
 
 #: How long each fault lasts once switched on; longer than one request's retries (about 2 s).
 FAULT_SECONDS = 3.0

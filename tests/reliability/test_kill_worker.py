@@ -21,10 +21,11 @@ from sandbox.hub import RunningHub
 from sandbox.tls import CertAuthority
 from tests.reliability.beds import SOURCES, Bed, email_bed, maximo_bed, service_env, sharepoint_bed, whatsapp_bed
 from tests.reliability.checks import assert_delivered_once, assert_settled, stored_sha256s
-from tests.reliability.conftest import KILL_DOCUMENTS, KILL_ROUNDS
+from tests.reliability.conftest import FULL, KILL_DOCUMENTS, KILL_ROUNDS
 from tests.reliability.workers import KillRound, Worker, kill_round, run_until
 
-pytestmark = pytest.mark.reliability
+# A full run of one source is 20 worker processes and a 1,000-document sync: more than the default 300 s.
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(1800 if FULL else 600)]
 
 
 @contextmanager

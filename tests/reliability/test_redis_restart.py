@@ -21,11 +21,11 @@ import redis
 from sandbox.hub import RunningHub, running_hub
 from tests.reliability.beds import Bed, maximo_bed, service_env, whatsapp_bed
 from tests.reliability.checks import assert_delivered_once, assert_settled, stored_sha256s
-from tests.reliability.conftest import FAULT_DOCUMENTS, HUB_TOKEN
+from tests.reliability.conftest import FAULT_DOCUMENTS, FULL, HUB_TOKEN
 from tests.reliability.redis_server import PrivateRedis
 from tests.reliability.workers import RUN_TIMEOUT, RunResult, Worker, hub_uploads, run_until
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900 if FULL else 300)]
 
 #: Documents in the interrupted sync: enough that the restart lands in its middle.
 DOCUMENTS = FAULT_DOCUMENTS * 3
