@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from base.document import MAX_FILENAME_BYTES, sanitize_filename
@@ -99,11 +99,16 @@ def test_device_name_with_spaces_before_its_extension_is_not_left_as_it_is(raw: 
     assert not windows_device_name(sanitize_filename(raw), trim_spaces=True)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "base/document.py:249 sanitize_filename strips whitespace before it strips leading dots, so '. 0' becomes "
+    "' 0': a name with a leading space, which a second pass changes again ('0'); strip spaces and dots "
+    "together: .strip().lstrip('. ').rstrip('. ')"))
 @settings(max_examples=300 * SCALE, deadline=None)
 @given(hostile_names)
-def test_sanitizing_twice_changes_nothing(raw: str) -> None:
+@example(". 0")
+def test_sanitizing_twice_changes_nothing_and_no_name_starts_with_a_space(raw: str) -> None:
     once = sanitize_filename(raw)
-    assert sanitize_filename(once) == once
+    assert not once.startswith(" ") and sanitize_filename(once) == once, repr(once)
 
 
 @settings(max_examples=200 * SCALE, deadline=None)

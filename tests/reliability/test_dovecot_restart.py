@@ -72,14 +72,20 @@ class FetchTrap:
         monkeypatch.setattr(imaplib.IMAP4, "_command", spy)
 
 
-def _crash_then_start(server: DovecotServer) -> None:
+def _crash_then_start(server: DovecotServer) -> threading.Timer:
     server.kill()  # the FETCH went out; its answer never comes
-    threading.Timer(DOWN_FOR, server.start).start()
+    return _start_later(server)
 
 
-def _restart_while_answering(server: DovecotServer) -> None:
-    server.stop()  # a clean stop while the FETCH is being answered; up again a second later
-    threading.Timer(DOWN_FOR, server.start).start()
+def _restart_while_answering(server: DovecotServer) -> threading.Timer:
+    server.stop()  # a clean stop while the FETCH is being answered
+    return _start_later(server)
+
+
+def _start_later(server: DovecotServer) -> threading.Timer:
+    timer = threading.Timer(DOWN_FOR, server.start)
+    timer.start()
+    return timer
 
 
 @pytest.mark.parametrize("how", ["crash", "clean-restart"])
@@ -91,12 +97,14 @@ def test_dovecot_gone_mid_fetch_resumes_from_the_cursor_and_loses_nothing(
                "EMAIL_TIMEOUT": "5"}
         connector = connector_for("email", env)
         fault = _crash_then_start if how == "crash" else _restart_while_answering
-        trap = FetchTrap(FAULT_AT_FETCH, lambda: fault(own_dovecot))
+        restarts: list[threading.Timer] = []
+        trap = FetchTrap(FAULT_AT_FETCH, lambda: restarts.append(fault(own_dovecot)))
         trap.install(monkeypatch)
 
         runs = tick_until_delivered(connector, bed.expected, rel_hub)
 
         assert trap.fired.is_set(), "the fault never fired"
+        restarts[0].join(timeout=30)
         # A crash cuts the session: the run ends as a transient error. After a clean stop the session
         # may live on in its own imap process (Dovecot lets a busy one finish), and the run goes on.
         expected_states = ("error",) if how == "crash" else ("error", "ok")
