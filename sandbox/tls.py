@@ -40,7 +40,7 @@ class CertAuthority:
         self.directory = directory
         self._key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         self._cert = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -68,7 +68,7 @@ class CertAuthority:
     def issue(self, name: str = "localhost", hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -> ServerCert:
         """A server certificate for ``hosts`` (DNS names and IP addresses), signed by this CA."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         alt_names: list[x509.GeneralName] = []
         for host in hosts:
             try:
