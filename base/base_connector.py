@@ -67,6 +67,13 @@ class HealthResult:
     state: str
     detail: str
 
+    @classmethod
+    def from_error(cls, exc: ConfigError | TransientError, *, prefix: str = "") -> HealthResult:
+        """The failed result for a classified error: throttled, auth_failed, config_error or unreachable."""
+        state = "throttled" if isinstance(exc, ThrottledError) else \
+            exc.state if isinstance(exc, ConfigError) else "unreachable"
+        return cls(False, state, mask_text(prefix + str(exc)))
+
 
 @dataclass
 class Decision:

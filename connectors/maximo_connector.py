@@ -50,7 +50,7 @@ from connectors.maximo_oslc import (
     same_instant,
 )
 from utils.credentials_manager import CredentialsManager
-from utils.errors import AuthError, ConfigError, ItemError, ThrottledError, TransientError
+from utils.errors import AuthError, ConfigError, ItemError, TransientError
 from utils.http import HttpClient, iter_response
 from utils.logging import get_logger, register_secret
 
@@ -544,11 +544,5 @@ class MaximoConnector(BaseConnector):
                 return HealthResult(True, "healthy", f"{self._style} authentication accepted; "
                                                      f"{self.object_structure} answered with {found} work order(s) "
                                                      f"for scope {scope}")
-        except ThrottledError as exc:
-            return HealthResult(False, "throttled", str(exc))
-        except AuthError as exc:
-            return HealthResult(False, "auth_failed", str(exc))
-        except ConfigError as exc:
-            return HealthResult(False, "config_error", str(exc))
-        except TransientError as exc:
-            return HealthResult(False, "unreachable", str(exc))
+        except (ConfigError, TransientError) as exc:
+            return HealthResult.from_error(exc)

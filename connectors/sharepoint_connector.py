@@ -599,14 +599,8 @@ class SharePointConnector(BaseConnector):
                 if missing:
                     return HealthResult(False, "degraded", detail + f" (configured: {', '.join(self.libraries)})")
                 return HealthResult(True, "healthy", detail)
-        except ThrottledError as exc:
-            return HealthResult(False, "throttled", str(exc))
-        except AuthError as exc:
-            return HealthResult(False, "auth_failed", str(exc))
-        except ConfigError as exc:
-            return HealthResult(False, "config_error", str(exc))
-        except TransientError as exc:
-            return HealthResult(False, "unreachable", str(exc))
+        except (ConfigError, TransientError) as exc:
+            return HealthResult.from_error(exc)
 
 
 def _obj(value: Any) -> dict[str, Any]:

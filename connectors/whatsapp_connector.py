@@ -215,11 +215,9 @@ class WhatsAppConnector(BaseConnector):
             if response.status_code != 200:
                 raise _graph_failure(response, subject=f"phone number id {phone}", unknown_is_config=True)
             display = _json(response).get("display_phone_number", "")
-        except ThrottledError as exc:
-            return HealthResult(False, "throttled", str(exc))
-        except ConfigError as exc:
-            return HealthResult(False, exc.state, str(exc))
-        except (TransientError, ItemError, requests.RequestException) as exc:
+        except (ConfigError, TransientError) as exc:
+            return HealthResult.from_error(exc, prefix="Cloud API: ")
+        except (ItemError, requests.RequestException) as exc:
             return HealthResult(False, "unreachable", f"Cloud API: {exc}")
         detail = f"token valid for phone number id {phone} ({display or 'no display number'})"
         try:
