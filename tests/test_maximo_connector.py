@@ -382,7 +382,8 @@ def test_https_with_a_private_ca_is_verified(settings: Settings, tmp_path: Any) 
         trusted = MaximoConnector(server.url, settings=settings, ca_bundle=authority.ca_path)
         assert trusted.sync_documents(API_KEY).totals["new"] == 1
         untrusted = MaximoConnector(server.url, settings=settings, timeout=(2, 2)).health_check(API_KEY)
-    assert not untrusted.ok and untrusted.state == "unreachable"
+    # An untrusted certificate is a setting to fix, not an outage to retry.
+    assert not untrusted.ok and untrusted.state == "config_error" and "not trusted" in untrusted.detail
 
 
 def test_answer_slower_than_the_read_timeout_is_retried(maximo: Maximo) -> None:
