@@ -14,6 +14,8 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from utils.mime import BODY_TEXT_LIMIT, MAX_DEPTH, iter_attachments, message_summary, parse_message
 
@@ -568,3 +570,82 @@ def test_truncated_and_corrupted_corpus_messages_never_raise() -> None:
 ])
 def test_malformed_fragments_never_raise(raw: bytes) -> None:
     parse_message(raw, include_inline=True)
+
+
+# -- generated structures --------------------------------------------------------------------------
+
+NAME_CHARS = "abcXYZ019 _-.()കൊച്ചിമെട്രോ日本ü€"
+
+
+@st.composite
+def mime_tree(draw: st.DrawFn, depth: int = 0) -> tuple:
+    kinds = ["attachment", "text"] + (["multipart", "rfc822"] if depth < 4 else [])
+    kind = draw(st.sampled_from(kinds))
+    if kind == "attachment":
+        name = draw(st.text(NAME_CHARS, min_size=1, max_size=40)).strip() or "x"
+        return ("attachment", name + ".pdf", draw(st.binary(max_size=300)), draw(st.sampled_from(["2231", "2047"])))
+    if kind == "text":
+        return ("text", draw(st.text(max_size=60)))
+    if kind == "rfc822":
+        return ("rfc822", draw(mime_tree(depth + 1)))
+    return ("multipart", draw(st.sampled_from(["mixed", "alternative", "parallel"])),
+            draw(st.lists(mime_tree(depth + 1), min_size=1, max_size=4)))
+
+
+def render(node: tuple, counter: list[int]) -> bytes:
+    """MIME headers + body of ``node`` (a part, without the leading boundary line)."""
+    kind = node[0]
+    if kind == "attachment":
+        _, name, data, style = node
+        if style == "2231":
+            value = "".join(f"%{b:02X}" for b in name.encode())
+            disposition = f"attachment; filename*=UTF-8''{value}"
+        else:
+            disposition = f"attachment; filename=\"=?UTF-8?B?{base64.b64encode(name.encode()).decode()}?=\""
+        return (f"Content-Type: application/pdf\r\nContent-Disposition: {disposition}\r\n"
+                "Content-Transfer-Encoding: base64\r\n\r\n").encode() + base64.encodebytes(data)
+    if kind == "text":
+        return b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" + \
+            base64.encodebytes(node[1].encode())
+    if kind == "rfc822":
+        return b"Content-Type: message/rfc822\r\n\r\nSubject: fwd\r\n" + render(node[1], counter)
+    counter[0] += 1
+    boundary = f"=_b{counter[0]}_".encode()
+    body = b"".join(b"--" + boundary + b"\r\n" + render(child, counter) + b"\r\n" for child in node[2])
+    return (b"Content-Type: multipart/" + node[1].encode() + b"; boundary=\"" + boundary + b"\"\r\n\r\n"
+            + body + b"--" + boundary + b"--\r\n")
+
+
+def expected_attachments(node: tuple, path: str, origin: tuple[str, ...]) -> list[tuple[str, str, bytes, tuple]]:
+    """(section, name, bytes, origin) in IMAP numbering: ``path`` is this entity's section."""
+    kind = node[0]
+    if kind == "attachment":
+        return [(path, node[1], node[2], origin)]
+    if kind == "text":
+        return []
+    if kind == "rfc822":
+        inner = node[1]
+        # The encapsulated message's body: its parts number under this section; a single body is ".1".
+        if inner[0] == "multipart":
+            return expected_children(inner, path, (*origin, "rfc822"))
+        return expected_attachments(inner, f"{path}.1", (*origin, "rfc822"))
+    return expected_children(node, path, origin)
+
+
+def expected_children(node: tuple, path: str, origin: tuple[str, ...]) -> list[tuple[str, str, bytes, tuple]]:
+    found = []
+    for number, child in enumerate(node[2], 1):
+        found += expected_attachments(child, f"{path}.{number}" if path else str(number), origin)
+    return found
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mime_tree())
+def test_generated_structures_give_every_attachment_with_its_section_name_and_bytes(tree: tuple) -> None:
+    raw = b"From: gen@kmrl.co.in\r\nSubject: generated\r\nMIME-Version: 1.0\r\n" + render(tree, [0])
+    top = tree if tree[0] == "multipart" else None
+    expected = expected_children(top, "", ()) if top else expected_attachments(tree, "1", ())
+    parsed = parse_message(raw)
+    assert [(a.part_path, a.filename, a.payload, a.origin) for a in parsed.attachments] == expected
+    leaf_roles = {p.part_path: p.role for p in parsed.parts if p.role != "container"}
+    assert {path for path, *_ in expected} == {p for p, role in leaf_roles.items() if role == "attachment"}
