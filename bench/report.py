@@ -44,7 +44,9 @@ class Figure:
     def shown(self) -> str:
         if self.value is None:
             return "not measured"
-        if isinstance(self.value, float):
+        if isinstance(self.value, float) and self.value.is_integer():
+            text = f"{int(self.value):,}"
+        elif isinstance(self.value, float):
             text = f"{self.value:,.2f}" if abs(self.value) < 100 else f"{self.value:,.0f}"
         else:
             text = f"{self.value:,}" if isinstance(self.value, int) else str(self.value)

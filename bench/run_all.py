@@ -1,0 +1,340 @@
+"""Runs every benchmark in bench/ and rewrites BENCHMARKS.md (``make bench``).
+
+Each benchmark runs in its own process, one after the other (they measure throughput and memory; two
+at once would measure each other). The interface a benchmark script offers: it prints its figures
+for people, and with ``--json PATH`` it also writes a result file (``bench.report.Result``: figures
+with units, targets and whether each is met). For a script that has no ``--json`` yet, an adapter
+here reads the figures from its printed table; a figure the adapter cannot find is reported as not
+measured, with a note, rather than guessed. Output goes to ``.bench/results/<name>.txt`` beside the
+result file, and BENCHMARKS.md is written from all the result files there (a benchmark not run this
+time keeps its previous result, dated).
+
+    .venv/bin/python -m bench.run_all [--only email,core] [--quick] [--results DIR] [--no-report]
+
+``--quick`` runs every benchmark at a small size: a check that they all work, not the issues' figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.report import DEFAULT_REPORT, DEFAULT_RESULTS, Figure, Result, met, write_report
+
+ROOT = Path(__file__).resolve().parent.parent
+Adapter = Callable[[str, Result], None]
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One benchmark script: its module, its arguments at full and at quick size, how to read it."""
+
+    name: str
+    title: str
+    module: str
+    args: tuple[str, ...] = ()
+    quick_args: tuple[str, ...] = ()
+    adapter: Adapter | None = None
+    timeout: float = 3600.0  # seconds
+    needs: tuple[str, ...] = field(default=())  # programs that must be installed
+
+
+# -- reading printed tables --------------------------------------------------------------------------
+
+def _number(text: str) -> float | None:
+    text = text.strip().replace(",", "")
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def table_rows(output: str, first_header: str) -> dict[str, dict[str, str]]:
+    """The rows of a table printed with columns separated by two or more spaces, by their first cell.
+
+    The header is the first line whose first cell is ``first_header``; rows follow until a blank line.
+    """
+    lines = output.splitlines()
+    starts = [i for i, line in enumerate(lines) if re.split(r"\s{2,}", line.strip())[0] == first_header]
+    if not starts:
+        return {}
+    header = re.split(r"\s{2,}", lines[starts[0]].strip())
+    rows: dict[str, dict[str, str]] = {}
+    for line in lines[starts[0] + 1:]:
+        if not line.strip():
+            break
+        if set(line.strip()) <= {"-", " "}:
+            continue
+        cells = re.split(r"\s{2,}", line.strip())
+        rows[cells[0]] = dict(zip(header, cells, strict=False))
+    return rows
+
+
+def _find(output: str, pattern: str) -> float | None:
+    match = re.search(pattern, output)
+    return _number(match.group(1)) if match else None
+
+
+def _add(result: Result, label: str, value: float | str | None, unit: str = "", target: str = "",
+         verdict: bool | None = None, note: str = "") -> None:
+    if value is None:
+        result.notes.append(f"could not read '{label}' from the output")
+    result.figures.append(Figure(label, value, unit, target, verdict if value is not None else None, note))
+
+
+def _cell(rows: dict[str, dict[str, str]], row_start: str, column: str) -> float | None:
+    for name, row in rows.items():
+        if name.startswith(row_start):
+            return _number(row.get(column, ""))
+    return None
+
+
+# -- adapters, one per script without --json --------------------------------------------------------
+
+def headless_rows(output: str, columns: Sequence[str], starts: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Rows of a table whose header has no first cell: each line starting with one of ``starts``,
+    its cells after the name read as ``columns``."""
+    rows: dict[str, dict[str, str]] = {}
+    for line in output.splitlines():
+        for start in starts:
+            if line.startswith(start):
+                cells = re.split(r"\s{2,}", line.strip())
+                rows[cells[0]] = dict(zip(columns, cells[1:], strict=False))
+    return rows
+
+
+def read_email(output: str, result: Result) -> None:
+    """bench_email: connector and mbsync rows, the ratio, RSS and no-change lines (issue 3)."""
+    rows = headless_rows(output, ("seconds", "msg/s", "MB/s", "peak RSS MB"),
+                         ("connector (outbox", "mbsync (", "connector alone"))
+    ratio = _find(output, r"ratio connector/mbsync: ([\d.]+)")
+    rss = _cell(rows, "connector (outbox", "peak RSS MB")
+    no_change = _find(output, r"no-change sync ([\d.]+) ms")
+    _add(result, "connector: messages/s (fetch, parse, hash, dedup, outbox with fsync)",
+         _cell(rows, "connector (outbox", "msg/s"), "msg/s")
+    _add(result, "connector: MB/s", _cell(rows, "connector (outbox", "MB/s"), "MB/s")
+    _add(result, "mbsync: messages/s (maildir, fsync)", _cell(rows, "mbsync", "msg/s"), "msg/s")
+    _add(result, "mbsync: MB/s", _cell(rows, "mbsync", "MB/s"), "MB/s")
+    _add(result, "connector / mbsync messages/s", ratio, "", ">= 1.00 (issue 3)", met(ratio, at_least=1.0))
+    _add(result, "connector peak RSS", rss, "MB", "< 150 MB (issue 3)", met(rss, below=150))
+    _add(result, "mbsync peak RSS", _cell(rows, "mbsync", "peak RSS MB"), "MB")
+    _add(result, "connector alone (no pipeline): messages/s", _cell(rows, "connector alone", "msg/s"), "msg/s")
+    _add(result, "second sync with nothing new", no_change, "ms", "< 100 ms (issue 3)", met(no_change, below=100))
+
+
+def read_sharepoint(output: str, result: Result) -> None:
+    """bench_sharepoint: first sync, no-change, changed files and the large file (issue 4)."""
+    rows = table_rows(output, "scenario")
+    libraries = _find(output, r"in (\d+) libraries")
+    first = next((name for name in rows if name.startswith("first sync")), "first sync")
+    _add(result, "first sync: files/s", _cell(rows, "first sync", "files/s"), "files/s")
+    _add(result, "first sync: MB/s", _cell(rows, "first sync", "MB/s"), "MB/s")
+    _add(result, "first sync: Graph requests", _cell(rows, "first sync", "Graph requests"), "",
+         note=first)
+    _add(result, "first sync: token requests", _cell(rows, "first sync", "token requests"))
+    deltas = _cell(rows, "no-change sync", "Graph requests")
+    tokens = _cell(rows, "no-change sync", "token requests")
+    _add(result, "no-change sync, same worker: Graph requests", deltas, "",
+         f"1 delta per library = {libraries:.0f} (issue 4)" if libraries else "1 delta per library (issue 4)",
+         deltas == libraries if deltas is not None and libraries else None)
+    _add(result, "no-change sync: token requests", tokens, "", "0 (issue 4)", tokens == 0 if tokens is not None else None)
+    changed = next((name for name in rows if "changed files" in name), None)
+    if changed:
+        _add(result, f"{changed}: Graph requests", _cell(rows, changed, "Graph requests"))
+        _add(result, f"{changed}: downloads", _cell(rows, changed, "downloads"))
+    large = next((name for name in rows if "MB file" in name), None)
+    if large:
+        rss = _cell(rows, large, "peak RSS MB")
+        _add(result, f"{large}: peak RSS", rss, "MB", "< 120 MB (issue 4)", met(rss, below=120))
+        _add(result, f"{large}: MB/s", _cell(rows, large, "MB/s"), "MB/s")
+    else:
+        result.notes.append("no large-file row in the output (--large-mb 0?)")
+
+
+def read_maximo(output: str, result: Result) -> None:
+    """bench_maximo: work orders/s and requests of each scenario (issue 5)."""
+    rows = table_rows(output, "scenario")
+    if not rows:
+        result.notes.append("no table in the output")
+    for name in rows:
+        if name.startswith("full sync") or name.startswith("connector alone"):
+            _add(result, f"{name}: work orders/s", _cell(rows, name, "WO/s"), "WO/s")
+            _add(result, f"{name}: Maximo requests per work order", _cell(rows, name, "requests/WO"))
+        elif name.startswith("no-change sync"):
+            per_site = _cell(rows, name, "requests/site")
+            login = "maxauth" in name  # a session style logs in once per run
+            allowed = 1.0 + (0.5 if login else 0.0)
+            _add(result, f"{name}: requests per site", per_site, "",
+                 "1 per site (issue 5)" + (" + one login per run" if login else ""), met(per_site, at_most=allowed))
+
+
+def read_webhook(output: str, result: Result) -> None:
+    """bench_webhook: requests/s and latency beside the bare endpoint, and exactly-once (issue 6)."""
+    rows = table_rows(output, "endpoint")
+    ratio = _find(output, r"webhook/bare throughput: ([\d.]+)")
+    p99 = _cell(rows, "webhook", "p99 ms")
+    _add(result, "webhook (verify signature + queue): requests/s", _cell(rows, "webhook", "req/s"), "req/s")
+    _add(result, "bare Flask endpoint, same gunicorn: requests/s", _cell(rows, "bare", "req/s"), "req/s")
+    _add(result, "webhook / bare requests/s", ratio, "", ">= 0.50 (issue 6)", met(ratio, at_least=0.5))
+    _add(result, "webhook p50 latency", _cell(rows, "webhook", "p50 ms"), "ms")
+    _add(result, "webhook p99 latency", p99, "ms", "< 20 ms (issue 6)", met(p99, below=20))
+    once = re.search(r"exactly once: (\w+)", output)
+    _add(result, "every accepted message in the stream exactly once", once.group(1) if once else None, "",
+         "yes (issue 6)", (once.group(1) == "yes") if once else None)
+    setting = re.search(r"^(gunicorn .*)$", output, re.MULTILINE)
+    if setting:
+        result.notes.append(setting.group(1))
+
+
+def read_language(output: str, result: Result) -> None:
+    """bench_language: texts/s per detection path (script paths: 50,000 short texts/s)."""
+    for line in output.splitlines():
+        match = re.match(r"^(script: [\w +]+?|english|langdetect \(foreign Latin\))\s{2,}([\d,]+)\s+([\d,]+)\s+([\d,]+)",
+                         line.strip())
+        if not match:
+            continue
+        name, rate = match.group(1).strip(), _number(match.group(3))
+        target = ">= 50,000 texts/s (bench_language)" if name.startswith("script") else ""
+        _add(result, f"{name}: texts/s", rate, "texts/s", target, met(rate, at_least=50_000) if target else None)
+    if not result.figures:
+        result.notes.append("no figures found in the output")
+
+
+def read_classifier(output: str, result: Result) -> None:
+    """bench_classifier: documents/s for short texts, a page and long documents (no target stated)."""
+    for line in output.splitlines():
+        match = re.match(r"^(short \(.*?\)|a page \(.*?\)|long \(.*?\))\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)", line.strip())
+        if match:
+            _add(result, f"{match.group(1)}: documents/s", _number(match.group(3)), "docs/s")
+    if not result.figures:
+        result.notes.append("no figures found in the output")
+
+
+BENCHES = (
+    Bench("email", "Email: the whole ingest beside mbsync (issue 3)", "bench.bench_email",
+          quick_args=("--messages", "500", "--rounds", "1"), adapter=read_email, needs=("dovecot", "mbsync")),
+    Bench("sharepoint", "SharePoint: files/s, Graph requests, a 1 GB file (issue 4)", "bench.bench_sharepoint",
+          quick_args=("--files", "300", "--large-mb", "64"), adapter=read_sharepoint),
+    Bench("maximo", "Maximo: work orders/s and requests (issue 5)", "bench.bench_maximo",
+          quick_args=("--work-orders", "200"), adapter=read_maximo),
+    Bench("webhook", "WhatsApp webhook under wrk: requests/s and p99 (issue 6)", "bench.bench_webhook",
+          quick_args=("--duration", "5", "--bodies", "5000"), adapter=read_webhook, needs=("wrk",)),
+    Bench("core", "Core pipeline: memory, Redis round trips, no-change syncs (issue 9)", "bench.bench_core",
+          quick_args=("--large-mb", "64", "--documents", "200")),
+    Bench("language", "Language detection", "bench.bench_language", quick_args=("--texts", "5000"),
+          adapter=read_language),
+    Bench("classifier", "Department classifier", "bench.bench_classifier", quick_args=("--documents", "2000"),
+          adapter=read_classifier),
+)
+
+
+def _module_exists(module: str) -> bool:
+    return (ROOT / (module.replace(".", "/") + ".py")).is_file()
+
+
+def _has_json_flag(module: str) -> bool:
+    """Whether the script offers ``--json PATH`` (the interface run_all asks of every benchmark)."""
+    helped = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, check=False)
+    return "--json" in helped.stdout
+
+
+def _missing_programs(bench: Bench) -> list[str]:
+    import shutil
+
+    return [p for p in bench.needs if shutil.which(p) is None and not Path(f"/usr/sbin/{p}").exists()]
+
+
+def run_bench(bench: Bench, results: Path, *, quick: bool, position: int) -> Result:
+    """Runs one benchmark; its result file is ``results/NN-name.json`` (NN keeps the report's order)."""
+    stem = f"{position:02d}-{bench.name}"
+    json_path, text_path = results / f"{stem}.json", results / f"{stem}.txt"
+    args = list(bench.quick_args if quick else bench.args)
+    uses_json = _has_json_flag(bench.module)
+    if uses_json:
+        args += ["--json", str(json_path)]
+    argv = [sys.executable, "-m", bench.module, *args]
+    command = "python -m " + shlex.join([bench.module, *args])
+    started, wall = datetime.now(UTC), time.perf_counter()
+    print(f"== {bench.name}: {command}", flush=True)
+    missing = _missing_programs(bench)
+    if missing:
+        result = Result(bench.name, bench.title, command, returncode=127,
+                        notes=[f"not run: {', '.join(missing)} not installed"])
+    else:
+        try:
+            done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=bench.timeout, check=False)
+            output, code = done.stdout + ("\n--- stderr ---\n" + done.stderr[-20000:] if done.stderr else ""), \
+                done.returncode
+        except subprocess.TimeoutExpired as exc:
+            partial = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            output, code = f"timed out after {bench.timeout:.0f} s\n{partial}", -1
+        text_path.write_text(output, encoding="utf-8")
+        print(output.split("\n--- stderr ---\n", 1)[0], flush=True)
+        if uses_json and json_path.is_file():
+            result = Result.from_json(json.loads(json_path.read_text(encoding="utf-8")))
+            result.returncode = code
+        else:
+            result = Result(bench.name, bench.title, command, returncode=code)
+            if bench.adapter is None:
+                result.notes.append("the script wrote no result file and has no adapter")
+            else:
+                bench.adapter(output.split("\n--- stderr ---\n", 1)[0], result)
+                result.notes.append("figures read from the script's printed output (it has no --json yet)")
+            if code != 0:
+                result.notes.append(f"exit code {code}; output in {text_path.relative_to(ROOT)}")
+    result.title, result.command = bench.title, command
+    result.started_at = started.strftime("%Y-%m-%d %H:%M UTC")
+    result.seconds = time.perf_counter() - wall
+    result.output_file = str(text_path.relative_to(ROOT))
+    if quick:
+        result.notes.append("quick run (reduced sizes): not the issue's figures")
+    result.save(json_path)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--only", default="", help="comma-separated benchmark names: "
+                                                   + ", ".join(b.name for b in BENCHES))
+    parser.add_argument("--quick", action="store_true", help="small sizes: check that every benchmark runs")
+    parser.add_argument("--results", default=str(DEFAULT_RESULTS))
+    parser.add_argument("--report", default=str(DEFAULT_REPORT))
+    parser.add_argument("--no-report", action="store_true", help="run, but leave BENCHMARKS.md as it is")
+    args = parser.parse_args(argv)
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+    unknown = only - {b.name for b in BENCHES}
+    if unknown:
+        parser.error(f"unknown benchmarks: {', '.join(sorted(unknown))}")
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    crashed = []
+    for position, bench in enumerate(BENCHES, start=1):
+        if only and bench.name not in only:
+            continue
+        if not _module_exists(bench.module):
+            print(f"== {bench.name}: {bench.module} does not exist yet; skipped", flush=True)
+            continue
+        result = run_bench(bench, results, quick=args.quick, position=position)
+        if result.returncode != 0:
+            crashed.append(bench.name)
+    if not args.no_report:
+        command = "make bench" if not argv and not sys.argv[1:] else "python -m bench.run_all " + shlex.join(
+            list(argv) if argv is not None else sys.argv[1:])
+        print(f"wrote {write_report(results, args.report, command=command)}")
+    if crashed:
+        print(f"benchmarks that did not finish cleanly: {', '.join(crashed)}", file=sys.stderr)
+    return 1 if crashed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
