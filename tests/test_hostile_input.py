@@ -228,7 +228,7 @@ def mime_trees(depth: int = 0) -> st.SearchStrategy[Any]:
     )
 
 
-def encode_entity(part: Any, path: str, leaves: list[Leaf], *, in_message: bool) -> bytes:
+def encode_entity(part: Any, path: str, leaves: list[Leaf]) -> bytes:
     """Headers + body of ``part``, numbering its leaves as IMAP does (``path`` is its section)."""
     if isinstance(part, Leaf):
         part.path = path or "1"
@@ -247,7 +247,7 @@ def encode_entity(part: Any, path: str, leaves: list[Leaf], *, in_message: bool)
         body = b""
         for number, child in enumerate(part.children, 1):
             child_path = f"{path}.{number}" if path else str(number)
-            body += f"--{boundary}\r\n".encode() + encode_entity(child, child_path, leaves, in_message=False) + b"\r\n"
+            body += f"--{boundary}\r\n".encode() + encode_entity(child, child_path, leaves) + b"\r\n"
         return (f'Content-Type: multipart/{part.subtype}; boundary="{boundary}"\r\n\r\n'.encode() + body
                 + f"--{boundary}--\r\n".encode())
     inner = part.children[0]
@@ -255,7 +255,7 @@ def encode_entity(part: Any, path: str, leaves: list[Leaf], *, in_message: bool)
     # multipart body's parts are section.N; any other body is section.1).
     section = path or "1"
     inner_path = section if isinstance(inner, Node) and inner.kind == "multipart" else f"{section}.1"
-    message = b"Subject: forwarded\r\nMIME-Version: 1.0\r\n" + encode_entity(inner, inner_path, leaves, in_message=True)
+    message = b"Subject: forwarded\r\nMIME-Version: 1.0\r\n" + encode_entity(inner, inner_path, leaves)
     return b"Content-Type: message/rfc822\r\n\r\n" + message
 
 
@@ -263,7 +263,7 @@ def encode_entity(part: Any, path: str, leaves: list[Leaf], *, in_message: bool)
 @given(mime_trees())
 def test_every_leaf_of_a_generated_message_is_accounted_for(tree: Any) -> None:
     leaves: list[Leaf] = []
-    entity = encode_entity(tree, "", leaves, in_message=True)
+    entity = encode_entity(tree, "", leaves)
     raw = b"From: a@kmrl.co.in\r\nSubject: generated\r\nMIME-Version: 1.0\r\n" + entity
     parsed = parse_message(raw)
     assert_every_part_accounted_for(parsed)
