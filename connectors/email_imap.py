@@ -38,6 +38,9 @@ IMAPS_PORT = 993
 #: IMAP port (plain, or upgraded with STARTTLS).
 IMAP_PORT = 143
 
+#: RFC 5530 response codes of a login that failed for a reason other than the credentials.
+_TEMPORARY_LOGIN_CODES = ("[UNAVAILABLE]", "[SERVERBUG]", "[INUSE]", "[LIMIT]")
+
 _ACCOUNT_KEYS = {"name", "host", "port", "user", "password_env", "folders", "hints", "use_ssl", "starttls",
                  "allow_plaintext", "ssl_ca_file"}
 
@@ -165,7 +168,11 @@ def classified(account: EmailAccount, doing: str) -> Iterator[None]:
     try:
         yield
     except LoginError as exc:
-        raise AuthError(f"IMAP login of {account.user} at {where} was refused: {_server_text(exc)}") from exc
+        text = _server_text(exc)
+        if any(code in text.upper() for code in _TEMPORARY_LOGIN_CODES):
+            # RFC 5530: the server cannot check credentials right now; they may well be right.
+            raise TransientError(f"IMAP server {where} could not log in {account.user} now: {text}") from exc
+        raise AuthError(f"IMAP login of {account.user} at {where} was refused: {text}") from exc
     except ssl.SSLCertVerificationError as exc:
         raise ConfigError(
             f"TLS certificate of {where} could not be verified ({exc.verify_message or exc.reason}); "

@@ -16,16 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from imapclient.exceptions import LoginError
 
 from base.document import Checkpoint, Item, sanitize_filename
 from base.hub_client import HttpHub
 from config.settings import Settings
 from connectors.email_connector import EmailConnector
-from connectors.email_imap import EmailAccount
+from connectors.email_imap import EmailAccount, classified
 from sandbox.dovecot import DovecotServer, crlf, message_flags, require_dovecot
 from sandbox.tls import CertAuthority
 from tests.test_mime import CORPUS, CORPUS_ATTACHMENTS, corpus_files
-from utils.errors import ConfigError
+from utils.errors import AuthError, ConfigError, TransientError
 from utils.mime import iter_attachments
 
 MALAYALAM_NAME = "കൊച്ചി മെട്രോ പരിപാലനം.pdf"
@@ -348,6 +349,17 @@ def test_wrong_password_is_auth_failed_and_tried_once(
     assert status["state"] == "auth_failed"
     health = connector.health_check({"email": mailbox, "password": "not-the-password"})
     assert (health.ok, health.state) == (False, "auth_failed")
+
+
+@pytest.mark.parametrize(("server_says", "expected"), [
+    ("[AUTHENTICATIONFAILED] Authentication failed.", AuthError),
+    ("[UNAVAILABLE] Temporary authentication failure.", TransientError),
+])
+def test_login_refusal_is_classified_by_its_response_code(server_says: str, expected: type[Exception]) -> None:
+    account = EmailAccount("imap.kmrl.co.in", "ops@kmrl.co.in")
+    with pytest.raises(expected, match=r"ops@kmrl\.co\.in"):
+        with classified(account, "logging in"):
+            raise LoginError(server_says)
 
 
 def test_starttls_on_the_plain_port(dovecot: DovecotServer, mailbox: str,
