@@ -237,6 +237,14 @@ BENCHES = (
 )
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def _module_exists(module: str) -> bool:
     return (ROOT / (module.replace(".", "/") + ".py")).is_file()
 
@@ -291,11 +299,11 @@ def run_bench(bench: Bench, results: Path, *, quick: bool, position: int) -> Res
                 bench.adapter(output.split("\n--- stderr ---\n", 1)[0], result)
                 result.notes.append("figures read from the script's printed output (it has no --json yet)")
             if code != 0:
-                result.notes.append(f"exit code {code}; output in {text_path.relative_to(ROOT)}")
+                result.notes.append(f"exit code {code}; output in {_shown(text_path)}")
     result.title, result.command = bench.title, command
     result.started_at = started.strftime("%Y-%m-%d %H:%M UTC")
     result.seconds = time.perf_counter() - wall
-    result.output_file = str(text_path.relative_to(ROOT))
+    result.output_file = str(_shown(text_path))
     if quick:
         result.notes.append("quick run (reduced sizes): not the issue's figures")
     result.save(json_path)
