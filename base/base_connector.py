@@ -142,13 +142,35 @@ class SyncSummary:
                 "seconds": round(self.seconds, 3), "scopes": [s.as_dict() for s in self.scopes]}
 
 
-class _Run:
-    """Mutable state of one scope run (kept off the connector so runs never share it)."""
+@dataclass
+class _Pending:
+    """A document the Hub has taken but whose acknowledgement waits for the batch's flush."""
 
-    def __init__(self, summary: ScopeSummary, *, dry_run: bool, full: bool) -> None:
+    scope: str
+    item: Item
+    record: ItemRecord
+    outcome: str
+    size: int
+
+
+class _Run:
+    """Mutable state of one scope run (kept off the connector so runs never share it).
+
+    With ``batch_size`` > 1, documents the Hub has taken wait in ``pending`` until the batch is
+    flushed (one Hub flush, one Redis round trip); every cursor advance waits with them, in order,
+    so the cursor never passes a document that is not yet acknowledged.
+    """
+
+    def __init__(self, summary: ScopeSummary, *, dry_run: bool, full: bool, batch_size: int = 1,
+                 tracker: _CursorTracker | None = None) -> None:
         self.summary = summary
         self.dry_run = dry_run
         self.full = full
+        self.batch_size = batch_size
+        self.tracker = tracker
+        self.pending: list[_Pending] = []
+        self.pending_content: dict[str, str] = {}
+        self.deferred_cursors: list[tuple[Any, bool]] = []
 
     def count(self, name: str, n: int = 1) -> None:
         self.summary.counts[name] += n
@@ -283,7 +305,6 @@ class BaseConnector(ABC):
     # -- the pipeline -------------------------------------------------------------------------------
     def _run_scope(self, scope: str, *, dry_run: bool, full: bool, deadline: float | None) -> ScopeSummary:
         summary = ScopeSummary(self.name, scope, uuid.uuid4().hex[:12])
-        run = _Run(summary, dry_run=dry_run, full=full)
         lease = self.state.lease(self.name, scope, ttl=self.settings.lock_ttl)
         if not lease.acquire():
             summary.state = "locked"
@@ -299,8 +320,12 @@ class BaseConnector(ABC):
                                                             "last_run_start": summary.started_at})
             start_cursor = None if full else self.state.get_cursor(self.name, scope)
             tracker = _CursorTracker(self, scope, start_cursor, enabled=not dry_run)
+            batched = callable(getattr(self.hub, "flush", None)) and not dry_run
+            run = _Run(summary, dry_run=dry_run, full=full, tracker=tracker,
+                       batch_size=self.settings.ack_batch_size if batched else 1)
             try:
-                self._consume(run, scope, start_cursor, lease, tracker, deadline)
+                self._consume(run, scope, start_cursor, lease, deadline)
+                self._commit(run)
                 if summary.state == "running":
                     summary.state = "ok"
             except SoftTimeLimitExceeded:
@@ -323,6 +348,7 @@ class BaseConnector(ABC):
                 summary.ended_at = time.time()
                 # Each write is attempted even when Redis is down for the others; what fails is
                 # redone by the next run (the cursor only ever lags, never runs ahead).
+                _best_effort(lambda: self._commit(run), "batch")
                 _best_effort(tracker.save, "cursor")
                 if not dry_run:
                     _best_effort(lambda: self._finish_status(summary), "status")
@@ -332,24 +358,23 @@ class BaseConnector(ABC):
                        seconds=round(summary.seconds, 3), bytes=summary.bytes, **summary.counts)
         return summary
 
-    def _consume(self, run: _Run, scope: str, cursor: Any, lease: Any, tracker: _CursorTracker,
-                 deadline: float | None) -> None:
+    def _consume(self, run: _Run, scope: str, cursor: Any, lease: Any, deadline: float | None) -> None:
         changes = self.list_changes(scope, cursor)
         try:
             for change in changes:
                 lease.keep_alive()
                 if isinstance(change, Checkpoint):
-                    tracker.advance(change.cursor, checkpoint=True)
+                    self._advance(run, change.cursor, checkpoint=True)
                     continue
                 if isinstance(change, ItemFailure):
                     run.count("fetched")
                     self._dead_letter(run, scope, change.source_id, change.reason, version=change.version,
                                       metadata=change.metadata)
-                    tracker.advance(change.cursor_after)
+                    self._advance(run, change.cursor_after)
                 else:
                     with bind_context(source_id=change.source_id):
                         self._handle_item(run, scope, change)
-                    tracker.advance(change.cursor_after)
+                    self._advance(run, change.cursor_after)
                 if deadline is not None and time.monotonic() >= deadline:
                     run.summary.state = "partial"
                     log.info("run_time_budget_reached")
@@ -358,6 +383,45 @@ class BaseConnector(ABC):
             close = getattr(changes, "close", None)
             if callable(close):
                 close()
+
+    def _advance(self, run: _Run, cursor: Any, *, checkpoint: bool = False) -> None:
+        """Moves the cursor, or queues the move behind the documents still waiting for their flush."""
+        assert run.tracker is not None
+        if run.pending:
+            run.deferred_cursors.append((cursor, checkpoint))
+            if checkpoint:
+                self._commit(run)
+        else:
+            run.tracker.advance(cursor, checkpoint=checkpoint)
+
+    def _commit(self, run: _Run) -> None:
+        """Flushes the Hub, records the waiting documents in one round trip, acknowledges them, and
+        applies the cursor moves that waited for them."""
+        if run.pending:
+            flush = getattr(self.hub, "flush", None)
+            if callable(flush):
+                flush()
+            self.state.record_many(self.name, [(p.scope, p.item.source_id, p.record, p.outcome, p.size)
+                                               for p in run.pending])
+            for pending in run.pending:
+                self._done(run, pending.item)
+            run.pending.clear()
+            run.pending_content.clear()
+        deferred, run.deferred_cursors = run.deferred_cursors, []
+        if run.tracker is not None:
+            for cursor, checkpoint in deferred:
+                run.tracker.advance(cursor, checkpoint=checkpoint)
+
+    def _settle(self, run: _Run, scope: str, item: Item, record: ItemRecord, *, outcome: str, size: int) -> None:
+        """Records and acknowledges a document the Hub took: now, or with its batch."""
+        if run.batch_size <= 1:
+            self.state.record_ingested(self.name, scope, item.source_id, record, outcome=outcome, size=size)
+            self._done(run, item)
+            return
+        run.pending.append(_Pending(scope, item, record, outcome, size))
+        run.pending_content[record.sha256] = record.hub_id
+        if len(run.pending) >= run.batch_size:
+            self._commit(run)
 
     def _handle_item(self, run: _Run, scope: str, item: Item) -> None:
         run.count("fetched")
@@ -432,16 +496,14 @@ class BaseConnector(ABC):
     def _deliver(self, run: _Run, scope: str, item: Item, document: Document, known: ItemRecord | None) -> None:
         if known and known.sha256 == document.sha256:
             # Same bytes under a new version (a metadata edit, a rescan): remember the version only.
-            self.state.record_ingested(self.name, scope, item.source_id,
-                                       ItemRecord(item.version, document.sha256, known.hub_id),
-                                       outcome="duplicate", size=document.size)
+            self._settle(run, scope, item, ItemRecord(item.version, document.sha256, known.hub_id),
+                         outcome="duplicate", size=document.size)
             run.count("duplicate")
             self._audit(run, "duplicate", document, reason="same content as the previous version")
-            self._done(run, item)
             return
         if known:
             document.previous_sha256 = known.sha256
-        hub_id = self.state.get_content(document.sha256)
+        hub_id = run.pending_content.get(document.sha256) or self.state.get_content(document.sha256)
         outcome = "new"
         if hub_id:
             try:
@@ -451,17 +513,17 @@ class BaseConnector(ABC):
                 hub_id = None
         if not hub_id:
             hub_id = self.hub.upload(document)
-        self.state.record_ingested(self.name, scope, item.source_id, ItemRecord(item.version, document.sha256, hub_id),
-                                   outcome=outcome, size=document.size)
+        self._settle(run, scope, item, ItemRecord(item.version, document.sha256, hub_id), outcome=outcome,
+                     size=document.size)
         run.count(outcome)
         if outcome == "new":
             run.summary.bytes += document.size
-        log.info("document_ingested" if outcome == "new" else "document_linked", filename=document.filename,
-                 sha256=document.sha256, size=document.size, language=document.language,
-                 department=document.department, hub_id=hub_id)
+        # One line per document is the audit log's job; the service log keeps it at DEBUG.
+        log.debug("document_ingested" if outcome == "new" else "document_linked", filename=document.filename,
+                  sha256=document.sha256, size=document.size, language=document.language,
+                  department=document.department, hub_id=hub_id)
         self._audit(run, "ingested" if outcome == "new" else "duplicate", document,
                     reason="" if outcome == "new" else f"content already in the Hub as {hub_id}")
-        self._done(run, item)
 
     def _handle_deletion(self, run: _Run, scope: str, item: Item) -> None:
         if self.state.get_item(self.name, scope, item.source_id) is None:
@@ -606,7 +668,7 @@ def _best_effort(write: Any, what: str) -> None:
     """Runs a closing state write; a Redis outage is logged, not raised (the run already ended)."""
     try:
         write()
-    except redis.RedisError as exc:
+    except (redis.RedisError, TransientError, OSError) as exc:
         log.warning("state_write_failed", what=what, error=f"{type(exc).__name__}: {exc}")
 
 

@@ -145,6 +145,24 @@ def purge_outbox(outbox_dir: str, *, older_than: float) -> int:
     return removed
 
 
+def purge_abandoned_outbox_writes(outbox_dir: str, *, older_than: float) -> int:
+    """Removes ``.tmp-`` folders of outbox writes cut short by a crash (never renamed into place)."""
+    if not os.path.isdir(outbox_dir):
+        return 0
+    removed = 0
+    for entry in os.scandir(outbox_dir):
+        if not entry.name.startswith(".tmp-") or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            old = entry.stat(follow_symlinks=False).st_mtime < older_than
+        except FileNotFoundError:
+            continue
+        if old:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def purge_stale_results(client: redis.Redis, *, older_than: float, pattern: str = "celery-task-meta-*") -> int:
     """Deletes task results without a TTL whose ``date_done`` is before ``older_than`` (Unix time).
 

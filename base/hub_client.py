@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Mapping
 from typing import IO, Any, Protocol
@@ -215,40 +216,66 @@ def _fsync_dir(path: str) -> None:
 class OutboxHub:
     """A local folder standing in for the Hub: one folder per sha256 with the file and metadata.json.
 
-    A document folder is written under a temporary name, fsynced (``fsync=True``, the default) and
-    renamed into place, so a reader never sees half a document and a crash leaves no partial one.
-    Provenance is appended to ``sources.jsonl``; deletions are tombstone files in ``_deleted/``.
-    The Hub id of a document is its sha256.
+    A document folder is written under a temporary name and renamed into place, so a reader never
+    sees half a document and a crash leaves no partial one. With ``fsync=True`` (the default) every
+    write reaches the disk before it is acknowledged: at once per upload, or, with
+    ``group_commit=True``, when ``flush()`` is called for a batch (the pipeline records a batch only
+    after its flush, so an acknowledgement still means "on disk"; many files then share one journal
+    commit instead of four fsyncs each). Provenance is appended to ``sources.jsonl``; deletions are
+    tombstone files in ``_deleted/``. The Hub id of a document is its sha256.
     """
 
-    def __init__(self, directory: str, *, fsync: bool = True) -> None:
+    def __init__(self, directory: str, *, fsync: bool = True, group_commit: bool = False) -> None:
         self.directory = os.path.abspath(directory)
         self.fsync = fsync
+        self.group_commit = group_commit and fsync
+        self._unsynced: list[str] = []
+        self._lock = threading.Lock()
         os.makedirs(self.directory, exist_ok=True)
 
     def path_for(self, sha256: str) -> str:
         return os.path.join(self.directory, sha256)
 
+    def _stored_intact(self, folder: str, size: int) -> bool:
+        """True when ``folder`` holds a complete document of ``size`` bytes (a machine crash before a
+        flush can leave a renamed folder whose file never reached the disk)."""
+        try:
+            with open(os.path.join(folder, "metadata.json"), encoding="utf-8") as fh:
+                stored_as = json.load(fh)["stored_as"]
+            return os.path.getsize(os.path.join(folder, stored_as)) == size
+        except (OSError, ValueError, KeyError):
+            return False
+
     def upload(self, document: Document) -> str:
+        try:
+            return self._write(document)
+        except OSError as exc:
+            # A full or read-only outbox disk fails every document alike: run-level, not this item.
+            raise TransientError(f"cannot write to the outbox {self.directory}: {exc.strerror or exc}") from exc
+
+    def _write(self, document: Document) -> str:
         final = self.path_for(document.sha256)
         if os.path.isdir(final):
-            return document.sha256
+            if self._stored_intact(final, document.size):
+                return document.sha256
+            shutil.rmtree(final, ignore_errors=True)
+        sync_now = self.fsync and not self.group_commit
         tmp = tempfile.mkdtemp(prefix=".tmp-", dir=self.directory)
         try:
             name = document.filename if document.filename not in _OUTBOX_RESERVED else f"file-{document.filename}"
             with open(os.path.join(tmp, name), "wb") as out:
                 for chunk in iter_file_chunks(document.open_content()):
                     out.write(chunk)
-                if self.fsync:
+                if sync_now:
                     out.flush()
                     os.fsync(out.fileno())
             meta = {**document.hub_metadata(), "stored_as": name}
             with open(os.path.join(tmp, "metadata.json"), "w", encoding="utf-8") as out:
                 json.dump(meta, out, ensure_ascii=False, indent=1)
-                if self.fsync:
+                if sync_now:
                     out.flush()
                     os.fsync(out.fileno())
-            if self.fsync:
+            if sync_now:
                 _fsync_dir(tmp)
             try:
                 os.rename(tmp, final)
@@ -256,12 +283,39 @@ class OutboxHub:
                 if not os.path.isdir(final):  # a concurrent writer did not win the race: a real failure
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)
-            if self.fsync:
+            if sync_now:
                 _fsync_dir(self.directory)
+            elif self.group_commit:
+                with self._lock:
+                    self._unsynced.append(final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return document.sha256
+
+    def flush(self) -> None:
+        """Makes every upload since the last flush durable (files, their folders, the outbox folder)."""
+        with self._lock:
+            folders, self._unsynced = self._unsynced, []
+        if not folders:
+            return
+        try:
+            self._fsync_folders(folders)
+        except OSError as exc:
+            with self._lock:
+                self._unsynced[:0] = folders  # not durable yet: a later flush tries again
+            raise TransientError(f"cannot flush the outbox {self.directory}: {exc.strerror or exc}") from exc
+
+    def _fsync_folders(self, folders: list[str]) -> None:
+        for folder in folders:
+            for entry in os.scandir(folder):
+                fd = os.open(entry.path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            _fsync_dir(folder)
+        _fsync_dir(self.directory)
 
     def link(self, hub_id: str, metadata: Mapping[str, Any]) -> None:
         folder = self.path_for(hub_id)
@@ -319,4 +373,4 @@ def hub_from_settings(settings: Settings, *, gate: ThrottleGate | None = None) -
         return HttpHub(settings.hub_api_url, settings.hub_api_token,
                        timeout=(settings.hub_connect_timeout, settings.hub_read_timeout),
                        ca_bundle=settings.hub_ca_file or None, gate=gate)
-    return OutboxHub(settings.hub_outbox_dir, fsync=settings.hub_fsync)
+    return OutboxHub(settings.hub_outbox_dir, fsync=settings.hub_fsync, group_commit=settings.ack_batch_size > 1)

@@ -238,15 +238,28 @@ class StateStore:
     ) -> None:
         """Records an acknowledged item, its content and its counters in one round trip; a dead-letter
         entry left by an earlier failure of the same item is resolved by it and removed."""
+        self.record_many(connector, [(scope, source_id, record, outcome, size)])
+
+    def record_many(self, connector: str, records: list[tuple[str, str, ItemRecord, str, int]]) -> None:
+        """``record_ingested`` for a batch of (scope, source_id, record, outcome, size), in one round trip."""
+        if not records:
+            return
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hdel(self.key("deadletter", connector), dead_letter_id(scope, source_id))
-        pipe.hset(self.key("item", connector, scope), source_id,
-                  json.dumps({"v": record.version, "sha256": record.sha256, "hub_id": record.hub_id}))
-        pipe.set(self.key("content", record.sha256), record.hub_id)
         counters = self.key("metrics", "counters")
-        pipe.hincrbyfloat(counters, metric_field("kmrl_documents_total", {"source": connector, "outcome": outcome}), 1)
-        if outcome == "new":
-            pipe.hincrbyfloat(counters, metric_field("kmrl_bytes_total", {"source": connector}), size)
+        outcomes: dict[str, int] = {}
+        new_bytes = 0
+        for scope, source_id, record, outcome, size in records:
+            pipe.hdel(self.key("deadletter", connector), dead_letter_id(scope, source_id))
+            pipe.hset(self.key("item", connector, scope), source_id,
+                      json.dumps({"v": record.version, "sha256": record.sha256, "hub_id": record.hub_id}))
+            pipe.set(self.key("content", record.sha256), record.hub_id)
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            new_bytes += size if outcome == "new" else 0
+        for outcome, count in outcomes.items():
+            pipe.hincrbyfloat(counters, metric_field("kmrl_documents_total", {"source": connector, "outcome": outcome}),
+                              count)
+        if new_bytes:
+            pipe.hincrbyfloat(counters, metric_field("kmrl_bytes_total", {"source": connector}), new_bytes)
         pipe.execute()
 
     def forget_item(self, connector: str, scope: str, source_id: str) -> None:

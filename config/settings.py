@@ -68,6 +68,7 @@ class Settings:
     max_document_mb: float = 0.0  # MiB; 0 means no limit
     lock_ttl: float = 120.0  # seconds; renewed while a run lasts
     cursor_save_every: int = 50  # items
+    ack_batch_size: int = 64  # documents acknowledged together by a local outbox (one flush, one Redis trip)
     log_file: str = "./logs/kmrl-connectors.log"
     log_level: str = "INFO"
     log_format: str = "console"
@@ -106,6 +107,7 @@ class Settings:
             max_document_mb=float(get("MAX_DOCUMENT_MB", "0")),
             lock_ttl=float(get("LOCK_TTL_SECONDS", str(cls.lock_ttl))),
             cursor_save_every=int(get("CURSOR_SAVE_EVERY", str(cls.cursor_save_every))),
+            ack_batch_size=max(1, int(get("ACK_BATCH_SIZE", str(cls.ack_batch_size)))),
             log_file=get("LOG_FILE", cls.log_file),
             log_level=get("LOG_LEVEL", cls.log_level).upper(),
             log_format=get("LOG_FORMAT", cls.log_format),

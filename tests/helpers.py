@@ -35,8 +35,10 @@ class ListConnector(BaseConnector):
 
     name = "fake"
 
-    def __init__(self, files: Mapping[str, list[FakeFile]], *, checkpoint_every: int = 0, **kwargs: Any) -> None:
+    def __init__(self, files: Mapping[str, list[FakeFile]], *, checkpoint_every: int = 0, chunk_size: int = 7,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.chunk_size = chunk_size  # tiny by default, so tests exercise streaming across many chunks
         self.files = files
         self.checkpoint_every = checkpoint_every
         self.opened: dict[str, int] = {}
@@ -64,8 +66,9 @@ class ListConnector(BaseConnector):
             self.opened[fake.source_id] = self.opened.get(fake.source_id, 0) + 1
             if fake.fail:
                 raise ItemError(fake.fail)
-            for i in range(0, len(fake.content), 7):
-                yield fake.content[i:i + 7]
+            step = self.chunk_size
+            for i in range(0, len(fake.content), step):
+                yield fake.content[i:i + step]
         return open_
 
     def acknowledge(self, item: Item) -> None:

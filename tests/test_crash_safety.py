@@ -3,6 +3,8 @@ state update, then run again."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -15,8 +17,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_child(redis_url: str, hub, tmp_path: Path, count: int, kill_at: int = 0) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KILL_AT": str(kill_at), "SAVE_EVERY": "7", "LOG_FILE": str(tmp_path / "child.log")}
+def run_child(redis_url: str, hub, tmp_path: Path, count: int, kill_at: int = 0,
+              outbox: bool = False) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KILL_AT": str(kill_at), "SAVE_EVERY": "7", "LOG_FILE": str(tmp_path / "child.log"),
+           "OUTBOX": "1" if outbox else "0"}
     return subprocess.run([sys.executable, "-m", "tests.crash_child", redis_url, hub.url, hub.token,
                            str(tmp_path), str(count)], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
@@ -38,3 +42,22 @@ def test_sigkill_after_hub_ack_loses_nothing_and_repeats_at_most_one_upload(redi
     repeats = {key: n for key, n in hub.sim.uploads_per_key.items() if n > 1}
     assert len(repeats) <= 1 and all(n == 2 for n in repeats.values())
     assert all(n == 1 for n in hub.sim.stored_per_key.values())
+
+
+@pytest.mark.parametrize("kill_at", [3, 8, 21])
+def test_sigkill_inside_an_outbox_batch_loses_nothing(redis_url, hub, tmp_path, kill_at):
+    count = 30
+    crashed = run_child(redis_url, hub, tmp_path, count, kill_at=kill_at, outbox=True)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    finished = run_child(redis_url, hub, tmp_path, count, outbox=True)
+    while finished.stdout.startswith("locked"):
+        time.sleep(0.3)
+        finished = run_child(redis_url, hub, tmp_path, count, outbox=True)
+    assert finished.returncode == 0 and finished.stdout.split()[0] == "ok", finished.stderr[-2000:]
+    outbox = tmp_path / "outbox"
+    folders = [p for p in outbox.iterdir() if not p.name.startswith((".", "_"))]
+    assert len(folders) == count
+    for folder in folders:
+        meta = json.loads((folder / "metadata.json").read_text())
+        assert hashlib.sha256((folder / meta["stored_as"]).read_bytes()).hexdigest() == folder.name
+    assert not [p for p in outbox.iterdir() if p.name.startswith(".tmp-")]

@@ -300,7 +300,8 @@ def test_time_budget_ends_the_run_as_partial_and_resumes(settings, state):
 def test_redis_outage_ends_the_run_as_error_and_dead_letters_nothing(settings, state):
     import redis
 
-    connector = ListConnector({"a": fake_files(5)}, settings=settings, state=state)
+    one_by_one = Settings(**{**settings.__dict__, "ack_batch_size": 1})
+    connector = ListConnector({"a": fake_files(5)}, settings=one_by_one, state=state)
     real = state.record_ingested
     calls = {"n": 0}
 
@@ -328,3 +329,45 @@ def test_a_later_successful_ingest_resolves_the_dead_letter(settings, state):
     summary = connector.sync_documents({}, full=True)
     assert summary.totals["new"] == 1
     assert state.list_dead_letters("fake") == []
+
+
+def test_outbox_batch_is_acknowledged_only_after_its_flush(settings, state):
+    batched = Settings(**{**settings.__dict__, "ack_batch_size": 4, "cursor_save_every": 1})
+    connector = ListConnector({"a": fake_files(10)}, settings=batched, state=state)
+    flushes = []
+    real_flush = connector.hub.flush  # type: ignore[attr-defined]
+
+    def flush():
+        flushes.append(state.get_cursor("fake", "a"))
+        real_flush()
+
+    connector.hub.flush = flush  # type: ignore[attr-defined]
+    summary = connector.sync_documents({})
+    assert summary.totals["new"] == 10
+    assert flushes == [None, 4, 8]  # the cursor never ran ahead of the flushed, recorded documents
+    assert state.get_cursor("fake", "a") == 10
+    assert len(connector.acknowledged) == 10
+
+
+def test_failed_outbox_flush_keeps_the_cursor_and_dead_letters_nothing(settings, state):
+    batched = Settings(**{**settings.__dict__, "ack_batch_size": 4})
+    connector = ListConnector({"a": fake_files(6)}, settings=batched, state=state)
+
+    def broken_flush():
+        raise OSError(28, "No space left on device")
+
+    connector.hub._fsync_folders = lambda folders: broken_flush()  # type: ignore[attr-defined]
+    summary = connector.sync_documents({})
+    assert summary.scopes[0].state == "error" and "No space left" in summary.scopes[0].error
+    assert state.get_cursor("fake", "a") is None
+    assert state.list_dead_letters("fake") == [] and connector.acknowledged == []
+
+
+def test_same_content_twice_in_one_batch_is_uploaded_once(settings, state):
+    payload = b"one circular mailed to two lists"
+    connector = ListConnector({"a": [FakeFile("m-1", payload), FakeFile("m-2", payload)]}, settings=settings,
+                              state=state)
+    summary = connector.sync_documents({})
+    assert summary.totals["new"] == 1 and summary.totals["duplicate"] == 1
+    (folder,) = [p for p in Path(settings.hub_outbox_dir).iterdir() if not p.name.startswith(("_", "."))]
+    assert len((folder / "sources.jsonl").read_text().splitlines()) == 1

@@ -11,7 +11,13 @@ import pytest
 import redis
 
 import scheduler
-from base.cleanup import Retention, purge_orphaned_bytes, purge_outbox, purge_stale_results
+from base.cleanup import (
+    Retention,
+    purge_abandoned_outbox_writes,
+    purge_orphaned_bytes,
+    purge_outbox,
+    purge_stale_results,
+)
 from base.state import DeadLetter
 from config.settings import Settings
 from tests.conftest import make_settings
@@ -47,6 +53,15 @@ def test_outbox_purge_removes_only_old_document_folders(tmp_path):
         aged(tmp_path / name, 400)
     assert purge_outbox(str(tmp_path), older_than=time.time() - 365 * DAY) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([SHA_NEW, "_deleted", ".tmp-abc"])
+
+
+def test_abandoned_outbox_writes_are_removed_after_a_day(tmp_path):
+    for name in (SHA_OLD, ".tmp-crashed", ".tmp-writing"):
+        (tmp_path / name).mkdir()
+    aged(tmp_path / SHA_OLD, 3)
+    aged(tmp_path / ".tmp-crashed", 2)
+    assert purge_abandoned_outbox_writes(str(tmp_path), older_than=time.time() - DAY) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([SHA_OLD, ".tmp-writing"])
 
 
 def test_cleanup_leaves_the_outbox_alone_without_an_outbox_retention(tmp_path, redis_url):
