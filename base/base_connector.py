@@ -436,7 +436,7 @@ class BaseConnector(ABC):
             self._done(run, item)
             return
         filename = sanitize_filename(item.filename)
-        reason = self._skip_reason(filename, item.mime_type, item.size, hints)
+        reason = self.skip_reason(filename, item.mime_type, item.size, hints)
         if reason:
             self._skip(run, scope, item, filename, reason)
             return
@@ -448,7 +448,7 @@ class BaseConnector(ABC):
             document = self._build_document(scope, item, filename=filename, hints=hints)
             if document is None:
                 return
-            reason = self._skip_reason(filename, item.mime_type, document.size, hints)
+            reason = self.skip_reason(filename, item.mime_type, document.size, hints)
             if reason:
                 self._skip(run, scope, item, filename, reason)
                 return
@@ -471,7 +471,12 @@ class BaseConnector(ABC):
             if document is not None:
                 document.close()
 
-    def _skip_reason(self, filename: str, mime_type: str, size: int | None, hints: Mapping[str, str]) -> str | None:
+    def skip_reason(self, filename: str, mime_type: str, size: int | None, hints: Mapping[str, str]) -> str | None:
+        """Why a document is not to be ingested (the size limit, then the content rules), or None.
+
+        Called with the claimed size before download and again with the real size after it. A
+        connector with filters of its own overrides it, calling ``super().skip_reason`` first, so its
+        skips are counted, logged and audited like the rules'."""
         limit = self.max_document_bytes
         if limit is not None and size is not None and size > limit:
             return f"too-large:{size}>{limit}"

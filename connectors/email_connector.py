@@ -423,9 +423,9 @@ class EmailConnector(BaseConnector):
 
     # -- filters through the pipeline's skip mechanism -------------------------------------------
 
-    def _skip_reason(self, filename: str, mime_type: str, size: int | None, hints: Mapping[str, str]) -> str | None:
+    def skip_reason(self, filename: str, mime_type: str, size: int | None, hints: Mapping[str, str]) -> str | None:
         """The pipeline's reasons (global size limit, content rules), then this connector's filters."""
-        reason = super()._skip_reason(filename, mime_type, size, hints)
+        reason = super().skip_reason(filename, mime_type, size, hints)
         if reason:
             return reason
         if self.allowed_extensions and _extension(filename) not in self.allowed_extensions:
