@@ -197,7 +197,8 @@ def test_run_command_starts_a_worker_with_an_embedded_beat(env, processes):
 
 def test_a_worker_killed_mid_run_is_redelivered_and_the_run_completes(env, processes, tmp_path):
     env.update(CELERY_VISIBILITY_TIMEOUT="5", CELERY_UNACKED_RESTORE_INTERVAL="1", CELERY_UNACKED_RESTORE_THROTTLE="1",
-               LOCK_TTL_SECONDS="3", CURSOR_SAVE_EVERY="1", FAKE_FILES="12", FAKE_DELAY="0.3")
+               LOCK_TTL_SECONDS="3", CURSOR_SAVE_EVERY="1", FAKE_FILES="12", FAKE_DELAY="0.3",
+               ACK_BATCH_SIZE="4")  # outbox acknowledgements in batches of 4: progress shows mid-run
     command = [sys.executable, "-m", "celery", "-A", "tests.scheduler_worker_app", "worker", "-P", "prefork",
                "-c", "1", "--without-mingle", "--without-gossip", "--loglevel=info"]
     first, log = processes(command, env, "first")
