@@ -325,8 +325,9 @@ def test_health_check_proves_the_token_for_the_phone_number(wa: WhatsApp) -> Non
 
 
 def test_health_check_reports_a_rejected_token_and_an_unknown_number(wa: WhatsApp) -> None:
-    bad = wa.connector().health_check({"access_token": "EAAGexpired0token0for0test", "phone_number_id": wa.sim.phone_number_id})
-    assert (bad.ok, bad.state) == (False, "auth_failed") and "EAAGexpired0token0for0test" not in bad.detail
+    expired = "EAAGexpired0token0for0test"
+    bad = wa.connector().health_check({"access_token": expired, "phone_number_id": wa.sim.phone_number_id})
+    assert (bad.ok, bad.state) == (False, "auth_failed") and expired not in bad.detail
     unknown = wa.connector().health_check({"access_token": TOKEN, "phone_number_id": "999"})
     assert (unknown.ok, unknown.state) == (False, "config_error")
 
