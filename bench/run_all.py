@@ -269,7 +269,7 @@ def run_bench(bench: Bench, results: Path, *, quick: bool, position: int) -> Res
     args = list(bench.quick_args if quick else bench.args)
     uses_json = _has_json_flag(bench.module)
     if uses_json:
-        args += ["--json", str(json_path)]
+        args += ["--json", _shown(json_path)]  # run from the repository: a relative path reads better
     argv = [sys.executable, "-m", bench.module, *args]
     command = "python -m " + shlex.join([bench.module, *args])
     started, wall = datetime.now(UTC), time.perf_counter()
