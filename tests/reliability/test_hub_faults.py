@@ -10,6 +10,7 @@ The source is the Maximo simulator; the connector is built from the same environ
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,19 @@ def environment(tmp_path: Path, state_url: str, hub: RunningHub, bed: Bed) -> di
     return {**service_env(tmp_path, state_url, hub), **bed.env, "HUB_READ_TIMEOUT": str(READ_TIMEOUT)}
 
 
+def settle(hub: RunningHub) -> None:
+    """Ends the faults and waits until every upload the Hub counted is in its request log: a request
+    held by a slow answer is logged only when it is answered, possibly after its client gave up."""
+    hub.sim.clear_faults()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        logged = sum(1 for entry in list(hub.sim.requests) if entry["endpoint"] == "upload")
+        if logged >= sum(list(hub.sim.uploads_per_key.values())):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the Hub simulator still has unanswered uploads")
+
+
 def faulted_requests_per_key(hub: RunningHub) -> dict[str, int]:
     counts: dict[str, int] = {}
     for entry in list(hub.sim.requests):
@@ -68,6 +82,7 @@ def test_hub_failing_for_a_while_then_recovering_loses_and_doubles_nothing(
         spec["kind"], seconds=FAULT_SECONDS, endpoint="upload", **{k: v for k, v in spec.items() if k != "kind"}))
 
     runs = tick_until_delivered(connector, bed.expected, rel_hub)
+    settle(rel_hub)
 
     faulted = faulted_requests_per_key(rel_hub)
     assert faulted, f"the {fault} fault never fired"
