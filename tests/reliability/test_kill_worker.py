@@ -20,7 +20,7 @@ from sandbox.dovecot import DovecotServer
 from sandbox.hub import RunningHub
 from sandbox.tls import CertAuthority
 from tests.reliability.beds import SOURCES, Bed, email_bed, maximo_bed, service_env, sharepoint_bed, whatsapp_bed
-from tests.reliability.checks import assert_delivered_once, assert_settled, stored_sha256s
+from tests.reliability.checks import assert_delivered_once, assert_settled, repeated_uploads, stored_sha256s
 from tests.reliability.conftest import FULL, KILL_DOCUMENTS, KILL_ROUNDS
 from tests.reliability.workers import KillRound, Worker, kill_round, run_until
 
@@ -72,6 +72,9 @@ def test_sigkilled_worker_loses_nothing_and_repeats_only_in_flight_uploads(
         assert kills >= KILL_ROUNDS - 1, f"{context}: the sync finished before the rounds could interrupt it"
 
         finals = run_until(worker, source, lambda r: r.all_ok and bed.expected <= stored_sha256s(rel_hub))
+        # What happened, for the record (pytest shows it with -rP or -s).
+        print(f"{context}: {repeated_uploads(rel_hub)} repeated uploads, {len(self_ended)} runs ended by "
+              f"themselves, {len(finals)} runs to finish, {len(bed.expected)} documents stored once")
         assert_delivered_once(rel_hub, bed.expected, max_repeats=kills, context=context)
         assert_settled(state_url, source)
         assert finals[-1].returncode == 0, finals[-1].describe()
