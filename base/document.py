@@ -221,7 +221,8 @@ _INVISIBLE = {
     "\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u202a", "\u202b", "\u202c", "\u202d",
     "\u202e", "\u2066", "\u2067", "\u2068", "\u2069", "\u061c", "\ufeff", "\u2060",
 }
-_RESERVED_WINDOWS = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\..*)?$", re.IGNORECASE)
+# Windows trims spaces before the extension when it checks for a device name: "nul .txt" is NUL.
+_RESERVED_WINDOWS = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])( *\..*)?$", re.IGNORECASE)
 _UNSAFE_CHARS = re.compile(r'[<>:"|?*]')
 
 
@@ -246,7 +247,8 @@ def sanitize_filename(name: str | None, *, default: str = "unnamed") -> str:
             continue
         cleaned.append(ch)
     name = _UNSAFE_CHARS.sub("_", "".join(cleaned))
-    name = re.sub(r"\s+", " ", name).strip().lstrip(".").rstrip(". ")
+    # Dots and spaces go together at both ends, so a second pass never changes the result.
+    name = re.sub(r"\s+", " ", name).strip(" .")
     if not name:
         return default
     if _RESERVED_WINDOWS.match(name):

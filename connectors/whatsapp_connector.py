@@ -42,7 +42,7 @@ from base.document import Checkpoint, Item, ItemFailure
 from config.settings import Settings
 from connectors.whatsapp_inbox import InboundMedia, Inbox, InboxEntry, consumer_name
 from utils.credentials_manager import CredentialsManager
-from utils.errors import AuthError, ConfigError, ItemError, ThrottledError, TransientError
+from utils.errors import AuthError, ConfigError, ItemError, ItemTooLarge, ThrottledError, TransientError
 from utils.http import HttpClient, iter_response
 from utils.logging import get_logger, register_secret
 
@@ -263,6 +263,10 @@ class WhatsAppConnector(BaseConnector):
 
     def _download(self, media: InboundMedia) -> Iterator[bytes]:
         info = self.resolve(media.media_id)
+        limit = self.max_document_bytes
+        if info.file_size is not None and limit is not None and info.file_size > limit:
+            # Refused on the Cloud API's word, before a byte is downloaded.
+            raise ItemTooLarge(f"the Cloud API gives {info.file_size} bytes, over the limit of {limit}")
         response = self._get_media(info.url)
         if response.status_code in STALE_URL_STATUSES:
             # The five-minute URL expired (or was refused) between the two steps: ask again, once.

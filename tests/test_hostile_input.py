@@ -90,19 +90,11 @@ def test_sanitized_filename_is_not_a_windows_device_name(raw: str) -> None:
     assert not windows_device_name(name), f"{raw!r} became the device name {name!r}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "base/document.py:224 _RESERVED_WINDOWS matches a device name only when a dot follows it at once; "
-    "Windows' device-name check trims spaces before the extension, so 'AUX .0' and 'nul .txt' still "
-    "name a device (allow spaces before the dot: r'^(con|...)( *\\..*)?$')."))
 @pytest.mark.parametrize("raw", ["AUX .0", "nul .txt", "CON  .pdf", "com1 .tar.gz"])
 def test_device_name_with_spaces_before_its_extension_is_not_left_as_it_is(raw: str) -> None:
     assert not windows_device_name(sanitize_filename(raw), trim_spaces=True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "base/document.py:249 sanitize_filename strips whitespace before it strips leading dots, so '. 0' becomes "
-    "' 0': a name with a leading space, which a second pass changes again ('0'); strip spaces and dots "
-    "together: .strip().lstrip('. ').rstrip('. ')"))
 @settings(max_examples=300 * SCALE, deadline=None)
 @given(hostile_names)
 @example(". 0")
@@ -564,13 +556,7 @@ class SizeBed:
     big_bytes_served: Callable[[], int]
 
 
-SIZE_BUGS = {
-    ("whatsapp", "huge-claim"): (
-        "connectors/whatsapp_connector.py:263-290 (_download) ignores the file_size the media endpoint claims: a "
-        "media claiming 50 GB is downloaded anyway, and the size mismatch then ends the whole run as a transient "
-        "error, again every tick until max_deliveries; a claim over MAX_DOCUMENT_MB should be refused "
-        "(ItemTooLarge) before the download starts"),
-}
+SIZE_BUGS: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize(("source", "claim"), [
