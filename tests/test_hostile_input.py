@@ -556,13 +556,8 @@ class SizeBed:
     big_bytes_served: Callable[[], int]
 
 
-SIZE_BUGS: dict[tuple[str, str], str] = {}
-
-
-@pytest.mark.parametrize(("source", "claim"), [
-    pytest.param(source, claim, marks=pytest.mark.xfail(strict=True, reason=SIZE_BUGS[(source, claim)]))
-    if (source, claim) in SIZE_BUGS else (source, claim)
-    for source in ("sharepoint", "maximo", "whatsapp") for claim in ("true-size", "no-size", "huge-claim")])
+@pytest.mark.parametrize("claim", ["true-size", "no-size", "huge-claim"])
+@pytest.mark.parametrize("source", ["sharepoint", "maximo", "whatsapp"])
 def test_file_over_the_limit_or_claiming_a_huge_size_is_refused_without_reading_it_all(
         source: str, claim: str, tmp_path: Path, fault_db: str, hub: Any, hostile_ca: Any) -> None:
     from contextlib import ExitStack
