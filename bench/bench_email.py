@@ -30,15 +30,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import redis
 
+from bench.common import private_redis
 from sandbox.dovecot import DovecotServer, crlf
-from sandbox.servers import free_port
 
 #: Size of each attachment before base64, bytes.
 ATTACHMENT_BYTES = 20 * 1024
@@ -70,31 +68,6 @@ def make_message(index: int, rng: random.Random) -> bytes:
         f"Content-Type: application/pdf; name=\"inspection-{index}.pdf\"\n"
         f"Content-Disposition: attachment; filename=\"inspection-{index}.pdf\"\n"
         "Content-Transfer-Encoding: base64\n\n".encode() + attachment + b"--kmrl-bench-boundary--\n")
-
-
-@contextmanager
-def private_redis() -> Iterator[str]:
-    """A redis-server of our own for the benchmark (no test that flushes a shared database can
-    take the scope's lease away mid-run); without redis-server, database 10 of $REDIS_URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/10"
-        return
-    port = free_port()
-    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                               "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        for _ in range(200):
-            try:
-                redis.Redis.from_url(url, socket_connect_timeout=0.2).ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 @dataclass

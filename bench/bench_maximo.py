@@ -14,13 +14,8 @@ in database 10 of $REDIS_URL.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,41 +24,14 @@ import redis
 from base.document import Item
 from base.hub_client import HttpHub
 from base.state import StateStore
-from config.settings import Settings, redis_db_url
+from bench.common import private_redis
+from config.settings import Settings
 from connectors.maximo_connector import MaximoConnector
 from sandbox.hub import running_hub
 from sandbox.keepalive_server import KeepAliveServer
 from sandbox.maximo import DEFAULT_API_KEYS, DEFAULT_USERS, MaximoSimulator
-from sandbox.servers import free_port
 from sandbox.tls import CertAuthority
 from utils.logging import configure_logging
-
-#: Redis database the benchmark flushes when it cannot start its own redis-server (a test database).
-BENCH_DB = 10
-
-
-@contextmanager
-def _redis_for_bench() -> Iterator[str]:
-    """A private redis-server on a free port for the run, or database BENCH_DB of $REDIS_URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield redis_db_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), BENCH_DB)
-        return
-    port = free_port()
-    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        for _ in range(100):
-            try:
-                redis.Redis.from_url(url, socket_connect_timeout=0.2).ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 @dataclass
@@ -127,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(log_file="", level="WARNING", force=True)
     sites = [s for s in args.sites.split(",") if s]
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="kmrl-bench-maximo-") as tmp, _redis_for_bench() as state_url:
+    with tempfile.TemporaryDirectory(prefix="kmrl-bench-maximo-") as tmp, private_redis() as state_url:
         root = Path(tmp)
         authority = CertAuthority(str(root / "ca"))
         cert = authority.issue()

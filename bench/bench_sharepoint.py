@@ -17,27 +17,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from config.settings import redis_db_url
-from sandbox.servers import free_port
+from bench.common import private_redis
 
 #: Redis database used when no private redis-server can be started (a test database, see tests/conftest.py).
-BENCH_DB = 10
 #: Prefix of every key the benchmark writes; removed before and after.
 KEY_PREFIX = "kmrl-bench-sharepoint:"
 #: Peak RSS allowed while ingesting the large file.
@@ -200,30 +194,6 @@ class Worker:
 
 
 # -- the driver -------------------------------------------------------------------------------------------
-@contextmanager
-def _redis_for_bench() -> Iterator[str]:
-    """A private redis-server on a free port for the run, else database BENCH_DB of $REDIS_URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield redis_db_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), BENCH_DB)
-        return
-    port = free_port()
-    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                               "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        for _ in range(100):
-            try:
-                redis.Redis.from_url(url, socket_connect_timeout=0.2).ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
 def _clean(state_url: str) -> None:
     client = redis.Redis.from_url(state_url)
     keys = list(client.scan_iter(match=KEY_PREFIX + "*", count=1000))
@@ -261,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(log_file="", level="WARNING", force=True)
     rng = random.Random(args.seed)
     rows: list[Row] = []
-    with _redis_for_bench() as state_url, tempfile.TemporaryDirectory(prefix="kmrl-bench-sharepoint-") as tmp:
+    with private_redis() as state_url, tempfile.TemporaryDirectory(prefix="kmrl-bench-sharepoint-") as tmp:
         _clean(state_url)
         root = Path(tmp)
         ca = CertAuthority(str(root / "ca"))
