@@ -199,10 +199,13 @@ class HttpHub:
 
     def health(self) -> tuple[bool, str]:
         try:
-            response = self.client.request("GET", f"{self.base_url}/api/v1/health", retry=False)
-        except TransientError as exc:
+            # With our token, so a wrong HUB_API_TOKEN shows here and not only at the first upload.
+            response = self.client.request("GET", f"{self.base_url}/api/v1/health", retry=False, headers=self._auth)
+        except (TransientError, ConfigError) as exc:
             return False, str(exc)
         with response:
+            if response.status_code in (401, 403):
+                return False, f"the Hub refused our token ({response.status_code}); check HUB_API_TOKEN"
             return response.status_code == 200, f"{self.base_url}/api/v1/health answered {response.status_code}"
 
 

@@ -137,6 +137,13 @@ def test_link_and_delete_and_health():
     client.delete("sharepoint", "01ABC")  # 404 means already gone: success
     assert "source=sharepoint" in responses.calls[2].request.url
     assert client.health()[0]
+    assert responses.calls[3].request.headers["Authorization"] == "Bearer hub-secret-token"
+
+
+def test_health_reports_a_refused_token(hub):
+    ok, detail = HttpHub(hub.url, "not-the-hub-token").health()
+    assert not ok and "HUB_API_TOKEN" in detail and "not-the-hub-token" not in detail
+    assert HttpHub(hub.url, hub.token).health()[0]
 
 
 def test_outbox_writes_one_folder_per_sha256(tmp_path: Path):
