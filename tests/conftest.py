@@ -33,6 +33,13 @@ STATE_DB = 15
 SHARED_TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skips locally, saying why; in CI (CI=true) a missing prerequisite is a failure, never a skip."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def server_url() -> str:
     return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -109,7 +116,5 @@ def mime_corpus() -> Path:
     """../shared/testdata/mime (skips, saying why, where ../shared is absent; fails in CI)."""
     folder = SHARED_TESTDATA / "mime"
     if not folder.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"the shared MIME corpus is missing at {folder}")
-        pytest.skip(f"the shared MIME corpus is not at {folder}")
+        skip_or_fail(f"the shared MIME corpus is not at {folder}")
     return folder

@@ -12,11 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from sandbox.dovecot import dovecot_binary
 from sandbox.samples import kmrl_samples
 from sandbox.stack import RedisServer
+from tests.conftest import skip_or_fail
 from tests.test_readme import ROOT, clean_env
 
 #: What the issue promises: after installation, the demo ends by itself within this many seconds.
@@ -41,7 +40,7 @@ def processes_mentioning(text: str) -> list[int]:
 
 def test_demo_runs_one_round_prints_its_tables_and_leaves_nothing_running(tmp_path):
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (make test installs it when run as root)")
+        skip_or_fail("redis-server is not installed (make test installs it when run as root)")
     server = RedisServer(tmp_path / "redis")
     demo_dir = tmp_path / "demo"
     try:

@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from base.document import MAX_FILENAME_BYTES, sanitize_filename
+from tests.conftest import skip_or_fail
 from tests.reliability.conftest import FULL
 from utils.mime import ParsedMessage, parse_message
 
@@ -150,7 +151,7 @@ def test_mime_walker_never_raises_on_garbled_structure(raw: bytes) -> None:
 
 def corpus_messages() -> list[Path]:
     if not CORPUS.is_dir():
-        pytest.skip(f"the shared MIME corpus is not at {CORPUS} (../shared is absent)")
+        skip_or_fail(f"the shared MIME corpus is not at {CORPUS} (../shared is absent)")
     return sorted(p for p in CORPUS.iterdir() if p.name not in ("MANIFEST.tsv", "README.md"))
 
 

@@ -9,7 +9,6 @@ questionable ones are what they are.
 from __future__ import annotations
 
 import base64
-import os
 import random
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import skip_or_fail
 from utils.mime import BODY_TEXT_LIMIT, MAX_DEPTH, iter_attachments, message_summary, parse_message
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "mime"
@@ -271,9 +271,7 @@ ROLES = {"attachment", "inline", "body", "container", "signature", "report", "ab
 
 def corpus_files() -> list[Path]:
     if not CORPUS.is_dir():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"the shared MIME corpus is missing at {CORPUS}")
-        pytest.skip(f"the shared MIME corpus is not at {CORPUS} (../shared is absent)")
+        skip_or_fail(f"the shared MIME corpus is not at {CORPUS} (../shared is absent)")
     return sorted(p for p in CORPUS.iterdir() if p.name not in ("MANIFEST.tsv", "README.md"))
 
 

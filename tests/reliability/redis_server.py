@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import pytest
 import redis
 
 from sandbox.servers import free_port
+from tests.conftest import skip_or_fail
 
 #: Seconds to wait for the server to answer PING after a start, and to exit after SIGTERM.
 START_TIMEOUT = 10.0
@@ -28,7 +28,7 @@ def require_redis_server() -> str:
     """The redis-server binary, or a skip saying how to install it."""
     binary = shutil.which("redis-server")
     if not binary:
-        pytest.skip("redis-server is not installed: apt-get install -y redis-server")
+        skip_or_fail("redis-server is not installed: apt-get install -y redis-server")
     return binary
 
 
