@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis
+from flask import Flask
 
 from config.settings import Settings
 from connectors.whatsapp_inbox import InboundMedia, Inbox
@@ -24,6 +25,7 @@ from sandbox.whatsapp import (
 from tests.conftest import make_settings
 from utils.errors import ConfigError
 from web.app import create_app, redis_for_web
+from web.webhook import WebhookConfig, whatsapp_blueprint
 
 APP_SECRET = "test-app-secret-7f3a"
 VERIFY_TOKEN = "test-verify-token-19c2"
@@ -87,15 +89,16 @@ def test_handshake_refused_when_no_verify_token_is_configured(tmp_path, redis_ur
 
 def test_signed_document_is_queued_with_everything_the_connector_needs(client, redis_client, sim):
     media = sim.add_media(mime_type="application/pdf")
+    sent_at = int(time.time()) - 3600  # an hour ago
     message = sim.message("document", media, sender="919847012345", filename="WO-1234.pdf", caption="invoice",
-                          timestamp=1749416383)
+                          timestamp=sent_at)
     body = meta_body(sim.notification([message], profile_names={"919847012345": "Sheena Nelson"}))
     assert post(client, body).status_code == 200
     [entry] = stored(redis_client)
     assert entry == InboundMedia(
         wamid=message["id"], type="document", media_id=media.media_id, mime_type="application/pdf",
         sha256=media.sha256_b64, filename="WO-1234.pdf", caption="invoice", sender="919847012345",
-        profile_name="Sheena Nelson", timestamp="1749416383", phone_number_id=sim.phone_number_id,
+        profile_name="Sheena Nelson", timestamp=str(sent_at), phone_number_id=sim.phone_number_id,
         display_phone_number=sim.display_phone_number)
 
 
@@ -290,3 +293,98 @@ def test_the_inbox_honours_the_key_prefix(tmp_path, redis_url, redis_client, sim
     post(app.test_client(), meta_body(sim.notification([sim.message("document", sim.add_media())])))
     assert redis_client.xlen("kmrl-test:whatsapp:inbox") == 1
     assert Inbox.for_prefix(redis_client, "kmrl-test:").stream == "kmrl-test:whatsapp:inbox"
+
+
+# -- replays and stale messages -----------------------------------------------------------------------
+
+DAY = 24 * 3600
+
+
+def refused_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "whatsapp_message_refused" in r.getMessage()]
+
+
+def test_a_month_old_signed_notification_is_answered_200_and_not_queued(client, redis_client, sim, caplog):
+    message = sim.message("document", sim.add_media(), timestamp=int(time.time()) - 30 * DAY)
+    with caplog.at_level("WARNING"):
+        answer = post(client, meta_body(sim.notification([message])))
+    assert answer.status_code == 200  # anything else and Meta would deliver it again for 7 days
+    assert redis_client.exists(STREAM) == 0
+    assert redis_client.keys("kmrl:whatsapp:seen:*") == []
+    [line] = refused_lines(caplog)
+    assert "older than 168 h" in line and message["id"] in line
+    counters = redis_client.hgetall("kmrl:metrics:counters")
+    assert float(counters["kmrl_whatsapp_webhook_messages_total|outcome=expired"]) == 1
+
+
+def test_a_redelivery_within_metas_seven_days_is_still_queued(client, redis_client, sim):
+    message = sim.message("document", sim.add_media(), timestamp=int(time.time()) - 6 * DAY - 23 * 3600)
+    assert post(client, meta_body(sim.notification([message]))).status_code == 200
+    assert [m.wamid for m in stored(redis_client)] == [message["id"]]
+
+
+def test_a_replay_after_the_dedup_key_expired_is_refused(tmp_path, redis_url, redis_client, sim):
+    """The notification is queued once; 8 days later its seen-key has expired and the same signed
+    bytes are delivered again: the message's own timestamp now refuses it."""
+    clock = [time.time()]
+    inbox = Inbox.for_prefix(redis_client)
+    config = WebhookConfig(app_secret=APP_SECRET, clock=lambda: clock[0])
+    app = Flask("replay")
+    app.register_blueprint(whatsapp_blueprint(config, inbox))
+    message = sim.message("document", sim.add_media(), timestamp=int(clock[0]))
+    body = meta_body(sim.notification([message]))
+    assert post(app.test_client(), body).status_code == 200
+    assert len(stored(redis_client)) == 1
+
+    clock[0] += inbox.seen_ttl + 1
+    redis_client.delete(f"kmrl:whatsapp:seen:{message['id']}")  # what Redis does once the TTL has passed
+    assert post(app.test_client(), body).status_code == 200
+    assert len(stored(redis_client)) == 1
+
+
+@pytest.mark.parametrize("timestamp", ["", "yesterday", "-5", "1.7e9", "١٧٤٩٤١٦٣٨٣"])
+def test_a_message_without_a_usable_timestamp_is_refused(client, redis_client, sim, timestamp):
+    message = sim.message("document", sim.add_media())
+    message["timestamp"] = timestamp
+    assert post(client, meta_body(sim.notification([message]))).status_code == 200
+    assert redis_client.exists(STREAM) == 0
+    counters = redis_client.hgetall("kmrl:metrics:counters")
+    assert float(counters["kmrl_whatsapp_webhook_messages_total|outcome=bad_timestamp"]) == 1
+
+
+def test_a_message_dated_a_day_ahead_is_refused(client, redis_client, sim, caplog):
+    """A far-future timestamp would stay 'fresh' past the dedup window and could be replayed."""
+    message = sim.message("document", sim.add_media(), timestamp=int(time.time()) + DAY)
+    with caplog.at_level("WARNING"):
+        assert post(client, meta_body(sim.notification([message]))).status_code == 200
+    assert redis_client.exists(STREAM) == 0
+    [line] = refused_lines(caplog)
+    assert "in the future" in line
+
+
+def test_a_few_minutes_of_clock_difference_are_tolerated(client, redis_client, sim):
+    message = sim.message("document", sim.add_media(), timestamp=int(time.time()) + 120)
+    assert post(client, meta_body(sim.notification([message]))).status_code == 200
+    assert len(stored(redis_client)) == 1
+
+
+def test_only_the_stale_messages_of_a_notification_are_refused(client, redis_client, sim):
+    fresh = sim.message("document", sim.add_media(), caption="fresh")
+    stale = sim.message("image", sim.add_media(mime_type="image/jpeg"), timestamp=int(time.time()) - 9 * DAY)
+    assert post(client, meta_body(sim.notification([stale, fresh]))).status_code == 200
+    assert [m.wamid for m in stored(redis_client)] == [fresh["id"]]
+
+
+@pytest.mark.parametrize("hours", ["192", "500", "0", "-1", "nan", "a week"])
+def test_an_age_limit_reaching_the_dedup_window_or_unusable_is_a_config_error(tmp_path, redis_url, redis_client,
+                                                                             hours):
+    with pytest.raises(ConfigError, match="WHATSAPP_MAX_MESSAGE_AGE_HOURS"):
+        create_app(web_settings(tmp_path, redis_url, WHATSAPP_MAX_MESSAGE_AGE_HOURS=hours), redis_client)
+
+
+def test_a_shorter_age_limit_is_honoured(tmp_path, redis_url, redis_client, sim):
+    app = create_app(web_settings(tmp_path, redis_url, WHATSAPP_MAX_MESSAGE_AGE_HOURS="24"), redis_client)
+    old = sim.message("document", sim.add_media(), timestamp=int(time.time()) - 25 * 3600)
+    recent = sim.message("document", sim.add_media(), timestamp=int(time.time()) - 23 * 3600)
+    assert post(app.test_client(), meta_body(sim.notification([old, recent]))).status_code == 200
+    assert [m.wamid for m in stored(redis_client)] == [recent["id"]]

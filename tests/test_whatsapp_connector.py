@@ -103,18 +103,19 @@ def test_media_of_every_kind_reach_the_hub_and_leave_the_stream(wa: WhatsApp, hu
 
 
 def test_hub_metadata_carries_the_message_facts(wa: WhatsApp, hub: Any) -> None:
+    sent_at = int(time.time()) - 3600  # the webhook refuses messages older than its dedup window
     media = wa.send("document", filename="WO-1234 bogie.pdf", caption="Bogie inspection report",
-                    sender="919847000001", timestamp=1749416383)
+                    sender="919847000001", timestamp=sent_at)
     wa.connector(hub).sync_documents()
     [meta] = hub_documents(hub)
     wamid = wa.sent[0]["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
     assert (meta["source"], meta["scope"], meta["source_id"], meta["version"]) == ("whatsapp", "inbox", wamid, wamid)
     assert meta["filename"] == "WO-1234 bogie.pdf" and meta["mime_type"] == "application/pdf"
     assert meta["title"] == "Bogie inspection report" and meta["author"] == "Anjali Menon"
-    assert meta["created_at"].startswith("2025-06-08T20:59:43")
+    assert meta["created_at"].startswith(time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sent_at)))
     assert meta["extra"] == {
         "phone_number_id": wa.sim.phone_number_id, "display_phone_number": wa.sim.display_phone_number,
-        "from": "919847000001", "profile_name": "Anjali Menon", "wamid": wamid, "timestamp": "1749416383",
+        "from": "919847000001", "profile_name": "Anjali Menon", "wamid": wamid, "timestamp": str(sent_at),
         "media_id": media.media_id, "mime_type": "application/pdf", "message_type": "document"}
 
 
@@ -129,12 +130,17 @@ def test_malayalam_caption_and_filename_reach_the_hub(wa: WhatsApp, hub: Any) ->
 
 
 def test_media_without_a_filename_gets_type_sender_and_india_time(wa: WhatsApp, hub: Any) -> None:
-    wa.send("image", mime_type="image/jpeg", sender="919847000001", timestamp=1749416383)
-    wa.send("audio", mime_type="audio/ogg; codecs=opus", sender="919847000001", timestamp=1749416383)
+    # The latest 20:59:43 UTC (the webhook refuses messages older than a week): 02:29:43 the next day in India.
+    now = int(time.time())
+    sent_at = now - now % 86400 + 75583
+    sent_at -= 86400 if sent_at > now else 0
+    wa.send("image", mime_type="image/jpeg", sender="919847000001", timestamp=sent_at)
+    wa.send("audio", mime_type="audio/ogg; codecs=opus", sender="919847000001", timestamp=sent_at)
     wa.connector(hub).sync_documents()
     names = sorted(meta["filename"] for meta in hub_documents(hub))
-    # 1749416383 is 2025-06-08 20:59:43 UTC, 2025-06-09 02:29:43 in India
-    assert names == ["audio_919847000001_20250609_022943.ogg", "image_919847000001_20250609_022943.jpg"]
+    india = time.strftime("%Y%m%d_%H%M%S", time.gmtime(sent_at + 19800))  # UTC+05:30
+    assert india.endswith("_022943")
+    assert names == [f"audio_919847000001_{india}.ogg", f"image_919847000001_{india}.jpg"]
 
 
 def test_duplicate_webhooks_and_a_repeated_entry_upload_once(wa: WhatsApp, hub: Any) -> None:

@@ -9,6 +9,15 @@ media (text, reactions, status updates) costs no Redis call at all.
 
 Answers Meta acts on: 200 means delivered; anything else makes Meta deliver again later (for up to
 7 days), which is what we want when Redis is down (503), and harmless for a forged request (403).
+
+Replays: a wamid is remembered for ``SEEN_TTL`` (8 days), so a signed notification captured once
+must not be accepted after that. Each media message's own ``timestamp`` is checked first: one
+older than WHATSAPP_MAX_MESSAGE_AGE_HOURS (default 168, Meta's 7 days of redelivery, which is also
+how long a webhook's media id can be downloaded), dated more than ``MAX_CLOCK_SKEW`` ahead of our
+clock, or without a usable timestamp is refused with its reason logged and counted, while the
+notification is still answered 200: delivering it again would never make it acceptable. The age
+limit plus the skew must stay below the dedup TTL, so any replay that outlives its seen-key is
+already too old (checked at start-up).
 """
 
 from __future__ import annotations
@@ -17,12 +26,16 @@ import hashlib
 import hmac
 import json
 import logging
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import redis
 from flask import Blueprint, Response, request
 
+from base.state import metric_field
 from config.settings import Settings
-from connectors.whatsapp_inbox import Inbox, NotANotification, media_in_notification
+from connectors.whatsapp_inbox import WEBHOOK_METRIC, InboundMedia, Inbox, NotANotification, media_in_notification
 from utils.errors import ConfigError
 from utils.logging import get_logger
 from web.group_commit import AppendFailed, GroupCommit
@@ -31,6 +44,14 @@ log = get_logger(__name__)
 
 #: Largest notification body accepted by default; Meta documents webhook payloads of up to 3 MB.
 DEFAULT_MAX_BODY_KB = 3072  # KiB
+#: Oldest message accepted by default: Meta redelivers for up to 7 days and a webhook's media id
+#: expires after 7 days (reference/api-contracts.md part C).
+DEFAULT_MAX_MESSAGE_AGE_HOURS = 168  # hours
+#: How far ahead of our clock a message's timestamp may be (Meta's clock and ours differ a little).
+MAX_CLOCK_SKEW = 900  # seconds
+#: Counter outcomes of refused messages (``kmrl_whatsapp_webhook_messages_total{outcome=...}``).
+OUTCOME_EXPIRED = "expired"
+OUTCOME_BAD_TIMESTAMP = "bad_timestamp"
 #: The signature header and its scheme prefix.
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 SIGNATURE_PREFIX = "sha256="
@@ -43,23 +64,51 @@ class WebhookConfig:
     app_secret: WHATSAPP_APP_SECRET, the key of every notification's HMAC (no default).
     verify_token: WHATSAPP_VERIFY_TOKEN, the token Meta echoes in the subscription handshake.
     max_body_bytes: WHATSAPP_MAX_BODY_KB * 1024; larger notifications are answered 413.
+    max_message_age: WHATSAPP_MAX_MESSAGE_AGE_HOURS * 3600, seconds; older messages are refused.
+    clock: the time source for message ages (Unix seconds; ``time.time``).
     """
 
     app_secret: str = field(default="", repr=False)
     verify_token: str = field(default="", repr=False)
     max_body_bytes: int = DEFAULT_MAX_BODY_KB * 1024
+    max_message_age: float = DEFAULT_MAX_MESSAGE_AGE_HOURS * 3600.0
+    clock: Callable[[], float] = time.time
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookConfig:
-        raw = settings.env("WHATSAPP_MAX_BODY_KB", str(DEFAULT_MAX_BODY_KB))
-        try:
-            max_kb = float(raw)
-        except ValueError:
-            raise ConfigError(f"WHATSAPP_MAX_BODY_KB must be a number of KiB, not {raw!r}") from None
-        if max_kb <= 0:
-            raise ConfigError("WHATSAPP_MAX_BODY_KB must be positive")
+        max_kb = _positive(settings, "WHATSAPP_MAX_BODY_KB", DEFAULT_MAX_BODY_KB, "a number of KiB")
+        max_hours = _positive(settings, "WHATSAPP_MAX_MESSAGE_AGE_HOURS", DEFAULT_MAX_MESSAGE_AGE_HOURS,
+                              "a number of hours")
         return cls(app_secret=settings.env("WHATSAPP_APP_SECRET"), verify_token=settings.env("WHATSAPP_VERIFY_TOKEN"),
-                   max_body_bytes=int(max_kb * 1024))
+                   max_body_bytes=int(max_kb * 1024), max_message_age=max_hours * 3600)
+
+
+def _positive(settings: Settings, name: str, default: float, unit: str) -> float:
+    raw = settings.env(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be {unit}, not {raw!r}") from None
+    if not value > 0:  # also refuses nan
+        raise ConfigError(f"{name} must be positive")
+    return value
+
+
+def refusal(message: InboundMedia, *, now: float, max_age: float) -> tuple[str, str] | None:
+    """Why ``message`` must not be queued at ``now``, as (counter outcome, reason), or None to queue it.
+
+    Refused: no timestamp or one that is not whole Unix seconds; older than ``max_age`` seconds;
+    more than ``MAX_CLOCK_SKEW`` seconds ahead of ``now``.
+    """
+    raw = message.timestamp.strip()
+    if not raw.isascii() or not raw.isdigit():
+        return OUTCOME_BAD_TIMESTAMP, "no usable timestamp"
+    age = now - int(raw)
+    if age > max_age:
+        return OUTCOME_EXPIRED, f"older than {max_age / 3600:g} h"
+    if age < -MAX_CLOCK_SKEW:
+        return OUTCOME_BAD_TIMESTAMP, f"dated more than {MAX_CLOCK_SKEW} s in the future"
+    return None
 
 
 def _debug_enabled() -> bool:
@@ -78,8 +127,35 @@ def signature_matches(app_secret: str, body: bytes, header: str | None) -> bool:
 
 def whatsapp_blueprint(config: WebhookConfig, inbox: Inbox) -> Blueprint:
     """The ``/webhooks/whatsapp`` routes, bound to ``config`` and ``inbox``."""
+    if config.max_message_age + MAX_CLOCK_SKEW >= inbox.seen_ttl:
+        raise ConfigError(f"WHATSAPP_MAX_MESSAGE_AGE_HOURS ({config.max_message_age / 3600:g} h) plus the "
+                          f"{MAX_CLOCK_SKEW} s clock allowance must stay below the {inbox.seen_ttl / 3600:g} h "
+                          f"that a wamid is remembered, or a replayed notification would be queued again")
     bp = Blueprint("whatsapp_webhook", __name__)
     queue = GroupCommit(inbox.append)
+
+    def admissible(messages: Sequence[InboundMedia]) -> list[InboundMedia]:
+        now = config.clock()
+        kept: list[InboundMedia] = []
+        refused: dict[str, int] = {}
+        for message in messages:
+            why = refusal(message, now=now, max_age=config.max_message_age)
+            if why is None:
+                kept.append(message)
+                continue
+            outcome, reason = why
+            refused[outcome] = refused.get(outcome, 0) + 1
+            log.warning("whatsapp_message_refused", reason=reason, wamid=message.wamid,
+                        timestamp=message.timestamp[:32], effect="not queued; answered 200 so Meta stops delivering")
+        if refused:
+            try:
+                pipe = inbox.client.pipeline(transaction=False)
+                for outcome, count in refused.items():
+                    pipe.hincrbyfloat(inbox.metrics_key, metric_field(WEBHOOK_METRIC, {"outcome": outcome}), count)
+                pipe.execute()
+            except redis.RedisError as exc:  # the count is a convenience; the refusal stands
+                log.warning("whatsapp_refusal_not_counted", error=type(exc).__name__)
+        return kept
     if not config.app_secret:
         log.warning("whatsapp_webhook_not_configured", missing="WHATSAPP_APP_SECRET",
                     effect="notifications are answered 503 and Meta delivers them again later")
@@ -121,6 +197,8 @@ def whatsapp_blueprint(config: WebhookConfig, inbox: Inbox) -> Blueprint:
         except (ValueError, RecursionError, NotANotification) as exc:
             log.warning("whatsapp_webhook_malformed", error=type(exc).__name__, bytes=len(body))
             return Response("malformed notification", status=400, mimetype="text/plain")
+        if messages:
+            messages = admissible(messages)
         if messages:
             try:
                 queue.append(messages)
