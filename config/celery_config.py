@@ -18,6 +18,7 @@ from typing import Any
 
 from celery.schedules import crontab, schedule
 
+from config.redis_tls import celery_tls_settings
 from config.settings import Settings
 from utils.errors import ConfigError
 from utils.logging import get_logger
@@ -155,12 +156,17 @@ def celery_settings(settings: Settings, *, longest_hard_limit: int) -> dict[str,
         "accept_content": ["json"],
         "timezone": TIMEZONE,
         "enable_utc": True,
-        "beat_scheduler": "redbeat.RedBeatScheduler",
+        # RedBeat that waits out a Redis outage instead of exiting (utils/beat_scheduler.py).
+        "beat_scheduler": "utils.beat_scheduler.ResilientRedBeatScheduler",
         "beat_max_loop_interval": loop,
         "redbeat_redis_url": settings.redbeat_redis_url,
         "redbeat_lock_timeout": lock_timeout,
-        "redbeat_redis_options": {"socket_connect_timeout": 5, "socket_timeout": 30, "health_check_interval": 25,
-                                  "retry_period": 60},
+        # rediss:// URLs: TLS verified against the system CAs or REDIS_CA_FILE (config/redis_tls.py).
+        **celery_tls_settings(broker_url=settings.broker_url, result_backend=settings.result_backend,
+                              redbeat_redis_url=settings.redbeat_redis_url, ca_file=settings.redis_ca_file),
+        # No RedBeat "retry_period": a call that retried for a minute would only hide an outage from the
+        # scheduler, whose loop is the retry (it logs the outage and tries again every few seconds).
+        "redbeat_redis_options": {"socket_connect_timeout": 5, "socket_timeout": 30, "health_check_interval": 25},
     }
 
 

@@ -85,7 +85,7 @@ def test_reliability_settings_follow_the_reference():
     assert conf["result_backend_transport_options"]["visibility_timeout"] == vt
     assert conf["broker_transport_options"]["unacked_restore_interval"] == 10
     assert conf["broker_transport_options"]["unacked_restore_throttle"] == 1
-    assert conf["beat_scheduler"] == "redbeat.RedBeatScheduler"
+    assert conf["beat_scheduler"] == "utils.beat_scheduler.ResilientRedBeatScheduler"
     assert conf["redbeat_lock_timeout"] > conf["beat_max_loop_interval"]
     policy = retry_policy(settings_with(), longest_hard_limit=scheduler.longest_hard_limit())
     assert policy.backoff_max <= vt // 4 and policy.max_retries == 5
