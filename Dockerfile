@@ -27,7 +27,8 @@ USER kmrl
 # KMRL_ROLE tells the health probe what this container runs (worker, beat or web).
 ENV KMRL_ROLE=worker \
     WORKER_LIVENESS_FILE=/tmp/kmrl-worker.alive
-EXPOSE 8000
+# 8000: the public listener (the webhook); 8001: the internal one (probes, operator routes).
+EXPOSE 8000 8001
 # worker: its liveness file is fresh; beat: a beat holds the RedBeat lock; web: /healthz answers.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["kmrl-connectors", "probe"]
 CMD ["celery", "-A", "scheduler", "worker", "--loglevel=info", "--concurrency=2"]

@@ -320,9 +320,9 @@ def _retry(entries: Sequence[DeadLetter], ctx: Context) -> int:
 # -- processes ------------------------------------------------------------------------------------
 
 def cmd_web(args: argparse.Namespace, ctx: Context) -> int:
-    from web.app import create_app
+    from web.__main__ import serve
 
-    create_app(ctx.settings).run(host=args.host, port=args.port, threaded=True)
+    serve(ctx.settings, public_host=args.host, public_port=args.port)  # and the internal listener
     return 0
 
 
@@ -360,8 +360,9 @@ def _probe_beat(settings: Settings) -> tuple[bool, str]:
 
 
 def _probe_web(settings: Settings) -> tuple[bool, str]:
-    port = settings.env("PORT", "8000")
-    url = f"http://127.0.0.1:{port}/healthz"
+    from web.listeners import Listeners
+
+    url = f"http://{Listeners.from_settings(settings).internal_probe_address()}/healthz"  # the internal listener
     try:
         with urllib.request.urlopen(url, timeout=3) as response:
             return response.status == 200, f"{url} answered {response.status}"
@@ -409,8 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     dead.set_defaults(handler=cmd_deadletter)
 
     web = commands.add_parser("web", help="serve the webhook, probes and /metrics (development server)")
-    web.add_argument("--host", default="127.0.0.1")
-    web.add_argument("--port", type=int, default=8000)
+    web.add_argument("--host", default="127.0.0.1", help="the public listener's address")
+    web.add_argument("--port", type=int, default=None, help="the public listener's port (default WEB_PUBLIC_PORT)")
     web.set_defaults(handler=cmd_web)
 
     run = commands.add_parser("run", help="a worker with an embedded beat, for a single machine")

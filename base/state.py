@@ -29,6 +29,7 @@ from typing import Any
 
 import redis
 
+from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings
 from utils.errors import LeaseLostError
 
@@ -197,14 +198,15 @@ class StateStore:
         self._throttle = client.register_script(_THROTTLE)
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "kmrl:") -> StateStore:
+    def from_url(cls, url: str, *, prefix: str = "kmrl:", ca_file: str = "") -> StateStore:
+        """A store on ``url``; a ``rediss://`` URL is verified against ``ca_file`` or the system CAs."""
         client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=30, socket_connect_timeout=5,
-                                      health_check_interval=25)
+                                      health_check_interval=25, **redis_tls_kwargs(url, ca_file))
         return cls(client, prefix=prefix)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StateStore:
-        return cls.from_url(settings.state_redis_url, prefix=settings.key_prefix)
+        return cls.from_url(settings.state_redis_url, prefix=settings.key_prefix, ca_file=settings.redis_ca_file)
 
     def key(self, *parts: str) -> str:
         """A full key: the prefix, then the parts joined by ``:``."""

@@ -55,6 +55,7 @@ class Settings:
     redbeat_redis_url: str = "redis://localhost:6379/2"
     state_redis_url: str = "redis://localhost:6379/3"
     key_prefix: str = "kmrl:"
+    redis_ca_file: str = ""  # PEM bundle that rediss:// certificates are verified against (empty: system CAs)
     hub_api_url: str = ""
     hub_api_token: str = field(default="", repr=False)
     hub_outbox_dir: str = "./var/outbox"
@@ -94,6 +95,7 @@ class Settings:
             redbeat_redis_url=get("REDBEAT_REDIS_URL", redis_db_url(redis_url, 2)),
             state_redis_url=get("STATE_REDIS_URL", redis_db_url(redis_url, 3)),
             key_prefix=get("KMRL_KEY_PREFIX", cls.key_prefix),
+            redis_ca_file=get("REDIS_CA_FILE", ""),
             hub_api_url=get("HUB_API_URL", "").rstrip("/"),
             hub_api_token=get("HUB_API_TOKEN", ""),
             hub_outbox_dir=get("HUB_OUTBOX_DIR", cls.hub_outbox_dir),

@@ -228,5 +228,5 @@ def test_deadletter_already_ingested_since_is_resolved(run, redis_url):
 
 
 def test_probe_web_fails_when_nothing_listens(run):
-    code, output = run("probe", "web", PORT=str(free_port()))
+    code, output = run("probe", "web", WEB_INTERNAL_PORT=str(free_port()))
     assert code == 1 and output.startswith("FAIL  web")

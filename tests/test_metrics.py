@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import redis
 from prometheus_client.metrics_core import Metric
@@ -11,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from base.state import DeadLetter, StateStore
 from tests.conftest import make_settings
 from tests.helpers import FakeFile, ListConnector, fake_files
-from web.app import create_app
+from web.app import create_internal_app
 from web.metrics import CONTENT_TYPE, metrics_blueprint, parse_field, render_metrics
 
 
@@ -78,10 +79,12 @@ def test_each_family_has_one_help_and_one_type_line(state):
     assert all(line.startswith("kmrl_documents_total{") for line in lines[start + 1:start + 3])
 
 
-def test_web_app_serves_metrics(settings, state, redis_client):
+def test_web_app_serves_metrics_to_the_operator(settings, state, redis_client):
     state.incr_metric("kmrl_documents_total", {"source": "whatsapp", "outcome": "new"}, 2)
-    client = create_app(settings, redis_client=redis_client).test_client()
-    response = client.get("/metrics")
+    token = "metrics-operator-token-5c1e9b7a"
+    client = create_internal_app(replace(settings, environ={"OPERATOR_TOKEN": token}),
+                                 redis_client=redis_client).test_client()
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200 and response.headers["Content-Type"] == CONTENT_TYPE
     families = parsed(response.get_data(as_text=True))
     assert samples(families["kmrl_documents"])[(("outcome", "new"), ("source", "whatsapp"))] == 2

@@ -1,14 +1,17 @@
-"""The web app as production runs it: a real gunicorn with two workers on a loopback port, posted to
-by the simulator of Meta's webhook sender, queuing into the real Redis (test database 15)."""
+"""The web app as production runs it: a real gunicorn with two workers binding both listeners from
+web/gunicorn_conf.py (public and internal, on loopback ports), posted to by the simulator of Meta's
+webhook sender, queuing into the real Redis (test database 15)."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ import redis
 import requests
 
 from base.hub_client import HttpHub
+from base.state import StateStore
 from config.settings import redis_db_url
 from connectors.whatsapp_connector import WhatsAppConnector
 from connectors.whatsapp_inbox import InboundMedia
@@ -26,30 +30,41 @@ from tests.conftest import STATE_DB, make_settings, server_url
 
 APP_SECRET = "gunicorn-app-secret-41aa"
 VERIFY_TOKEN = "gunicorn-verify-token-93be"
+OPERATOR_TOKEN = "gunicorn-operator-token-6e02b9d4c8"
 STREAM = "kmrl:whatsapp:inbox"
 MAX_BODY_KB = 64
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@dataclass
+class Gunicorn:
+    """Base URLs of the two listeners of one gunicorn."""
+
+    public: str
+    internal: str
+
+
 @pytest.fixture(scope="module")
-def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of gunicorn with the production settings (web/gunicorn_conf.py), 2 workers, serving
-    the state in test database 15."""
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
+    """gunicorn with the production settings (web/gunicorn_conf.py, its binds from WEB_* variables),
+    2 workers, serving the state in test database 15."""
     logs = tmp_path_factory.mktemp("gunicorn")
-    port = free_port()
+    public_port, internal_port = free_port(), free_port()
     env = {**os.environ, "KMRL_ENV_FILE": "", "STATE_REDIS_URL": redis_db_url(server_url(), STATE_DB),
            "WHATSAPP_APP_SECRET": APP_SECRET, "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-           "WHATSAPP_MAX_BODY_KB": str(MAX_BODY_KB), "LOG_FILE": str(logs / "web.log"), "LOG_LEVEL": "WARNING"}
+           "WHATSAPP_MAX_BODY_KB": str(MAX_BODY_KB), "LOG_FILE": str(logs / "web.log"), "LOG_LEVEL": "WARNING",
+           "WEB_PUBLIC_HOST": "127.0.0.1", "WEB_PUBLIC_PORT": str(public_port),
+           "WEB_INTERNAL_HOST": "127.0.0.1", "WEB_INTERNAL_PORT": str(internal_port),
+           "OPERATOR_TOKEN": OPERATOR_TOKEN}
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "python:web.gunicorn_conf", "--bind", f"127.0.0.1:{port}",
-         "--workers", "2", "web.app:create_app()"],
+        [sys.executable, "-m", "gunicorn", "-c", "python:web.gunicorn_conf", "--workers", "2", "web.app:create_app()"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    urls = Gunicorn(f"http://127.0.0.1:{public_port}", f"http://127.0.0.1:{internal_port}")
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if requests.get(url + "/healthz", timeout=2).status_code == 200:
+                if requests.get(urls.internal + "/healthz", timeout=2).status_code == 200:
                     break
             except (requests.ConnectionError, requests.Timeout):
                 pass  # not listening yet, or a worker still booting
@@ -57,10 +72,16 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 output = process.stdout.read().decode() if process.stdout else ""
                 pytest.fail(f"gunicorn did not start: {output[-3000:]}")
             time.sleep(0.1)
-        yield url
+        yield urls
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def gunicorn(served: Gunicorn) -> str:
+    """The public listener's base URL (where Meta posts)."""
+    return served.public
 
 
 @pytest.fixture
@@ -87,9 +108,34 @@ def test_verification_handshake_through_gunicorn(gunicorn: str) -> None:
     assert refused.status_code == 403
 
 
-def test_probes_through_gunicorn(gunicorn: str) -> None:
-    assert requests.get(gunicorn + "/healthz").json() == {"status": "alive"}
-    assert requests.get(gunicorn + "/readyz").json()["redis"] == "ok"
+def test_probes_answer_on_the_internal_listener_only(served: Gunicorn) -> None:
+    assert requests.get(served.internal + "/healthz").json() == {"status": "alive"}
+    assert requests.get(served.internal + "/readyz").json()["redis"] == "ok"
+    assert requests.get(served.public + "/healthz").status_code == 404
+    assert requests.get(served.public + "/readyz").status_code == 404
+
+
+def test_metrics_need_the_operator_token_and_are_not_on_the_public_listener(served: Gunicorn, redis_url: str) -> None:
+    StateStore.from_url(redis_url).incr_metric("kmrl_documents_total", {"source": "email", "outcome": "new"}, 3)
+    bearer = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    assert requests.get(served.public + "/metrics", headers=bearer).status_code == 404
+    assert requests.get(served.internal + "/metrics").status_code == 401
+    scraped = requests.get(served.internal + "/metrics", headers=bearer)
+    assert scraped.status_code == 200
+    assert 'kmrl_documents_total{outcome="new",source="email"} 3.0' in scraped.text
+
+
+def test_a_login_holds_across_both_workers(served: Gunicorn) -> None:
+    """Every worker derives the same cookie key from the token, whichever one took the login."""
+    browser = requests.Session()
+    [login_csrf] = re.findall(r'name=login_csrf value="([^"]+)"', browser.get(served.internal + "/login").text)
+    answer = browser.post(served.internal + "/login", data={"token": OPERATOR_TOKEN, "login_csrf": login_csrf},
+                          headers={"Origin": served.internal}, allow_redirects=False)
+    assert answer.status_code == 303
+    with ThreadPoolExecutor(max_workers=8) as pool:  # new connections, spread over the two workers
+        statuses = list(pool.map(lambda _: requests.get(served.internal + "/metrics", cookies=browser.cookies,
+                                                        timeout=10).status_code, range(16)))
+    assert statuses == [200] * 16
 
 
 def test_metas_delivery_is_queued_with_malayalam_intact(sender: WebhookSender, sim: WhatsAppCloudSimulator,

@@ -1,4 +1,5 @@
-"""The webhook and probes in-process (Flask test client) on the real Redis (test database 15)."""
+"""The webhook (public app) and the probes (internal app) in-process (Flask test client) on the real Redis
+(test database 15). The listeners and operator access over real sockets: tests/test_web_access.py."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from sandbox.whatsapp import (
 )
 from tests.conftest import make_settings
 from utils.errors import ConfigError
-from web.app import create_app, redis_for_web
+from web.app import create_internal_app, create_public_app, redis_for_web
 from web.webhook import WebhookConfig, whatsapp_blueprint
 
 APP_SECRET = "test-app-secret-7f3a"
@@ -39,7 +40,7 @@ def web_settings(tmp_path, redis_url: str, **environ: str) -> Settings:
 
 @pytest.fixture
 def client(tmp_path, redis_url, redis_client):
-    app = create_app(web_settings(tmp_path, redis_url), redis_client)
+    app = create_public_app(web_settings(tmp_path, redis_url), redis_client)
     return app.test_client()
 
 
@@ -79,7 +80,7 @@ def test_subscription_handshake_refused_without_mode_and_token(client, query):
 
 
 def test_handshake_refused_when_no_verify_token_is_configured(tmp_path, redis_url, redis_client):
-    app = create_app(web_settings(tmp_path, redis_url, WHATSAPP_VERIFY_TOKEN=""), redis_client)
+    app = create_public_app(web_settings(tmp_path, redis_url, WHATSAPP_VERIFY_TOKEN=""), redis_client)
     answer = app.test_client().get("/webhooks/whatsapp", query_string={
         "hub.mode": "subscribe", "hub.verify_token": "", "hub.challenge": "1"})
     assert answer.status_code == 403
@@ -133,7 +134,7 @@ def test_malformed_signature_header_is_refused_not_an_error(client, redis_client
 
 
 def test_notification_is_refused_when_no_app_secret_is_configured(tmp_path, redis_url, redis_client, sim):
-    app = create_app(web_settings(tmp_path, redis_url, WHATSAPP_APP_SECRET=""), redis_client)
+    app = create_public_app(web_settings(tmp_path, redis_url, WHATSAPP_APP_SECRET=""), redis_client)
     body = meta_body(sim.notification([sim.message("image", sim.add_media(mime_type="image/jpeg"))]))
     answer = app.test_client().post("/webhooks/whatsapp", data=body,
                                     headers={"X-Hub-Signature-256": signature("", body)})
@@ -224,7 +225,7 @@ def test_queued_entries_keep_the_order_of_the_notification(client, redis_client,
 # -- refusals ---------------------------------------------------------------------------------
 
 def test_oversized_body_is_refused_with_413_and_nothing_stored(tmp_path, redis_url, redis_client, sim):
-    app = create_app(web_settings(tmp_path, redis_url, WHATSAPP_MAX_BODY_KB="4"), redis_client)
+    app = create_public_app(web_settings(tmp_path, redis_url, WHATSAPP_MAX_BODY_KB="4"), redis_client)
     message = sim.message("document", sim.add_media(), caption="x" * 5000)
     body = meta_body(sim.notification([message]))
     assert len(body) > 4096
@@ -236,7 +237,7 @@ def test_oversized_body_is_refused_with_413_and_nothing_stored(tmp_path, redis_u
 
 
 def test_body_of_exactly_the_limit_is_accepted(tmp_path, redis_url, redis_client, sim):
-    app = create_app(web_settings(tmp_path, redis_url, WHATSAPP_MAX_BODY_KB="4"), redis_client)
+    app = create_public_app(web_settings(tmp_path, redis_url, WHATSAPP_MAX_BODY_KB="4"), redis_client)
     message = sim.message("document", sim.add_media(), caption="")
     message["document"]["caption"] = "x" * (4096 - len(meta_body(sim.notification([message]))))
     body = meta_body(sim.notification([message]))
@@ -248,7 +249,7 @@ def test_body_of_exactly_the_limit_is_accepted(tmp_path, redis_url, redis_client
 @pytest.mark.parametrize("value", ["64k", "0", "-1"])
 def test_unusable_body_limit_is_a_config_error(tmp_path, redis_url, redis_client, value):
     with pytest.raises(ConfigError, match="WHATSAPP_MAX_BODY_KB"):
-        create_app(web_settings(tmp_path, redis_url, WHATSAPP_MAX_BODY_KB=value), redis_client)
+        create_public_app(web_settings(tmp_path, redis_url, WHATSAPP_MAX_BODY_KB=value), redis_client)
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"", b"\xff\xfe\x00", b"[1, 2]", b'"a string"',
@@ -270,25 +271,28 @@ def test_unexpected_shapes_are_accepted_and_ignored(client, redis_client):
 def test_redis_down_answers_503_quickly_so_meta_delivers_again(tmp_path, redis_url, sim):
     settings = web_settings(tmp_path, redis_url)
     dead_url = f"redis://127.0.0.1:{free_port()}/15"
-    app = create_app(settings, redis_for_web(replace(settings, state_redis_url=dead_url)))
+    dead = redis_for_web(replace(settings, state_redis_url=dead_url))
+    app = create_public_app(settings, dead)
     body = meta_body(sim.notification([sim.message("document", sim.add_media())]))
     started = time.monotonic()
     assert post(app.test_client(), body).status_code == 503
     assert time.monotonic() - started < 2
-    assert app.test_client().get("/readyz").status_code == 503
-    assert app.test_client().get("/healthz").status_code == 200
+    internal = create_internal_app(settings, dead).test_client()
+    assert internal.get("/readyz").status_code == 503
+    assert internal.get("/healthz").status_code == 200
 
 
 # -- probes -----------------------------------------------------------------------------------
 
-def test_health_and_readiness_probes(client):
+def test_health_and_readiness_probes(tmp_path, redis_url, redis_client):
+    client = create_internal_app(web_settings(tmp_path, redis_url), redis_client).test_client()
     assert client.get("/healthz").get_json() == {"status": "alive"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.get_json()["redis"] == "ok"
 
 
 def test_the_inbox_honours_the_key_prefix(tmp_path, redis_url, redis_client, sim):
-    app = create_app(make_settings(tmp_path, redis_url, log_file="", key_prefix="kmrl-test:",
+    app = create_public_app(make_settings(tmp_path, redis_url, log_file="", key_prefix="kmrl-test:",
                                    environ={"WHATSAPP_APP_SECRET": APP_SECRET}), redis_client)
     post(app.test_client(), meta_body(sim.notification([sim.message("document", sim.add_media())])))
     assert redis_client.xlen("kmrl-test:whatsapp:inbox") == 1
@@ -379,11 +383,11 @@ def test_only_the_stale_messages_of_a_notification_are_refused(client, redis_cli
 def test_an_age_limit_reaching_the_dedup_window_or_unusable_is_a_config_error(tmp_path, redis_url, redis_client,
                                                                              hours):
     with pytest.raises(ConfigError, match="WHATSAPP_MAX_MESSAGE_AGE_HOURS"):
-        create_app(web_settings(tmp_path, redis_url, WHATSAPP_MAX_MESSAGE_AGE_HOURS=hours), redis_client)
+        create_public_app(web_settings(tmp_path, redis_url, WHATSAPP_MAX_MESSAGE_AGE_HOURS=hours), redis_client)
 
 
 def test_a_shorter_age_limit_is_honoured(tmp_path, redis_url, redis_client, sim):
-    app = create_app(web_settings(tmp_path, redis_url, WHATSAPP_MAX_MESSAGE_AGE_HOURS="24"), redis_client)
+    app = create_public_app(web_settings(tmp_path, redis_url, WHATSAPP_MAX_MESSAGE_AGE_HOURS="24"), redis_client)
     old = sim.message("document", sim.add_media(), timestamp=int(time.time()) - 25 * 3600)
     recent = sim.message("document", sim.add_media(), timestamp=int(time.time()) - 23 * 3600)
     assert post(app.test_client(), meta_body(sim.notification([old, recent]))).status_code == 200

@@ -29,6 +29,9 @@ from tests.conftest import flushed_db_url, make_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+#: /metrics is on the web process's internal listener, behind the operator token (web/operator.py).
+OPERATOR_TOKEN = "worker-processes-operator-token-d41c"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, proc: subprocess.Popen | None = None,
@@ -146,12 +149,13 @@ def test_compose_beat_command_takes_the_redbeat_lock_and_schedules_cleanup_at_20
 
 def test_compose_web_command_serves_probes_and_metrics(env, processes):
     service = compose_service("web")
-    command = list(service["command"])
-    port = free_port()
-    command[command.index("--bind") + 1] = f"127.0.0.1:{port}"  # tests listen on loopback only
-    env.update(KMRL_ROLE=service["environment"]["KMRL_ROLE"], PORT=str(port))
-    proc, log = processes(command, env, "web")
-    base = f"http://127.0.0.1:{port}"
+    public_port, internal_port = free_port(), free_port()
+    # The compose command as it is; its listeners moved to free loopback ports (tests listen on loopback only).
+    env.update(KMRL_ROLE=service["environment"]["KMRL_ROLE"], OPERATOR_TOKEN=OPERATOR_TOKEN,
+               WEB_PUBLIC_HOST="127.0.0.1", WEB_PUBLIC_PORT=str(public_port),
+               WEB_INTERNAL_HOST="127.0.0.1", WEB_INTERNAL_PORT=str(internal_port))
+    proc, log = processes(list(service["command"]), env, "web")
+    base = f"http://127.0.0.1:{internal_port}"
 
     def answers() -> bool:
         try:
@@ -162,21 +166,23 @@ def test_compose_web_command_serves_probes_and_metrics(env, processes):
     wait_for(answers, timeout=30, what="gunicorn to answer", proc=proc, log=log)
     StateStore.from_url(env["STATE_REDIS_URL"]).incr_metric("kmrl_documents_total",
                                                             {"source": "email", "outcome": "new"}, 5)
-    response = requests.get(f"{base}/metrics", timeout=5)
+    response = requests.get(f"{base}/metrics", headers=OPERATOR, timeout=5)
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
     assert families["kmrl_documents"].samples[0].value == 5
+    assert requests.get(f"http://127.0.0.1:{public_port}/metrics", headers=OPERATOR, timeout=5).status_code == 404
     probe = subprocess.run(healthcheck_command(), env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert probe.returncode == 0, probe.stdout + probe.stderr
     stop(proc)
 
 
 def test_web_command_serves_the_app_for_development(env, processes):
-    port = free_port()
+    port, internal_port = free_port(), free_port()
+    env.update(WEB_INTERNAL_PORT=str(internal_port), OPERATOR_TOKEN=OPERATOR_TOKEN)
     proc, log = processes([str(VENV_BIN / "kmrl-connectors"), "web", "--port", str(port)], env, "web-dev")
 
     def metrics() -> str:
         try:
-            response = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            response = requests.get(f"http://127.0.0.1:{internal_port}/metrics", headers=OPERATOR, timeout=5)
         except requests.RequestException:
             return ""
         return response.text if response.status_code == 200 else ""

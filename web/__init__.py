@@ -1,6 +1,8 @@
-"""The web process: the WhatsApp webhook (``/webhooks/whatsapp``) and the health probes.
+"""The web process: the WhatsApp webhook on the public listener; probes and operator routes
+(``/metrics``, behind OPERATOR_TOKEN) on the internal one (web/listeners.py has the access model).
 
-Production: ``gunicorn -c python:web.gunicorn_conf --bind 0.0.0.0:8000 'web.app:create_app()'``
-(threaded workers, see web/gunicorn_conf.py). Development: ``python -m web`` or
-``flask --app web.app run``. Meta requires HTTPS with a valid certificate in front of it.
+Production: ``gunicorn -c python:web.gunicorn_conf 'web.app:create_app()'`` (the config file binds
+WEB_PUBLIC_HOST:WEB_PUBLIC_PORT and WEB_INTERNAL_HOST:WEB_INTERNAL_PORT; threaded workers).
+Development: ``python -m web`` (both listeners on Werkzeug). Meta requires HTTPS with a valid
+certificate in front of the public listener.
 """

@@ -1,10 +1,15 @@
-"""The web process: the WhatsApp webhook and the health probes, as a Flask app factory.
+"""The web process: the WhatsApp webhook, the probes and the operator routes, as Flask app factories.
 
-Production: ``gunicorn 'web.app:create_app()'`` (see web/__init__.py for the flags we run with);
-development: ``flask --app web.app run`` or ``python -m web``.
+Two apps, one per listener (web/listeners.py has the access model): ``create_public_app`` carries only
+the webhook (what Meta must reach); ``create_internal_app`` carries the probes and, behind
+OPERATOR_TOKEN, ``/metrics`` and the operator login (web/operator.py). ``create_app`` joins them in
+one WSGI app that routes each request by the listener it came in on, which is what gunicorn serves:
+``gunicorn -c python:web.gunicorn_conf 'web.app:create_app()'`` (the config file binds both
+listeners). Development: ``python -m web``.
 
-Each concern is a blueprint built by ``create_app`` from one shared ``WebContext`` (settings and the
-Redis client), so a further endpoint (such as ``/metrics``) is one more blueprint in ``_blueprints``.
+Each concern is a blueprint built from one shared ``WebContext`` (settings and the Redis client): a
+further public endpoint (Graph's notification handshake) joins ``_public_blueprints``, a further
+operator page joins ``_internal_blueprints`` and is guarded without saying so.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ from flask import Blueprint, Flask
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings, get_settings
 from connectors.whatsapp_inbox import Inbox
 from utils.logging import configure_logging, register_secret
-from web.health import health_blueprint
+from web.health import HEALTH_ENDPOINTS, health_blueprint
+from web.listeners import ListenerDispatch, Listeners
 from web.metrics import metrics_blueprint
+from web.operator import OperatorAccess, install_operator_access
 from web.webhook import WebhookConfig, whatsapp_blueprint
 
 #: Redis timeouts for the web process: a stalled Redis must fail a request (Meta then retries)
@@ -47,33 +55,63 @@ def redis_for_web(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(
         settings.state_redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT, socket_timeout=REDIS_SOCKET_TIMEOUT,
         health_check_interval=30,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=REDIS_RETRY_BACKOFF_CAP), REDIS_RETRIES))
+        retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=REDIS_RETRY_BACKOFF_CAP), REDIS_RETRIES),
+        **redis_tls_kwargs(settings.state_redis_url, settings.redis_ca_file))
 
 
-def create_app(settings: Settings | None = None, redis_client: redis.Redis | None = None) -> Flask:
-    """A configured app. ``settings`` default to the environment; ``redis_client`` to the state Redis.
-
-    Never raises for missing WhatsApp settings: the probes (and any other blueprint) still serve,
-    and the webhook logs once what is missing and answers accordingly.
-    """
+def _context(settings: Settings | None, redis_client: redis.Redis | None) -> WebContext:
     settings = settings or get_settings()
     configure_logging(log_file=settings.log_file, level=settings.log_level, console_format=settings.log_format)
     client = redis_client if redis_client is not None else redis_for_web(settings)
-    context = WebContext(settings=settings, redis=client)
+    return WebContext(settings=settings, redis=client)
 
-    app = Flask("web")
+
+def _flask(name: str, context: WebContext, blueprints: list[Blueprint]) -> Flask:
+    app = Flask(name)
     app.extensions["kmrl"] = context
-    for blueprint in _blueprints(context):
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
     return app
 
 
-def _blueprints(context: WebContext) -> list[Blueprint]:
+def create_public_app(settings: Settings | None = None, redis_client: redis.Redis | None = None) -> Flask:
+    """The public listener's app: the WhatsApp webhook and nothing else (every other path is 404).
+
+    ``settings`` default to the environment; ``redis_client`` to the state Redis. Never raises for
+    missing WhatsApp settings: the webhook logs once what is missing and answers accordingly.
+    """
+    context = _context(settings, redis_client)
+    return _flask("web.public", context, _public_blueprints(context))
+
+
+def create_internal_app(settings: Settings | None = None, redis_client: redis.Redis | None = None) -> Flask:
+    """The internal listener's app: ``/healthz`` and ``/readyz`` (open), and the operator routes
+    (``/metrics``, ``/login``, ``/logout``, ``/``) behind OPERATOR_TOKEN, 404 without one."""
+    context = _context(settings, redis_client)
+    app = _flask("web.internal", context, _internal_blueprints(context))
+    install_operator_access(app, OperatorAccess.from_settings(context.settings), open_endpoints=HEALTH_ENDPOINTS)
+    return app
+
+
+def create_app(settings: Settings | None = None, redis_client: redis.Redis | None = None) -> ListenerDispatch:
+    """Both apps in one WSGI app: a request that came in on WEB_INTERNAL_PORT goes to the internal
+    app, any other to the public one (``.public`` and ``.internal`` are the two Flask apps).
+
+    Raises ConfigError for unusable listener, webhook or operator settings.
+    """
+    context = _context(settings, redis_client)
+    listeners = Listeners.from_settings(context.settings)
+    return ListenerDispatch(create_public_app(context.settings, context.redis),
+                            create_internal_app(context.settings, context.redis),
+                            internal_port=listeners.internal_port)
+
+
+def _public_blueprints(context: WebContext) -> list[Blueprint]:
     webhook = WebhookConfig.from_settings(context.settings)
     register_secret(webhook.app_secret, webhook.verify_token)
     inbox = Inbox.for_prefix(context.redis, context.settings.key_prefix)
-    return [
-        health_blueprint(context.redis),
-        whatsapp_blueprint(webhook, inbox),
-        metrics_blueprint(context.settings),
-    ]
+    return [whatsapp_blueprint(webhook, inbox)]
+
+
+def _internal_blueprints(context: WebContext) -> list[Blueprint]:
+    return [health_blueprint(context.redis), metrics_blueprint(context.settings)]

@@ -1,6 +1,12 @@
 """gunicorn settings for the web process.
 
-    gunicorn -c python:web.gunicorn_conf --bind 0.0.0.0:8000 'web.app:create_app()'
+    gunicorn -c python:web.gunicorn_conf 'web.app:create_app()'
+
+Binds both listeners (web/listeners.py): WEB_PUBLIC_HOST:WEB_PUBLIC_PORT (default 0.0.0.0:8000) and
+WEB_INTERNAL_HOST:WEB_INTERNAL_PORT (default 127.0.0.1:8001), read like the app reads them (the
+environment over ``.env``), so the app's idea of which port is internal always matches what is bound.
+A ``--bind`` on the command line replaces both; a start-up line then says whether the internal
+listener is missing.
 
 Threaded workers (gthread): a notification spends most of its time waiting on one Redis round
 trip, which a thread can spend serving another request, and they keep connections alive between
@@ -10,7 +16,15 @@ deliveries where sync workers close each one. bench/bench_webhook.py measures th
 from __future__ import annotations
 
 import os
+from typing import Any
 
+from config.settings import Settings
+from web.listeners import Listeners, is_loopback
+
+_listeners = Listeners.from_settings(Settings.from_env())
+
+#: The public listener first, then the internal one.
+bind = _listeners.binds()
 #: Worker processes (gunicorn's own WEB_CONCURRENCY variable; default 2, one per core of a small box).
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 #: Threads per worker (WEB_THREADS, default 8).
@@ -24,3 +38,17 @@ timeout = 30
 graceful_timeout = 20
 #: Connections waiting to be accepted.
 backlog = 2048
+
+
+def when_ready(server: Any) -> None:
+    """Says which bound address is which, once, when the arbiter is ready."""
+    ports = {listener.getsockname()[1] for listener in server.LISTENERS
+             if isinstance(listener.getsockname(), tuple)}
+    if _listeners.internal_port not in ports:
+        server.log.warning("no internal listener on port %s: /metrics, /healthz and /readyz are not served "
+                           "(a --bind replaced the configured binds?)", _listeners.internal_port)
+    else:
+        server.log.info("internal listener (probes, operator routes) on port %s", _listeners.internal_port)
+        if not is_loopback(_listeners.internal_host):
+            server.log.info("the internal listener binds %s, not loopback: keep its port off the internet",
+                            _listeners.internal_host)

@@ -2,6 +2,10 @@
 
 A load balancer or orchestrator restarts on a failing ``/healthz`` and stops routing on a failing
 ``/readyz``; a Redis outage must not get healthy workers restarted, hence two probes.
+
+Both are served on the internal listener only, and without a token: a liveness probe (Docker's
+HEALTHCHECK, a load balancer) usually cannot send one, and they tell nothing beyond "alive" and
+"Redis reachable". Their endpoint names are ``HEALTH_ENDPOINTS``, which the operator guard leaves open.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from flask import Blueprint, Response, jsonify
 from utils.logging import get_logger
 
 log = get_logger(__name__)
+
+#: The probes' Flask endpoint names (open on the internal listener, see web.operator).
+HEALTH_ENDPOINTS = frozenset({"health.healthz", "health.readyz"})
 
 
 def health_blueprint(client: redis.Redis) -> Blueprint:

@@ -1,5 +1,7 @@
 """``GET /metrics``: Prometheus text exposition (format 0.0.4) of the numbers every worker keeps in Redis.
 
+Served on the internal listener only, behind OPERATOR_TOKEN (web/listeners.py, web/operator.py).
+
 Workers add to counters and set gauges in the state store (``StateStore.incr_metric`` /
 ``set_gauge``), so one scrape of any web process shows the whole fleet. A few series are computed
 at scrape time from live state so they never go stale: lag since each scope's last success, the
@@ -20,6 +22,7 @@ import redis
 from flask import Blueprint, Response
 
 from base.state import StateStore
+from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings
 from utils.logging import get_logger
 
@@ -145,7 +148,8 @@ def render_metrics(state: StateStore, *, now: float | None = None) -> str:
 def state_for_metrics(settings: Settings) -> StateStore:
     """The state store with the short timeouts a scrape wants."""
     client = redis.Redis.from_url(settings.state_redis_url, decode_responses=True,
-                                  socket_connect_timeout=REDIS_CONNECT_TIMEOUT, socket_timeout=REDIS_SOCKET_TIMEOUT)
+                                  socket_connect_timeout=REDIS_CONNECT_TIMEOUT, socket_timeout=REDIS_SOCKET_TIMEOUT,
+                                  **redis_tls_kwargs(settings.state_redis_url, settings.redis_ca_file))
     return StateStore(client, prefix=settings.key_prefix)
 
 

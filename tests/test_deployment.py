@@ -1,0 +1,179 @@
+"""docker-compose.yml as deployed: Redis URLs come from .env only, Redis requires the password from
+.env and is not published, the internal listener is reachable from this host's loopback at most.
+
+No Docker engine runs here, so the file is read as Compose reads it (YAML with merge keys), and the
+Redis command it gives is run for real against Debian's redis-server. The app services' commands
+run for real in tests/test_worker_processes.py."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+
+from sandbox.servers import free_port
+from tests.conftest import skip_or_fail
+
+ROOT = Path(__file__).resolve().parents[1]
+APP_SERVICES = ("worker", "beat", "web")
+#: Every variable the service reads a Redis URL from (config/settings.py).
+REDIS_URL_VARIABLES = {"REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "REDBEAT_REDIS_URL",
+                       "STATE_REDIS_URL"}
+PASSWORD = "compose-redis-password-5d0c7e"
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+
+
+def service(name: str) -> dict[str, Any]:
+    return compose()["services"][name]
+
+
+def interpolated(text: str) -> str:
+    """What Compose hands the container for ``text`` with no variable of its own: ``$$`` -> ``$``."""
+    return text.replace("$$", "$")
+
+
+def published(port_entry: Any) -> tuple[str, str, str]:
+    """(host_ip, host_port, container_port) of a ``ports:`` entry, short or long syntax; host_ip ""
+    means every interface, as Compose's default."""
+    if isinstance(port_entry, dict):
+        return (str(port_entry.get("host_ip", "")), str(port_entry.get("published", "")),
+                str(port_entry["target"]))
+    text = str(port_entry).split("/", 1)[0]
+    match = re.fullmatch(r"(?:(\[[^\]]+\]|[^:]+):)?(?:(\d*):)?(\d+)", text)
+    assert match, f"unparsed ports entry {port_entry!r}"
+    host_ip, host_port, container = match.groups()
+    if host_port is None and host_ip is not None and host_ip.isdigit():  # "8000:8000"
+        host_ip, host_port = None, host_ip
+    return (host_ip or "").strip("[]"), host_port or "", container
+
+
+# -- Redis URLs and the password ------------------------------------------------------------------------
+
+def test_no_service_sets_a_redis_url_that_would_override_env() -> None:
+    for name, spec in compose()["services"].items():
+        environment = spec.get("environment") or {}
+        if isinstance(environment, list):
+            environment = dict(item.split("=", 1) for item in environment)
+        assert not REDIS_URL_VARIABLES & set(environment), f"{name} hard-codes a Redis URL"
+        assert not any("redis://" in str(v) or "rediss://" in str(v) for v in environment.values()), name
+
+
+def test_the_app_services_read_env() -> None:
+    for name in APP_SERVICES:
+        [env_file] = service(name)["env_file"]
+        assert env_file == {"path": ".env", "required": True}, name
+
+
+def test_redis_is_not_published_and_requires_the_password_from_env() -> None:
+    redis_service = service("redis")
+    assert "ports" not in redis_service and redis_service.get("network_mode") != "host"
+    assert redis_service["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")  # unset: compose fails
+    script = " ".join(redis_service["command"])
+    assert 'requirepass "$$REDIS_PASSWORD"' in script
+    assert "--requirepass" not in script  # never an argument: it would show in the process list
+    assert "$$REDIS_PASSWORD" in " ".join(redis_service["healthcheck"]["test"])
+
+
+@pytest.fixture
+def redis_server_binary() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        skip_or_fail("redis-server is not installed (make install installs it)")
+    return str(path)
+
+
+def test_the_compose_redis_command_refuses_clients_without_the_password(tmp_path: Path,
+                                                                        redis_server_binary: str) -> None:
+    shell, flag, script = service("redis")["command"]
+    assert (shell, flag) == ("sh", "-c")
+    port = free_port()
+    # The image's entrypoint only drops privileges before running its arguments; here they run as they are.
+    script = interpolated(script).replace("docker-entrypoint.sh redis-server -",
+                                          f"{redis_server_binary} - --port {port} --bind 127.0.0.1 "
+                                          f"--dir {tmp_path}", 1)
+    env = {**os.environ, "REDIS_PASSWORD": PASSWORD}
+    proc = subprocess.Popen(["sh", "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        anonymous = redis.Redis(port=port, socket_connect_timeout=2)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                anonymous.ping()
+                pytest.fail("Redis answered a client without the password")
+            except redis.AuthenticationError:
+                break  # listening, and refusing
+            except redis.ConnectionError:
+                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                assert time.monotonic() < deadline, "the compose Redis command did not start"
+                time.sleep(0.1)
+        assert redis.Redis(port=port, password=PASSWORD).ping()
+        assert PASSWORD.encode() not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+
+        check = interpolated(service("redis")["healthcheck"]["test"][1]).replace("redis-cli", f"redis-cli -p {port}")
+        healthy = subprocess.run(["sh", "-c", check], env=env, capture_output=True, timeout=30)
+        assert healthy.returncode == 0
+        wrong = subprocess.run(["sh", "-c", check], env={**env, "REDIS_PASSWORD": "wrong"}, capture_output=True,
+                               timeout=30)
+        assert wrong.returncode != 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+# -- the web process's listeners ------------------------------------------------------------------------
+
+def test_the_internal_listener_is_published_on_loopback_at_most() -> None:
+    web = service("web")
+    internal = str(web["environment"]["WEB_INTERNAL_PORT"])
+    public = str(web["environment"]["WEB_PUBLIC_PORT"])
+    entries = [published(entry) for entry in web.get("ports", [])]
+    assert any(container == public for _, _, container in entries), "the webhook's port is not published"
+    for host_ip, _, container in entries:
+        if container == internal:
+            assert host_ip and (host_ip == "localhost" or ipaddress.ip_address(host_ip).is_loopback), \
+                f"the internal port {internal} is published on {host_ip or 'every interface'}"
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ("8000:8000", ("", "8000", "8000")),
+    ("8001", ("", "", "8001")),
+    ("127.0.0.1:8001:8001", ("127.0.0.1", "8001", "8001")),
+    ("0.0.0.0:8001:8001/tcp", ("0.0.0.0", "8001", "8001")),
+    ("[::1]:8001:8001", ("::1", "8001", "8001")),
+    ({"target": 8001, "published": "8001", "host_ip": "127.0.0.1"}, ("127.0.0.1", "8001", "8001")),
+])
+def test_ports_entries_are_read_as_compose_reads_them(entry: Any, expected: tuple[str, str, str]) -> None:
+    assert published(entry) == expected
+
+
+def test_no_other_service_publishes_a_port() -> None:
+    for name, spec in compose()["services"].items():
+        if name != "web":
+            assert "ports" not in spec, name
+
+
+def test_the_web_command_binds_the_listeners_the_app_expects() -> None:
+    """No --bind: gunicorn takes both binds from the same WEB_* variables the app routes by."""
+    command = service("web")["command"]
+    assert "--bind" not in command and "-b" not in command and not any(c.startswith("--bind=") for c in command)
+    assert command[:3] == ["gunicorn", "-c", "python:web.gunicorn_conf"]
+    environment = service("web")["environment"]
+    assert environment["WEB_PUBLIC_PORT"] != environment["WEB_INTERNAL_PORT"]
+
+
+def test_the_image_exposes_both_listeners() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    [expose] = re.findall(r"^EXPOSE (.+)$", dockerfile, re.M)
+    assert expose.split() == ["8000", "8001"]
