@@ -29,7 +29,7 @@ import requests
 from base.document import Document, iter_file_chunks
 from config.settings import Settings
 from utils.errors import AuthError, ConfigError, ItemError, TransientError
-from utils.http import HttpClient, ThrottleGate
+from utils.http import HttpClient, OriginPolicy, ThrottleGate, json_body
 from utils.logging import register_secret
 
 #: Upload block size when streaming a multipart body.
@@ -116,15 +116,22 @@ class _MultipartStream:
 
 def _reason(response: requests.Response) -> str:
     try:
-        body = response.json()
+        body = json_body(response)
     except ValueError:
         return (response.text or "").strip()[:300] or response.reason
     if isinstance(body, dict):
         for key in ("reason", "error", "message", "detail"):
             if body.get(key):
                 value = body[key]
-                return value if isinstance(value, str) else json.dumps(value)[:300]
-    return json.dumps(body)[:300]
+                return value if isinstance(value, str) else _json_snippet(value)
+    return _json_snippet(body)
+
+
+def _json_snippet(value: Any) -> str:
+    try:
+        return json.dumps(value)[:300]
+    except RecursionError:  # parsed just under the parser's depth, too deep to write back
+        return "(JSON nested too deeply to show)"
 
 
 class HttpHub:
@@ -133,6 +140,11 @@ class HttpHub:
     base_url: ``HUB_API_URL`` (without ``/api/v1``).
     token: the Bearer token (registered as a secret so logs mask it).
     timeout: (connect, read) seconds.
+
+    Every request carries the token (and an upload the document's sha256 as Idempotency-Key), so
+    every request, and each redirect hop, goes only to the origin of ``base_url`` (utils.http's
+    origin rule); a 307/308 re-sends the upload from the spool file, a redirect elsewhere is an
+    ``OriginNotAllowed`` config error.
     """
 
     def __init__(self, base_url: str, token: str, *, timeout: tuple[float, float] = (5.0, 120.0),
@@ -141,6 +153,7 @@ class HttpHub:
         self.base_url = base_url.rstrip("/")
         register_secret(token)
         self._auth = {"Authorization": f"Bearer {token}"}
+        self._origins = OriginPolicy.of(self.base_url, setting="HUB_API_URL")
         self.client = client or HttpClient("hub", timeout=timeout, ca_bundle=ca_bundle or None, gate=gate)
 
     def _classify(self, response: requests.Response, what: str) -> None:
@@ -157,13 +170,15 @@ class HttpHub:
         metadata = document.hub_metadata()
 
         def body() -> _MultipartStream:
+            # Called for every try and every 307/308 hop: the spool file is read again from its start.
             stream = _MultipartStream(metadata, document.filename, document.mime_type, document.open_content(),
                                       document.size)
             headers["Content-Type"] = stream.content_type
             return stream
 
         headers = {**self._auth, "Idempotency-Key": document.sha256}
-        response = self.client.request("POST", f"{self.base_url}/api/v1/documents", body=body, headers=headers)
+        response = self.client.request("POST", f"{self.base_url}/api/v1/documents", body=body, headers=headers,
+                                       origins=self._origins)
         with response:
             if response.status_code in (200, 201, 409):
                 return self._document_id(response, document.sha256)
@@ -173,7 +188,7 @@ class HttpHub:
     @staticmethod
     def _document_id(response: requests.Response, sha256: str) -> str:
         try:
-            body = response.json()
+            body = json_body(response)
         except ValueError:
             body = {}
         doc_id = body.get("id") if isinstance(body, dict) else None
@@ -181,7 +196,7 @@ class HttpHub:
 
     def link(self, hub_id: str, metadata: Mapping[str, Any]) -> None:
         response = self.client.request("POST", f"{self.base_url}/api/v1/documents/{hub_id}/sources",
-                                       json=dict(metadata), headers=self._auth)
+                                       json=dict(metadata), headers=self._auth, origins=self._origins)
         with response:
             if response.status_code in (200, 201, 409):
                 return
@@ -191,7 +206,8 @@ class HttpHub:
 
     def delete(self, source: str, source_id: str) -> None:
         response = self.client.request("DELETE", f"{self.base_url}/api/v1/documents",
-                                       params={"source": source, "source_id": source_id}, headers=self._auth)
+                                       params={"source": source, "source_id": source_id}, headers=self._auth,
+                                       origins=self._origins)
         with response:
             if response.status_code in (200, 202, 204, 404):
                 return
@@ -200,7 +216,8 @@ class HttpHub:
     def health(self) -> tuple[bool, str]:
         try:
             # With our token, so a wrong HUB_API_TOKEN shows here and not only at the first upload.
-            response = self.client.request("GET", f"{self.base_url}/api/v1/health", retry=False, headers=self._auth)
+            response = self.client.request("GET", f"{self.base_url}/api/v1/health", retry=False, headers=self._auth,
+                                           origins=self._origins)
         except (TransientError, ConfigError) as exc:
             return False, str(exc)
         with response:

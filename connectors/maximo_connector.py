@@ -50,8 +50,8 @@ from connectors.maximo_oslc import (
     same_instant,
 )
 from utils.credentials_manager import CredentialsManager
-from utils.errors import AuthError, ConfigError, ItemError, TransientError
-from utils.http import HttpClient, iter_response
+from utils.errors import AuthError, ConfigError, ItemError, ResponseTooLarge, TransientError
+from utils.http import HttpClient, OriginPolicy, PageLinks, iter_response, json_body
 from utils.logging import get_logger, register_secret
 
 log = get_logger(__name__)
@@ -184,8 +184,11 @@ class MaximoConnector(BaseConnector):
             self._login_token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
             register_secret(self._login_token)
         host = urlsplit(self.root_url).netloc
+        # The key, the login and the session cookie go to MAXIMO_URL's origin only: a doclink or
+        # nextPage href, or a redirect, naming another host (or plain http) is refused, not followed.
         client = HttpClient("maximo", timeout=self.timeout, ca_bundle=self.ca_bundle,
-                            gate=self.state.throttle_gate("maximo", host))
+                            gate=self.state.throttle_gate("maximo", host),
+                            origins=OriginPolicy.of(self.root_url, setting="MAXIMO_URL"))
         if style == "apikey":
             # Maximo hands out a JSESSIONID even to API-key calls; replayed with the key it makes Maximo
             # prefer that empty session and answer 401 BMXAA0021E. API-key calls carry no cookies.
@@ -243,8 +246,13 @@ class MaximoConnector(BaseConnector):
         ``item``: failures other than authentication concern one item only (ItemError), not the run.
         """
         for attempt in (1, 2):
-            response = self._http().request("GET", url, params=params, headers=self._headers(), stream=stream,
-                                            **self._tls())
+            try:
+                response = self._http().request("GET", url, params=params, headers=self._headers(), stream=stream,
+                                                **self._tls())
+            except ResponseTooLarge as exc:
+                if item:
+                    raise ItemError(f"Maximo's answer to {what} is too large to read: {exc}") from None
+                raise
             if 200 <= response.status_code < 300:
                 return response
             error = parse_error(response)
@@ -291,11 +299,11 @@ class MaximoConnector(BaseConnector):
                   item: bool = False) -> dict[str, Any]:
         response = self._get(url, params=params, what=what, item=item)
         try:
-            body = response.json()
-        except ValueError:
+            body = json_body(response)
+        except ValueError as exc:
             kind = response.headers.get("Content-Type", "no content type")
             problem = (f"Maximo answered {what} with a body that is not valid JSON "
-                       f"({kind}, {len(response.content)} bytes)")
+                       f"({kind}, {len(response.content)} bytes: {exc})")
             raise (ItemError(problem) if item else TransientError(problem)) from None
         if not isinstance(body, dict):
             problem = f"Maximo answered {what} with JSON that is not an object"
@@ -355,20 +363,27 @@ class MaximoConnector(BaseConnector):
         """One Item per file doclink of each work order changed since ``cursor``, oldest change first.
 
         The last change of each work order carries the cursor that includes it (``cursor_after``), and
-        a Checkpoint follows every page that moved the cursor. After each such page the query starts
-        again from the cursor (see the module docstring). When a whole page holds only work orders
-        already taken at the cursor's changedate, that one second is walked alone by ``nextPage``
-        (walked again if it shrank meanwhile, since a record could then slide onto a page already
-        read), and the feed goes on from the next second: linear in the size of the block.
+        a Checkpoint follows every page, even an empty one (its cursor is the position after that page,
+        which only ever holds work orders fully yielded), so the pipeline can stop at its deadline
+        inside the loop. After a page that moved the cursor the query starts again from the cursor
+        (see the module docstring). When a whole page holds only work orders already taken at the
+        cursor's changedate, that one second is walked alone by ``nextPage`` (walked again if it
+        shrank meanwhile, since a record could then slide onto a page already read), and the feed
+        goes on from the next second: linear in the size of the block. A page Maximo links to twice
+        without the cursor moving in between is a loop (``PagingLoopError``), not read again.
         """
         position = WorkOrderCursor.from_json(cursor)
         walked: str | None = None  # a changedate whose whole second this run has read
         block: ChangedateBlock | None = None  # the one-second walk in progress
         url: str = self.collection_url
         params: dict[str, str] | None = self._feed_query(scope, position, walked)
+        feed_pages = PageLinks("maximo", f"the work orders of scope {scope}")
+        block_pages = feed_pages
         page = 0
         while True:
             page += 1
+            # A repeat of the same query is progress when the cursor moved (a page at one second).
+            (block_pages if block is not None else feed_pages).visit(url, params, state=position.to_json())
             body = self._get_json(url, params=params, what=f"work orders of scope {scope} (page {page})")
             members = body.get("member")
             if not isinstance(members, list):
@@ -386,8 +401,7 @@ class MaximoConnector(BaseConnector):
             progressed = _TAKEN in outcomes
             log.debug("maximo_page_read", scope=scope, page=page, work_orders=len(members), new=progressed,
                       block=block.changedate if block else None)
-            if progressed:
-                yield Checkpoint(position.to_json())
+            yield Checkpoint(position.to_json())
             info = json_object(body.get("responseInfo"))
             next_href = json_object(info.get("nextPage")).get("href")
             if block is not None:
@@ -395,7 +409,9 @@ class MaximoConnector(BaseConnector):
                 if next_href:
                     url, params = urljoin(self.root_url + "/", str(next_href)), None
                 elif block.shrank():
+                    # Walked again on purpose: its pages may be read a second time.
                     url, params = self.collection_url, block.params
+                    block_pages = PageLinks("maximo", f"the work orders of scope {scope} at {block.changedate}")
                 else:
                     walked, block = block.changedate, None
                     url, params = self.collection_url, self._feed_query(scope, position, walked)
@@ -410,6 +426,7 @@ class MaximoConnector(BaseConnector):
                                                                  count=True))
                 log.info("maximo_changedate_block", scope=scope, changedate=start, taken=len(position.taken))
                 url, params = self.collection_url, block.params
+                block_pages = PageLinks("maximo", f"the work orders of scope {scope} at {start}")
             else:
                 url, params = urljoin(self.root_url + "/", str(next_href)), None
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import requests
 
-from utils.errors import ConfigError, ItemError
+from utils.errors import ConfigError, ItemError, TransientError
+from utils.http import json_body
 
 #: Reason codes that mean "these credentials are wrong", with what they mean.
 CREDENTIAL_REASON_CODES = {
@@ -50,8 +51,8 @@ def parse_error(response: requests.Response) -> MaximoError:
     """Reads the lean ``Error`` body (or the namespaced ``oslc:Error``); tolerates any other body."""
     status = response.status_code
     try:
-        body = response.json()
-    except ValueError:
+        body = json_body(response)
+    except (ValueError, TransientError):  # unreadable, nested too deeply, or too large: show a snippet
         body = None
     error: Any = None
     if isinstance(body, dict):

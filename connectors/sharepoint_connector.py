@@ -45,7 +45,7 @@ from config.settings import Settings
 from utils.credentials_manager import CredentialsManager
 from utils.entra import DEFAULT_AUTHORITY, EntraAuth
 from utils.errors import AuthError, ConfigError, ItemError, ThrottledError, TransientError
-from utils.http import HttpClient, RetryPolicy, iter_response
+from utils.http import HttpClient, OriginPolicy, PageLinks, RetryPolicy, iter_response, json_body
 from utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -108,8 +108,8 @@ def _last_occurrences(values: Sequence[Any]) -> list[dict[str, Any]]:
 def _graph_error(response: requests.Response) -> str:
     """``code: message`` from Graph's error body, or a short snippet of whatever came back."""
     try:
-        body = response.json()
-    except ValueError:
+        body = json_body(response)
+    except (ValueError, TransientError):  # unreadable, nested too deeply, or too large: show a snippet
         body = None
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
@@ -250,7 +250,10 @@ class SharePointConnector(BaseConnector):
         if until - time.time() > policy.retry_after_cap:
             raise ThrottledError("graph", until, f"Graph asked tenant {tenant} to pause for "
                                                  f"{until - time.time():.0f} s more")
-        client = HttpClient("graph", timeout=self.timeout, gate=gate, policy=policy, ca_bundle=self.ca_file)
+        # The bearer token goes to GRAPH_BASE_URL's origin only (a nextLink, a Location, a redirect
+        # elsewhere is refused); downloads from pre-authenticated URLs are sent anonymous, without it.
+        client = HttpClient("graph", timeout=self.timeout, gate=gate, policy=policy, ca_bundle=self.ca_file,
+                            origins=OriginPolicy.of(self.graph_base_url, setting="GRAPH_BASE_URL"))
         self._entra, self._client = entra, client
         try:
             yield
@@ -284,10 +287,8 @@ class SharePointConnector(BaseConnector):
 
         Returns the response whatever its status (after that retry) for the caller to classify.
         """
-        if _origin(url) != self._graph_origin:
-            # A link from Redis or a Location header must not carry our token anywhere but Graph.
-            raise ConfigError(f"refusing to send the Graph token to {_origin(url)} (GRAPH_BASE_URL is "
-                              f"{self._graph_origin}) while reading {what}")
+        # The client's origin policy keeps the token on Graph: a link naming another origin raises
+        # OriginNotAllowed before anything is sent.
         for attempt in (1, 2):
             token, _ = self._auth().token(refresh=attempt == 2)
             response = self._http().request(
@@ -337,7 +338,9 @@ class SharePointConnector(BaseConnector):
             raise TransientError(f"Graph's answer for the site {self.site_url} has no id")
         libraries: list[Library] = []
         url: str | None = f"{self.graph_base_url}/sites/{site_id}/drives"
+        pages = PageLinks("graph", f"the libraries of {self.site_url}")
         while url:
+            pages.visit(url)
             page = self._graph_json(url, what=f"the libraries of {self.site_url}")
             for drive in page.get("value") or []:
                 if isinstance(drive, dict) and drive.get("id"):
@@ -410,7 +413,9 @@ class SharePointConnector(BaseConnector):
         what = f"the delta feed of library {library.name!r} on {self.site_url}"
         folders: dict[str, str] = {}
         resyncs = 0
+        pages = PageLinks("graph", what)
         while True:
+            pages.visit(url)
             response = self._graph_get(url, what=what)
             if response.status_code == 410:
                 resyncs += 1
@@ -421,6 +426,7 @@ class SharePointConnector(BaseConnector):
                     raise TransientError(f"Graph asked to resync {what} {resyncs} times in one run ({detail})")
                 from_location = bool(location) and _origin(location) == self._graph_origin
                 url = location if from_location else f"{self.graph_base_url}/drives/{library.id}/root/delta"
+                pages = PageLinks("graph", what)  # a resync reads the feed again from its start, on purpose
                 log.warning("sharepoint_resync", library=library.name, error=detail, from_location=from_location)
                 continue
             if response.status_code != 200:
@@ -547,8 +553,9 @@ class SharePointConnector(BaseConnector):
                 if not isinstance(fresh, str) or not fresh:
                     raise ItemError(f"Graph gave {name!r} no download URL")
                 url = fresh
-            # No Authorization header: the URL is pre-authenticated, and a bearer token must not leak to it.
-            response = self._http().request("GET", url, stream=True, verify=self._verify)
+            # Anonymous: the URL is pre-authenticated, on SharePoint's host, and the bearer token must not
+            # go there (the HTTP layer refuses a credential header on an anonymous request).
+            response = self._http().request("GET", url, stream=True, verify=self._verify, anonymous=True)
             if response.status_code == 200:
                 return response
             status = response.status_code
@@ -614,13 +621,14 @@ def _origin(url: str) -> str:
 
 
 def _json_object(response: requests.Response, what: str, *, item: bool = False) -> dict[str, Any]:
+    problem = ""
     try:
-        body = response.json()
-    except ValueError:
-        body = None
+        body = json_body(response)
+    except ValueError as exc:  # not JSON, or nested too deeply to parse
+        body, problem = None, f": {exc}"
     finally:
         response.close()
     if not isinstance(body, dict):
-        problem = f"Graph answered {what} with a body that is not a JSON object"
+        problem = f"Graph answered {what} with a body that is not a JSON object{problem}"
         raise ItemError(problem) if item else TransientError(problem)
     return body

@@ -43,7 +43,7 @@ from config.settings import Settings
 from connectors.whatsapp_inbox import InboundMedia, Inbox, InboxEntry, consumer_name
 from utils.credentials_manager import CredentialsManager
 from utils.errors import AuthError, ConfigError, ItemError, ItemTooLarge, ThrottledError, TransientError
-from utils.http import HttpClient, iter_response
+from utils.http import HttpClient, OriginPolicy, iter_response, json_body
 from utils.logging import get_logger, register_secret
 
 log = get_logger(__name__)
@@ -52,6 +52,9 @@ log = get_logger(__name__)
 DEFAULT_GRAPH_URL = "https://graph.facebook.com"
 #: Cloud API version used in every path (WHATSAPP_API_VERSION).
 DEFAULT_API_VERSION = "v21.0"
+#: Hosts besides the Graph host that may receive the Bearer token with a media download: where Meta's
+#: media URLs point (WHATSAPP_MEDIA_HOSTS; a bare host means https, a full URL names its own origin).
+DEFAULT_MEDIA_HOSTS = ("lookaside.fbsbx.com",)
 #: An entry read but not acknowledged for this long is claimed by the next run; seconds
 #: (WHATSAPP_CLAIM_IDLE_SECONDS). Shorter than the 10-minute schedule, so the next tick reclaims it.
 DEFAULT_CLAIM_IDLE_SECONDS = 300.0
@@ -97,6 +100,9 @@ class WhatsAppConnector(BaseConnector):
     phone_number_id: the business number's id (WHATSAPP_PHONE_NUMBER_ID).
     api_version: Graph version path segment such as ``v21.0`` (WHATSAPP_API_VERSION).
     graph_base_url: Graph host (WHATSAPP_GRAPH_URL; default ``https://graph.facebook.com``).
+    media_hosts: where media URLs may point (WHATSAPP_MEDIA_HOSTS; default ``lookaside.fbsbx.com``):
+        the Bearer token goes to the Graph host and these only, never to whatever host the media
+        lookup names (a download URL elsewhere ends the run with a config error naming its origin).
     claim_idle_seconds: idle time after which an unacknowledged entry is claimed back (default 300).
     batch_size: entries per stream read (default 16).
     max_deliveries: deliveries of one entry before it is dead-lettered (default 10).
@@ -110,6 +116,7 @@ class WhatsAppConnector(BaseConnector):
 
     def __init__(self, *, access_token: str = "", phone_number_id: str = "",
                  api_version: str = DEFAULT_API_VERSION, graph_base_url: str = DEFAULT_GRAPH_URL,
+                 media_hosts: tuple[str, ...] | list[str] = DEFAULT_MEDIA_HOSTS,
                  claim_idle_seconds: float = DEFAULT_CLAIM_IDLE_SECONDS, batch_size: int = DEFAULT_BATCH_SIZE,
                  max_deliveries: int = DEFAULT_MAX_DELIVERIES, timeout: tuple[float, float] = (5.0, 60.0),
                  http_client: HttpClient | None = None, **base: Any) -> None:
@@ -121,6 +128,9 @@ class WhatsAppConnector(BaseConnector):
         self.phone_number_id = phone_number_id
         self.api_version = api_version
         self.graph_base_url = graph_base_url.rstrip("/")
+        self.origins = OriginPolicy.of(
+            self.graph_base_url, *(host if "://" in host else f"https://{host}" for host in media_hosts if host),
+            setting="WHATSAPP_GRAPH_URL, WHATSAPP_MEDIA_HOSTS")
         self.claim_idle_ms = int(claim_idle_seconds * 1000)
         self.batch_size = batch_size
         self.max_deliveries = max_deliveries
@@ -140,6 +150,7 @@ class WhatsAppConnector(BaseConnector):
             phone_number_id=settings.env("WHATSAPP_PHONE_NUMBER_ID"),
             api_version=settings.env("WHATSAPP_API_VERSION", DEFAULT_API_VERSION),
             graph_base_url=settings.env("WHATSAPP_GRAPH_URL", DEFAULT_GRAPH_URL),
+            media_hosts=settings.env_list("WHATSAPP_MEDIA_HOSTS", ",".join(DEFAULT_MEDIA_HOSTS)),
             claim_idle_seconds=_number(settings, "WHATSAPP_CLAIM_IDLE_SECONDS", DEFAULT_CLAIM_IDLE_SECONDS),
             settings=settings, **kw,
         )
@@ -182,6 +193,9 @@ class WhatsAppConnector(BaseConnector):
                 return
             for entry in entries:
                 yield self._item(entry)
+            # The consumer group is the cursor: the stored one only comes back unchanged. The checkpoint
+            # lets the pipeline stop at its deadline between batches while the webhook keeps filling it.
+            yield Checkpoint(cursor)
 
     def _reclaimed(self, consumer: str) -> Iterator[Item]:
         # One entry per claim: claiming counts a delivery, and only an entry this run actually
@@ -211,7 +225,8 @@ class WhatsAppConnector(BaseConnector):
             return HealthResult(False, "config_error", "set WHATSAPP_ACCESS_TOKEN and WHATSAPP_PHONE_NUMBER_ID")
         register_secret(token)
         try:
-            response = self._client().request("GET", self._graph_url(phone), headers=_bearer(token))
+            response = self._client().request("GET", self._graph_url(phone), headers=_bearer(token),
+                                              origins=self.origins)
             if response.status_code != 200:
                 raise _graph_failure(response, subject=f"phone number id {phone}", unknown_is_config=True)
             display = _json(response).get("display_phone_number", "")
@@ -300,7 +315,8 @@ class WhatsAppConnector(BaseConnector):
         deleted), ``AuthError`` for a rejected token, ``ThrottledError`` when rate limited.
         """
         client = self._client()
-        response = client.request("GET", self._graph_url(media_id), headers=_bearer(self.access_token))
+        response = client.request("GET", self._graph_url(media_id), headers=_bearer(self.access_token),
+                                  origins=self.origins)
         if response.status_code != 200:
             failure = _graph_failure(response, subject=f"media id {media_id}")
             if isinstance(failure, ThrottledError) and client.gate is not None:
@@ -308,7 +324,8 @@ class WhatsAppConnector(BaseConnector):
             raise failure
         body = _json(response)
         url = body.get("url")
-        # The Bearer token goes to this URL too: never over plain HTTP when Graph itself is HTTPS.
+        # The Bearer token goes to this URL too: never over plain HTTP when Graph itself is HTTPS (and
+        # only to an allowed origin, which the HTTP layer checks when the bytes are fetched).
         schemes = ("https://",) if self.graph_base_url.startswith("https://") else ("https://", "http://")
         if not isinstance(url, str) or not url.startswith(schemes):
             raise ItemError(f"media id {media_id}: the Cloud API answered without an acceptable download URL")
@@ -317,8 +334,10 @@ class WhatsAppConnector(BaseConnector):
                          file_size=int(size) if size.isdigit() else None)
 
     def _get_media(self, url: str) -> requests.Response:
-        # Step 2 needs the same Bearer token; a plain GET does not return the media.
-        return self._client().request("GET", url, headers=_bearer(self.access_token), stream=True)
+        # Step 2 needs the same Bearer token; a plain GET does not return the media. The token goes only
+        # to the Graph host and the media hosts (self.origins), redirects included.
+        return self._client().request("GET", url, headers=_bearer(self.access_token), stream=True,
+                                      origins=self.origins)
 
     def _graph_url(self, object_id: str) -> str:
         return f"{self.graph_base_url}/{self.api_version}/{object_id}"
@@ -382,8 +401,8 @@ def _bearer(token: str) -> dict[str, str]:
 
 def _json(response: requests.Response) -> dict[str, Any]:
     try:
-        body = response.json()
-    except ValueError:
+        body = json_body(response)
+    except ValueError:  # not JSON, or nested too deeply to parse: as good as an empty answer
         return {}
     return body if isinstance(body, dict) else {}
 

@@ -19,8 +19,10 @@ from typing import Any
 import msal
 import requests
 
-from utils.errors import AuthError, ConfigError, TransientError
-from utils.logging import get_logger, register_secret
+from utils import http
+from utils.errors import AuthError, ConfigError, OriginNotAllowed, TransientError
+from utils.http import OriginPolicy, ResponseTooLarge, read_capped
+from utils.logging import get_logger, redact_url, register_secret
 
 log = get_logger(__name__)
 
@@ -50,18 +52,32 @@ _apps_lock = threading.Lock()
 
 
 class _PinnedVerifySession(requests.Session):
-    """A session whose ``verify`` survives REQUESTS_CA_BUNDLE (requests lets the environment override
-    a session's ``verify``, issue 3829), with a default timeout (msal sets none)."""
+    """The session msal sends through: ``verify`` survives REQUESTS_CA_BUNDLE (requests lets the
+    environment override a session's ``verify``, issue 3829), a default timeout (msal sets none), and
+    utils.http's rules: the client secret goes to the authority's origin only (an OIDC discovery
+    answer naming a token endpoint elsewhere is refused; redirects are not followed, Entra sends
+    none), and an answer is read into memory only up to ``utils.http.MAX_BODY_BYTES``."""
 
-    def __init__(self, verify: str | bool, timeout: tuple[float, float]) -> None:
+    def __init__(self, verify: str | bool, timeout: tuple[float, float], origins: OriginPolicy) -> None:
         super().__init__()
         self.verify = verify
         self._timeout = timeout
+        self._origins = origins
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        target = url.decode() if isinstance(url, bytes) else url
+        if not self._origins.allows(target):
+            raise OriginNotAllowed(f"Entra: refusing to send the app's credentials to {redact_url(target)}: only "
+                                   f"{self._origins.describe()} may receive them")
         kwargs.setdefault("verify", self.verify)
         kwargs.setdefault("timeout", self._timeout)
-        return super().request(method, url, *args, **kwargs)
+        kwargs["allow_redirects"] = False
+        kwargs["stream"] = True
+        response = super().request(method, url, *args, **kwargs)
+        if not read_capped(response, http.MAX_BODY_BYTES):
+            raise ResponseTooLarge(f"Entra answered {redact_url(target)} with more than "
+                                   f"{http.MAX_BODY_BYTES / (1024 * 1024):g} MiB")
+        return response
 
 
 def describe_aad_error(text: str) -> str:
@@ -119,7 +135,8 @@ class EntraAuth:
             app = _apps.get(key)
             if app is not None:
                 return app
-            session = _PinnedVerifySession(self._ca_file or True, self._timeout)
+            session = _PinnedVerifySession(self._ca_file or True, self._timeout,
+                                           OriginPolicy.of(self.authority, setting="ENTRA_AUTHORITY"))
             try:
                 app = msal.ConfidentialClientApplication(
                     self.client_id, client_credential=self._secret, authority=self.authority,
@@ -138,6 +155,7 @@ class EntraAuth:
                 error = AuthError if code in CREDENTIAL_CODES else ConfigError
                 raise error(f"Entra refused the authority {self.authority} ({what})") from None
             except (requests.RequestException, RuntimeError, msal.exceptions.MsalServiceError) as exc:
+                # RecursionError (a RuntimeError): discovery JSON nested too deeply for msal to parse.
                 raise TransientError(f"Entra discovery at {self.authority} failed: {type(exc).__name__}") from None
             _apps[key] = app
             return app
@@ -158,6 +176,8 @@ class EntraAuth:
             raise TransientError(f"Entra token request failed: {type(exc).__name__}") from None
         except ValueError as exc:  # a body that is not JSON
             raise TransientError(f"Entra answered the token request with an unreadable body: {exc}") from None
+        except RecursionError:
+            raise TransientError("Entra answered the token request with JSON nested too deeply to parse") from None
         access_token = result.get("access_token") if isinstance(result, dict) else None
         if access_token:
             source = str(result.get("token_source", "identity_provider"))

@@ -29,6 +29,17 @@ class AuthError(ConfigError):
     state = "auth_failed"
 
 
+class OriginNotAllowed(ConfigError):
+    """A request carrying a credential was about to go (or be redirected) to an origin that is not
+    configured for that credential, or from https to http: nothing was sent there. The message names
+    the origin and the setting that allows it, never the credential."""
+
+
+class PagingLoopError(ConfigError):
+    """A source handed out a page link this run had already read: its paging loops, and reading on
+    would never end. Not retried at once (the next tick tries again from the saved cursor)."""
+
+
 class TransientError(ConnectorError):
     """The source or the Hub is unreachable, slow or overloaded; a later attempt may work."""
 
@@ -44,6 +55,10 @@ class ThrottledError(TransientError):
         self.retry_at = retry_at
         wait = max(0.0, retry_at - time.time())
         super().__init__(message or f"{service} throttled us for {wait:.0f} s")
+
+
+class ResponseTooLarge(TransientError):
+    """An answer that is read into memory (a JSON page) is larger than the cap for such answers."""
 
 
 class ItemError(ConnectorError):

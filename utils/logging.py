@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import structlog
 
@@ -51,13 +52,65 @@ def registered_secrets() -> frozenset[str]:
 
 
 def mask_text(text: str) -> str:
-    """``text`` with every registered secret replaced by ``MASK``."""
+    """``text`` with every registered secret replaced by ``MASK`` and every URL in it redacted
+    (``redact_urls_in_text``): an exception that quotes a URL must not carry its token along."""
     with _secrets_lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, MASK)
-    return text
+    return redact_urls_in_text(text)
+
+
+#: An absolute URL inside free text (up to a space, quote, bracket or parenthesis).
+_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()\[\]{}]+")
+#: A request target as urllib3 quotes it (``Max retries exceeded with url: /path?query``).
+_PATH_IN_TEXT = re.compile(r"(?<=url: )/[^\s'\"<>()]*")
+#: One ``name=value`` of a query string or fragment.
+_QUERY_PAIR = re.compile(r"([^&;=]*=)?([^&;]*)")
+
+
+def _redact_query(query: str) -> str:
+    """``a=1&b=2`` as ``a=***&b=***``; a bare value (no ``=``) becomes ``***``."""
+    def pair(match: re.Match[str]) -> str:
+        name, value = match.group(1), match.group(2)
+        if not name and not value:
+            return ""
+        return (name or "") + (MASK if value else "")
+    return _QUERY_PAIR.sub(pair, query)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without what may be a credential: user and password (``user:pass@``) and the values of
+    its query and fragment become ``***``; scheme, host, port, path and query names stay, so a
+    person can still tell which endpoint was meant. Text that is not a URL is returned unchanged."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = MASK + "@" + netloc.rsplit("@", 1)[1]
+    redacted = SplitResult(parts.scheme, netloc, parts.path,
+                           _redact_query(parts.query) if parts.query else "",
+                           _redact_query(parts.fragment) if parts.fragment else "")
+    return urlunsplit(redacted)
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    # A sentence may end right after a URL: its full stop or comma is not part of the URL.
+    url = match.group(0)
+    stripped = url.rstrip(".,;:!?")
+    return redact_url(stripped) + url[len(stripped):]
+
+
+def redact_urls_in_text(text: str) -> str:
+    """``text`` with every URL in it (absolute, or a request target quoted by urllib3) redacted by
+    ``redact_url``: the one place error and log text passes through before anyone reads it."""
+    if "://" not in text and "url: /" not in text:
+        return text
+    text = _URL_IN_TEXT.sub(_redact_match, text)
+    return _PATH_IN_TEXT.sub(_redact_match, text)
 
 
 def _redact_value(value: Any) -> Any:
