@@ -9,22 +9,26 @@
     kmrl-connectors probe [worker|beat|web]
 
 Exit codes: 0 when everything asked for worked, 1 when something failed (a check, a run, a
-replay), 2 for a usage or settings error. Output is for people on stdout; logs go to stderr and
-the log file (``-v`` shows INFO logs on the console too).
+replay, a Redis that does not answer), 2 for a usage or settings error. Output is for people on
+stdout; logs go to stderr and the log file (``-v`` shows INFO logs on the console too).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
+import socket
+import ssl
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
 
 from base.base_connector import BaseConnector, ScopeSummary
 from base.health import load_report
@@ -48,6 +52,71 @@ Context = registry.ServiceContext
 
 def out(line: str = "") -> None:
     print(line, flush=True)
+
+
+# -- a Redis that does not answer -----------------------------------------------------------------
+
+#: A Redis server that does not answer: refused, timed out, unknown host, TLS or password refused,
+#: still loading its data (redis-py's AuthenticationError and BusyLoadingError are ConnectionErrors).
+REDIS_DOWN: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
+#: The variable that sets each Redis role's URL when it is set; REDIS_URL (one database each) otherwise.
+REDIS_ROLE_VARIABLES = {"state": "STATE_REDIS_URL", "broker": "CELERY_BROKER_URL",
+                        "results": "CELERY_RESULT_BACKEND", "redbeat": "REDBEAT_REDIS_URL"}
+
+
+def redis_role_urls(settings: Settings) -> dict[str, str]:
+    return {"state": settings.state_redis_url, "broker": settings.broker_url, "results": settings.result_backend,
+            "redbeat": settings.redbeat_redis_url}
+
+
+def redis_variable(settings: Settings, role: str) -> str:
+    """The variable an operator changes to point ``role`` at another Redis."""
+    own = REDIS_ROLE_VARIABLES[role]
+    return own if settings.env(own) else "REDIS_URL"
+
+
+def _why_unanswered(exc: BaseException) -> str:
+    """A few words on why a connection failed, from the socket error under redis-py's."""
+    if isinstance(exc, redis.TimeoutError):
+        return "timed out"
+    cause = exc.__cause__ or exc.__context__
+    for _ in range(10):  # a chain, not a cycle; bounded all the same
+        if cause is None:
+            break
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "host name not found"
+        if isinstance(cause, TimeoutError):
+            return "timed out"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed: {getattr(cause, 'verify_message', None) or cause.reason or cause}"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        cause = cause.__cause__ or cause.__context__
+    return mask_text(str(exc)) or type(exc).__name__
+
+
+def redis_problem(url: str, variable: str, exc: BaseException) -> str:
+    """One line on a Redis at ``url`` that did not answer: where (without its password), why, and
+    what to do (``variable`` is the setting to change)."""
+    where = f"Redis at {safe_url(url)}"
+    if isinstance(exc, redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError):
+        return f"{where} refused the login ({mask_text(str(exc))}): set the right password in {variable}"
+    if isinstance(exc, redis.exceptions.BusyLoadingError):
+        return f"{where} is still loading its data: try again in a moment"
+    return f"{where} does not answer ({_why_unanswered(exc)}): start it or set {variable}"
+
+
+def _server(url: str) -> tuple[str, str]:
+    """What tells two Redis URLs' servers apart (scheme and address; the database does not)."""
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc.rpartition("@")[2] or parts.path
+
+
+def _without_database(url: str) -> str:
+    parts = urlsplit(safe_url(url))
+    return url if parts.scheme == "unix" else urlunsplit((parts.scheme, parts.netloc, "", "", ""))
 
 
 # -- sync -----------------------------------------------------------------------------------------
@@ -227,26 +296,57 @@ def _check_hub(ctx: Context) -> str:
     return detail
 
 
+def _check_redis_roles(lines: CheckLines, settings: Settings) -> set[str]:
+    """A PASS line per Redis role that answered, one FAIL line per server that did not (naming the
+    roles it serves, once, however many databases of it are used); the roles that failed."""
+    down: dict[tuple[str, str], list[tuple[str, str, BaseException]]] = {}
+    failed: set[str] = set()
+    for role, url in redis_role_urls(settings).items():
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            continue
+        try:
+            detail = _check_redis(url)
+        except REDIS_DOWN as exc:
+            down.setdefault(_server(url), []).append((role, url, exc))
+        except Exception as exc:  # noqa: BLE001 - every failure of a check is that check's answer
+            lines("FAIL", f"redis {role}", f"{type(exc).__name__}: {exc}")
+            failed.add(role)
+        else:
+            lines("PASS", f"redis {role}", detail)
+    for group in down.values():
+        roles = [role for role, _, _ in group]
+        _, first_url, error = group[0]
+        variables = " or ".join(dict.fromkeys(redis_variable(settings, role) for role in roles))
+        if len(roles) == 1:
+            lines("FAIL", f"redis {roles[0]}", redis_problem(first_url, variables, error))
+        else:
+            lines("FAIL", "redis", f"{redis_problem(_without_database(first_url), variables, error)} "
+                                   f"(used for {', '.join(roles)})")
+        failed.update(roles)
+    return failed
+
+
 def cmd_check(args: argparse.Namespace, ctx: Context) -> int:
     lines = CheckLines()
     settings = ctx.settings
     lines.run("settings", lambda: _check_settings(settings))
-    urls = {"state": settings.state_redis_url, "broker": settings.broker_url,
-            "results": settings.result_backend, "redbeat": settings.redbeat_redis_url}
-    redis_ok = True
-    for role, url in urls.items():
-        if url.startswith(("redis://", "rediss://", "unix://")):
-            redis_ok = lines.run(f"redis {role}", functools.partial(_check_redis, url)) and redis_ok
-    if redis_ok:
-        lines.run("hub", lambda: _check_hub(ctx))
+    # The Hub client and the sources' checks use the state store (throttle pauses): without it they
+    # are not checked, rather than failed for a fault that is Redis'.
+    state_down = "state" in _check_redis_roles(lines, settings)
+    not_checked = "not checked: it needs the state Redis, which does not answer"
+    if state_down:
+        lines("SKIP", "hub", not_checked)
     else:
-        lines("FAIL", "hub", "not checked: the state Redis is unreachable")
+        lines.run("hub", lambda: _check_hub(ctx))
     names = [args.source] if args.source else list(registry.SOURCES)
     configured = registry.configured_sources(settings, names=names)
     for name in names:
         if name not in configured:
             markers = ", ".join(registry.get_source(name).markers)
             lines("FAIL" if args.source else "SKIP", name, f"not configured (set {markers})")
+            continue
+        if state_down:
+            lines("SKIP", name, not_checked)
             continue
         try:
             connectors = ctx.connectors(name)
@@ -440,6 +540,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         out(f"{exc.state}: {mask_text(str(exc))}")
         return 2
+    except REDIS_DOWN as exc:
+        # status, deadletter and sync start from the state store: its outage is one line, not a traceback.
+        out(redis_problem(settings.state_redis_url, redis_variable(settings, "state"), exc))
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -230,3 +232,75 @@ def test_deadletter_already_ingested_since_is_resolved(run, redis_url):
 def test_probe_web_fails_when_nothing_listens(run):
     code, output = run("probe", "web", WEB_INTERNAL_PORT=str(free_port()))
     assert code == 1 and output.startswith("FAIL  web")
+
+
+# -- a Redis that does not answer ---------------------------------------------------------------------
+
+#: A password in the Redis URL: it must not reach the output.
+REDIS_PASSWORD = "hunter2-redis-pw"
+#: Each Redis role from REDIS_URL (its databases 0-3), as an operator who set only REDIS_URL has it.
+ROLES_FROM_REDIS_URL = {"STATE_REDIS_URL": "", "CELERY_BROKER_URL": "", "CELERY_RESULT_BACKEND": "",
+                        "REDBEAT_REDIS_URL": ""}
+
+
+@pytest.fixture
+def silent_port() -> int:
+    """A loopback port where nothing listens."""
+    return free_port()
+
+
+@pytest.mark.parametrize("argv", [("status",), ("status", "--json"), ("deadletter", "list"),
+                                  ("deadletter", "retry", "fake")])
+def test_a_redis_that_does_not_answer_is_one_line_naming_it_and_what_to_set(run, silent_port, argv):
+    code, output = run(*argv, REDIS_URL=f"redis://:{REDIS_PASSWORD}@127.0.0.1:{silent_port}/0",
+                       **ROLES_FROM_REDIS_URL)
+    assert code == 1
+    assert output == (f"Redis at redis://127.0.0.1:{silent_port}/3 does not answer (connection refused): "
+                      "start it or set REDIS_URL\n")
+    assert "Traceback" not in run.stderr and REDIS_PASSWORD not in run.stderr
+
+
+def test_the_line_names_the_variable_that_set_the_state_redis(run, silent_port):
+    code, output = run("status", STATE_REDIS_URL=f"redis://ops:{REDIS_PASSWORD}@127.0.0.1:{silent_port}/4")
+    assert code == 1 and output.strip() == (f"Redis at redis://127.0.0.1:{silent_port}/4 does not answer "
+                                            "(connection refused): start it or set STATE_REDIS_URL")
+
+
+def test_check_blames_redis_once_and_does_not_fail_the_sources_for_it(run, silent_port):
+    with ServerThread(MaximoSimulator()) as maximo:
+        code, output = run("check", REDIS_URL=f"redis://:{REDIS_PASSWORD}@127.0.0.1:{silent_port}/0",
+                           MAXIMO_URL=maximo.url, MAXIMO_API_KEY=DEFAULT_API_KEYS[0], **ROLES_FROM_REDIS_URL)
+    lines = output.splitlines()
+    assert code == 1
+    failed = [line for line in lines if line.startswith("FAIL")]
+    assert failed == [f"FAIL  redis                          Redis at redis://127.0.0.1:{silent_port} does not "
+                      "answer (connection refused): start it or set REDIS_URL (used for state, broker, results, "
+                      "redbeat)"], output
+    by_name = {line.split()[1]: line for line in lines}
+    for name in ("hub", "maximo", "fake", "fakeauth"):  # configured, but their checks need the state store
+        assert by_name[name].startswith("SKIP") and "not checked: it needs the state Redis" in by_name[name]
+    assert by_name["settings"].startswith("PASS") and REDIS_PASSWORD not in output
+
+
+def test_check_fails_only_the_redis_role_that_does_not_answer(run, silent_port):
+    code, output = run("check", "fake", CELERY_BROKER_URL=f"redis://127.0.0.1:{silent_port}/0")
+    failed = [line for line in output.splitlines() if line.startswith("FAIL")]
+    assert code == 1 and failed == [f"FAIL  redis broker                   Redis at redis://127.0.0.1:{silent_port}/0 "
+                                    "does not answer (connection refused): start it or set CELERY_BROKER_URL"]
+    assert "PASS  hub" in output and "PASS  fake" in output  # the state Redis answers: they are checked
+
+
+@pytest.mark.parametrize("argv", [("status",), ("deadletter", "list"), ("check",)])
+def test_the_installed_command_answers_a_redis_outage_without_a_traceback(argv, silent_port, tmp_path):
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("EMAIL_", "MAXIMO_", "SHAREPOINT_", "WHATSAPP_", "FAKE", "HUB_", "CELERY_",
+                                   "REDBEAT_", "STATE_REDIS"))}
+    env.update(KMRL_ENV_FILE=str(tmp_path / "no.env"), REDIS_URL=f"redis://:{REDIS_PASSWORD}@127.0.0.1:{silent_port}/0",
+               LOG_FILE=str(tmp_path / "logs" / "service.log"), AUDIT_LOG=str(tmp_path / "logs" / "audit.log"))
+    result = subprocess.run([sys.executable, "-m", "cli", *argv], cwd=Path(cli.__file__).parent, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr == "" and REDIS_PASSWORD not in result.stdout
+    lines = result.stdout.splitlines()
+    assert sum(f"Redis at redis://127.0.0.1:{silent_port}" in line for line in lines) == 1, result.stdout
+    assert len(lines) == 1 or argv == ("check",)
