@@ -1,4 +1,6 @@
-"""The Hub client's answer classes (with ``responses``) and the local outbox's atomicity."""
+"""The Hub client's answer classes (with ``responses``), its redirects (real servers: a 307/308 re-sends
+the upload from the spool file; the token and the Idempotency-Key never leave the Hub's origin) and the
+local outbox's atomicity."""
 
 from __future__ import annotations
 
@@ -9,14 +11,20 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import responses
+from werkzeug.wrappers import Response
 
 from base.document import Document
 from base.hub_client import HttpHub, HubDocumentMissing, HubRefused, OutboxHub
-from utils.errors import AuthError, ThrottledError, TransientError
-from utils.http import RetryPolicy
+from sandbox.hub import HubSimulator
+from sandbox.servers import ServerThread
+from tests.helpers import FakeFile, ListConnector
+from tests.hostile_servers import Scripted, deeply_nested, redirect
+from utils.errors import AuthError, OriginNotAllowed, ThrottledError, TransientError
+from utils.http import HttpClient, Origin, RetryPolicy
 
 HUB = "http://hub.test"
 UPLOAD = f"{HUB}/api/v1/documents"
@@ -138,6 +146,84 @@ def test_link_and_delete_and_health():
     assert "source=sharepoint" in responses.calls[2].request.url
     assert client.health()[0]
     assert responses.calls[3].request.headers["Authorization"] == "Bearer hub-secret-token"
+
+
+@responses.activate
+def test_answer_nested_too_deeply_is_read_as_an_unreadable_reason():
+    responses.post(UPLOAD, body=deeply_nested(), status=422)
+    responses.post(UPLOAD, body=deeply_nested(), status=201)
+    with pytest.raises(HubRefused, match="422"):
+        hub().upload(document())
+    assert hub().upload(document()) == document().sha256  # no id readable: the sha256 stands for it
+
+
+# -- redirects (real servers) -------------------------------------------------------------------------
+HUB_TOKEN = "hub-token-for-redirect-tests"
+
+
+def _moved(sim: HubSimulator, status: int, elsewhere: str = "") -> Any:
+    """The Hub, except that everything under ``/old`` answers ``status`` to the same path without
+    ``/old``: on this server, or on ``elsewhere``. The redirect is sent before the body is read."""
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/old/"):
+            return redirect(elsewhere + path[len("/old"):], status)(environ, start_response)
+        return sim.app(environ, start_response)
+    return app
+
+
+def _redirect_test_hub(base_url: str) -> HttpHub:
+    # One try and a short read timeout: a client re-sending a consumed body would wait for the Hub
+    # to read bytes that never come, until this timeout.
+    return HttpHub(base_url, HUB_TOKEN, client=HttpClient("hub", timeout=(2.0, 5.0), policy=RetryPolicy(attempts=1)))
+
+
+@pytest.mark.parametrize("status", [307, 308])
+def test_redirect_within_the_hub_sends_the_upload_again_from_the_spool_file(status, tmp_path):
+    content = b"%PDF-1.7 drawing " + bytes(range(256)) * 2000
+    sim = HubSimulator(token=HUB_TOKEN, data_dir=tmp_path / "hub")
+    try:
+        with ServerThread(_moved(sim, status)) as server:
+            doc = document(content, filename="drawing.pdf")
+            hub_id = _redirect_test_hub(f"{server.url}/old").upload(doc)
+    finally:
+        sim.close()
+    stored = sim.document_by_sha256(doc.sha256)
+    assert stored is not None and hub_id == stored.id and stored.size == len(content)
+    assert Path(stored.path).read_bytes() == content
+    assert sim.uploads_per_key[doc.sha256] == 1
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirect_to_another_origin_gets_neither_the_token_nor_the_idempotency_key(status, tmp_path):
+    sim = HubSimulator(token=HUB_TOKEN, data_dir=tmp_path / "hub")
+    foreign = Scripted(lambda r: Response('{"id": "stolen"}', status=201, mimetype="application/json"))
+    try:
+        with ServerThread(foreign) as elsewhere, ServerThread(_moved(sim, status, elsewhere.url)) as server:
+            doc = document()
+            with pytest.raises(OriginNotAllowed) as caught:
+                _redirect_test_hub(f"{server.url}/old").upload(doc)
+    finally:
+        sim.close()
+    message = str(caught.value)
+    assert str(Origin.of(elsewhere.url)) in message and "HUB_API_URL" in message
+    assert doc.sha256 not in message and HUB_TOKEN not in message
+    assert foreign.seen == []
+
+
+def test_hub_redirect_elsewhere_ends_the_run_with_a_config_error(tmp_path, settings):
+    sim = HubSimulator(token=HUB_TOKEN, data_dir=tmp_path / "hub")
+    foreign = Scripted()
+    try:
+        with ServerThread(foreign) as elsewhere, ServerThread(_moved(sim, 307, elsewhere.url)) as server:
+            connector = ListConnector({"s": [FakeFile("doc-1", b"%PDF-1.7 one")]}, settings=settings,
+                                      hub=_redirect_test_hub(f"{server.url}/old"))
+            summary = connector.sync_documents({})
+    finally:
+        sim.close()
+    assert summary.state == "config_error", summary.as_dict()
+    assert str(Origin.of(elsewhere.url)) in summary.scopes[0].error
+    assert foreign.seen == []
 
 
 def test_health_reports_a_refused_token(hub):
