@@ -169,12 +169,16 @@ class SpoolResult:
 
 
 def spool_chunks(
-    chunks: Iterable[bytes], *, spool_dir: str | None = None, max_bytes: int | None = None
+    chunks: Iterable[bytes], *, spool_dir: str | None = None, max_bytes: int | None = None,
+    on_progress: Callable[[int], None] | None = None, progress_every: int = CHUNK_SIZE,
 ) -> SpoolResult:
     """Streams ``chunks`` into a spooled temporary file while hashing them.
 
     Memory stays bounded by ``SPOOL_MEMORY_LIMIT`` plus one chunk, whatever the total size.
     Raises ``ItemTooLarge`` as soon as more than ``max_bytes`` arrive (the rest is not read).
+    ``on_progress(size)`` is called each time another ``progress_every`` bytes have been written
+    (``size``: bytes so far); whatever it raises stops the stream. On any exception the spool file
+    is closed (and so removed) and the chunk source is closed before the exception goes on.
     """
     from utils.errors import ItemTooLarge
 
@@ -185,6 +189,7 @@ def spool_chunks(
     )
     digest = hashlib.sha256()
     size = 0
+    next_report = progress_every
     try:
         for chunk in chunks:
             if not chunk:
@@ -194,6 +199,9 @@ def spool_chunks(
                 raise ItemTooLarge(f"larger than the limit of {max_bytes} bytes")
             digest.update(chunk)
             spool.write(chunk)
+            if on_progress is not None and size >= next_report:
+                next_report = size + progress_every
+                on_progress(size)
         spool.flush()
     except BaseException:
         spool.close()
@@ -215,38 +223,81 @@ def iter_file_chunks(fileobj: IO[bytes], chunk_size: int = CHUNK_SIZE) -> Iterat
         yield chunk
 
 
-# Bidi controls can make "invoice_exe.pdf" display as "invoice_fdp.exe"; zero-width characters hide
-# differences between names. Both go.
-_INVISIBLE = {
-    "\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u202a", "\u202b", "\u202c", "\u202d",
-    "\u202e", "\u2066", "\u2067", "\u2068", "\u2069", "\u061c", "\ufeff", "\u2060",
-}
+# Characters that change how a name displays or hide differences in it, beyond the format (Cf)
+# category that is dropped whole: default-ignorable code points of other categories (combining
+# grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian and other variation selectors).
+# "evil.exe\u00ad" and "evil.exe\ufe0f" both display as "evil.exe" and must be matched as it.
+_IGNORABLE = frozenset(
+    "\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180e\u180f\u3164\uffa0"
+    + "".join(chr(c) for c in range(0xFE00, 0xFE10))
+    + "".join(chr(c) for c in range(0xE0100, 0xE01F0))
+)
+#: ZERO WIDTH NON-JOINER and ZERO WIDTH JOINER: the only format characters a name keeps, and only
+#: after a letter or mark of a script that spells words with them (see ``_joiner_script``).
+_JOINERS = frozenset("\u200c\u200d")
+# Scripts whose words need ZWJ/ZWNJ: Malayalam chillu letters written the Unicode 5.0 way
+# (U+0D23 U+0D4D U+200D for the chillu of NNA), ZWNJ to stop a conjunct in Malayalam, Hindi or
+# Bengali, ZWJ for the Bengali ya-phala, ZWNJ inside Persian and Urdu words (Arabic script).
+_JOINER_SCRIPTS = (
+    (0x0600, 0x06FF), (0x0750, 0x077F), (0x08A0, 0x08FF),  # Arabic
+    (0x0900, 0x0DFF),  # Devanagari, Bengali, Gurmukhi, Gujarati, Oriya, Tamil, Telugu, Kannada, Malayalam, Sinhala
+    (0x1CD0, 0x1CFF), (0xA8E0, 0xA8FF),  # Vedic extensions, Devanagari extended
+)
 # Windows trims spaces before the extension when it checks for a device name: "nul .txt" is NUL.
-_RESERVED_WINDOWS = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])( *\..*)?$", re.IGNORECASE)
+_RESERVED_WINDOWS = re.compile(r"^(con|prn|aux|nul|conin\$|conout\$|com[0-9¹²³]|lpt[0-9¹²³])( *\..*)?$",
+                               re.IGNORECASE)
 _UNSAFE_CHARS = re.compile(r'[<>:"|?*]')
+
+
+def _joiner_script(ch: str) -> bool:
+    """True for a letter or combining mark of a script that uses ZWJ/ZWNJ inside words."""
+    if unicodedata.category(ch)[0] not in "LM":
+        return False
+    code = ord(ch)
+    return any(low <= code <= high for low, high in _JOINER_SCRIPTS)
+
+
+def _visible_chars(name: str) -> str:
+    """``name`` without control, format, private-use, unassigned, line/paragraph-separator and other
+    invisible characters; ZWJ/ZWNJ stay only right after a letter or mark of a joining script, so
+    a joiner can never sit unseen after Latin text (``evil.exe\u200d``) or repeat."""
+    kept: list[str] = []
+    for ch in name:
+        if ch in _JOINERS:
+            if kept and _joiner_script(kept[-1]):
+                kept.append(ch)
+            continue
+        if ch in _IGNORABLE:
+            continue
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            continue
+        kept.append(ch)
+    return "".join(kept)
 
 
 def sanitize_filename(name: str | None, *, default: str = "unnamed") -> str:
     """A filename safe to write on any common file system and to show to a person.
 
-    Strips directory parts (``/`` and ``\\``), control, bidi-override and zero-width characters,
-    characters Windows forbids, leading dots and trailing dots/spaces; prefixes Windows-reserved
-    device names; caps the length at ``MAX_FILENAME_BYTES`` UTF-8 bytes, keeping the extension.
-    Never returns an empty string, ``.`` or ``..``.
+    Strips directory parts (``/`` and ``\\``); control, format (bidi overrides, zero-width and
+    soft hyphens, tag characters) and other invisible characters, except ZWJ/ZWNJ inside words of
+    the scripts that need them (Malayalam chillu letters, Indic and Persian spellings); characters
+    Windows forbids; leading dots and trailing dots/spaces. Prefixes Windows-reserved device names
+    (``CON``, ``CONIN$``, ``LPT1.txt``, ...); caps the length at ``MAX_FILENAME_BYTES`` UTF-8 bytes,
+    keeping the extension. The result is NFC; sanitising it again changes nothing. Never returns an
+    empty string, ``.`` or ``..``. Content rules match on this cleaned name.
     """
     if not name:
         return default
     name = unicodedata.normalize("NFC", str(name))
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    cleaned = []
-    for ch in name:
-        if ch in _INVISIBLE:
-            continue
-        cat = unicodedata.category(ch)
-        if cat in ("Cc", "Cs", "Co", "Cn") or cat == "Zl" or cat == "Zp":
-            continue
-        cleaned.append(ch)
-    name = _UNSAFE_CHARS.sub("_", "".join(cleaned))
+    # Dropping a character can bring a base letter and a combining mark together, and normalising
+    # can reorder marks before a joiner: repeat until nothing changes (each round only shortens it).
+    while True:
+        visible = unicodedata.normalize("NFC", _visible_chars(name))
+        if visible == name:
+            break
+        name = visible
+    name = _UNSAFE_CHARS.sub("_", name)
     # Dots and spaces go together at both ends, so a second pass never changes the result.
     name = re.sub(r"\s+", " ", name).strip(" .")
     if not name:

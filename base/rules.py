@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from base.document import sanitize_filename
 from config.settings import PROJECT_ROOT
 from utils.errors import ConfigError
 
@@ -132,7 +133,11 @@ class ContentRules:
 
     def decide(self, source: str, filename: str, mime_type: str, size: int | None,
                hints: Mapping[str, str]) -> str | None:
-        """The skip reason (``"rule:<name>"``) or None when the document is to be ingested."""
+        """The skip reason (``"rule:<name>"``) or None when the document is to be ingested.
+
+        Rules match the name ``sanitize_filename`` makes of ``filename`` (the name the Hub gets), so
+        an invisible character cannot carry a name past a rule: ``evil.exe\u00ad`` is an ``exe``."""
+        filename = sanitize_filename(filename)
         for rule in self.exclude:
             if rule.matches(source, filename, mime_type, size, hints):
                 return f"rule:{rule.name}"

@@ -40,17 +40,30 @@ pytestmark = pytest.mark.reliability
 
 # -- filenames -------------------------------------------------------------------------------------
 
-#: Characters that change how a name displays or hide differences in it.
-BIDI_AND_INVISIBLE = set("\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
-                         "\u2066\u2067\u2068\u2069\u061c\ufeff\u2060")
+#: Characters that change how a name displays or hide differences in it (format characters are
+#: checked by category besides; ZWJ/ZWNJ may stay only after a letter or mark of a joining script).
+BIDI_AND_INVISIBLE = set("\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                         "\u2066\u2067\u2068\u2069\u061c\ufeff\u2060\u00ad\u180e\u034f\ufe0f\u3164")
+JOINERS = "\u200c\u200d"
+#: Letters and marks of the scripts whose words use ZWJ/ZWNJ (Arabic, Indic, Vedic).
+JOINING_SCRIPTS = ((0x0600, 0x06FF), (0x0750, 0x077F), (0x08A0, 0x08FF), (0x0900, 0x0DFF), (0x1CD0, 0x1CFF),
+                   (0xA8E0, 0xA8FF))
+
+
+def joins_a_word(before: str) -> bool:
+    """True when a ZWJ/ZWNJ after ``before`` is part of how a word is spelled."""
+    return unicodedata.category(before)[0] in "LM" and any(lo <= ord(before) <= hi for lo, hi in JOINING_SCRIPTS)
 #: Names Windows reserves for devices, whatever their case or extension (COM0/LPT0 and the
 #: superscript digits included, as current Windows documentation lists them).
-RESERVED = ({"con", "prn", "aux", "nul"} | {f"{p}{d}" for p in ("com", "lpt") for d in "0123456789¹²³"})
+RESERVED = ({"con", "prn", "aux", "nul", "conin$", "conout$"}
+            | {f"{p}{d}" for p in ("com", "lpt") for d in "0123456789¹²³"})
 
 hostile_pieces = st.sampled_from([
     "../", "..\\", "/", "\\", "..", ".", "\x00", "\r\n", "\t", "\x1b[31m", "\x7f", "\u202e", "\u2066", "\u200b",
     "\ufeff", "CON", "nul", "Com1", "LPT¹", "aux.", " ", ":", "*", "?", '"', "<", ">", "|", "~", "%2e%2e%2f",
     "ഫയൽ", "报告", "🚇", "e\u0301", "\ud7ff", "pdf", "exe", ".pdf", ".exe", "report",
+    "\u00ad", "\u180e", "\u2061", "\U000e0041", "\U000e007f", "\ufe0f", "\u200d", "\u200c", "ണ്", "ക്\u200d",
+    "CONIN$", "conout$",
 ])
 hostile_names = st.one_of(
     st.text(),
@@ -79,6 +92,8 @@ def test_sanitized_filename_is_safe_on_every_file_system(raw: str) -> None:
     assert "/" not in name and "\\" not in name
     assert not any(unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp") for ch in name), repr(name)
     assert not BIDI_AND_INVISIBLE & set(name), repr(name)
+    assert all(ch in JOINERS for ch in name if unicodedata.category(ch) == "Cf"), repr(name)
+    assert all(i > 0 and joins_a_word(name[i - 1]) for i, ch in enumerate(name) if ch in JOINERS), repr(name)
     assert len(name.encode("utf-8")) <= MAX_FILENAME_BYTES
     assert not re.search(r'[<>:"|?*]', name), repr(name)
     assert not name.startswith(".") and not name.endswith((".", " ")), repr(name)
@@ -437,7 +452,7 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
 
     from config.settings import redis_db_url
     from tests.conftest import make_settings, server_url
-    from web.app import create_app
+    from web.app import create_public_app
 
     url = redis_db_url(server_url(), 9)
     prefix = f"kmrl-hostile-{uuid.uuid4().hex[:8]}:"
@@ -445,7 +460,7 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
                              environ={"WHATSAPP_APP_SECRET": WEBHOOK_SECRET,
                                       "WHATSAPP_MAX_BODY_KB": str(WEBHOOK_MAX_BODY_KB)})
     client = redis.Redis.from_url(url, decode_responses=True)
-    app = create_app(settings, client)
+    app = create_public_app(settings, client)  # the webhook lives on the public listener
     try:
         yield Webhook(app.test_client(), client, prefix, app)
     finally:
