@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,6 +40,41 @@ def _as_bool(value: str | None, default: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+#: Words in a setting's name that mark its value as a secret (masked whole in ``repr``).
+_SECRET_NAME_WORDS = ("token", "password", "passwd", "secret", "apikey", "api_key", "credential", "private_key",
+                      "signing_key", "access_key", "client_key")
+#: Words in a URL query parameter's name that mark its value as a secret (``?password=`` for redis-py).
+_SECRET_QUERY_WORDS = ("pass", "pwd", "secret", "token", "key", "sig", "auth", "credential", "hash", "code")
+_MASK = "***"
+
+
+def _secret_name(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_NAME_WORDS)
+
+
+def masked_url(value: str) -> str:
+    """``value`` with the password of a ``user:password@`` and secret-looking query values masked,
+    when it is a URL (``scheme://...``); anything else comes back as it is."""
+    if "://" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return _MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        # redis://:password@host has no user: the whole userinfo is the secret then.
+        netloc = f"{user}:{_MASK}@{host}" if colon else f"{_MASK}@{host}"
+    query = "&".join(
+        f"{k}={_MASK}" if any(word in k.lower() for word in _SECRET_QUERY_WORDS) and v else f"{k}={v}" if sep else k
+        for k, sep, v in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def split_list(value: str | None) -> list[str]:
     """A comma-separated setting as a list of stripped, non-empty strings."""
     return [part.strip() for part in (value or "").split(",") if part.strip()]
@@ -66,9 +101,10 @@ class Settings:
     spool_dir: str = "./var/spool"
     spool_min_free_mb: int = 512  # MiB
     deadletter_dir: str = "./var/deadletter"
-    max_document_mb: float = 0.0  # MiB; 0 means no limit
+    max_document_mb: float = 4096.0  # MiB; 0 means no limit (the spool free-space guard still holds)
     lock_ttl: float = 120.0  # seconds; renewed while a run lasts
     cursor_save_every: int = 50  # items
+    item_transient_runs: int = 3  # runs in which one item's download failed transiently before it is dead-lettered
     ack_batch_size: int = 64  # documents acknowledged together by a local outbox (one flush, one Redis trip)
     log_file: str = "./logs/kmrl-connectors.log"
     log_level: str = "INFO"
@@ -106,9 +142,10 @@ class Settings:
             spool_dir=get("SPOOL_DIR", cls.spool_dir),
             spool_min_free_mb=int(get("SPOOL_MIN_FREE_MB", str(cls.spool_min_free_mb))),
             deadletter_dir=get("DEADLETTER_DIR", cls.deadletter_dir),
-            max_document_mb=float(get("MAX_DOCUMENT_MB", "0")),
+            max_document_mb=float(get("MAX_DOCUMENT_MB", str(cls.max_document_mb))),
             lock_ttl=float(get("LOCK_TTL_SECONDS", str(cls.lock_ttl))),
             cursor_save_every=int(get("CURSOR_SAVE_EVERY", str(cls.cursor_save_every))),
+            item_transient_runs=max(0, int(get("ITEM_TRANSIENT_RUNS", str(cls.item_transient_runs)))),
             ack_batch_size=max(1, int(get("ACK_BATCH_SIZE", str(cls.ack_batch_size)))),
             log_file=get("LOG_FILE", cls.log_file),
             log_level=get("LOG_LEVEL", cls.log_level).upper(),
@@ -136,6 +173,24 @@ class Settings:
     def max_document_bytes(self) -> int | None:
         """The global size limit in bytes, or None for no limit."""
         return int(self.max_document_mb * 1024 * 1024) if self.max_document_mb > 0 else None
+
+    def __repr__(self) -> str:
+        """Every field shown in repr, with secrets masked: fields named like a secret (``*_token``,
+        ``*_password``, ``*_secret``, ...) and passwords or secret query values in any URL. ``str()``
+        is the same. Fields declared with ``repr=False`` are left out, as dataclasses do."""
+        shown = []
+        for spec in fields(self):
+            if not spec.repr:
+                continue
+            value = getattr(self, spec.name)
+            if _secret_name(spec.name) and value not in ("", None):
+                text = repr(_MASK)
+            elif isinstance(value, str):
+                text = repr(masked_url(value))
+            else:
+                text = repr(value)
+            shown.append(f"{spec.name}={text}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
 
 _cached: Settings | None = None

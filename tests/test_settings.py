@@ -1,0 +1,63 @@
+"""Settings: what ``repr``/``str`` may show (no password of any URL, no secret field) and the defaults
+that bound a run."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from config.settings import Settings, masked_url
+
+PASSWORD = "r3dis-Pa55word"
+TOKEN = "hub-token-0123456789"
+
+
+def secret_settings() -> Settings:
+    return Settings.from_env({
+        "REDIS_URL": f"redis://:{PASSWORD}@redis.internal:6379/0",
+        "CELERY_RESULT_BACKEND": f"rediss://worker:{PASSWORD}@redis.internal:6380/1?ssl_cert_reqs=required",
+        "STATE_REDIS_URL": f"redis://redis.internal:6379/3?password={PASSWORD}",
+        "HUB_API_URL": f"https://ops:{PASSWORD}@hub.kmrl.internal",
+        "HUB_API_TOKEN": TOKEN,
+    })
+
+
+@pytest.mark.parametrize("render", [repr, str], ids=["repr", "str"])
+def test_repr_and_str_mask_every_url_password_and_secret(render) -> None:
+    text = render(secret_settings())
+    assert PASSWORD not in text and TOKEN not in text, text
+    assert "redis://:***@redis.internal:6379/0" in text  # still says where it connects
+    assert "rediss://worker:***@redis.internal:6380/1?ssl_cert_reqs=required" in text
+    assert "redis://redis.internal:6379/3?password=***" in text
+    assert "https://ops:***@hub.kmrl.internal" in text
+
+
+def test_no_string_field_shows_a_url_password_whichever_field_holds_it() -> None:
+    text_fields = [f.name for f in dataclasses.fields(Settings) if f.type in ("str", str)]
+    values: dict[str, Any] = {name: f"https://user:{PASSWORD}-{name}@host.example/x" for name in text_fields}
+    text = repr(Settings(**values))
+    assert PASSWORD not in text, text
+
+
+def test_every_field_named_like_a_secret_is_masked_whole() -> None:
+    secret_fields = [f.name for f in dataclasses.fields(Settings)
+                     if f.type in ("str", str) and any(w in f.name for w in ("token", "password", "secret"))]
+    assert "hub_api_token" in secret_fields
+    values: dict[str, Any] = {name: f"{TOKEN}-{name}" for name in secret_fields}
+    text = repr(Settings(**values))
+    assert TOKEN not in text, text
+
+
+def test_masking_keeps_what_is_not_secret() -> None:
+    assert masked_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
+    assert masked_url("./var/spool") == "./var/spool"
+    text = repr(Settings())
+    assert "key_prefix='kmrl:'" in text and "max_document_mb=4096.0" in text
+
+
+def test_settings_still_compare_and_copy_as_before() -> None:
+    first, second = secret_settings(), secret_settings()
+    assert first == second
+    assert dataclasses.replace(first, lock_ttl=5).state_redis_url == first.state_redis_url
