@@ -25,7 +25,7 @@ import shutil
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
@@ -56,6 +56,16 @@ log = get_logger(__name__)
 
 #: The counters every run reports, per scope and in total.
 COUNT_FIELDS = ("fetched", "new", "duplicate", "skipped", "failed", "dead_lettered", "deleted")
+#: Free space in the spool folder is looked at again after every this many bytes of one download.
+SPOOL_RECHECK_BYTES = 64 * 1024 * 1024  # bytes
+#: The run's deadline is looked at after every this many bytes of one download. Connectors read in
+#: chunks of about this size, so the pipeline could not look more often anyway.
+DEADLINE_CHECK_BYTES = 1024 * 1024  # bytes
+
+
+class _DeadlineReached(Exception):
+    """The run's deadline passed while an item was streaming: the run stops as ``partial`` at once,
+    the item neither recorded nor dead-lettered, the cursor not past it."""
 
 
 @dataclass
@@ -162,15 +172,25 @@ class _Run:
     """
 
     def __init__(self, summary: ScopeSummary, *, dry_run: bool, full: bool, batch_size: int = 1,
-                 tracker: _CursorTracker | None = None) -> None:
+                 tracker: _CursorTracker | None = None, deadline: float | None = None,
+                 failing: Mapping[str, Any] | None = None) -> None:
         self.summary = summary
         self.dry_run = dry_run
         self.full = full
         self.batch_size = batch_size
         self.tracker = tracker
+        self.deadline = deadline
         self.pending: list[_Pending] = []
         self.pending_content: dict[str, str] = {}
         self.deferred_cursors: list[tuple[Any, bool]] = []
+        #: source_id -> entry of the items whose downloads failed transiently in earlier runs.
+        self.failing: dict[str, Any] = dict(failing or {})
+        #: Items read from the source in this run (proof that it serves files).
+        self.reads_ok = 0
+        #: Items due to be dead-lettered once the source proves it serves other items: (item, reason).
+        self.held: list[tuple[Item, str]] = []
+        #: Cursor moves that wait behind ``held`` items.
+        self.held_cursors: list[tuple[Any, bool]] = []
 
     def count(self, name: str, n: int = 1) -> None:
         self.summary.counts[name] += n
@@ -286,6 +306,16 @@ class BaseConnector(ABC):
                                                   else str(exc)), ended_at=time.time())
             summary.scopes.append(failed)
             self._record_connector_error(failed)
+        except SoftTimeLimitExceeded:
+            raise  # Celery's own stop: the task reports it
+        except Exception as exc:
+            # Not classified (a bug, a parser's RecursionError on hostile JSON): still one clear
+            # scope-less error, never an exception out of the pipeline.
+            log.exception("connector_unexpected_error", connector=self.name)
+            failed = ScopeSummary(self.name, "*", uuid.uuid4().hex[:12], state="error",
+                                  error=mask_text(f"{type(exc).__name__}: {exc}"), ended_at=time.time())
+            summary.scopes.append(failed)
+            self._record_connector_error(failed)
         return summary
 
     def redeliver(self, scope: str, item: Item, document: Document, *, run_id: str) -> ScopeSummary:
@@ -321,9 +351,11 @@ class BaseConnector(ABC):
             start_cursor = None if full else self.state.get_cursor(self.name, scope)
             tracker = _CursorTracker(self, scope, start_cursor, enabled=not dry_run)
             batched = callable(getattr(self.hub, "flush", None)) and not dry_run
-            run = _Run(summary, dry_run=dry_run, full=full, tracker=tracker,
+            run = _Run(summary, dry_run=dry_run, full=full, tracker=tracker, deadline=deadline,
                        batch_size=self.settings.ack_batch_size if batched else 1)
             try:
+                if not dry_run:
+                    run.failing = self.state.item_failures(self.name, scope)
                 self._consume(run, scope, start_cursor, lease, deadline)
                 self._commit(run)
                 if summary.state == "running":
@@ -331,6 +363,9 @@ class BaseConnector(ABC):
             except SoftTimeLimitExceeded:
                 # Celery's soft limit: stop at once, keep what is done; the next tick resumes.
                 summary.state, summary.error = "partial", "stopped by the task's soft time limit"
+            except _DeadlineReached as exc:
+                summary.state = "partial"
+                log.info("run_time_budget_reached", during="download", detail=str(exc))
             except LeaseLostError as exc:
                 summary.state, summary.error = "lease_lost", str(exc)
                 tracker.enabled = False  # the new holder owns the cursor now
@@ -342,6 +377,12 @@ class BaseConnector(ABC):
             except (ConfigError, TransientError) as exc:
                 summary.state, summary.error = _state_for(exc), mask_text(str(exc))
             except (requests.RequestException, redis.RedisError) as exc:
+                summary.state, summary.error = "error", mask_text(f"{type(exc).__name__}: {exc}")
+            except Exception as exc:
+                # Anything not classified above (a bug, a parser's RecursionError on hostile JSON)
+                # still ends the run: state error with its message, status written, lease released;
+                # the scheduler retries an error like a transient one.
+                log.exception("run_unexpected_error")
                 summary.state, summary.error = "error", mask_text(f"{type(exc).__name__}: {exc}")
             finally:
                 summary.seconds = time.monotonic() - started
@@ -365,8 +406,7 @@ class BaseConnector(ABC):
                 lease.keep_alive()
                 if isinstance(change, Checkpoint):
                     self._advance(run, change.cursor, checkpoint=True)
-                    continue
-                if isinstance(change, ItemFailure):
+                elif isinstance(change, ItemFailure):
                     run.count("fetched")
                     self._dead_letter(run, scope, change.source_id, change.reason, version=change.version,
                                       metadata=change.metadata)
@@ -375,10 +415,14 @@ class BaseConnector(ABC):
                     with bind_context(source_id=change.source_id):
                         self._handle_item(run, scope, change)
                     self._advance(run, change.cursor_after)
+                # After every change, Checkpoints included: a feed of empty pages (or a page link that
+                # loops) must not outlive the run's budget.
                 if deadline is not None and time.monotonic() >= deadline:
                     run.summary.state = "partial"
-                    log.info("run_time_budget_reached")
+                    log.info("run_time_budget_reached", held=len(run.held) or None)
                     return
+            if run.held:
+                self._unconfirmed(run)
         finally:
             close = getattr(changes, "close", None)
             if callable(close):
@@ -387,6 +431,10 @@ class BaseConnector(ABC):
     def _advance(self, run: _Run, cursor: Any, *, checkpoint: bool = False) -> None:
         """Moves the cursor, or queues the move behind the documents still waiting for their flush."""
         assert run.tracker is not None
+        if run.held:
+            # Behind an item that waits for the source to prove it serves other items.
+            run.held_cursors.append((cursor, checkpoint))
+            return
         if run.pending:
             run.deferred_cursors.append((cursor, checkpoint))
             if checkpoint:
@@ -445,9 +493,9 @@ class BaseConnector(ABC):
             return
         document: Document | None = None
         try:
-            document = self._build_document(scope, item, filename=filename, hints=hints)
+            document = self._read(run, scope, item, filename=filename, hints=hints)
             if document is None:
-                return
+                return  # held or dead-lettered after too many runs of failed downloads
             reason = self.skip_reason(filename, item.mime_type, document.size, hints)
             if reason:
                 self._skip(run, scope, item, filename, reason)
@@ -458,10 +506,8 @@ class BaseConnector(ABC):
         except ItemError as exc:
             self._dead_letter(run, scope, item.source_id, str(exc), version=item.version, document=document,
                               metadata=item.metadata, item=item)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransientError(f"{type(exc).__name__} while reading {item.source_id}") from exc
         except (ConfigError, TransientError, LeaseLostError, requests.RequestException, redis.RedisError,
-                ImportError, SoftTimeLimitExceeded):
+                ImportError, SoftTimeLimitExceeded, _DeadlineReached):
             raise  # run-level: the next item would fail the same way, or the run must stop now
         except Exception as exc:
             log.exception("item_unexpected_error")
@@ -482,21 +528,128 @@ class BaseConnector(ABC):
             return f"too-large:{size}>{limit}"
         return self.rules.decide(self.name, filename, mime_type, size, hints)
 
+    def _read(self, run: _Run, scope: str, item: Item, *, filename: str,
+              hints: Mapping[str, str]) -> Document | None:
+        """The item's Document, or None when a transient failure to read it made it due for the
+        dead-letter (see ``_read_failed``); any other failure to read it is raised as it is."""
+        try:
+            document = self._build_document(scope, item, filename=filename, hints=hints, deadline=run.deadline)
+        except (ThrottledError, SpoolFullError):
+            raise  # the whole service or our own disk, never this one item
+        except (TransientError, requests.ConnectionError, requests.Timeout,
+                requests.exceptions.ChunkedEncodingError) as exc:
+            reason = mask_text(str(exc) if isinstance(exc, TransientError)
+                               else f"{type(exc).__name__} while reading {item.source_id}")
+            self._read_failed(run, scope, item, reason, exc)
+            return None
+        self._read_succeeded(run, scope, item)
+        return document
+
+    def _read_failed(self, run: _Run, scope: str, item: Item, reason: str, exc: BaseException) -> None:
+        """Counts a transient failure to read ``item``'s bytes against the item; raises
+        ``TransientError`` (the run ends as ``error``, the cursor stays before the item) until the
+        item's download has failed in ``ITEM_TRANSIENT_RUNS`` runs. Then the item is due: it is
+        dead-lettered with its reason, and the run goes on past it.
+
+        How an item that fails by itself is told from a source that is down as a whole:
+
+        - Only failures to read the item's bytes count (``open()`` and the stream into the spool),
+          after the listing of this same run produced the item: a source that is down lists nothing,
+          so its items are never reached and never counted. Failures of the Hub (upload, link) are
+          raised from the delivery step and never reach this method; throttling and a full spool
+          disk are not the item's doing and are not counted either.
+        - A run counts at most once per item (Celery retries and repeated listings included).
+        - A due item is dead-lettered only once this run has read another item's bytes from the
+          source, before or after it: proof that the source serves files and the failure is this
+          item's own. Until then it is *held*: the run goes on, every cursor move after it waits,
+          and if no other item downloads (the files' host is down while the listing still works,
+          or it is the last item) the run ends as ``error`` with the cursor still before it, and
+          nothing is dead-lettered.
+        """
+        limit = self.settings.item_transient_runs
+        if limit <= 0 or run.dry_run:
+            raise TransientError(reason) from exc
+        runs = self.state.count_item_failure(self.name, scope, item.source_id, run_id=run.summary.run_id,
+                                             reason=reason)
+        run.failing[item.source_id] = {"runs": runs}
+        if runs < limit:
+            log.warning("item_read_failed", reason=reason, runs=runs, dead_letter_after=limit)
+            raise TransientError(f"{reason} (this item's download has failed in {runs} of the {limit} runs "
+                                 "after which it is dead-lettered)") from exc
+        due = f"its download failed transiently in {runs} runs: {reason}"
+        if run.reads_ok:
+            self._dead_letter(run, scope, item.source_id, due, version=item.version, metadata=item.metadata,
+                              item=item)
+            return
+        log.warning("item_held", reason=reason, runs=runs)
+        run.held.append((item, due))
+
+    def _read_succeeded(self, run: _Run, scope: str, item: Item) -> None:
+        """A read from the source worked: forgets the item's earlier failures and dead-letters the
+        items held for want of such proof, releasing the cursor moves that waited behind them."""
+        run.reads_ok += 1
+        if run.failing.pop(item.source_id, None) is not None:
+            self.state.clear_item_failure(self.name, scope, item.source_id)
+        if not run.held:
+            return
+        held, run.held = run.held, []
+        for waiting, reason in held:
+            with bind_context(source_id=waiting.source_id):
+                self._dead_letter(run, scope, waiting.source_id, reason, version=waiting.version,
+                                  metadata=waiting.metadata, item=waiting)
+        cursors, run.held_cursors = run.held_cursors, []
+        for cursor, checkpoint in cursors:
+            self._advance(run, cursor, checkpoint=checkpoint)
+
+    def _unconfirmed(self, run: _Run) -> None:
+        """The feed ended with items held and no other item read: the run ends as ``error`` (the
+        cursor stays before the first held item, which the next run meets again)."""
+        first, _ = run.held[0]
+        run.summary.state = "error"
+        run.summary.error = mask_text(
+            f"{len(run.held)} item(s) failed to download in {self.settings.item_transient_runs} runs or more, "
+            f"first {first.source_id}; they are dead-lettered once another item of this scope downloads, "
+            "proving the source serves files")
+        log.warning("items_held_unconfirmed", held=len(run.held), first=first.source_id)
+
     def _build_document(self, scope: str, item: Item, *, filename: str | None = None,
-                        hints: Mapping[str, str] | None = None) -> Document | None:
-        """Streams the item's bytes into a spool file, hashes and enriches them."""
+                        hints: Mapping[str, str] | None = None, deadline: float | None = None) -> Document | None:
+        """Streams the item's bytes into a spool file, hashes and enriches them.
+
+        Free space in the spool folder is checked before the download and again every
+        ``SPOOL_RECHECK_BYTES`` (``SpoolFullError``), the run's ``deadline`` every
+        ``DEADLINE_CHECK_BYTES`` (``_DeadlineReached``); either removes the spool file."""
         if item.open is None:
             raise ItemError("the connector gave no way to read this item's content")
         self._guard_free_space()
-        spooled = spool_chunks(item.open(), spool_dir=self.settings.spool_dir, max_bytes=self.max_document_bytes)
-        document = Document(
-            source=self.name, scope=scope, source_id=item.source_id, version=item.version,
-            filename=filename or sanitize_filename(item.filename), mime_type=item.mime_type or
-            "application/octet-stream", size=spooled.size, sha256=spooled.sha256, title=item.title,
-            text=item.text, author=item.author, created_at=item.created_at, modified_at=item.modified_at,
-            source_url=item.source_url, metadata=dict(item.metadata), _content=spooled.file,
-        )
-        return enrich(document, hints if hints is not None else flat_hints(item.hints))
+        spooled = spool_chunks(item.open(), spool_dir=self.settings.spool_dir, max_bytes=self.max_document_bytes,
+                               on_progress=self._stream_guard(deadline), progress_every=DEADLINE_CHECK_BYTES)
+        try:
+            document = Document(
+                source=self.name, scope=scope, source_id=item.source_id, version=item.version,
+                filename=filename or sanitize_filename(item.filename), mime_type=item.mime_type or
+                "application/octet-stream", size=spooled.size, sha256=spooled.sha256, title=item.title,
+                text=item.text, author=item.author, created_at=item.created_at, modified_at=item.modified_at,
+                source_url=item.source_url, metadata=dict(item.metadata), _content=spooled.file,
+            )
+            return enrich(document, hints if hints is not None else flat_hints(item.hints))
+        except BaseException:
+            spooled.file.close()
+            raise
+
+    def _stream_guard(self, deadline: float | None) -> Callable[[int], None]:
+        """What ``spool_chunks`` calls every ``DEADLINE_CHECK_BYTES`` of one download."""
+        next_space_check = SPOOL_RECHECK_BYTES
+
+        def guard(size: int) -> None:
+            nonlocal next_space_check
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _DeadlineReached(f"the run's deadline passed {size} bytes into a download")
+            if size >= next_space_check:
+                next_space_check = size + SPOOL_RECHECK_BYTES
+                self._guard_free_space()
+
+        return guard
 
     def _deliver(self, run: _Run, scope: str, item: Item, document: Document, known: ItemRecord | None) -> None:
         if known and known.sha256 == document.sha256:

@@ -10,6 +10,8 @@
 | lock:{connector}:{scope}              | string | lease token (SET NX PX)                            |
 | throttle:{service}:{tenant}           | string | Unix time before which nobody calls the service    |
 | deadletter:{connector}                | hash   | entry id -> dead-letter entry (JSON)               |
+| failing:{connector}:{scope}           | hash   | source_id -> {"runs", "run", "reason", times}: runs |
+|                                       |        | in which the item's download failed transiently    |
 | metrics:counters / metrics:gauges     | hash   | "name|label=value,..." -> number                   |
 
 The hot path costs at most three round trips per document: the version check (``get_item``), the
@@ -35,6 +37,9 @@ from utils.errors import LeaseLostError
 
 #: Run summaries kept per scope in ``history:*``.
 HISTORY_LENGTH = 200
+#: A scope's ``failing:*`` hash expires this long after its last write, so the entries of items that
+#: stopped failing without ever succeeding (deleted at the source, say) do not stay for ever.
+FAILING_TTL = 30 * 86400  # seconds
 
 
 @dataclass(frozen=True)
@@ -343,11 +348,43 @@ class StateStore:
             entry.bytes_path = entry.bytes_path or old.get("bytes_path", "")
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, entry.id, json.dumps(asdict(entry), sort_keys=True, default=str))
+        pipe.hdel(self.key("failing", entry.connector, entry.scope), entry.source_id)
         pipe.hincrbyfloat(self.key("metrics", "counters"),
                           metric_field("kmrl_documents_total", {"source": entry.connector, "outcome": "dead_lettered"}),
                           1)
         pipe.execute()
         return entry
+
+    # -- items whose downloads fail transiently ----------------------------------------------------
+    def item_failures(self, connector: str, scope: str) -> dict[str, dict[str, Any]]:
+        """source_id -> {"runs", "run", "reason", "first_failed_at", "last_failed_at"} for every item
+        of the scope whose download failed transiently in a run and has neither succeeded nor been
+        dead-lettered since."""
+        raw = self.redis.hgetall(self.key("failing", connector, scope))
+        return {str(k): json.loads(v) for k, v in raw.items()}
+
+    def count_item_failure(self, connector: str, scope: str, source_id: str, *, run_id: str, reason: str) -> int:
+        """Counts run ``run_id`` as one in which ``source_id``'s download failed transiently; a second
+        call for the same run counts nothing. Returns the number of runs counted so far.
+
+        Read-modify-write is safe: only the holder of the scope's lease writes its items."""
+        key = self.key("failing", connector, scope)
+        raw = self.redis.hget(key, source_id)
+        entry: dict[str, Any] = json.loads(raw) if raw else {}
+        if entry.get("run") == run_id:
+            return int(entry.get("runs", 1))
+        now = time.time()
+        entry = {"runs": int(entry.get("runs", 0)) + 1, "run": run_id, "reason": reason,
+                 "first_failed_at": float(entry.get("first_failed_at", now)), "last_failed_at": now}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, source_id, json.dumps(entry, sort_keys=True))
+        pipe.expire(key, FAILING_TTL)
+        pipe.execute()
+        return int(entry["runs"])
+
+    def clear_item_failure(self, connector: str, scope: str, source_id: str) -> None:
+        """Forgets the failed runs of ``source_id`` (its download worked)."""
+        self.redis.hdel(self.key("failing", connector, scope), source_id)
 
     def list_dead_letters(self, connector: str | None = None) -> list[DeadLetter]:
         pattern = self.key("deadletter", connector or "*")
