@@ -14,12 +14,14 @@ RUN groupadd --system --gid 10001 kmrl \
  && useradd --system --uid 10001 --gid kmrl --home-dir /app --no-create-home --shell /usr/sbin/nologin kmrl
 
 WORKDIR /app
-# Dependencies first: this layer is rebuilt only when requirements.txt changes.
-COPY requirements.txt ./
-RUN pip install -r requirements.txt
+# Dependencies first, exactly as locked (versions and sha256 of every file): this layer is rebuilt
+# only when requirements.lock changes. requirements.txt is the readable source of the lock.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 COPY . .
-# The kmrl-connectors console script; --no-deps: everything it needs is installed above.
-RUN pip install --no-deps -e . \
+# The kmrl-connectors console script; --no-deps: everything it needs is installed above, and the
+# locked setuptools builds it (--no-build-isolation: no unpinned download).
+RUN pip install --no-deps --no-build-isolation -e . \
  && mkdir -p /app/var /app/logs \
  && chown -R kmrl:kmrl /app/var /app/logs
 

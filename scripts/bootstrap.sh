@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Creates .venv and installs what the service and its tests need. Safe to run again: it only
-# reinstalls when a requirements file changed. As root it also installs the Debian packages the
-# tests use (redis-server, dovecot-imapd, isync, wrk) when they are missing.
+# Creates .venv and installs what the service and its tests need, exactly as locked in
+# requirements-dev.lock (every package pinned, every file checked against its sha256). Safe to run
+# again: it only reinstalls when the lock or pyproject.toml changed. As root it also installs the
+# Debian packages the tests use (redis-server, dovecot-imapd, isync, wrk) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,13 +27,19 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.requirements.sha256
-current=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+lock=requirements-dev.lock
+current=$(cat "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$current" ]; then
   start=$(date +%s)
-  echo "bootstrap: installing Python packages into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -r requirements-dev.txt
-  .venv/bin/python -m pip install -q --no-deps -e . >/dev/null
+  echo "bootstrap: installing Python packages from $lock into .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r "$lock"
+  # The project itself, editable; built with the locked setuptools (no unpinned build download).
+  # Its build warnings are shown only when it fails.
+  if ! out=$(.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1)
+  then
+    echo "$out" >&2
+    exit 1
+  fi
   echo "$current" > "$stamp"
   echo "bootstrap: Python packages installed in $(( $(date +%s) - start )) s"
 fi
