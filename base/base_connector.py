@@ -565,6 +565,8 @@ class BaseConnector(ABC):
           and if no other item downloads (the files' host is down while the listing still works,
           or it is the last item) the run ends as ``error`` with the cursor still before it, and
           nothing is dead-lettered.
+        - A version dead-lettered before and met again (a crash kept the cursor before it, or a
+          full run re-reads it) was proven then: it is dead-lettered again at once.
         """
         limit = self.settings.item_transient_runs
         if limit <= 0 or run.dry_run:
@@ -572,17 +574,26 @@ class BaseConnector(ABC):
         runs = self.state.count_item_failure(self.name, scope, item.source_id, run_id=run.summary.run_id,
                                              reason=reason)
         run.failing[item.source_id] = {"runs": runs}
-        if runs < limit:
+        # This version dead-lettered already (a crash before the cursor moved past it, or a full
+        # run, brought it back): due at once instead of counting its runs again.
+        again = runs < limit and self._dead_lettered_before(scope, item)
+        if runs < limit and not again:
             log.warning("item_read_failed", reason=reason, runs=runs, dead_letter_after=limit)
             raise TransientError(f"{reason} (this item's download has failed in {runs} of the {limit} runs "
                                  "after which it is dead-lettered)") from exc
-        due = f"its download failed transiently in {runs} runs: {reason}"
-        if run.reads_ok:
+        due = (f"its download failed transiently again after it was dead-lettered: {reason}" if again
+               else f"its download failed transiently in {runs} runs: {reason}")
+        if run.reads_ok or again:  # proof now, or when it was first dead-lettered
             self._dead_letter(run, scope, item.source_id, due, version=item.version, metadata=item.metadata,
                               item=item)
             return
         log.warning("item_held", reason=reason, runs=runs)
         run.held.append((item, due))
+
+    def _dead_lettered_before(self, scope: str, item: Item) -> bool:
+        """True when this very version of the item is in the dead-letter already."""
+        entry = self.state.get_dead_letter(self.name, scope, item.source_id)
+        return entry is not None and entry.version == item.version
 
     def _read_succeeded(self, run: _Run, scope: str, item: Item) -> None:
         """A read from the source worked: forgets the item's earlier failures and dead-letters the

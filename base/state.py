@@ -386,6 +386,11 @@ class StateStore:
         """Forgets the failed runs of ``source_id`` (its download worked)."""
         self.redis.hdel(self.key("failing", connector, scope), source_id)
 
+    def get_dead_letter(self, connector: str, scope: str, source_id: str) -> DeadLetter | None:
+        """The dead-letter entry of (scope, source_id), or None."""
+        raw = self.redis.hget(self.key("deadletter", connector), dead_letter_id(scope, source_id))
+        return DeadLetter(**json.loads(raw)) if raw else None
+
     def list_dead_letters(self, connector: str | None = None) -> list[DeadLetter]:
         pattern = self.key("deadletter", connector or "*")
         entries: list[DeadLetter] = []

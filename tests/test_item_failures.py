@@ -85,6 +85,26 @@ def test_item_failing_in_every_run_is_dead_lettered_after_the_limit_and_the_next
     assert conn.state.get_cursor("maximo", "all")["taken"] == [f"MUTTOM/{good.wonum}"]
 
 
+def test_dead_lettered_item_met_again_after_a_crash_is_dead_lettered_again_at_once(
+        sim: tuple[MaximoSimulator, str], settings: Settings, hub: Any) -> None:
+    maximo, url = sim
+    bad = maximo.add_work_order(attachments=1)
+    good = maximo.add_work_order(attachments=1)
+    maximo.fail_next(FOREVER, status=503, match=doclink_path(bad))
+    conn = connector(url, settings, hub)
+    for _ in range(RUNS):
+        sync(conn)
+    assert ingested(hub) == {source_id(good)}
+    # A crash after the dead-letter and the next item's record, before the cursor was saved: the next
+    # run meets the item again with nothing else to download. It must not pin the scope again.
+    conn.state.clear_cursor("maximo", "all")
+    summary = sync(conn)
+    assert summary.state == "ok" and summary.totals["dead_lettered"] == 1 and summary.totals["duplicate"] == 1
+    (entry,) = conn.state.list_dead_letters("maximo")
+    assert entry.attempts == 2 and "again after it was dead-lettered" in entry.reason
+    assert conn.state.get_cursor("maximo", "all")["taken"] == [f"MUTTOM/{good.wonum}"]
+
+
 def test_a_run_counts_once_per_item_however_often_it_is_retried(
         sim: tuple[MaximoSimulator, str], settings: Settings, hub: Any) -> None:
     maximo, url = sim
