@@ -199,3 +199,7 @@ def test_mask_text_redacts_urls_in_any_text():
     assert "hash=***" in masked and "redis://***@redis:6379/0," in masked and masked.endswith("tempauth=***.")
     assert redact_url("https://graph.microsoft.com/v1.0/sites/kmrl.sharepoint.com:/sites/ops") == \
         "https://graph.microsoft.com/v1.0/sites/kmrl.sharepoint.com:/sites/ops"
+    # urllib3's debug line for a request names its target without scheme and host.
+    assert mask_text('https://t.sharepoint.com:443 "GET /download.aspx?tempauth=t0k HTTP/1.1" 200 5') == \
+        'https://t.sharepoint.com:443 "GET /download.aspx?tempauth=*** HTTP/1.1" 200 5'
+

@@ -14,6 +14,7 @@ The cap is lowered to 1 MiB here (``utils.http.MAX_BODY_BYTES``) so that a 3 MiB
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -110,6 +111,27 @@ def test_maximo_yields_a_checkpoint_after_every_page_even_an_empty_one(settings:
     assert changes[-1].cursor == {"changedate": None, "taken": []}  # the position it started from: safe
 
 
+def test_maximo_feed_of_empty_pages_stops_at_the_runs_deadline(settings: Settings) -> None:
+    # Each page links to a new one (no loop to catch): only the deadline, checked at each page's
+    # Checkpoint, ends the run. The server relents after ``endless`` pages so that code without the
+    # per-page Checkpoint ends too (as "ok", after reading them all).
+    endless = 3000
+
+    def page(n: int, request: Request) -> Response:
+        body: dict[str, Any] = {"member": []}
+        if n < endless:
+            following = f"{request.host_url}maximo/api/os/mxapiwodetail?pageno={n + 1}"
+            body["responseInfo"] = {"nextPage": {"href": following}}
+        return json_response(body)
+
+    maximo = PagedMaximo(page)
+    with ServerThread(maximo) as server:
+        summary = MaximoConnector(server.url, settings=settings).sync_documents(
+            API_KEY, deadline=time.monotonic() + 0.5)
+    assert summary.state == "partial", summary.as_dict()
+    assert maximo.reads < endless
+
+
 # -- Graph (SharePoint) -----------------------------------------------------------------------------------
 SITE = "sites/operations"
 
@@ -196,7 +218,7 @@ def test_graph_library_list_looping_is_a_paging_loop(graph: HostileGraph, ca: Ce
 def test_graph_page_over_the_cap_is_refused(graph: HostileGraph, ca: CertAuthority, settings: Settings,
                                             small_cap: int) -> None:
     graph.override["delta"] = lambda r: raw_json(padded_json(3 * small_cap))
-    with pytest.raises(ResponseTooLarge):
+    with pytest.raises(ResponseTooLarge, match="1 MiB"):
         graph_changes(graph, ca, settings)
 
 
@@ -219,7 +241,7 @@ def test_entra_answer_over_the_cap_is_refused(graph: HostileGraph, ca: CertAutho
     graph.override["token"] = lambda r: raw_json(padded_json(3 * small_cap))
     entra = EntraAuth(tenant_id=graph.tenant_id, client_id=graph.client_id, client_secret=graph.client_secret,
                       authority=graph.authority_host, ca_file=ca.ca_path)
-    with pytest.raises(ResponseTooLarge):
+    with pytest.raises(ResponseTooLarge, match="1 MiB"):
         entra.token()
 
 
@@ -247,7 +269,7 @@ def test_whatsapp_media_lookup_nested_too_deeply_fails_the_item_not_the_worker(s
 def test_whatsapp_media_lookup_over_the_cap_is_refused(settings: Settings, small_cap: int) -> None:
     with ServerThread(Scripted(lambda r: raw_json(padded_json(3 * small_cap)))) as cloud:
         connector = whatsapp(cloud.url, settings)
-        with pytest.raises(ResponseTooLarge):
+        with pytest.raises(ResponseTooLarge, match="1 MiB"):
             connector.resolve("8800")
 
 

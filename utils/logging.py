@@ -64,8 +64,10 @@ def mask_text(text: str) -> str:
 
 #: An absolute URL inside free text (up to a space, quote, bracket or parenthesis).
 _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()\[\]{}]+")
-#: A request target as urllib3 quotes it (``Max retries exceeded with url: /path?query``).
-_PATH_IN_TEXT = re.compile(r"(?<=url: )/[^\s'\"<>()]*")
+#: A request target as urllib3 quotes it: ``Max retries exceeded with url: /path?query`` in an
+#: exception, ``"GET /path?query HTTP/1.1" 200`` in its debug log.
+_PATH_IN_TEXT = re.compile(r"(?:(?<=url: )|(?<=GET )|(?<=POST )|(?<=PUT )|(?<=DELETE )|(?<=HEAD )|(?<=PATCH ))"
+                           r"/[^\s'\"<>()]*")
 #: One ``name=value`` of a query string or fragment.
 _QUERY_PAIR = re.compile(r"([^&;=]*=)?([^&;]*)")
 
@@ -107,7 +109,7 @@ def _redact_match(match: re.Match[str]) -> str:
 def redact_urls_in_text(text: str) -> str:
     """``text`` with every URL in it (absolute, or a request target quoted by urllib3) redacted by
     ``redact_url``: the one place error and log text passes through before anyone reads it."""
-    if "://" not in text and "url: /" not in text:
+    if "://" not in text and " /" not in text:
         return text
     text = _URL_IN_TEXT.sub(_redact_match, text)
     return _PATH_IN_TEXT.sub(_redact_match, text)
