@@ -382,8 +382,11 @@ class MaximoConnector(BaseConnector):
         page = 0
         while True:
             page += 1
-            # A repeat of the same query is progress when the cursor moved (a page at one second).
-            (block_pages if block is not None else feed_pages).visit(url, params, state=position.to_json())
+            # A repeat of the same query is progress when the cursor moved (a page at one second). The
+            # cursor only grows (a later changedate, or one more work order taken at the same one), so
+            # its changedate and count identify it without serialising a large ``taken`` per page.
+            progress = (position.changedate, len(position.taken))
+            (block_pages if block is not None else feed_pages).visit(url, params, state=progress)
             body = self._get_json(url, params=params, what=f"work orders of scope {scope} (page {page})")
             members = body.get("member")
             if not isinstance(members, list):
