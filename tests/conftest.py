@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import redis
@@ -33,7 +33,7 @@ STATE_DB = 15
 SHARED_TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
 
 
-def skip_or_fail(reason: str) -> None:
+def skip_or_fail(reason: str) -> NoReturn:
     """Skips locally, saying why; in CI (CI=true) a missing prerequisite is a failure, never a skip."""
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(reason)

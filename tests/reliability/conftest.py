@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from sandbox.dovecot import DovecotServer, require_dovecot
-from sandbox.hub import RunningHub, running_hub
+from sandbox.hub import RunningHub
 from sandbox.tls import CertAuthority
 from tests.conftest import flushed_db_url
+from tests.reliability.gate import Gate, gated_hub
 
 #: True under ``make reliability`` (KMRL_RELIABILITY_FULL=1).
 FULL = os.environ.get("KMRL_RELIABILITY_FULL", "").strip().lower() in ("1", "true", "yes")
@@ -57,10 +58,21 @@ def state_url() -> str:
 
 
 @pytest.fixture
-def rel_hub(tmp_path: Path) -> Iterator[RunningHub]:
+def _gated_hub(tmp_path: Path) -> Iterator[tuple[RunningHub, Gate]]:
+    with gated_hub(token=HUB_TOKEN, data_dir=tmp_path / "hub") as running:
+        yield running
+
+
+@pytest.fixture
+def rel_hub(_gated_hub: tuple[RunningHub, Gate]) -> RunningHub:
     """A Hub simulator for one test, counting uploads per idempotency key."""
-    with running_hub(token=HUB_TOKEN, data_dir=tmp_path / "hub") as hub:
-        yield hub
+    return _gated_hub[0]
+
+
+@pytest.fixture
+def upload_gate(_gated_hub: tuple[RunningHub, Gate]) -> Gate:
+    """The gate in front of ``rel_hub``'s upload endpoint (open unless a test closes it)."""
+    return _gated_hub[1]
 
 
 @pytest.fixture(scope="session")

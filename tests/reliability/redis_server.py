@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -79,9 +80,12 @@ class PrivateRedis:
                 process.kill()
                 process.wait()
 
-    def restart(self, *, down_for: float = 1.0) -> None:
-        """Stops the server, leaves it down ``down_for`` seconds, starts it again with its data."""
+    def restart(self, *, down_for: float = 1.0, while_down: Callable[[], object] | None = None) -> None:
+        """Stops the server, calls ``while_down`` (if given), leaves it down ``down_for`` seconds, starts
+        it again with its data."""
         self.stop()
+        if while_down is not None:
+            while_down()
         time.sleep(down_for)
         self.start()
         self.restarts += 1

@@ -10,7 +10,6 @@ One restart per source (a module fixture); the tests read what it left.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -18,12 +17,13 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from sandbox.hub import RunningHub, running_hub
+from sandbox.hub import RunningHub
 from tests.reliability.beds import Bed, maximo_bed, service_env, whatsapp_bed
 from tests.reliability.checks import assert_delivered_once, assert_settled, stored_sha256s
 from tests.reliability.conftest import FAULT_DOCUMENTS, FULL, HUB_TOKEN
+from tests.reliability.gate import gated_hub
 from tests.reliability.redis_server import PrivateRedis
-from tests.reliability.workers import RUN_TIMEOUT, RunResult, Worker, hub_uploads, run_until
+from tests.reliability.workers import RUN_TIMEOUT, RunResult, Worker, run_until, wait_for_gate
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900 if FULL else 300)]
 
@@ -51,16 +51,17 @@ def restarted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     root = tmp_path_factory.mktemp(f"redis-restart-{source}")
     with ExitStack() as stack:
         server = stack.enter_context(PrivateRedis(root / "redis"))
-        hub = stack.enter_context(running_hub(token=HUB_TOKEN, data_dir=root / "hub"))
+        hub, gate = stack.enter_context(gated_hub(token=HUB_TOKEN, data_dir=root / "hub"))
         bed = stack.enter_context(maximo_bed(DOCUMENTS) if source == "maximo"
                                   else whatsapp_bed(root, server.url(0), DOCUMENTS))
         worker = Worker({**service_env(root, server.url(0), hub), **bed.env}, root / "runs")
+        # The restart must land part-way on any machine: the Hub takes a third of the uploads and holds
+        # the next one until Redis is down, so the run can neither finish first nor miss the outage.
+        gate.allow(DOCUMENTS // 3)
         process, out, err = worker.start("sync", source)
-        deadline = time.monotonic() + RUN_TIMEOUT
-        while process.poll() is None and hub_uploads(hub) < DOCUMENTS // 3 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert process.poll() is None, "the sync ended before Redis could be restarted under it"
-        server.restart(down_for=DOWN_FOR)
+        held = wait_for_gate(process, gate, lambda g: len(g.waiting) > 0, what="an upload held by the Hub", err=err)
+        assert held, f"the sync ended before Redis could be restarted under it: {worker.result(process, out, err)}"
+        server.restart(down_for=DOWN_FOR, while_down=gate.open)
         process.wait(timeout=RUN_TIMEOUT)
         interrupted = worker.result(process, out, err)
         afterwards = run_until(worker, source, lambda r: r.all_ok and bed.expected <= stored_sha256s(hub))

@@ -19,7 +19,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
+
 from sandbox.hub import RunningHub
+from tests.reliability.gate import Gate
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Variables of the test process a worker inherits; everything else it gets is set on purpose.
@@ -102,45 +105,134 @@ def hub_uploads(hub: RunningHub) -> int:
     return sum(list(hub.sim.uploads_per_key.values()))
 
 
+#: An early kill comes at a random moment at most this long after the run took its lease, seconds (it
+#: logs in, lists, downloads its first item), or as its first upload reaches the Hub if that is sooner.
+EARLY_WINDOW = 0.5
+#: After the target upload reached the Hub, the kill waits a random 0 to this, seconds, so that it lands
+#: anywhere in the pipeline (the upload's answer, the record, the cursor save, the next download).
+KILL_JITTER = 0.05
+#: How often a wait also looks whether the worker has ended by itself or Redis changed, seconds.
+POLL = 0.01
+#: Longest a killed worker's leftovers may take to clear (its upload inside the Hub, its lease), seconds;
+#: they take milliseconds and the lease TTL, so only a hung server or Redis comes near this.
+SETTLE_TIMEOUT = 60.0
+#: A new worker is started once a killed one's lease has at most this long to live, seconds: about what
+#: a worker takes to start. Only time rides on it: a run that still finds the scope locked is simply
+#: started again, as the next tick would.
+LEASE_HEAD_START = 1.0
+
+
+class Leases:
+    """The leases (``lock:{source}:{scope}``) of one source's scopes in the state Redis, as a test sees them."""
+
+    def __init__(self, state_url: str, source: str, *, prefix: str = "kmrl:") -> None:
+        self.client = redis.Redis.from_url(state_url)
+        self.pattern = f"{prefix}lock:{source}:*"
+        self.source = source
+
+    def held(self) -> dict[bytes, tuple[bytes, float]]:
+        """Each live lease: key -> (the holder's token, seconds it has left)."""
+        leases: dict[bytes, tuple[bytes, float]] = {}
+        for key in self.client.scan_iter(match=self.pattern):
+            token, ttl_ms = self.client.get(key), self.client.pttl(key)  # PTTL: -2 once it has lapsed
+            if isinstance(token, bytes) and ttl_ms != -2:
+                leases[key] = (token, ttl_ms / 1000 if ttl_ms >= 0 else float("inf"))
+        return leases
+
+    def wait_until_lapsing(self, within: float = 0.0, *, timeout: float = SETTLE_TIMEOUT) -> None:
+        """Waits until every lease has at most ``within`` seconds left (0: none is held)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = {key: ttl for key, (_, ttl) in self.held().items() if ttl > within}
+            if not left:
+                return
+            assert time.monotonic() < deadline, f"leases of {self.source} still held after {timeout} s: {left}"
+            time.sleep(POLL)
+
+    def close(self) -> None:
+        self.client.close()
+
+
 @dataclass
 class KillRound:
-    """What one kill round did: whether the worker was alive when killed, and how far it had come."""
+    """What one kill round did.
+
+    killed: the worker was alive when SIGKILLed (always, unless it ended by itself before).
+    early: the kill was aimed before the run's first upload. target: the upload of the round after which
+    the kill was aimed (0 for an early kill). uploads: upload requests of the round that reached the Hub.
+    """
 
     killed: bool
     early: bool
-    uploads_before: int
-    uploads_after: int
+    target: int
+    uploads: int
     result: RunResult
 
 
-def kill_round(worker: Worker, hub: RunningHub, rng: random.Random, source: str, *, max_step: int,
-               early_share: float = 0.2) -> KillRound:
-    """Starts ``sync source`` and SIGKILLs it at a random moment.
+def wait_for_gate(process: subprocess.Popen[bytes], gate: Gate, condition: Callable[[Gate], bool], *,
+                  what: str, err: Path | None = None, timeout: float = RUN_TIMEOUT) -> bool:
+    """Waits until ``condition(gate)`` holds (True) or ``process`` has ended (False); a worker that neither
+    gets there nor ends in ``timeout`` seconds is hung (AssertionError naming ``what``)."""
+    hung_at = time.monotonic() + timeout
+    while process.poll() is None:
+        if gate.wait_for(condition, timeout=POLL):
+            return True
+        if time.monotonic() > hung_at:
+            tail = err.read_text(errors="replace")[-2000:] if err else ""
+            raise AssertionError(f"the worker did not reach {what} in {timeout} s; stderr: {tail}")
+    return condition(gate)
 
-    Mostly the moment is after the Hub has received a random number (1 to ``max_step``) of new
-    uploads, plus a random 0-50 ms so the kill lands anywhere in the pipeline (download, spool,
-    upload, state update, cursor save). With probability ``early_share`` it is a random time in the
-    first 1.5 s instead: while the process starts, takes its lease or logs in.
+
+def kill_round(worker: Worker, gate: Gate, leases: Leases, rng: random.Random, source: str, *, remaining: int,
+               max_step: int, early_share: float = 0.2) -> KillRound:
+    """Starts ``sync source`` and SIGKILLs it part-way: never after it could have finished.
+
+    remaining: documents the Hub does not have yet (at least 2). The Hub's upload ``gate`` lets at most
+    ``remaining - 1`` uploads of this round through (later ones wait inside the Hub until the kill), so
+    the run cannot complete before the kill lands, however fast or slow the machine.
+
+    Mostly the kill is aimed at progress: the ``target``-th upload request of the round reaching the Hub
+    (``target`` random in 1 to ``max_step``), plus a random 0 to ``KILL_JITTER`` s. With probability
+    ``early_share`` it is aimed before any upload (none is let through): once the run holds its lease
+    (seen in Redis), at a random moment of the next ``EARLY_WINDOW`` s, or when its first upload arrives,
+    whichever comes first. A run that finds the scope locked ends by itself, not killed.
     """
-    before = hub_uploads(hub)
-    process, out, err = worker.start("sync", source)
+    if remaining < 2:
+        raise ValueError(f"a kill round needs at least 2 documents left to interrupt, not {remaining}")
     early = rng.random() < early_share
-    if early:
-        deadline = time.monotonic() + rng.uniform(0.0, 1.5)
-        while process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-    else:
-        target = before + rng.randint(1, max(1, max_step))
-        deadline = time.monotonic() + RUN_TIMEOUT
-        while process.poll() is None and hub_uploads(hub) < target and time.monotonic() < deadline:
-            time.sleep(0.002)
+    target = 0 if early else rng.randint(1, max(1, min(max_step, remaining - 1)))
+    delay = rng.uniform(0.0, EARLY_WINDOW if early else KILL_JITTER)
+    base = gate.arrived
+    gate.allow(0 if early else min(remaining - 1, target + max_step))
+    dead_leases = leases.held()
+    process, out, err = worker.start("sync", source)
+    hung_at = time.monotonic() + RUN_TIMEOUT
+    try:
+        if early:
+            while process.poll() is None and gate.arrived == base and all(
+                    dead_leases.get(key, (None,))[0] == token for key, (token, _) in leases.held().items()):
+                assert time.monotonic() < hung_at, f"sync {source} did not take its lease in {RUN_TIMEOUT} s"
+                time.sleep(POLL)
+            until = time.monotonic() + delay
+            while process.poll() is None and (left := until - time.monotonic()) > 0:
+                if gate.wait_for(lambda g: g.arrived > base, timeout=min(POLL, left)):
+                    break
+        elif wait_for_gate(process, gate, lambda g: g.arrived - base >= target, what=f"upload {target}", err=err):
+            time.sleep(delay)
+        alive = process.poll() is None
+        if alive:
+            process.send_signal(signal.SIGKILL)
+    finally:
         if process.poll() is None:
-            time.sleep(rng.uniform(0.0, 0.05))
-    alive = process.poll() is None
-    if alive:
-        process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    return KillRound(alive and process.returncode == -signal.SIGKILL, early, before, hub_uploads(hub),
+            process.kill()
+        process.wait(timeout=SETTLE_TIMEOUT)
+        # The killed worker's uploads held at the gate never reach the Hub; one already inside may still
+        # be finishing, and must be counted before the next round looks at what is stored.
+        gate.drop_held()
+        settled = gate.wait_for(lambda g: g.inside == 0, timeout=SETTLE_TIMEOUT)
+        gate.open()
+    assert settled, f"the Hub still handles a killed worker's upload after {SETTLE_TIMEOUT} s"
+    return KillRound(alive and process.returncode == -signal.SIGKILL, early, target, gate.arrived - base,
                      worker.result(process, out, err))
 
 
