@@ -29,8 +29,11 @@ pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900 if FULL else 300)
 
 #: How long each fault lasts once switched on; longer than one request's retries (about 2 s).
 FAULT_SECONDS = 3.0
-#: The Hub's read timeout in these tests, seconds; the "slow" fault answers later than this.
-READ_TIMEOUT = 1.0
+#: The Hub's read timeout in these tests, seconds; the "slow" fault answers later than this. Every upload
+#: has it, so it is far above what a loaded machine takes to answer one: a retry must mean a fault.
+READ_TIMEOUT = 3.0
+#: Longest the Hub may take to log an answer held by a slow fault, seconds (it takes 2 x READ_TIMEOUT).
+SETTLE_TIMEOUT = 60.0
 
 
 @pytest.fixture
@@ -47,7 +50,7 @@ def settle(hub: RunningHub) -> None:
     """Ends the faults and waits until every upload the Hub counted is in its request log: a request
     held by a slow answer is logged only when it is answered, possibly after its client gave up."""
     hub.sim.clear_faults()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + SETTLE_TIMEOUT
     while time.monotonic() < deadline:
         logged = sum(1 for entry in list(hub.sim.requests) if entry["endpoint"] == "upload")
         if logged >= sum(list(hub.sim.uploads_per_key.values())):
