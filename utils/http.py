@@ -399,15 +399,13 @@ def read_capped(response: requests.Response, limit: int) -> bool:
     the connection is closed). A body already read is only measured."""
     if getattr(response, "_content_consumed", False) or getattr(response, "_content", False) is not False:
         return len(response.content or b"") <= limit  # read before (requests' own markers)
-    declared = response.headers.get("Content-Length", "")
     data = bytearray()
-    complete = not (declared.isdigit() and int(declared) > limit and "Content-Encoding" not in response.headers)
-    if complete:
-        for block in response.iter_content(_READ_BLOCK):
-            data += block
-            if len(data) > limit:
-                complete = False
-                break
+    complete = True
+    for block in response.iter_content(_READ_BLOCK):
+        data += block
+        if len(data) > limit:
+            complete = False
+            break
     if not complete:
         response.close()  # not consumed: closes the connection instead of reusing it mid-body
     response._content = bytes(data[:limit])
