@@ -98,3 +98,47 @@ def test_a_beat_started_while_redis_is_down_waits_for_it_and_shuts_down_without_
     with caplog.at_level("INFO"):
         scheduler.close()  # RedBeat raised ConnectionError asking Redis whether it still held the lock
     assert "beat_lock_not_released" in caplog.text
+
+
+def test_an_entry_whose_run_could_not_be_recorded_stays_due_and_is_sent_when_redis_returns(private_redis, caplog):
+    app = beat_app(private_redis.url(5), private_redis.url(7))
+    broker = redis.Redis.from_url(private_redis.url(5))
+
+    class RedisStopsWhileSending(ResilientRedBeatScheduler):
+        stop_redis = True
+
+        def reserve(self, entry):  # Redis goes away between reading the schedule and recording the run
+            if self.stop_redis:
+                self.stop_redis = False
+                private_redis.stop()
+            return super().reserve(entry)
+
+    scheduler = RedisStopsWhileSending(app=app, max_interval=1)
+    scheduler.tick()  # takes the lock
+    make_due(app)
+    with caplog.at_level("INFO"):
+        assert scheduler.tick() == 1.0  # an outage, not a crash and not a "Message Error" traceback
+    assert "beat_redis_unreachable" in caplog.text and "Message Error" not in caplog.text
+    private_redis.start()
+    scheduler.tick()
+    assert [m for m in broker.lrange("celery", 0, -1) if PROBE_TASK.encode() in m], "the due entry was lost"
+    scheduler.close()
+    broker.close()
+
+
+def test_a_closed_scheduler_never_ticks_again_nor_takes_the_lock_back(urls):
+    broker_url, beat_url = urls
+    app = beat_app(broker_url, beat_url)
+    beat_redis = redis.Redis.from_url(beat_url)
+    scheduler = ResilientRedBeatScheduler(app=app, max_interval=1)
+    scheduler.tick()
+    assert beat_redis.exists(LOCK)
+    scheduler.close()  # what celery beat's SIGTERM handler does before it raises SystemExit
+    make_due(app)
+    # That SystemExit is lost when the signal lands inside a __del__; the next tick must end the beat.
+    with pytest.raises(SystemExit):
+        scheduler.tick()
+    broker = redis.Redis.from_url(broker_url)
+    assert not beat_redis.exists(LOCK) and broker.llen("celery") == 0
+    beat_redis.close()
+    broker.close()

@@ -26,9 +26,10 @@ import time
 from typing import Any
 
 import redis
-from celery.beat import Scheduler
+from celery.beat import Scheduler, SchedulingError
 from celery.signals import beat_init
 from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, RedBeatScheduler, acquire_distributed_beat_lock, get_redis
+from redbeat.schedulers import logger as redbeat_logger
 from redis.exceptions import LockError
 
 from utils.logging import get_logger
@@ -64,6 +65,8 @@ class ResilientRedBeatScheduler(RedBeatScheduler):
     _down_since: float | None = None
     _down_logged_at = 0.0
     _lock: Any = None
+    #: close() ran: the beat is shutting down and must not tick (or take the lock) again.
+    _closed = False
 
     @property
     def lock(self) -> Any:
@@ -92,6 +95,11 @@ class ResilientRedBeatScheduler(RedBeatScheduler):
 
     def tick(self, min: Any = min, **kwargs: Any) -> float:
         """Sends what is due; returns the seconds until the next tick (never raises for Redis)."""
+        if self._closed:
+            # Celery's SIGTERM handler closes the scheduler, then raises SystemExit from wherever the
+            # signal landed; inside a __del__ (an AsyncResult's, say) that exception is swallowed and
+            # the loop ticks on. Raise it again here, or a stopped beat would take its lock back.
+            raise SystemExit()
         try:
             if not self._take_lock():
                 return float(self.max_interval)
@@ -109,6 +117,29 @@ class ResilientRedBeatScheduler(RedBeatScheduler):
             return self.outage_retry_interval
         self._recovered()
         return interval
+
+    def maybe_due(self, entry: Any, **kwargs: Any) -> Any:
+        """Sends ``entry`` if it is due; the time until it is due next.
+
+        Unlike RedBeat's, a Redis that does not answer while the run is recorded (before anything
+        is sent) ends the tick as an outage: the entry stays due and is sent when Redis answers. A
+        send that fails after that (the broker is down) is one error line: RedBeat has already
+        counted that run, so this run of the entry is skipped and the next one goes as scheduled.
+        """
+        is_due, next_time_to_run = entry.is_due()
+        if not is_due:
+            return next_time_to_run
+        redbeat_logger.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
+        try:
+            self.apply_async(entry, **kwargs)
+        except REDIS_DOWN:
+            raise
+        except SchedulingError as exc:
+            log.error("beat_send_failed", entry=entry.name, task=entry.task, error=str(exc),
+                      detail="this run is skipped; the next one is sent as scheduled")
+        except Exception as exc:  # noqa: BLE001 - as RedBeat: one bad entry must not stop the others
+            redbeat_logger.exception("Scheduler: Message Error: %s", exc)
+        return next_time_to_run
 
     def _take_lock(self) -> bool:
         """True when this beat holds the lock (taking it if it is free), False while another does."""
@@ -166,7 +197,9 @@ class ResilientRedBeatScheduler(RedBeatScheduler):
 
     def close(self) -> None:
         """Releases the lock if this beat still holds it; a Redis that does not answer leaves the
-        lock to expire (a standby takes over after ``redbeat_lock_timeout``)."""
+        lock to expire (a standby takes over after ``redbeat_lock_timeout``). The scheduler does not
+        tick again after this."""
+        self._closed = True
         try:
             super().close()
         except SHUTDOWN_ERRORS as exc:

@@ -106,7 +106,8 @@ def add_probe_entry(server: PrivateRedis) -> None:
     app = Celery("outage-probe")
     app.conf.redbeat_redis_url = server.url(7)
     try:
-        RedBeatSchedulerEntry("outage-probe", PROBE_TASK, schedule(timedelta(seconds=1)), app=app).save()
+        RedBeatSchedulerEntry("outage-probe", PROBE_TASK, schedule(timedelta(seconds=1)), app=app,
+                              options={"ignore_result": True, "expires": 60}).save()  # as the service's entries
     finally:
         app.redbeat_redis.close()  # type: ignore[attr-defined]
 
