@@ -32,7 +32,9 @@ current=$(cat "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$current" ]; then
   start=$(date +%s)
   echo "bootstrap: installing Python packages from $lock into .venv"
-  .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r "$lock"
+  # --no-compile: bytecode is written when a module is first imported, for the modules used, instead of
+  # compiling every installed file up front (most of the install time otherwise).
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-compile --require-hashes -r "$lock"
   # The project itself, editable; built with the locked setuptools (no unpinned build download).
   # Its build warnings are shown only when it fails.
   if ! out=$(.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1)
