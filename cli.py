@@ -275,8 +275,6 @@ def _check_settings(settings: Settings) -> str:
 
 
 def _check_redis(url: str) -> str:
-    import redis
-
     client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
     try:
         client.ping()
@@ -447,13 +445,13 @@ def _probe_worker(settings: Settings) -> tuple[bool, str]:
 
 
 def _probe_beat(settings: Settings) -> tuple[bool, str]:
-    import redis
-
     client = redis.Redis.from_url(settings.redbeat_redis_url, socket_connect_timeout=3, socket_timeout=5)
     try:
         held = bool(client.exists("redbeat::lock"))
+    except REDIS_DOWN as exc:
+        return False, redis_problem(settings.redbeat_redis_url, redis_variable(settings, "redbeat"), exc)
     except redis.RedisError as exc:
-        return False, f"redbeat Redis unreachable: {type(exc).__name__}"
+        return False, f"redbeat Redis: {type(exc).__name__}: {mask_text(str(exc))}"
     finally:
         client.close()
     return held, "a beat holds the RedBeat lock" if held else "no beat holds the RedBeat lock"

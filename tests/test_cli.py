@@ -304,3 +304,9 @@ def test_the_installed_command_answers_a_redis_outage_without_a_traceback(argv, 
     lines = result.stdout.splitlines()
     assert sum(f"Redis at redis://127.0.0.1:{silent_port}" in line for line in lines) == 1, result.stdout
     assert len(lines) == 1 or argv == ("check",)
+
+
+def test_probe_beat_names_the_redis_that_does_not_answer(run, silent_port):
+    code, output = run("probe", "beat", REDBEAT_REDIS_URL=f"redis://:{REDIS_PASSWORD}@127.0.0.1:{silent_port}/7")
+    assert code == 1 and output.strip() == (f"FAIL  beat  Redis at redis://127.0.0.1:{silent_port}/7 does not answer "
+                                            "(connection refused): start it or set REDBEAT_REDIS_URL")
