@@ -102,7 +102,7 @@ def redis_problem(url: str, variable: str, exc: BaseException) -> str:
     what to do (``variable`` is the setting to change)."""
     where = f"Redis at {safe_url(url)}"
     if isinstance(exc, redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError):
-        return f"{where} refused the login ({mask_text(str(exc))}): set the right password in {variable}"
+        return f"{where} refused the login ({mask_text(str(exc)).rstrip('.')}): set the right password in {variable}"
     if isinstance(exc, redis.exceptions.BusyLoadingError):
         return f"{where} is still loading its data: try again in a moment"
     return f"{where} does not answer ({_why_unanswered(exc)}): start it or set {variable}"

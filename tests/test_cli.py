@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 import cli
 from base.state import DeadLetter, StateStore
@@ -19,6 +20,7 @@ from connectors import registry
 from sandbox.maximo import DEFAULT_API_KEYS, MaximoSimulator
 from sandbox.servers import ServerThread, free_port
 from tests.helpers import fake_files
+from tests.reliability.redis_server import PrivateRedis
 from tests.scheduler_fakes import FAKE_SOURCES
 
 
@@ -310,3 +312,15 @@ def test_probe_beat_names_the_redis_that_does_not_answer(run, silent_port):
     code, output = run("probe", "beat", REDBEAT_REDIS_URL=f"redis://:{REDIS_PASSWORD}@127.0.0.1:{silent_port}/7")
     assert code == 1 and output.strip() == (f"FAIL  beat  Redis at redis://127.0.0.1:{silent_port}/7 does not answer "
                                             "(connection refused): start it or set REDBEAT_REDIS_URL")
+
+
+def test_a_redis_that_refuses_the_password_says_so(run, tmp_path):
+    with PrivateRedis(tmp_path / "redis") as server:
+        admin = redis.Redis(port=server.port)
+        admin.config_set("requirepass", "the-right-one")
+        admin.close()
+        url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{server.port}/0"
+        code, output = run("status", REDIS_URL=url, **ROLES_FROM_REDIS_URL)
+    assert code == 1 and output.strip() == (
+        f"Redis at redis://127.0.0.1:{server.port}/3 refused the login (invalid username-password pair or user is "
+        "disabled): set the right password in REDIS_URL")
