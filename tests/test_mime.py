@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -647,3 +648,198 @@ def test_generated_structures_give_every_attachment_with_its_section_name_and_by
     assert [(a.part_path, a.filename, a.payload, a.origin) for a in parsed.attachments] == expected
     leaf_roles = {p.part_path: p.role for p in parsed.parts if p.role != "container"}
     assert {path for path, *_ in expected} == {p for p, role in leaf_roles.items() if role == "attachment"}
+
+
+# -- bulk hostile input: every file is a part, and the work is linear ------------------------------
+#
+# "Work" is counted, never timed: bytes copied out of a body (CountingBytes), bytes handed to
+# tnefparse's TNEF objects, MAPI values decoded.
+
+class CountingBytes(bytes):
+    """bytes that add the length of every slice and concatenation made from them to ``work[0]``;
+    what they produce counts too, so a chain of copies is counted in full."""
+
+    work = [0]
+
+    def __getitem__(self, key):  # type: ignore[no-untyped-def,override]
+        result = super().__getitem__(key)
+        if isinstance(key, slice):
+            CountingBytes.work[0] += len(result)
+            return CountingBytes(result)
+        return result
+
+    def __add__(self, other: bytes) -> CountingBytes:  # type: ignore[override]
+        result = super().__add__(other)
+        CountingBytes.work[0] += len(result)
+        return CountingBytes(result)
+
+
+def uu_flood(blocks: int) -> bytes:
+    """A plain-text message: a greeting, then ``blocks`` tiny uuencoded files (empty ones)."""
+    body = b"Hello from the depot\n" + b"".join(b"begin 644 f%d.txt\n`\nend\n" % i for i in range(blocks))
+    return b"From: a@kmrl.co.in\nSubject: many files\nContent-Type: text/plain\n\n" + body
+
+
+def test_uuencoded_blocks_count_against_max_parts() -> None:
+    from utils.mime import MAX_PARTS
+
+    parsed = parse_message(uu_flood(50_000))
+    # The body part is the first part; each file is one more, up to MAX_PARTS.
+    assert len(parsed.attachments) == MAX_PARTS - 1
+    assert parsed.attachments[0].part_path == "1.uu1" and parsed.attachments[-1].part_path == f"1.uu{MAX_PARTS - 1}"
+    skipped = [p.part_path for p in parsed.parts if p.role == "skipped"]
+    assert skipped == [f"1.uu{MAX_PARTS}"]
+    assert parsed.defects == ["too_many_parts"]
+    assert parsed.summary.body_text == "Hello from the depot"
+
+
+def test_uuencoded_blocks_are_cut_out_of_the_body_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    import utils.mime
+
+    real = utils.mime._decode_body
+
+    def counted(data: bytes, cte: bytes) -> tuple[bytes, str]:
+        decoded, defect = real(data, cte)
+        return CountingBytes(decoded), defect
+
+    monkeypatch.setattr(utils.mime, "_decode_body", counted)
+    raw = uu_flood(5_000)
+    CountingBytes.work[0] = 0
+    parsed = parse_message(raw)
+    assert len(parsed.attachments) == 5_000
+    # Cutting each block out of the whole text copied it once per block (~600 MB here).
+    assert CountingBytes.work[0] <= 2 * len(raw)
+
+
+TNEF_SIGNATURE = b"\x78\x9f\x3e\x22\x00\x00"
+
+
+def tnef_object(level: int, name: int, kind: int, data: bytes) -> bytes:
+    import struct
+
+    return struct.pack("<BHHI", level, name, kind, len(data)) + data + struct.pack("<H", sum(data) & 0xFFFF)
+
+
+def winmail(files: int, extra: bytes = b"") -> bytes:
+    """A TNEF stream with ``files`` small attachments (f0.txt, f1.txt, ...), then ``extra``."""
+    out = [TNEF_SIGNATURE, tnef_object(1, 0x9006, 0x0008, b"\x00\x00\x01\x00"),  # attTnefVersion
+           tnef_object(1, 0x9007, 0x0006, b"\xe4\x04\x00\x00\x00\x00\x00\x00")]  # attOemCodepage 1252
+    for i in range(files):
+        out.append(tnef_object(2, 0x9002, 0x0006, b"\x01\x00\x00\x00"))  # attAttachRendData: a new file
+        out.append(tnef_object(2, 0x8010, 0x0001, b"f%d.txt\x00" % i))  # attAttachTitle
+        out.append(tnef_object(2, 0x800F, 0x0006, b"data %d" % i))  # attAttachData
+    return b"".join(out) + extra + tnef_object(1, 0x8008, 0x0001, b"IPM.Note\x00")
+
+
+def winmail_message(stream: bytes) -> bytes:
+    part = (b"Content-Type: application/ms-tnef; name=\"winmail.dat\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(stream))
+    return mixed(TEXT_PART, part)
+
+
+def test_winmail_dat_is_read_and_its_files_count_against_max_parts() -> None:
+    from utils.mime import MAX_PARTS
+
+    small = parse_message(winmail_message(winmail(3)))
+    assert [(a.part_path, a.filename, a.payload, a.origin) for a in small.attachments] == [
+        ("2.tnef1", "f0.txt", b"data 0", ("tnef",)), ("2.tnef2", "f1.txt", b"data 1", ("tnef",)),
+        ("2.tnef3", "f2.txt", b"data 2", ("tnef",))]
+    flood = parse_message(winmail_message(winmail(MAX_PARTS + 500)))
+    assert len(flood.attachments) <= MAX_PARTS
+    assert flood.attachments[0].filename == "f0.txt" and "too_many_parts" in flood.defects
+
+
+def test_winmail_dat_is_read_in_linear_work() -> None:
+    """Each TNEF object gets its own bytes, not a copy of the rest of the stream."""
+    import sys
+
+    import tnefparse.tnef
+
+    code = tnefparse.tnef.TNEFObject.__init__.__code__
+    handed = [0]
+
+    def profile(frame, event, _arg):  # type: ignore[no-untyped-def]
+        # Our reader may use its own copy of tnefparse's module: same file, same line.
+        if (event == "call" and frame.f_code.co_filename == code.co_filename
+                and frame.f_code.co_firstlineno == code.co_firstlineno):
+            handed[0] += len(frame.f_locals["data"])
+
+    stream = winmail(3_000)
+    sys.setprofile(profile)
+    try:
+        parsed = parse_message(winmail_message(stream))
+    finally:
+        sys.setprofile(None)
+    assert len(parsed.attachments) == 3_000
+    assert 0 < handed[0] <= len(stream)
+
+
+@pytest.mark.parametrize("properties", [
+    b"\x20\xa1\x07\x00",  # 500,000 properties announced, none there
+    b"\x01\x00\x00\x00" b"\x02\x10\x01\x00" b"\x20\xa1\x07\x00",  # one multi-value short with 500,000 values
+], ids=["property-count", "multi-value-count"])
+def test_tnef_counts_larger_than_the_stream_keep_winmail_dat_as_it_is(
+        properties: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tnefparse.mapi
+
+    work = [0]
+
+    class CountedAttribute(tnefparse.mapi.TNEFMAPI_Attribute):  # type: ignore[misc]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            work[0] += 1
+            super().__init__(*args, **kwargs)
+
+    class CountedLogger:
+        def __getattr__(self, _name: str):  # type: ignore[no-untyped-def]
+            def log(*_args: object, **_kwargs: object) -> None:
+                work[0] += 1
+            return log
+
+    monkeypatch.setattr(tnefparse.mapi, "TNEFMAPI_Attribute", CountedAttribute)
+    monkeypatch.setattr(tnefparse.mapi, "logger", CountedLogger())
+    stream = winmail(1, extra=tnef_object(1, 0x9003, 0x0006, properties))  # attMsgProps
+    (att,) = parse_message(winmail_message(stream)).attachments
+    assert work[0] <= len(stream)
+    assert (att.filename, att.payload, att.defects) == ("winmail.dat", stream, ("tnef_unreadable",))
+
+
+def test_html_parts_share_one_markup_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forty 100 KB HTML parts: the body text reads a bounded amount of markup in all (each part
+    used to get the whole budget, so the work grew with the number of parts)."""
+    import utils.mime
+
+    markup_limit = 4 * BODY_TEXT_LIMIT  # characters, all HTML parts together (utils.mime.HTML_MARKUP_LIMIT)
+    decoded = [0]
+    real = utils.mime.decode_declared
+
+    def counted(data: bytes, charset: str | None) -> str:
+        decoded[0] += len(data)
+        return real(data, charset)
+
+    monkeypatch.setattr(utils.mime, "decode_declared", counted)
+    parts = [b"Content-Type: text/html\r\n\r\n<p>" + f"part{n} ".encode() + b"<b>word</b> " * 8_500 + b"</p>"
+             for n in range(40)]
+    parsed = parse_message(mixed(*parts))
+    assert decoded[0] <= 4 * markup_limit + 4  # bytes: at most 4 per character
+    assert parsed.summary.body_text.startswith("part0 word word")
+
+
+_OLD_HTML_DROP = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_OLD_HTML_TAG = re.compile(r"<[^>]*>")
+HTML_TOKENS = ["<script>", "</script>", "<SCRIPT type=x>", "</script >", "<style>", "</Style>", "<head>",
+               "</head>", "<header>", "<scripts>", "</scriptx>", "<", ">", "<p>", "</p", "a", " b ", "&amp;",
+               "İ", "\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(HTML_TOKENS), max_size=16))
+def test_html_text_reads_as_the_plain_regexes_did(tokens: list[str]) -> None:
+    """The one-pass HTML reader gives what the two regexes it replaced gave (they were quadratic
+    on openers without a closing tag)."""
+    import html as html_module
+
+    from utils.mime import _html_text
+
+    markup = "".join(tokens)
+    plain = _OLD_HTML_TAG.sub(" ", _OLD_HTML_DROP.sub(" ", markup))
+    assert _html_text(markup) == " ".join(html_module.unescape(plain).split())

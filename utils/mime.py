@@ -41,14 +41,18 @@ from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 
 from utils.mime_headers import Params, decode_declared, decode_encoded_words, decode_raw_header, split_header_value
-from utils.mime_legacy import decode_uuencode_body, find_uuencoded, unpack_tnef
+from utils.mime_legacy import decode_uuencode_body, iter_uuencoded, unpack_tnef
 
 #: Deepest nesting of multiparts / forwarded messages we descend into; deeper parts are reported
 #: as a defect (hostile input can nest thousands of levels).
 MAX_DEPTH = 40
 #: Body text kept for language and department detection.
 BODY_TEXT_LIMIT = 20_000  # characters
-#: Parts counted per message before the rest is reported as a defect (hostile input).
+#: HTML read for body text when a message has no plain text (all HTML parts together).
+HTML_MARKUP_LIMIT = 4 * BODY_TEXT_LIMIT  # characters
+#: Parts counted per message before the rest is reported as a defect (hostile input). Files
+#: unpacked from a part (uuencoded blocks in a text body, the files of a winmail.dat) are parts
+#: too, so no message yields more than MAX_PARTS attachments.
 MAX_PARTS = 10_000
 
 #: Parts that carry a signature of the message, not a document.
@@ -371,12 +375,34 @@ def _split_multipart(buf: bytes, start: int, end: int, boundary: bytes) -> tuple
 
 # HTML to text (for body text only)
 
-_HTML_DROP = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_HTML_HIDDEN_OPEN = re.compile(r"<(script|style|head)\b", re.IGNORECASE)
+_HTML_HIDDEN_CLOSE = {name: re.compile(rf"</{name}\s*>", re.IGNORECASE) for name in ("script", "style", "head")}
 _HTML_TAG = re.compile(r"<[^>]*>")
 
 
 def _html_text(markup: str) -> str:
-    text = _HTML_TAG.sub(" ", _HTML_DROP.sub(" ", markup))
+    """The text of HTML ``markup``: script, style and head elements dropped (one left open stays),
+    tags removed, entities decoded, whitespace collapsed. Linear in ``len(markup)``: a regex that
+    looks for a closing tag (or ``>``) after every opener that has none scans to the end once per
+    opener (8 s for 64 KB of ``<script>``)."""
+    kept: list[str] = []
+    pos = search_from = 0
+    closes: dict[str, re.Match[str] | None] = {}  # per element: its next closing tag (None: none left)
+    while (opener := _HTML_HIDDEN_OPEN.search(markup, search_from)) is not None:
+        name = opener.group(1).lower()
+        close = closes.get(name, opener)
+        if close is opener or (close is not None and close.start() < opener.end()):
+            close = closes[name] = _HTML_HIDDEN_CLOSE[name].search(markup, opener.end())
+        if close is None:
+            search_from = opener.end()
+            continue
+        kept += (markup[pos : opener.start()], " ")
+        pos = search_from = close.end()
+    kept.append(markup[pos:])
+    text = "".join(kept)
+    # A "<" after the last ">" starts no tag; leaving that tail out of the regex keeps it linear.
+    last = text.rfind(">")
+    text = _HTML_TAG.sub(" ", text[: last + 1]) + text[last + 1 :]
     return " ".join(html.unescape(text).split())
 
 
@@ -439,6 +465,7 @@ class _Walker:
         self.defects: list[str] = []
         self.plain: list[str] = []
         self.html: list[str] = []
+        self.html_chars = 0
         self.text_chars = 0
         self.extra_text: list[str] = []
         self.top_headers: Headers = {}
@@ -469,10 +496,7 @@ class _Walker:
         ctype = _ContentType(_header(headers, b"content-type"), default)
         mime = ctype.mime_type
         if len(self.parts) >= MAX_PARTS or depth > MAX_DEPTH:
-            self.parts.append(PartInfo(leaf_path, mime, "skipped"))
-            defect = "too_deep" if depth > MAX_DEPTH else "too_many_parts"
-            if defect not in self.defects:
-                self.defects.append(defect)
+            self.skipped(leaf_path, mime, "too_deep" if depth > MAX_DEPTH else "too_many_parts")
             return
         if mime.startswith("multipart/"):
             boundary = ctype.params.plain_bytes("boundary")
@@ -605,32 +629,66 @@ class _Walker:
                   path: str, origin: tuple[str, ...]) -> None:
         data, _defect = _decode_body(buf[start:end], cte)
         if mime == "text/plain" and b"begin " in data:
-            files = find_uuencoded(data)
-            for number, uu in enumerate(files, 1):
-                name = decode_raw_header(uu.name, charset)
-                guessed = guess_mime_type(name)
-                self.parts.append(PartInfo(f"{path}.uu{number}", guessed, "attachment"))
-                self.attachments.append(Attachment(
-                    filename=name, mime_type=guessed,
-                    part_path=f"{path}.uu{number}", payload=uu.data, disposition="",
-                    origin=(*origin, "uuencode"),
-                ))
-            for uu in reversed(files):
-                data = data[: uu.start] + data[uu.end :]
+            data = self.uuencoded(data, charset, path, origin)
         if self.text_chars >= BODY_TEXT_LIMIT or mime not in ("text/plain", "text/html"):
+            return
+        if mime == "text/html":
+            # Markup is mostly tags: it gets four times the text budget, shared by every HTML part
+            # (per part, a message of many HTML parts could make the summary read all of them).
+            room = HTML_MARKUP_LIMIT - self.html_chars
+            if room > 0:
+                markup = decode_declared(data[: room * 4 + 4], charset)[:room]
+                self.html.append(markup)
+                self.html_chars += len(markup)
             return
         # Decode only what the text budget can use (4 bytes per character at most).
         text = decode_declared(data[: (BODY_TEXT_LIMIT - self.text_chars) * 4 + 4], charset)
-        if mime == "text/html":
-            self.html.append(text)
-            return
         text = text.strip()
         if text:
             self.plain.append(text)
             self.text_chars += len(text)
 
+    def uuencoded(self, data: bytes, charset: str, path: str, origin: tuple[str, ...]) -> bytes:
+        """Takes the uuencoded files out of body text ``data`` (parts ``<path>.uu1``, ...) and
+        returns the text without them.
+
+        One pass over ``data``: the text is joined once from the pieces between the blocks
+        (cutting each block out of the whole text in turn copied the text once per block). Each
+        file is a part; at MAX_PARTS the first file beyond is listed as skipped and the rest of
+        the text is not read.
+        """
+        kept: list[bytes] = []
+        pos = 0
+        budget = MAX_PARTS - len(self.parts)
+        for number, uu in enumerate(iter_uuencoded(data), 1):
+            name = decode_raw_header(uu.name, charset)
+            guessed = guess_mime_type(name)
+            if number > budget:
+                self.skipped(f"{path}.uu{number}", guessed, "too_many_parts")
+                kept.append(data[pos : uu.start])
+                return b"".join(kept)
+            self.parts.append(PartInfo(f"{path}.uu{number}", guessed, "attachment"))
+            self.attachments.append(Attachment(
+                filename=name, mime_type=guessed,
+                part_path=f"{path}.uu{number}", payload=uu.data, disposition="",
+                origin=(*origin, "uuencode"),
+            ))
+            kept.append(data[pos : uu.start])
+            pos = uu.end
+        if not kept:
+            return data
+        kept.append(data[pos:])
+        return b"".join(kept)
+
+    def skipped(self, path: str, mime: str, defect: str) -> None:
+        """A part not walked (too deep, or beyond MAX_PARTS); the defect is recorded once."""
+        self.parts.append(PartInfo(path, mime, "skipped"))
+        if defect not in self.defects:
+            self.defects.append(defect)
+
     def tnef(self, payload: bytes, path: str, origin: tuple[str, ...]) -> bool:
-        content = unpack_tnef(payload)
+        # The container's own entry follows its files: leave room for it.
+        content = unpack_tnef(payload, max_files=max(0, MAX_PARTS - len(self.parts) - 1))
         if content is None:
             return False
         for tnef_file in content.files:
@@ -642,6 +700,8 @@ class _Walker:
                 part_path=f"{path}{sub}", payload=tnef_file.data, disposition="attachment",
                 origin=(*origin, "tnef"),
             ))
+        if content.truncated:
+            self.skipped(f"{path}.tnef{len(content.files) + 1}", "application/octet-stream", "too_many_parts")
         if content.body_text:
             self.extra_text.append(content.body_text)
         return True
