@@ -11,10 +11,14 @@ Facts: ../shared/reference/imap-testing.md. A scope is one folder of one account
 2. ``UID SEARCH UID <last+1>:*``, then ``UID FETCH (RFC822.SIZE)`` to cut the new UIDs into batches
    of at most ``batch_size`` messages and ``batch_bytes`` bytes (memory stays bounded whatever the
    message sizes), then ``UID FETCH (BODY.PEEK[])`` per batch;
-3. each message is parsed once (utils/mime.py); each attachment becomes an ``Item`` whose bytes
-   are already in memory. The last item of a message carries ``cursor_after`` =
-   ``{"uidvalidity": V, "last_uid": UID}``; a ``Checkpoint`` closes every batch, so messages
-   without attachments advance the cursor too.
+3. each message is parsed once (utils/mime.py, at most MAX_PARTS attachments per message);
+   each attachment becomes an ``Item`` whose bytes are already in memory. Every item carries the
+   cursor that is safe after it: the last item of a message ``{"uidvalidity": V, "last_uid":
+   UID}``, any earlier one ``{"uidvalidity": V, "last_uid": UID - 1, "uid": UID, "parts_done":
+   n}`` (the first n attachments of message UID are done). A run cut short inside a message with
+   many attachments (all skipped, say) resumes after the last one done instead of restarting the
+   message, so no message can hold a folder back. A ``Checkpoint`` closes every batch, so
+   messages without attachments advance the cursor too.
 
 ``source_id`` = ``<user>@<host>/<folder>/<UIDVALIDITY>/<UID>/<part path>``: host, folder,
 UIDVALIDITY, UID and part path, plus the login, because two mailboxes on one server can have the
@@ -33,6 +37,7 @@ import mimetypes
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -59,6 +64,16 @@ DEFAULT_TIMEOUT = 30.0
 
 def _extension(filename: str) -> str:
     return os.path.splitext(filename)[1].lstrip(".").lower()
+
+
+@dataclass(frozen=True)
+class _MessageFacts:
+    """What every item of one message shares: built once per message (a message may carry up to
+    MAX_PARTS attachments; rebuilding this per item made a large message quadratic)."""
+
+    text: str
+    hints: dict[str, str]
+    metadata: dict[str, Any]
 
 
 class EmailConnector(BaseConnector):
@@ -271,8 +286,11 @@ class EmailConnector(BaseConnector):
         uidvalidity = int(selected.get(b"UIDVALIDITY") or 0)
         uidnext = int(selected.get(b"UIDNEXT") or 0)
         last_uid = 0
+        resume_uid, parts_done = 0, 0
         if isinstance(cursor, dict) and cursor.get("uidvalidity") == uidvalidity:
             last_uid = int(cursor.get("last_uid") or 0)
+            if cursor.get("uid"):  # the last run stopped inside a message
+                resume_uid, parts_done = int(cursor["uid"]), int(cursor.get("parts_done") or 0)
         elif cursor:
             log.warning("imap_uidvalidity_changed", account=account.label, folder=folder,
                         old=(cursor or {}).get("uidvalidity") if isinstance(cursor, dict) else None,
@@ -299,7 +317,11 @@ class EmailConnector(BaseConnector):
         try:
             for batch, messages in prefetch:
                 for message in messages:
-                    yield from self._changes(account, folder, uidvalidity, message)
+                    done = parts_done if message.uid == resume_uid else 0
+                    if done:
+                        log.info("imap_message_resumed", account=account.label, folder=folder, uid=message.uid,
+                                 parts_done=done)
+                    yield from self._changes(account, folder, uidvalidity, message, done)
                 yield Checkpoint({"uidvalidity": uidvalidity, "last_uid": batch[-1]})
         finally:
             if not prefetch.close(timeout=self.timeout + 5):
@@ -357,10 +379,11 @@ class EmailConnector(BaseConnector):
             messages.append(FetchedMessage(uid, parsed))
         return messages
 
-    def _changes(self, account: EmailAccount, folder: str, uidvalidity: int,
-                 message: FetchedMessage) -> Iterator[Item | ItemFailure]:
-        """The items of one message; the last carries the cursor past it (a message without
-        attachments is covered by the batch's checkpoint)."""
+    def _changes(self, account: EmailAccount, folder: str, uidvalidity: int, message: FetchedMessage,
+                 parts_done: int = 0) -> Iterator[Item | ItemFailure]:
+        """The items of one message after its first ``parts_done`` attachments, each carrying the
+        cursor that is safe once it is done (module docstring). What all of a message's items
+        share (text, hints, headers) is built once per message, not once per item."""
         uid = message.uid
         cursor_after = {"uidvalidity": uidvalidity, "last_uid": uid}
         if message.parsed is None:
@@ -368,30 +391,37 @@ class EmailConnector(BaseConnector):
                               f"UID {uid}: {message.problem}", version=str(uid),
                               metadata={"folder": folder, "uid": uid}, cursor_after=cursor_after)
             return
-        attachments = message.parsed.attachments
-        for index, attachment in enumerate(attachments):
-            last = index == len(attachments) - 1
-            yield self._item(account, folder, uidvalidity, uid, message.parsed, attachment,
-                             cursor_after if last else None)
+        parsed = message.parsed
+        attachments = parsed.attachments
+        if parts_done >= len(attachments):
+            return  # all done before (the batch's checkpoint moves the cursor past it)
+        summary = parsed.summary
+        names = " ".join(a.filename for a in attachments if a.filename)
+        shared = _MessageFacts(
+            text=merged_text([summary.subject, summary.body_text, names]),
+            hints={k: v for k, v in {"mailbox": account.user, "sender": summary.from_address,
+                                     "sender_domain": summary.sender_domain, **dict(account.hints)}.items() if v},
+            metadata={"message_id": summary.message_id, "from": summary.from_, "to": summary.to, "cc": summary.cc,
+                      "date": summary.date, "subject": summary.subject, "folder": folder, "uid": uid,
+                      "uidvalidity": uidvalidity, "mailbox": account.user},
+        )
+        last = len(attachments) - 1
+        for index in range(parts_done, len(attachments)):
+            after = cursor_after if index == last else {
+                "uidvalidity": uidvalidity, "last_uid": uid - 1, "uid": uid, "parts_done": index + 1}
+            yield self._item(account, folder, uidvalidity, uid, parsed, attachments[index], shared, after)
 
     def _item(self, account: EmailAccount, folder: str, uidvalidity: int, uid: int, parsed: ParsedMessage,
-              attachment: Attachment, cursor_after: dict[str, int] | None) -> Item:
+              attachment: Attachment, shared: _MessageFacts, cursor_after: dict[str, int]) -> Item:
         summary = parsed.summary
         filename = attachment.filename or self._fallback_name(attachment)
-        hints = {"mailbox": account.user, "sender": summary.from_address, "sender_domain": summary.sender_domain,
-                 **dict(account.hints)}
-        metadata: dict[str, Any] = {
-            "message_id": summary.message_id, "from": summary.from_, "to": summary.to, "cc": summary.cc,
-            "date": summary.date, "subject": summary.subject, "folder": folder, "uid": uid,
-            "uidvalidity": uidvalidity, "part_path": attachment.part_path, "mailbox": account.user,
-        }
+        metadata: dict[str, Any] = {**shared.metadata, "part_path": attachment.part_path}
         if attachment.origin:
             metadata["origin"] = list(attachment.origin)
         if attachment.defects:
             metadata["defects"] = list(attachment.defects)
         if not attachment.filename:
             metadata["unnamed"] = True
-        names = [a.filename for a in parsed.attachments if a.filename]
         return Item(
             source_id=f"{self.scope_name(account, folder)}/{uidvalidity}/{uid}/{attachment.part_path}",
             version=str(uid),
@@ -400,12 +430,12 @@ class EmailConnector(BaseConnector):
             mime_type=attachment.mime_type,
             size=attachment.size,
             title=summary.subject or filename,
-            text=merged_text([summary.subject, summary.body_text, " ".join(names)]),
+            text=shared.text,
             author=summary.from_,
             created_at=summary.date_iso,
             source_url=self._imap_url(account, folder, uidvalidity, uid, attachment.part_path),
             metadata=metadata,
-            hints={k: v for k, v in hints.items() if v},
+            hints=dict(shared.hints),
             cursor_after=cursor_after,
         )
 

@@ -519,3 +519,102 @@ def test_every_corpus_message_goes_through_the_connector(
     assert checked == summary.totals["new"]
     assert connector.state.get_cursor("email", connector.scopes()[0])["last_uid"] == len(files)
     assert CORPUS.is_dir()
+
+
+# -- hostile mail: no message pins the folder ------------------------------------------------------
+
+def uuencoded_flood(blocks: int) -> bytes:
+    """One text/plain message whose body is ``blocks`` tiny uuencoded files (each an empty file)."""
+    head = (b"From: Flood <flood@example.net>\r\nTo: ops@kmrl.co.in\r\nSubject: many files\r\n"
+            b"Date: Mon, 1 Jan 2024 09:00:00 +0530\r\nMessage-ID: <flood@example.net>\r\n"
+            b"Content-Type: text/plain; charset=us-ascii\r\n\r\nHello\r\n")
+    return head + b"".join(b"begin 644 f%d.txt\r\n`\r\nend\r\n" % i for i in range(blocks))
+
+
+def test_uuencode_flood_is_bounded_and_the_invoice_after_it_is_ingested(
+        dovecot: DovecotServer, mailbox: str, make_connector: Callable[..., EmailConnector],
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """50,000 uuencoded files in one text part, then an invoice: one sync takes the invoice.
+
+    MAX_PARTS is lowered so the pipeline's per-item work (Redis round trips for each skipped
+    file) stays small; tests/test_mime.py shows the walker honours the real limit."""
+    import utils.mime
+
+    monkeypatch.setattr(utils.mime, "MAX_PARTS", 300)
+    invoice = b"%PDF-1.7 invoice 4711 for track maintenance"
+    dovecot.seed(mailbox, [uuencoded_flood(50_000), message("Invoice 4711", ("invoice-4711.pdf", invoice))])
+    connector = make_connector()
+    first = connector.sync_documents(creds(mailbox))
+    scope = first.scopes[0].scope
+    assert first.state == "ok"
+    # The flood's files count against MAX_PARTS like MIME parts (its body part is one of them).
+    assert first.totals["fetched"] == 299 + 1
+    assert (first.totals["new"], first.totals["skipped"]) == (1, 299)
+    uidvalidity = dovecot.uidvalidity(mailbox)
+    stored = outbox_documents(settings)
+    assert stored[f"{mailbox}@127.0.0.1/INBOX/{uidvalidity}/2/2"]["bytes"] == invoice
+    assert connector.state.get_cursor("email", scope) == {"uidvalidity": uidvalidity, "last_uid": 2}
+    again = connector.sync_documents(creds(mailbox))
+    assert again.state == "ok" and again.totals["fetched"] == 0
+
+
+def test_message_whose_only_attachment_is_skipped_moves_the_cursor(
+        dovecot: DovecotServer, mailbox: str, make_connector: Callable[..., EmailConnector]) -> None:
+    dovecot.seed(mailbox, [message("tool", ("setup.exe", b"MZ" + bytes(200)))])
+    connector = make_connector()
+    summary = connector.sync_documents(creds(mailbox))
+    assert (summary.state, summary.totals["fetched"], summary.totals["skipped"]) == ("ok", 1, 1)
+    assert connector.state.get_cursor("email", connector.scopes()[0])["last_uid"] == 1
+    assert connector.sync_documents(creds(mailbox)).totals["fetched"] == 0
+
+
+def test_runs_cut_short_inside_one_message_still_get_past_it(
+        dovecot: DovecotServer, mailbox: str, make_connector: Callable[..., EmailConnector],
+        settings: Settings) -> None:
+    """Each run ends after its first item (deadline already passed): a message with more items than
+    one run handles must still be passed, a few of its items per run, never restarted."""
+    programs = [(f"tool{i}.exe", b"MZ" + bytes([i]) * 50) for i in range(4)]
+    dovecot.seed(mailbox, [message("tools", *programs), message("Invoice 12", ("invoice-12.pdf", b"%PDF 12"))])
+    connector = make_connector()
+    runs = []
+    for _ in range(10):
+        summary = connector.sync_documents(creds(mailbox), deadline=time.monotonic())
+        runs.append(summary.totals["fetched"])
+        if summary.state == "ok" and summary.totals["fetched"] == 0:
+            break
+    assert sum(runs) == 5, runs  # four skipped programs and the invoice, each seen once
+    assert len(outbox_documents(settings)) == 1
+    cursor = connector.state.get_cursor("email", connector.scopes()[0])
+    assert cursor == {"uidvalidity": dovecot.uidvalidity(mailbox), "last_uid": 2}
+
+
+def test_every_item_of_a_message_carries_a_safe_cursor_and_shared_text_is_built_once(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """3,000 named files in one message: each item says how far the message is done, and the text
+    all of them share is built once (it was rebuilt per item from every name: quadratic)."""
+    import connectors.email_connector as module
+    from connectors.email_imap import FetchedMessage
+    from utils.mime import parse_message
+
+    merged = [0]
+    real = module.merged_text
+
+    def counted(parts: list[str | None], **kwargs: Any) -> str:
+        merged[0] += sum(len(p or "") for p in parts)
+        return real(parts, **kwargs)
+
+    monkeypatch.setattr(module, "merged_text", counted)
+    raw = (b"From: a@kmrl.co.in\nSubject: scans\nContent-Type: text/plain\n\nscans attached\n"
+           + b"".join(b"begin 644 scan-%04d.pdf\n#0V1&\n`\nend\n" % i for i in range(3_000)))
+    connector = EmailConnector("imap.kmrl.co.in", settings=settings)
+    account = connector._accounts[0]
+    items = list(connector._changes(account, "INBOX", 42, FetchedMessage(7, parse_message(raw))))
+    assert len(items) == 3_000
+    assert merged[0] <= 2 * len(raw)
+    assert [i.cursor_after for i in items[:2]] == [
+        {"uidvalidity": 42, "last_uid": 6, "uid": 7, "parts_done": 1},
+        {"uidvalidity": 42, "last_uid": 6, "uid": 7, "parts_done": 2}]
+    assert items[-1].cursor_after == {"uidvalidity": 42, "last_uid": 7}
+    assert all(i.text == items[0].text and "scan-0000.pdf" in i.text for i in items)
+    resumed = list(connector._changes(account, "INBOX", 42, FetchedMessage(7, parse_message(raw)), 2_998))
+    assert [i.filename for i in resumed] == ["scan-2998.pdf", "scan-2999.pdf"]
