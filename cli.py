@@ -33,6 +33,7 @@ import redis
 from base.base_connector import BaseConnector, ScopeSummary
 from base.health import load_report
 from base.state import DeadLetter
+from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings
 from connectors import registry
 from utils.errors import ConfigError, TransientError
@@ -274,8 +275,8 @@ def _check_settings(settings: Settings) -> str:
             f"{len(rules.exclude)} exclude / {len(rules.include)} include content rules")
 
 
-def _check_redis(url: str) -> str:
-    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+def _check_redis(url: str, ca_file: str = "") -> str:
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5, **redis_tls_kwargs(url, ca_file))
     try:
         client.ping()
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "?")
@@ -303,7 +304,7 @@ def _check_redis_roles(lines: CheckLines, settings: Settings) -> set[str]:
         if not url.startswith(("redis://", "rediss://", "unix://")):
             continue
         try:
-            detail = _check_redis(url)
+            detail = _check_redis(url, settings.redis_ca_file)
         except REDIS_DOWN as exc:
             down.setdefault(_server(url), []).append((role, url, exc))
         except Exception as exc:  # noqa: BLE001 - every failure of a check is that check's answer
@@ -445,7 +446,8 @@ def _probe_worker(settings: Settings) -> tuple[bool, str]:
 
 
 def _probe_beat(settings: Settings) -> tuple[bool, str]:
-    client = redis.Redis.from_url(settings.redbeat_redis_url, socket_connect_timeout=3, socket_timeout=5)
+    client = redis.Redis.from_url(settings.redbeat_redis_url, socket_connect_timeout=3, socket_timeout=5,
+                                  **redis_tls_kwargs(settings.redbeat_redis_url, settings.redis_ca_file))
     try:
         held = bool(client.exists("redbeat::lock"))
     except REDIS_DOWN as exc:

@@ -55,6 +55,7 @@ from config.celery_config import (
     every,
     retry_policy,
 )
+from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings
 from connectors import registry
 from utils.errors import ConfigError, SpoolFullError, ThrottledError, TransientError
@@ -360,7 +361,8 @@ def cleanup(self: Any) -> dict[str, int]:
     if retention.outbox_days and not settings.hub_api_url:
         removed["outbox"] = purge_outbox(settings.hub_outbox_dir, older_than=now - retention.outbox_days * DAY)
     if settings.result_backend.startswith(("redis://", "rediss://")):
-        client = redis.Redis.from_url(settings.result_backend, socket_connect_timeout=5, socket_timeout=30)
+        client = redis.Redis.from_url(settings.result_backend, socket_connect_timeout=5, socket_timeout=30,
+                                      **redis_tls_kwargs(settings.result_backend, settings.redis_ca_file))
         try:
             removed["results"] = purge_stale_results(client, older_than=now - float(app.conf.result_expires))
         finally:

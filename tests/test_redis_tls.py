@@ -159,3 +159,23 @@ def test_tls_options_require_a_verified_certificate() -> None:
 def test_the_readme_says_how_to_give_a_ca_file() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert "REDIS_CA_FILE" in readme and "rediss://" in readme
+
+
+# -- the operator's commands: check, probe beat ------------------------------------------------------------
+
+def test_check_and_probe_beat_verify_against_the_ca_file(tls_redis: TlsRedis,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import cli
+
+    good = settings_for(tls_redis, tls_redis.ca_file)
+    lines = cli.CheckLines()
+    assert cli._check_redis_roles(lines, good) == set()
+    printed = capsys.readouterr().out
+    assert "PASS" in printed and "FAIL" not in printed
+    assert cli._probe_beat(good) == (False, "no beat holds the RedBeat lock")
+
+    wrong = settings_for(tls_redis, tls_redis.other_ca_file)
+    assert cli._check_redis_roles(cli.CheckLines(), wrong)
+    assert "FAIL" in capsys.readouterr().out
+    held, detail = cli._probe_beat(wrong)
+    assert not held and ("does not answer" in detail or "TLS" in detail)
