@@ -843,3 +843,32 @@ def test_html_text_reads_as_the_plain_regexes_did(tokens: list[str]) -> None:
     markup = "".join(tokens)
     plain = _OLD_HTML_TAG.sub(" ", _OLD_HTML_DROP.sub(" ", markup))
     assert _html_text(markup) == " ".join(html_module.unescape(plain).split())
+
+
+class CountingFind(bytes):
+    """bytes whose ``find`` adds the bytes it looked at to ``scanned[0]`` (kept through ``replace``)."""
+
+    scanned = [0]
+
+    def replace(self, old: bytes, new: bytes, count: int = -1) -> CountingFind:  # type: ignore[override]
+        return CountingFind(super().replace(old, new, count))
+
+    def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:  # type: ignore[override]
+        stop = len(self) if end is None else end
+        found = super().find(sub, start, stop)
+        CountingFind.scanned[0] += (found + len(sub) if found >= 0 else stop) - start
+        return found
+
+
+@pytest.mark.parametrize("value", [
+    b"text/plain; " + b"a;" * 20_000,  # bare tokens, no "=" anywhere
+    b"application/pdf; name==?" + b"x?=" * 20_000,  # "?=" after "?=" and no ";"
+], ids=["bare-tokens", "encoded-word-ends"])
+def test_header_parameters_are_read_in_linear_work(value: bytes) -> None:
+    """Each search for the next "=" or ";" used to start over for every token: the rest of the
+    value was read once per token."""
+    from utils.mime_headers import split_header_value
+
+    CountingFind.scanned[0] = 0
+    split_header_value(CountingFind(value))
+    assert CountingFind.scanned[0] <= 5 * len(value)  # a few passes, never one per token

@@ -214,12 +214,16 @@ def split_header_value(value: bytes) -> tuple[bytes, list[tuple[bytes, bytes, bo
     params: list[tuple[bytes, bytes, bool]] = []
     pos = semi + 1
     n = len(value)
+    # The next "=" is looked up again only once pos has passed it: searching afresh for every
+    # bare token read the rest of the value once per token (quadratic on "a;a;a;...").
+    eq = -2
     while pos < n:
         while pos < n and value[pos] in b" \t;":
             pos += 1
         if pos >= n:
             break
-        eq = value.find(b"=", pos)
+        if eq != -1 and eq < pos:
+            eq = value.find(b"=", pos)
         semi = value.find(b";", pos)
         if eq < 0 or (0 <= semi < eq):
             # a bare token without "=": not a parameter we can use
@@ -256,10 +260,14 @@ def split_header_value(value: bytes) -> tuple[bytes, list[tuple[bytes, bytes, bo
         end = value.find(b";", pos)
         if value.startswith(b"=?", pos):
             word_end = value.find(b"?=", pos + 2)
-            # skip to the end of the last of possibly several adjacent encoded words
+            # skip to the end of the last of possibly several adjacent encoded words (the next ";"
+            # is looked up again only once passed, as for "=" above)
+            next_semi = -2
             while word_end >= 0:
                 nxt = value.find(b"?=", word_end + 2)
-                if nxt < 0 or (0 <= value.find(b";", word_end + 2) < nxt):
+                if next_semi != -1 and next_semi < word_end + 2:
+                    next_semi = value.find(b";", word_end + 2)
+                if nxt < 0 or (0 <= next_semi < nxt):
                     break
                 word_end = nxt
             if word_end >= 0:
