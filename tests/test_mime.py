@@ -774,6 +774,34 @@ def test_winmail_dat_is_read_in_linear_work() -> None:
     assert 0 < handed[0] <= len(stream)
 
 
+def nested_winmail(depth: int, level: int = 0) -> bytes:
+    """A TNEF stream with one file (levelN.txt) and, below ``depth``, an embedded Outlook message
+    (attach method 5: an attAttachment MAPI object property holding the next stream)."""
+    import struct
+
+    imessage = b"\x07\x03\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00\x46"
+    out = [TNEF_SIGNATURE, tnef_object(1, 0x9006, 0x0008, b"\x00\x00\x01\x00"),
+           tnef_object(1, 0x9007, 0x0006, b"\xe4\x04\x00\x00\x00\x00\x00\x00"),
+           tnef_object(2, 0x9002, 0x0006, b"\x01\x00\x00\x00"),
+           tnef_object(2, 0x8010, 0x0001, b"level%d.txt\x00" % level), tnef_object(2, 0x800F, 0x0006, b"data")]
+    if level < depth:
+        inner = imessage + nested_winmail(depth, level + 1)
+        props = (struct.pack("<IHHII", 1, 0x000D, 0x3701, 1, len(inner)) + inner  # PR_ATTACH_DATA_OBJ
+                 + b"\x00" * (-len(inner) % 4))
+        out += [tnef_object(2, 0x9002, 0x0006, b"\x05\x00\x00\x00"), tnef_object(2, 0x9005, 0x0006, props)]
+    return b"".join(out) + tnef_object(1, 0x8008, 0x0001, b"IPM.Note\x00")
+
+
+def test_outlook_messages_embedded_400_deep_give_the_files_of_the_first_levels() -> None:
+    """Embedded messages were parsed to any depth (each level a copy of the rest) until Python's
+    recursion limit lost the whole winmail.dat; now levels past MAX_TNEF_DEPTH are not parsed."""
+    from utils.mime_legacy import MAX_TNEF_DEPTH
+
+    parsed = parse_message(winmail_message(nested_winmail(400)))
+    assert [a.filename for a in parsed.attachments] == [f"level{n}.txt" for n in range(MAX_TNEF_DEPTH + 1)]
+    assert parsed.attachments[2].part_path == "2.tnef2.tnef2.tnef1"
+
+
 @pytest.mark.parametrize("properties", [
     b"\x20\xa1\x07\x00",  # 500,000 properties announced, none there
     b"\x01\x00\x00\x00" b"\x02\x10\x01\x00" b"\x20\xa1\x07\x00",  # one multi-value short with 500,000 values
