@@ -3,7 +3,9 @@
 Both return plain data (names as text, contents as bytes) for utils/mime.py to turn into
 ``Attachment``s. Neither raises on malformed input: a broken uuencoded line is skipped, a TNEF
 stream tnefparse cannot read makes ``unpack_tnef`` return None so the caller keeps winmail.dat
-itself instead of losing it.
+itself instead of losing it. Both do work linear in the size of their input, whatever it holds
+(hostile mail is cut into many tiny blocks or objects), and both let the caller stop at a number
+of files: ``iter_uuencoded`` is lazy, ``unpack_tnef`` takes ``max_files``.
 """
 
 from __future__ import annotations
@@ -213,7 +215,7 @@ _tnef_class: Any = None
 #: Per thread: objects read and embedding depth of the stream being parsed.
 _parse = threading.local()
 
-#: Fixed value sizes of MAPI property types (MS-OXTNEF 2.1.3.4 / MS-OXCDATA 2.11.1).
+#: Fixed value sizes of MAPI property types (MS-OXCDATA, property data types).
 _MAPI_FIXED_SIZES = {0x0002: 2, 0x000B: 2, 0x0003: 4, 0x0004: 4, 0x000A: 4, 0x0005: 8, 0x0006: 8,
                      0x0007: 8, 0x0014: 8, 0x0040: 8, 0x0048: 16}
 #: MAPI property types whose values carry their own length.
