@@ -18,21 +18,41 @@ def media(n: int) -> InboundMedia:
 
 
 class SlowAppend:
-    """An append that takes ``delay`` seconds, records each call, and can fail on demand."""
+    """An append that takes ``delay`` seconds, records each call, and can fail on demand.
+
+    ``log`` holds ("start", n) and ("end", n) for call n (from 1) in the order they happened;
+    ``started`` is set once the first call has begun, so a test can wait for it instead of guessing.
+    """
 
     def __init__(self, delay: float = 0.05) -> None:
         self.delay = delay
         self.calls: list[list[str]] = []
+        self.log: list[tuple[str, int | str]] = []
         self.fail_call: int | None = None
         self.lock = threading.Lock()
+        self.started = threading.Event()
 
     def __call__(self, messages: list[InboundMedia]) -> None:
         with self.lock:
             self.calls.append([m.wamid for m in messages])
             number = len(self.calls)
-        time.sleep(self.delay)
-        if number == self.fail_call:
-            raise redis.ConnectionError("Redis went away")
+            self.log.append(("start", number))
+        self.started.set()
+        try:
+            time.sleep(self.delay)
+            if number == self.fail_call:
+                raise redis.ConnectionError("Redis went away")
+        finally:
+            with self.lock:
+                self.log.append(("end", number))
+
+    def note(self, event: str, wamid: str) -> None:
+        """Records that the request carrying ``wamid`` did ``event`` (e.g. returned)."""
+        with self.lock:
+            self.log.append((event, wamid))
+
+    def call_carrying(self, wamid: str) -> int:
+        return next(n for n, call in enumerate(self.calls, start=1) if wamid in call)
 
 
 def test_a_lone_request_appends_at_once_in_its_own_thread():
@@ -56,14 +76,22 @@ def test_concurrent_requests_share_calls_and_every_message_is_appended_once():
 def test_a_request_returns_only_after_the_call_carrying_it():
     append = SlowAppend(delay=0.2)
     commit = GroupCommit(append)
-    first = threading.Thread(target=commit.append, args=([media(1)],))
+
+    def request(n: int) -> None:
+        commit.append([media(n)])
+        append.note("returned", f"wamid.{n}")
+
+    first = threading.Thread(target=request, args=(1,))
     first.start()
-    time.sleep(0.05)
-    started = time.monotonic()
-    commit.append([media(2)])  # queued behind the first call, then carried by the next
-    assert time.monotonic() - started >= 0.3
-    first.join()
+    assert append.started.wait(10), "the first request never began its call"
+    request(2)  # queued behind the first call, then carried by the next
+    first.join(10)
     assert append.calls == [["wamid.1"], ["wamid.2"]]
+    for n in (1, 2):
+        carried_by = append.call_carrying(f"wamid.{n}")
+        assert append.log.index(("end", carried_by)) < append.log.index(("returned", f"wamid.{n}")), append.log
+    # The second request was not carried by the call already under way when it arrived.
+    assert append.log.index(("start", 2)) > append.log.index(("end", 1)), append.log
 
 
 def test_a_failed_call_fails_every_request_it_carried_and_only_those():
@@ -82,16 +110,16 @@ def test_a_failed_call_fails_every_request_it_carried_and_only_those():
 
     leader = threading.Thread(target=request, args=(0,))
     leader.start()
-    time.sleep(0.03)
+    assert append.started.wait(10), "the leader never began its call"  # the followers queue behind it
     followers = [threading.Thread(target=request, args=(n,)) for n in range(1, 6)]
     for thread in followers:
         thread.start()
     for thread in [leader, *followers]:
-        thread.join(5)
-    assert outcomes[0] == "ok"
+        thread.join(30)
+    assert len(outcomes) == 6
+    assert append.calls[0] == ["wamid.0"] and outcomes[0] == "ok"
     failed = {int(w.split(".")[1]) for w in append.calls[1]}
     assert {n for n, outcome in outcomes.items() if outcome == "failed"} == failed
-    assert len(outcomes) == 6
 
 
 def test_after_a_failure_the_next_requests_are_served():
