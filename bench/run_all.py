@@ -234,6 +234,8 @@ BENCHES = (
           adapter=read_language),
     Bench("classifier", "Department classifier", "bench.bench_classifier", quick_args=("--documents", "2000"),
           adapter=read_classifier),
+    Bench("demo", "make demo: one round end to end, once installed (README)", "bench.bench_demo",
+          needs=("redis-server",)),
 )
 
 
