@@ -11,13 +11,14 @@ import threading
 import time
 import tracemalloc
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from sandbox import hub_faults
 from sandbox.hub import HubSimulator, RunningHub, running_hub
 from sandbox.servers import free_port
 from sandbox.tls import CertAuthority
@@ -338,11 +339,34 @@ def test_throttle_fault_answers_429_with_retry_after_for_n_requests(hub: Running
     assert upload(hub.url, b"invoice").status_code == 201
 
 
-def test_throttle_fault_for_some_seconds_then_lets_requests_through(hub: RunningHub) -> None:
+class HandClock:
+    """Stands in for the ``time`` module of sandbox.hub_faults: its monotonic clock moves only by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 60) -> None:
+    """Returns once ``predicate()`` is true; ``timeout`` (seconds) only bounds a hang."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_throttle_fault_for_some_seconds_then_lets_requests_through(hub: RunningHub, monkeypatch) -> None:
+    # The fault's window runs on the simulator's clock, moved by hand here: however slowly the
+    # requests are served, the first two arrive inside the half second and the third after it.
+    clock = HandClock()
+    monkeypatch.setattr(hub_faults, "time", clock)
     hub.sim.set_fault("throttle", retry_after=1, seconds=0.5)
     assert upload(hub.url, b"invoice").status_code == 429
+    clock.now += 0.4
     assert upload(hub.url, b"invoice").status_code == 429
-    time.sleep(0.6)
+    clock.now += 0.2  # 0.6 s after the fault was set
     assert upload(hub.url, b"invoice").status_code == 201
 
 
@@ -352,9 +376,12 @@ def test_slow_fault_outlasts_a_client_read_timeout_and_the_retry_is_deduplicated
         upload(hub.url, b"incident report", timeout=0.4)
     retry = upload(hub.url, b"incident report")
     assert retry.status_code in (200, 201)
-    time.sleep(1.3)  # the slow request finishes its answer
-    assert hub.sim.stored_per_key[sha(b"incident report")] == 1
-    assert hub.sim.uploads_per_key[sha(b"incident report")] == 2
+    key = sha(b"incident report")
+    # The abandoned slow request is logged once it has answered (its sleep ended or was cut short).
+    wait_until(lambda: len([r for r in hub.sim.requests if r["key"] == key]) == 2, "the slow request's answer")
+    assert [r["fault"] for r in hub.sim.requests if r["key"] == key].count("slow") == 1
+    assert hub.sim.stored_per_key[key] == 1
+    assert hub.sim.uploads_per_key[key] == 2
 
 
 def test_reject_fault_refuses_the_chosen_document_by_filename_until_cleared(hub: RunningHub) -> None:
