@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -105,10 +106,34 @@ def test_history_is_trimmed_by_age(state: StateStore):
     assert state.redis.llen(state.key("history", "email", "inbox")) == 1
 
 
+def wait_until(predicate: Callable[[], object], what: str, timeout: float = 60) -> None:
+    """Returns once ``predicate()`` is true; ``timeout`` (seconds) only bounds a hang."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
 def test_heartbeat_keeps_the_lease_through_a_long_step(state: StateStore):
-    lease = state.lease("sharepoint", "drive-1", ttl=2)
+    # One long step (a large download) with no keep_alive() call: only the heartbeat thread can keep
+    # the lease. Seen from Redis, each renewal puts the key's time to live back up to the full TTL;
+    # three renewals, each a third of the TTL after the last, mean the lease has outlived the TTL it
+    # was taken with. Nothing here races the clock: a slow machine only makes the step longer, and a
+    # heartbeat may run up to two thirds of the TTL (4 s) late before the lease would lapse.
+    ttl = 6.0
+    lease = state.lease("sharepoint", "drive-1", ttl=ttl)
+    key = state.key("lock", "sharepoint", "drive-1")
     assert lease.acquire()
-    time.sleep(5)  # one long download, no keep_alive() call in between
+    renewals, last = 0, state.redis.pttl(key)
+    deadline = time.monotonic() + 120  # bounds a hang only
+    while renewals < 3:
+        assert state.lock_holder("sharepoint", "drive-1") == lease.token, f"the lease lapsed after {renewals} renewals"
+        remaining = state.redis.pttl(key)
+        if remaining > last:
+            renewals += 1
+        last = remaining
+        assert time.monotonic() < deadline, f"only {renewals} renewals"
+        time.sleep(0.05)
     lease.keep_alive()
     assert state.lock_holder("sharepoint", "drive-1") == lease.token
     lease.release()
@@ -119,7 +144,7 @@ def test_heartbeat_notices_a_takeover(state: StateStore):
     lease = state.lease("sharepoint", "drive-1", ttl=1)
     assert lease.acquire()
     state.redis.set(state.key("lock", "sharepoint", "drive-1"), "someone-else")
-    time.sleep(0.8)
+    wait_until(lambda: lease.lost, "the heartbeat to find the lease taken")  # no keep_alive() call yet
     with pytest.raises(LeaseLostError):
         lease.keep_alive()
     lease.release()
