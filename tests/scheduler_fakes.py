@@ -7,6 +7,9 @@ Each fake reads ``{NAME}_*`` variables through ``Settings.env`` so a worker in a
 - ``{NAME}_SCOPES``: comma-separated scopes per instance (default ``a``); with instances, each
   scope is named ``{instance}-{scope}`` so scopes stay unique within the source;
 - ``{NAME}_FILES``: files per scope (default 3); ``{NAME}_DELAY``: seconds spent reading each file;
+- ``{NAME}_HOLD_AFTER``: a run that has handed over this many changes stops there (counting
+  ``held``) until a test calls ``release_held_runs``, so a test can act while a run is surely under
+  way instead of guessing how long it lasts (unset: never);
 - ``{NAME}_EXTRA``: more files by file name (``extra-{name}`` ids); ``{NAME}_DELETED``: source ids
   reported as deleted after them;
 - ``{NAME}_MODE`` (``fakeauth``: ``auth`` unless set): ``auth`` (credentials refused at connect and
@@ -26,6 +29,7 @@ from typing import Any
 
 from base.base_connector import HealthResult
 from base.document import Checkpoint, Item, ItemFailure
+from base.state import StateStore
 from config.settings import Settings
 from connectors.registry import Source
 from tests.helpers import FakeFile, ListConnector, fake_files
@@ -40,10 +44,11 @@ class FakeSource(ListConnector):
     default_mode = ""
 
     def __init__(self, files: Mapping[str, list[FakeFile]], *, delay: float = 0.0, mode: str = "",
-                 instance_id: str = "", **kwargs: Any) -> None:
+                 instance_id: str = "", hold_after: int | None = None, **kwargs: Any) -> None:
         super().__init__(files, **kwargs)
         self.delay = delay
         self.mode = mode
+        self.hold_after = hold_after
         if instance_id:
             self.instance_id = instance_id
 
@@ -65,8 +70,10 @@ class FakeSource(ListConnector):
                             *(FakeFile(d, b"", version="gone", deleted=True)
                               for d in settings.env_list(f"{prefix}_DELETED"))]
                      for name in names}
+            hold_after = settings.env(f"{prefix}_HOLD_AFTER", "")
             built.append(cls(files, delay=float(settings.env(f"{prefix}_DELAY", "0")), mode=mode,
-                             instance_id=instance, settings=settings, **kwargs))
+                             instance_id=instance, hold_after=int(hold_after) if hold_after else None,
+                             settings=settings, **kwargs))
         return built
 
     def count(self, what: str) -> int:
@@ -93,10 +100,18 @@ class FakeSource(ListConnector):
 
     def list_changes(self, scope: str, cursor: Any) -> Iterator[Item | ItemFailure | Checkpoint]:
         self.count("runs")
-        for change in super().list_changes(scope, cursor):
+        for handed, change in enumerate(super().list_changes(scope, cursor)):
+            if handed == self.hold_after:
+                self._hold()
             if self.delay:
                 time.sleep(self.delay)
             yield change
+
+    def _hold(self) -> None:
+        """Waits (holding the scope's lease, its heartbeat running) until ``release_held_runs``."""
+        self.count("held")
+        while not self.state.redis.exists(self.state.key("test", self.name, "released")):
+            time.sleep(0.05)
 
     def health_check(self, credentials: Mapping[str, Any] | None = None) -> HealthResult:
         if self.mode == "auth":
@@ -113,6 +128,11 @@ class FakeAuthSource(FakeSource):
 
 class FakeFlakySource(FakeSource):
     name = "fakeflaky"
+
+
+def release_held_runs(state: StateStore, name: str) -> None:
+    """Lets every run of the fake source ``name`` held by ``{NAME}_HOLD_AFTER`` go on (and later runs pass)."""
+    state.redis.set(state.key("test", name, "released"), "1")
 
 
 #: The fakes as registry rows (short limits so time budgets show within a test).

@@ -23,7 +23,7 @@ from connectors import registry
 from sandbox.maximo import DEFAULT_API_KEYS, MaximoSimulator
 from sandbox.servers import ServerThread
 from tests.conftest import flushed_db_url, make_settings
-from tests.scheduler_fakes import FAKE_SOURCES
+from tests.scheduler_fakes import FAKE_SOURCES, release_held_runs
 
 BROKER_DB, RESULTS_DB, STATE_DB = 5, 6, 8
 
@@ -117,11 +117,16 @@ def test_tick_runs_the_real_maximo_connector_and_task_messages_carry_no_secret(u
 
 
 def test_two_runs_of_one_scope_at_once_one_runs_and_one_skips(use):
-    settings, state = use(FAKE_FILES="8", FAKE_DELAY="0.15")
+    # The run that takes the lease stops after two files until the other one has come and gone, so
+    # the two surely overlap, however the worker's threads are scheduled.
+    settings, state = use(FAKE_FILES="8", FAKE_HOLD_AFTER="2")
     for _ in range(2):
         scheduler.sync_scope.delay("fake", "0", "a")
-    wait_for(lambda: metric(state, "kmrl_runs_total", source="fake", state="ok") == 1
-             and metric(state, "kmrl_lock_skips_total", source="fake") == 1, what="one run and one lock skip")
+    wait_for(lambda: counter(state, "fake", "held") == 1 and metric(state, "kmrl_lock_skips_total", source="fake") == 1,
+             what="one run under way and one lock skip")
+    release_held_runs(state, "fake")
+    wait_for(lambda: metric(state, "kmrl_runs_total", source="fake", state="ok") == 1, what="the held run to finish")
+    assert metric(state, "kmrl_lock_skips_total", source="fake") == 1
     assert counter(state, "fake", "runs") == 1
     assert outbox_documents(settings) == 8
     assert metric(state, "kmrl_documents_total", source="fake", outcome="new") == 8

@@ -26,6 +26,7 @@ from base.health import load_report
 from base.state import StateStore, metric_field
 from sandbox.servers import free_port
 from tests.conftest import flushed_db_url, make_settings
+from tests.scheduler_fakes import release_held_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -202,21 +203,25 @@ def test_run_command_starts_a_worker_with_an_embedded_beat(env, processes):
 
 
 def test_a_worker_killed_mid_run_is_redelivered_and_the_run_completes(env, processes, tmp_path):
+    # The first run stops after 6 of its 12 files until released, so the kill lands mid-run however
+    # fast or slow the machine is; outbox acknowledgements come in batches of 4, so progress shows.
     env.update(CELERY_VISIBILITY_TIMEOUT="5", CELERY_UNACKED_RESTORE_INTERVAL="1", CELERY_UNACKED_RESTORE_THROTTLE="1",
-               LOCK_TTL_SECONDS="3", CURSOR_SAVE_EVERY="1", FAKE_FILES="12", FAKE_DELAY="0.3",
-               ACK_BATCH_SIZE="4")  # outbox acknowledgements in batches of 4: progress shows mid-run
+               LOCK_TTL_SECONDS="3", CURSOR_SAVE_EVERY="1", FAKE_FILES="12", FAKE_HOLD_AFTER="6",
+               ACK_BATCH_SIZE="4")
     command = [sys.executable, "-m", "celery", "-A", "tests.scheduler_worker_app", "worker", "-P", "prefork",
                "-c", "1", "--without-mingle", "--without-gossip", "--loglevel=info"]
     first, log = processes(command, env, "first")
     state = producer(env, tmp_path)
     broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
     scheduler.sync_scope.apply_async(args=("fake", "0", "a"), soft_time_limit=60, time_limit=90)
-    wait_for(lambda: state.count_items("fake", "a") >= 3, timeout=40, what="the first run to be under way",
-             proc=first, log=log)
+    held = state.key("test", "fake", "held")
+    wait_for(lambda: state.redis.get(held) == "1" and state.count_items("fake", "a") >= 3, timeout=60,
+             what="the first run to be under way", proc=first, log=log)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(10)
     done_before = state.count_items("fake", "a")
     assert done_before < 12 and broker.hlen("unacked") == 1
+    release_held_runs(state, "fake")  # the redelivered run goes through
     second, log = processes(command, env, "second")
     wait_for(lambda: state.get_status("fake", "a").get("state") == "ok" and state.count_items("fake", "a") == 12,
              timeout=60, what="the redelivered run to finish", proc=second, log=log)
