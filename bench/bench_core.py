@@ -339,11 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
     result.seconds = time.perf_counter() - wall
-    print(f"{result.title} ({result.seconds:.0f} s)")
-    width = max(len(f.label) for f in result.figures) if result.figures else 10
-    for fig in result.figures:
-        target = f"  target {fig.target}: {fig.verdict()}" if fig.target else ""
-        print(f"  {fig.label:<{width}}  {fig.shown():>14}{target}")
+    result.print_table()
     if args.json:
         result.save(args.json)
     return 0  # a missed target is a figure, not a failure of the benchmark

@@ -75,13 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             result.notes.append(f"{label} exited {code}: {output[-1500:]}")
     result.seconds = time.perf_counter() - wall
-    print(f"{result.title} ({result.seconds:.0f} s)")
-    width = max(len(f.label) for f in result.figures)
-    for fig in result.figures:
-        target = f"  target {fig.target}: {fig.verdict()}" if fig.target else ""
-        print(f"  {fig.label:<{width}}  {fig.shown():>10}{target}")
-    for note in result.notes:
-        print(f"  note: {note}")
+    result.print_table(value_width=10)
     if args.json:
         result.save(args.json)
     return 0  # a missed target is a figure, not a failure of the benchmark

@@ -78,6 +78,16 @@ class Result:
         figures = [Figure(**f) for f in data.get("figures", [])]
         return cls(**{**data, "figures": figures})
 
+    def print_table(self, *, value_width: int = 14) -> None:
+        """Prints the title, one line per figure (with its target and verdict) and the notes."""
+        print(f"{self.title} ({self.seconds:.0f} s)")
+        width = max((len(f.label) for f in self.figures), default=10)
+        for fig in self.figures:
+            target = f"  target {fig.target}: {fig.verdict()}" if fig.target else ""
+            print(f"  {fig.label:<{width}}  {fig.shown():>{value_width}}{target}")
+        for note in self.notes:
+            print(f"  note: {note}")
+
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(self.to_json(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

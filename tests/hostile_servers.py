@@ -14,8 +14,13 @@ from urllib.parse import quote
 
 from werkzeug.wrappers import Request, Response
 
+from base.state import StateStore
+from config.settings import Settings
+from connectors.sharepoint_connector import SharePointConnector, reset_site_cache
 from sandbox.graph import GraphSimulator, _route
 from sandbox.graph_store import Drive, DriveItem
+from sandbox.tls import CertAuthority
+from utils.entra import reset_applications
 
 #: Header names that carry one of our credentials (or the Hub's Idempotency-Key), lower case.
 CREDENTIAL_HEADER_NAMES = ("authorization", "apikey", "maxauth", "idempotency-key", "cookie")
@@ -109,3 +114,36 @@ class HostileGraph(GraphSimulator):
     def _download_url(self, base: str, drive: Drive, item: DriveItem) -> str:
         url = super()._download_url(base, drive, item)
         return f"{self.download_via}/dl?to={quote(url, safe='')}" if self.download_via else url
+
+
+# -- SharePoint over a (hostile) Graph simulator ------------------------------------------------------------
+#: The site every hostile-Graph test syncs.
+GRAPH_SITE = "sites/operations"
+
+
+def reset_graph_caches() -> None:
+    """Forgets msal's application and the site cache, as a new worker process would start."""
+    reset_applications()
+    reset_site_cache()
+
+
+def started_hostile_graph(ca: CertAuthority, client_secret: str) -> HostileGraph:
+    """A HostileGraph with one library holding one safety circular, started over TLS from ``ca``."""
+    sim = HostileGraph(client_secret=client_secret, delta_page_size=50)
+    docs = sim.store.add_drive(GRAPH_SITE, "Documents")
+    sim.store.put_file(docs, "Safety/Fire drill circular.txt", b"All stations hold a fire safety drill on Friday.")
+    sim.start(ca)
+    return sim
+
+
+def sharepoint_on(sim: GraphSimulator, ca: CertAuthority, settings: Settings) -> SharePointConnector:
+    """A SharePoint connector for GRAPH_SITE on ``sim``, trusting ``ca``."""
+    return SharePointConnector(f"{sim.sharepoint_url}/{GRAPH_SITE}", tenant_id=sim.tenant_id,
+                               client_id=sim.client_id, graph_base_url=sim.graph_url,
+                               authority=sim.authority_host, ca_file=ca.ca_path, settings=settings,
+                               state=StateStore.from_url(settings.state_redis_url))
+
+
+def graph_credentials(sim: GraphSimulator) -> dict[str, str]:
+    """The client-credentials triple the simulator's Entra accepts."""
+    return {"client_id": sim.client_id, "client_secret": sim.client_secret, "tenant_id": sim.tenant_id}

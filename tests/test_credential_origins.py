@@ -20,17 +20,22 @@ import pytest
 from werkzeug.wrappers import Request, Response
 
 from base.document import Item
-from base.state import StateStore
 from config.settings import Settings
 from connectors.maximo_connector import MaximoConnector
-from connectors.sharepoint_connector import SharePointConnector, reset_site_cache
 from connectors.whatsapp_connector import WhatsAppConnector
 from connectors.whatsapp_inbox import InboundMedia
-from sandbox.graph import GraphSimulator
 from sandbox.servers import ServerThread
 from sandbox.tls import CertAuthority
-from tests.hostile_servers import HostileGraph, Scripted, json_response, redirect
-from utils.entra import reset_applications
+from tests.hostile_servers import (
+    HostileGraph,
+    Scripted,
+    graph_credentials,
+    json_response,
+    redirect,
+    reset_graph_caches,
+    sharepoint_on,
+    started_hostile_graph,
+)
 from utils.errors import OriginNotAllowed
 from utils.http import HttpClient, Origin
 
@@ -231,36 +236,18 @@ def test_whatsapp_media_hosts_setting_defaults_to_metas_media_host(settings: Set
 
 
 # -- Graph (SharePoint) -------------------------------------------------------------------------------
-SITE = "sites/operations"
-
-
 @pytest.fixture(autouse=True)
 def _fresh_process_caches() -> Iterator[None]:
-    reset_applications()
-    reset_site_cache()
+    reset_graph_caches()
     yield
-    reset_applications()
-    reset_site_cache()
+    reset_graph_caches()
 
 
 @pytest.fixture
 def graph(ca: CertAuthority) -> Iterator[HostileGraph]:
-    sim = HostileGraph(client_secret="sp-secret-for-origin-tests", delta_page_size=50)
-    docs = sim.store.add_drive(SITE, "Documents")
-    sim.store.put_file(docs, "Safety/Fire drill circular.txt", b"All stations hold a fire safety drill on Friday.")
-    sim.start(ca)
+    sim = started_hostile_graph(ca, "sp-secret-for-origin-tests")
     yield sim
     sim.stop()
-
-
-def sharepoint(sim: GraphSimulator, ca: CertAuthority, settings: Settings) -> SharePointConnector:
-    return SharePointConnector(f"{sim.sharepoint_url}/{SITE}", tenant_id=sim.tenant_id, client_id=sim.client_id,
-                               graph_base_url=sim.graph_url, authority=sim.authority_host, ca_file=ca.ca_path,
-                               settings=settings, state=StateStore.from_url(settings.state_redis_url))
-
-
-def _credentials(sim: GraphSimulator) -> dict[str, str]:
-    return {"client_id": sim.client_id, "client_secret": sim.client_secret, "tenant_id": sim.tenant_id}
 
 
 def test_graph_page_redirected_to_another_host_is_refused(graph: HostileGraph, ca: CertAuthority,
@@ -271,7 +258,7 @@ def test_graph_page_redirected_to_another_host_is_refused(graph: HostileGraph, c
     foreign = Scripted(lambda r: json_response(fake_page))
     with ServerThread(foreign, ssl_context=ca.issue().server_context()) as foreign_server:
         graph.override["delta"] = lambda r: redirect(f"{foreign_server.url}{r.full_path}")
-        summary = sharepoint(graph, ca, settings).sync_documents(_credentials(graph))
+        summary = sharepoint_on(graph, ca, settings).sync_documents(graph_credentials(graph))
     assert summary.state == "config_error", summary.as_dict()
     assert str(Origin.of(foreign_server.url)) in summary.scopes[0].error
     assert "GRAPH_BASE_URL" in summary.scopes[0].error
@@ -284,7 +271,7 @@ def test_graph_download_urls_on_another_host_are_fetched_without_the_token(graph
     redirector = Scripted(lambda r: redirect(unquote(r.args["to"])))
     with ServerThread(redirector, ssl_context=ca.issue().server_context()) as cdn:
         graph.download_via = cdn.url
-        summary = sharepoint(graph, ca, settings).sync_documents(_credentials(graph))
+        summary = sharepoint_on(graph, ca, settings).sync_documents(graph_credentials(graph))
     assert summary.state == "ok" and summary.totals["new"] == 1, summary.as_dict()
     assert redirector.paths() == ["/dl"] and redirector.credentials_seen() == []
     assert not [record for record in graph.log if record.kind == "download" and record.had_authorization]

@@ -22,17 +22,25 @@ import pytest
 from werkzeug.wrappers import Request, Response
 
 from base.document import Checkpoint, Item
-from base.state import StateStore
 from config.settings import Settings
 from connectors.maximo_connector import MaximoConnector
-from connectors.sharepoint_connector import SharePointConnector, reset_site_cache
 from connectors.whatsapp_connector import WhatsAppConnector
 from connectors.whatsapp_inbox import InboundMedia
 from sandbox.servers import ServerThread, free_port
 from sandbox.tls import CertAuthority
-from tests.hostile_servers import HostileGraph, Scripted, deeply_nested, json_response, padded_json
+from tests.hostile_servers import (
+    HostileGraph,
+    Scripted,
+    deeply_nested,
+    graph_credentials,
+    json_response,
+    padded_json,
+    reset_graph_caches,
+    sharepoint_on,
+    started_hostile_graph,
+)
 from utils import http
-from utils.entra import EntraAuth, reset_applications
+from utils.entra import EntraAuth
 from utils.errors import ItemError, PagingLoopError, ResponseTooLarge, TransientError
 from utils.http import HttpClient
 
@@ -133,16 +141,11 @@ def test_maximo_feed_of_empty_pages_stops_at_the_runs_deadline(settings: Setting
 
 
 # -- Graph (SharePoint) -----------------------------------------------------------------------------------
-SITE = "sites/operations"
-
-
 @pytest.fixture(autouse=True)
 def _fresh_process_caches() -> Iterator[None]:
-    reset_applications()
-    reset_site_cache()
+    reset_graph_caches()
     yield
-    reset_applications()
-    reset_site_cache()
+    reset_graph_caches()
 
 
 @pytest.fixture(scope="module")
@@ -152,27 +155,14 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
 
 @pytest.fixture
 def graph(ca: CertAuthority) -> Iterator[HostileGraph]:
-    sim = HostileGraph(client_secret="sp-secret-for-page-tests", delta_page_size=50)
-    sim.store.put_file(sim.store.add_drive(SITE, "Documents"), "Safety/Fire drill circular.txt",
-                       b"All stations hold a fire safety drill on Friday.")
-    sim.start(ca)
+    sim = started_hostile_graph(ca, "sp-secret-for-page-tests")
     yield sim
     sim.stop()
 
 
-def sharepoint(sim: HostileGraph, ca: CertAuthority, settings: Settings) -> SharePointConnector:
-    return SharePointConnector(f"{sim.sharepoint_url}/{SITE}", tenant_id=sim.tenant_id, client_id=sim.client_id,
-                               graph_base_url=sim.graph_url, authority=sim.authority_host, ca_file=ca.ca_path,
-                               settings=settings, state=StateStore.from_url(settings.state_redis_url))
-
-
-def credentials(sim: HostileGraph) -> dict[str, str]:
-    return {"client_id": sim.client_id, "client_secret": sim.client_secret, "tenant_id": sim.tenant_id}
-
-
 def graph_changes(sim: HostileGraph, ca: CertAuthority, settings: Settings) -> list[Any]:
-    connector = sharepoint(sim, ca, settings)
-    with connector.connect(credentials(sim)):
+    connector = sharepoint_on(sim, ca, settings)
+    with connector.connect(graph_credentials(sim)):
         (scope,) = connector.scopes()
         return list(connector.list_changes(scope, None))
 
@@ -194,7 +184,7 @@ def test_graph_self_referencing_next_link_ends_the_run_with_an_error_that_says_s
         graph: HostileGraph, ca: CertAuthority, settings: Settings) -> None:
     graph.override["delta"] = lambda r: (json_response({"value": [], "@odata.nextLink": r.url})
                                          if graph.requests_of["delta"] <= LOOP_SAFETY else None)
-    summary = sharepoint(graph, ca, settings).sync_documents(credentials(graph))
+    summary = sharepoint_on(graph, ca, settings).sync_documents(graph_credentials(graph))
     assert summary.state == "config_error", summary.as_dict()
     assert "paging loops" in summary.scopes[0].error
     assert graph.requests_of["delta"] == 1
@@ -209,8 +199,8 @@ def test_graph_library_list_looping_is_a_paging_loop(graph: HostileGraph, ca: Ce
                               "@odata.nextLink": request.url})
 
     graph.override["drives"] = looping_drives
-    connector = sharepoint(graph, ca, settings)
-    with connector.connect(credentials(graph)), pytest.raises(PagingLoopError, match="libraries"):
+    connector = sharepoint_on(graph, ca, settings)
+    with connector.connect(graph_credentials(graph)), pytest.raises(PagingLoopError, match="libraries"):
         connector.scopes()
     assert graph.requests_of["drives"] == 1
 
