@@ -150,6 +150,10 @@ def cmd_sync(args: argparse.Namespace, ctx: Context) -> int:
             out(f"{name}: not configured (set one of {', '.join(registry.get_source(name).markers)}); skipped")
     if args.source != "all" and not sources:
         return 1
+    if sources:
+        # Every scope starts from the state store: a Redis outage is the one line main() prints, not an
+        # error line per scope.
+        ctx.state.ping()
     progress = SyncProgress(sys.stderr, tty=sys.stderr.isatty())
     failed = False
     for source in sources:

@@ -252,7 +252,7 @@ def silent_port() -> int:
 
 
 @pytest.mark.parametrize("argv", [("status",), ("status", "--json"), ("deadletter", "list"),
-                                  ("deadletter", "retry", "fake")])
+                                  ("deadletter", "retry", "fake"), ("sync", "fake"), ("sync", "fake", "--dry-run")])
 def test_a_redis_that_does_not_answer_is_one_line_naming_it_and_what_to_set(run, silent_port, argv):
     code, output = run(*argv, REDIS_URL=f"redis://:{REDIS_PASSWORD}@127.0.0.1:{silent_port}/0",
                        **ROLES_FROM_REDIS_URL)
