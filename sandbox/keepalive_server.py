@@ -8,6 +8,9 @@ a benchmark of thousands of small downloads measure handshakes instead of the co
 
 from __future__ import annotations
 
+import logging
+import ssl
+import sys
 import threading
 from types import TracebackType
 from typing import Any
@@ -17,6 +20,10 @@ from cheroot.ssl import Adapter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from sandbox.tls import ServerCert
+
+log = logging.getLogger(__name__)
+#: What a client that hung up mid-answer raises in the writing thread (a test that stops reading on purpose).
+_HANG_UPS = (ssl.SSLEOFError, BrokenPipeError, ConnectionResetError)
 
 #: Worker threads; an idle keep-alive connection holds none of them (cheroot parks it in a selector).
 DEFAULT_THREADS = 16
@@ -48,10 +55,18 @@ class KeepAliveServer:
         self._server = wsgi.Server((host, port), app, numthreads=threads, timeout=IDLE_TIMEOUT,
                                    request_queue_size=128, shutdown_timeout=2)
         self._server.ssl_adapter = _ContextAdapter(cert)
+        self._server.error_log = self._error_log  # type: ignore[method-assign]
         # The serve loop notices stop() only between selector waits of this length (cheroot: 0.5 s).
         self._server.expiration_interval = STOP_POLL
         self._thread: threading.Thread | None = None
         self.port = port
+
+    def _error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+        """cheroot's error hook: a client's hang-up is a debug line, anything else goes to stderr as before."""
+        if isinstance(sys.exc_info()[1], _HANG_UPS):
+            log.debug("client hung up: %s", msg)
+            return
+        wsgi.Server.error_log(self._server, msg, level, traceback)
 
     @property
     def url(self) -> str:
