@@ -34,6 +34,27 @@ def _load_environ(dotenv_path: str | None) -> dict[str, str]:
     return dict(os.environ)
 
 
+class SettingError(ValueError):
+    """A setting whose value cannot be used; the message names the variable, what it must be and the value."""
+
+
+def _number(raw: str, name: str, *, kind: type[int] | type[float], what: str, minimum: float | None = None,
+            above: float | None = None) -> float:
+    """``raw`` read as ``kind`` (``what`` says what it counts, e.g. "a number of seconds"); at least ``minimum``
+    and more than ``above`` when given. Raises ``SettingError`` naming ``name`` and the value otherwise."""
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        raise SettingError(f"{name} must be {what}, not {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):  # nan, inf: float() takes them
+        raise SettingError(f"{name} must be {what}, not {raw!r}")
+    if minimum is not None and value < minimum:
+        raise SettingError(f"{name} must be at least {minimum:g}, not {raw!r}")
+    if above is not None and value <= above:
+        raise SettingError(f"{name} must be more than {above:g}, not {raw!r}")
+    return value
+
+
 def _as_bool(value: str | None, default: bool) -> bool:
     if value is None or value.strip() == "":
         return default
@@ -123,6 +144,13 @@ class Settings:
             value = env.get(name)
             return value if value not in (None, "") else default
 
+        def number(name: str, default: float, *, kind: type[int] | type[float], what: str,
+                   minimum: float | None = None, above: float | None = None) -> float:
+            return _number(get(name, str(default)), name, kind=kind, what=what, minimum=minimum, above=above)
+
+        def seconds(name: str, default: float) -> float:
+            return number(name, default, kind=float, what="a number of seconds", above=0)
+
         redis_url = get("REDIS_URL", cls.redis_url)
         return cls(
             redis_url=redis_url,
@@ -136,17 +164,22 @@ class Settings:
             hub_api_token=get("HUB_API_TOKEN", ""),
             hub_outbox_dir=get("HUB_OUTBOX_DIR", cls.hub_outbox_dir),
             hub_ca_file=get("HUB_CA_FILE", ""),
-            hub_connect_timeout=float(get("HUB_CONNECT_TIMEOUT", str(cls.hub_connect_timeout))),
-            hub_read_timeout=float(get("HUB_READ_TIMEOUT", str(cls.hub_read_timeout))),
+            hub_connect_timeout=seconds("HUB_CONNECT_TIMEOUT", cls.hub_connect_timeout),
+            hub_read_timeout=seconds("HUB_READ_TIMEOUT", cls.hub_read_timeout),
             hub_fsync=_as_bool(env.get("HUB_OUTBOX_FSYNC"), True),
             spool_dir=get("SPOOL_DIR", cls.spool_dir),
-            spool_min_free_mb=int(get("SPOOL_MIN_FREE_MB", str(cls.spool_min_free_mb))),
+            spool_min_free_mb=int(number("SPOOL_MIN_FREE_MB", cls.spool_min_free_mb, kind=int,
+                                         what="a whole number of MB", minimum=0)),
             deadletter_dir=get("DEADLETTER_DIR", cls.deadletter_dir),
-            max_document_mb=float(get("MAX_DOCUMENT_MB", str(cls.max_document_mb))),
-            lock_ttl=float(get("LOCK_TTL_SECONDS", str(cls.lock_ttl))),
-            cursor_save_every=int(get("CURSOR_SAVE_EVERY", str(cls.cursor_save_every))),
-            item_transient_runs=max(0, int(get("ITEM_TRANSIENT_RUNS", str(cls.item_transient_runs)))),
-            ack_batch_size=max(1, int(get("ACK_BATCH_SIZE", str(cls.ack_batch_size)))),
+            max_document_mb=number("MAX_DOCUMENT_MB", cls.max_document_mb, kind=float,
+                                   what="a number of MB (0: no cap)", minimum=0),
+            lock_ttl=seconds("LOCK_TTL_SECONDS", cls.lock_ttl),
+            cursor_save_every=int(number("CURSOR_SAVE_EVERY", cls.cursor_save_every, kind=int,
+                                         what="a whole number of items")),
+            item_transient_runs=max(0, int(number("ITEM_TRANSIENT_RUNS", cls.item_transient_runs, kind=int,
+                                                  what="a whole number of runs"))),
+            ack_batch_size=max(1, int(number("ACK_BATCH_SIZE", cls.ack_batch_size, kind=int,
+                                             what="a whole number of documents"))),
             log_file=get("LOG_FILE", cls.log_file),
             log_level=get("LOG_LEVEL", cls.log_level).upper(),
             log_format=get("LOG_FORMAT", cls.log_format),

@@ -324,3 +324,10 @@ def test_a_redis_that_refuses_the_password_says_so(run, tmp_path):
     assert code == 1 and output.strip() == (
         f"Redis at redis://127.0.0.1:{server.port}/3 refused the login (invalid username-password pair or user is "
         "disabled): set the right password in REDIS_URL")
+
+
+def test_a_setting_that_cannot_be_used_is_one_line_not_a_traceback(run) -> None:
+    code, output = run("status", HUB_READ_TIMEOUT="abc")
+    assert code == 2
+    assert output == "settings: HUB_READ_TIMEOUT must be a number of seconds, not 'abc'\n"
+    assert "Traceback" not in run.stderr

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from config.settings import Settings, masked_url
+from config.settings import SettingError, Settings, masked_url
 
 PASSWORD = "r3dis-Pa55word"
 TOKEN = "hub-token-0123456789"
@@ -61,3 +61,25 @@ def test_settings_still_compare_and_copy_as_before() -> None:
     first, second = secret_settings(), secret_settings()
     assert first == second
     assert dataclasses.replace(first, lock_ttl=5).state_redis_url == first.state_redis_url
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("HUB_READ_TIMEOUT", "abc", "HUB_READ_TIMEOUT must be a number of seconds, not 'abc'"),
+    ("HUB_CONNECT_TIMEOUT", "0", "HUB_CONNECT_TIMEOUT must be more than 0, not '0'"),
+    ("LOCK_TTL_SECONDS", "nan", "LOCK_TTL_SECONDS must be a number of seconds, not 'nan'"),
+    ("SPOOL_MIN_FREE_MB", "1.5", "SPOOL_MIN_FREE_MB must be a whole number of MB, not '1.5'"),
+    ("MAX_DOCUMENT_MB", "-1", "MAX_DOCUMENT_MB must be at least 0, not '-1'"),
+    ("ACK_BATCH_SIZE", "sixty-four", "ACK_BATCH_SIZE must be a whole number of documents, not 'sixty-four'"),
+])
+def test_a_number_setting_that_cannot_be_used_names_the_variable_and_the_value(name: str, value: str,
+                                                                             message: str) -> None:
+    with pytest.raises(SettingError) as raised:
+        Settings.from_env({name: value})
+    assert str(raised.value) == message
+
+
+def test_number_settings_accept_what_env_example_writes() -> None:
+    settings = Settings.from_env({"HUB_READ_TIMEOUT": " 90 ", "MAX_DOCUMENT_MB": "0", "SPOOL_MIN_FREE_MB": "512",
+                                  "LOCK_TTL_SECONDS": "120", "ACK_BATCH_SIZE": "64"})
+    assert (settings.hub_read_timeout, settings.max_document_bytes, settings.spool_min_free_mb,
+            settings.lock_ttl, settings.ack_batch_size) == (90.0, None, 512, 120.0, 64)
