@@ -15,6 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import load_dotenv
 
+from utils.logging import MASK, redact_url
+
 #: The project's root folder (where env.example and config/ live).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,36 +66,9 @@ def _as_bool(value: str | None, default: bool) -> bool:
 #: Words in a setting's name that mark its value as a secret (masked whole in ``repr``).
 _SECRET_NAME_WORDS = ("token", "password", "passwd", "secret", "apikey", "api_key", "credential", "private_key",
                       "signing_key", "access_key", "client_key")
-#: Words in a URL query parameter's name that mark its value as a secret (``?password=`` for redis-py).
-_SECRET_QUERY_WORDS = ("pass", "pwd", "secret", "token", "key", "sig", "auth", "credential", "hash", "code")
-_MASK = "***"
-
-
 def _secret_name(name: str) -> bool:
     lowered = name.lower()
     return any(word in lowered for word in _SECRET_NAME_WORDS)
-
-
-def masked_url(value: str) -> str:
-    """``value`` with the password of a ``user:password@`` and secret-looking query values masked,
-    when it is a URL (``scheme://...``); anything else comes back as it is."""
-    if "://" not in value:
-        return value
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return _MASK
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user, colon, _password = userinfo.partition(":")
-        # redis://:password@host has no user: the whole userinfo is the secret then.
-        netloc = f"{user}:{_MASK}@{host}" if colon else f"{_MASK}@{host}"
-    query = "&".join(
-        f"{k}={_MASK}" if any(word in k.lower() for word in _SECRET_QUERY_WORDS) and v else f"{k}={v}" if sep else k
-        for k, sep, v in (pair.partition("=") for pair in parts.query.split("&") if pair)
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def split_list(value: str | None) -> list[str]:
@@ -217,9 +192,9 @@ class Settings:
                 continue
             value = getattr(self, spec.name)
             if _secret_name(spec.name) and value not in ("", None):
-                text = repr(_MASK)
-            elif isinstance(value, str):
-                text = repr(masked_url(value))
+                text = repr(MASK)
+            elif isinstance(value, str) and "://" in value:
+                text = repr(redact_url(value))
             else:
                 text = repr(value)
             shown.append(f"{spec.name}={text}")
