@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import load_dotenv
 
+from utils.errors import ConfigError
 from utils.logging import MASK, redact_url
 
 #: The project's root folder (where env.example and config/ live).
@@ -36,14 +37,16 @@ def _load_environ(dotenv_path: str | None) -> dict[str, str]:
     return dict(os.environ)
 
 
-class SettingError(ValueError):
-    """A setting whose value cannot be used; the message names the variable, what it must be and the value."""
+class SettingError(ConfigError, ValueError):
+    """A setting whose value cannot be used; the message names the variable, what it must be and the value.
+    A ``ConfigError`` (scope state ``config_error``) and, for callers of ``Settings.from_env``, a ``ValueError``."""
 
 
 def _number(raw: str, name: str, *, kind: type[int] | type[float], what: str, minimum: float | None = None,
-            above: float | None = None) -> float:
-    """``raw`` read as ``kind`` (``what`` says what it counts, e.g. "a number of seconds"); at least ``minimum``
-    and more than ``above`` when given. Raises ``SettingError`` naming ``name`` and the value otherwise."""
+            above: float | None = None, maximum: float | None = None) -> float:
+    """``raw`` read as ``kind`` (``what`` says what it counts, e.g. "a number of seconds"); at least ``minimum``,
+    more than ``above`` and at most ``maximum`` when given. Raises ``SettingError`` naming ``name`` and the
+    value otherwise."""
     try:
         value = kind(raw.strip())
     except ValueError:
@@ -54,6 +57,8 @@ def _number(raw: str, name: str, *, kind: type[int] | type[float], what: str, mi
         raise SettingError(f"{name} must be at least {minimum:g}, not {raw!r}")
     if above is not None and value <= above:
         raise SettingError(f"{name} must be more than {above:g}, not {raw!r}")
+    if maximum is not None and value > maximum:
+        raise SettingError(f"{name} must be at most {maximum:g}, not {raw!r}")
     return value
 
 
@@ -168,6 +173,14 @@ class Settings:
         """A source-specific variable (e.g. ``EMAIL_HOST``); ``default`` when unset or empty."""
         value = self.environ.get(name)
         return value if value not in (None, "") else default
+
+    def env_number(self, name: str, default: float, *, kind: type[int] | type[float] = float, what: str,
+                   minimum: float | None = None, above: float | None = None,
+                   maximum: float | None = None) -> float:
+        """A source- or component-specific number (e.g. ``WEB_INTERNAL_PORT``), read and bounded as the
+        service's own settings are; ``SettingError`` (a ``ConfigError``) names the variable otherwise."""
+        return _number(self.env(name, str(default)), name, kind=kind, what=what, minimum=minimum, above=above,
+                       maximum=maximum)
 
     def env_bool(self, name: str, default: bool = False) -> bool:
         """A boolean variable: 1/true/yes/on are true."""

@@ -351,14 +351,7 @@ class WhatsAppConnector(BaseConnector):
 
 
 def _number(settings: Settings, name: str, default: float) -> float:
-    raw = settings.env(name, str(default))
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative")
-    return value
+    return settings.env_number(name, default, what="a number of seconds", minimum=0)
 
 
 def item_filename(media: InboundMedia) -> str:

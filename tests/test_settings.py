@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from config.settings import SettingError, Settings
+from utils.errors import ConfigError
 
 PASSWORD = "r3dis-Pa55word"
 TOKEN = "hub-token-0123456789"
@@ -83,3 +84,19 @@ def test_number_settings_accept_what_env_example_writes() -> None:
                                   "LOCK_TTL_SECONDS": "120", "ACK_BATCH_SIZE": "64"})
     assert (settings.hub_read_timeout, settings.max_document_bytes, settings.spool_min_free_mb,
             settings.lock_ttl, settings.ack_batch_size) == (90.0, None, 512, 120.0, 64)
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("WEB_INTERNAL_PORT", "80a", "WEB_INTERNAL_PORT must be a TCP port number, not '80a'"),
+    ("WEB_PUBLIC_PORT", "70000", "WEB_PUBLIC_PORT must be at most 65535, not '70000'"),
+    ("OPERATOR_SESSION_HOURS", "0", "OPERATOR_SESSION_HOURS must be more than 0, not '0'"),
+])
+def test_component_numbers_are_read_as_the_service_settings_are(name: str, value: str, message: str) -> None:
+    from web.listeners import Listeners
+    from web.operator import OperatorAccess
+
+    settings = Settings.from_env({name: value, "KMRL_ENV_FILE": ""})
+    read = Listeners.from_settings if name.startswith("WEB_") else OperatorAccess.from_settings
+    with pytest.raises(SettingError) as raised:
+        read(settings)
+    assert str(raised.value) == message and isinstance(raised.value, ConfigError)

@@ -36,14 +36,7 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def _port(settings: Settings, name: str, default: int) -> int:
-    raw = settings.env(name, str(default))
-    try:
-        port = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a TCP port number, not {raw!r}") from None
-    if not 0 < port < 65536:
-        raise ConfigError(f"{name} must be a TCP port between 1 and 65535, not {port}")
-    return port
+    return int(settings.env_number(name, default, kind=int, what="a TCP port number", minimum=1, maximum=65535))
 
 
 def _address(host: str, port: int) -> str:

@@ -74,13 +74,8 @@ class OperatorAccess:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OperatorAccess:
-        raw_hours = settings.env("OPERATOR_SESSION_HOURS", str(DEFAULT_SESSION_HOURS))
-        try:
-            hours = float(raw_hours)
-        except ValueError:
-            raise ConfigError(f"OPERATOR_SESSION_HOURS must be a number of hours, not {raw_hours!r}") from None
-        if not 0 < hours <= 24 * 30:
-            raise ConfigError("OPERATOR_SESSION_HOURS must be more than 0 and at most 720")
+        hours = settings.env_number("OPERATOR_SESSION_HOURS", DEFAULT_SESSION_HOURS, what="a number of hours",
+                                    above=0, maximum=24 * 30)
         secure_raw = settings.env("OPERATOR_COOKIE_SECURE", "auto").strip().lower()
         if secure_raw not in ("auto", "1", "0", "true", "false", "yes", "no", "on", "off"):
             raise ConfigError(f"OPERATOR_COOKIE_SECURE must be auto, 1 or 0, not {secure_raw!r}")
