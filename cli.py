@@ -264,7 +264,7 @@ class CheckLines:
 def _check_settings(settings: Settings) -> str:
     import scheduler
     from base.cleanup import Retention
-    from base.rules import ContentRules
+    from base.enrichment.rules import ContentRules
     from config.celery_config import celery_settings
 
     conf = celery_settings(settings, longest_hard_limit=scheduler.longest_hard_limit())

@@ -35,9 +35,9 @@ import requests
 from celery.exceptions import SoftTimeLimitExceeded
 
 from base.document import Checkpoint, Document, Item, ItemFailure, flat_hints, sanitize_filename, spool_chunks
-from base.enrich import enrich
+from base.enrichment.rules import ContentRules
+from base.enrichment.steps import enrich
 from base.hub_client import Hub, HubDocumentMissing, hub_from_settings
-from base.rules import ContentRules
 from base.state import DeadLetter, ItemRecord, StateStore
 from config.settings import Settings, get_settings
 from utils.audit import AuditLog

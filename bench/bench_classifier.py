@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from utils.classifier import Classifier
+from base.enrichment.classifier import Classifier
 
 TRAIN = Path(__file__).resolve().parent.parent / "tests" / "data" / "departments_train.jsonl"
 

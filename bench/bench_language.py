@@ -1,4 +1,4 @@
-"""Language detection benchmark: texts/s on each path of utils.language.detect_language.
+"""Language detection benchmark: texts/s on each path of base.enrichment.language.detect_language.
 
 Paths measured separately, because their costs differ by orders of magnitude:
 - script: Malayalam, mixed English + Malayalam, and other single-language scripts (Tamil, Kannada,
@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
-from utils.language import detect_language
+from base.enrichment.language import detect_language
 
 #: Short texts like the titles, captions and first lines connectors pass for enrichment.
 MALAYALAM = [

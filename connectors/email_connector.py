@@ -11,7 +11,7 @@ Facts: ../shared/reference/imap-testing.md. A scope is one folder of one account
 2. ``UID SEARCH UID <last+1>:*``, then ``UID FETCH (RFC822.SIZE)`` to cut the new UIDs into batches
    of at most ``batch_size`` messages and ``batch_bytes`` bytes (memory stays bounded whatever the
    message sizes), then ``UID FETCH (BODY.PEEK[])`` per batch;
-3. each message is parsed once (utils/mime.py, at most MAX_PARTS attachments per message);
+3. each message is parsed once (connectors/email_mime.py, at most MAX_PARTS attachments per message);
    each attachment becomes an ``Item`` whose bytes are already in memory. Every item carries the
    cursor that is safe after it: the last item of a message ``{"uidvalidity": V, "last_uid":
    UID}``, any earlier one ``{"uidvalidity": V, "last_uid": UID - 1, "uid": UID, "parts_done":
@@ -45,10 +45,10 @@ from base.base_connector import BaseConnector, HealthResult
 from base.document import Checkpoint, Item, ItemFailure, merged_text
 from config.settings import Settings
 from connectors.email_imap import EmailAccount, FetchedMessage, ImapSession, Prefetch, classified, load_accounts
+from connectors.email_mime import Attachment, ParsedMessage, parse_message
 from utils.credentials_manager import CredentialsManager
 from utils.errors import AuthError, ConfigError, ThrottledError, TransientError
 from utils.logging import get_logger, register_secret
-from utils.mime import Attachment, ParsedMessage, parse_message
 
 log = get_logger(__name__)
 
@@ -90,7 +90,7 @@ class EmailConnector(BaseConnector):
         always skipped).
     max_attachment_mb: attachments larger than this are skipped without being read (default:
         the service-wide MAX_DOCUMENT_MB).
-    include_inline: also ingest inline images (default False; see utils/mime.py for what counts).
+    include_inline: also ingest inline images (default False; see connectors/email_mime.py for what counts).
     batch_size / batch_bytes: messages and bytes per body fetch (defaults 250 and 16 MiB).
     hints: classifier hints of the default account (e.g. {"department": "finance"}).
     account_name: a label for the default account in logs.

@@ -27,9 +27,9 @@ from typing import Any, Generic, TypeVar
 from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, IMAPClientAbortError, IMAPClientError, LoginError
 
+from connectors.email_mime import ParsedMessage
 from utils.errors import AuthError, ConfigError, TransientError
 from utils.logging import get_logger
-from utils.mime import ParsedMessage
 
 log = get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""utils/classifier.py with config/departments.toml: accuracy on the held-out half and rule behaviour."""
+"""base/enrichment/classifier.py with config/departments.toml: accuracy on the held-out half and rule behaviour."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from utils.classifier import DEPARTMENTS_FILE_ENV, Classification, Classifier, classify, get_classifier
+from base.enrichment.classifier import DEPARTMENTS_FILE_ENV, Classification, Classifier, classify, get_classifier
 from utils.errors import ConfigError
 
 DATA = Path(__file__).resolve().parent / "data"

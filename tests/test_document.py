@@ -71,7 +71,7 @@ def test_invisible_format_characters_are_dropped(raw, expected):
 
 @pytest.mark.parametrize("raw", ["evil.exe\u00ad", "evil.exe\U000e0020", "evil.ex\u200ce", "setup\u2060.msi"])
 def test_content_rules_match_the_cleaned_name(raw):
-    from base.rules import ContentRules
+    from base.enrichment.rules import ContentRules
 
     assert ContentRules.load().decide("email", raw, "application/pdf", 10, {}) == "rule:executables"
 

@@ -23,11 +23,11 @@ from base.hub_client import HttpHub
 from config.settings import Settings
 from connectors.email_connector import EmailConnector
 from connectors.email_imap import EmailAccount, classified
+from connectors.email_mime import iter_attachments
 from sandbox.dovecot import DovecotServer, crlf, message_flags, require_dovecot
 from sandbox.tls import CertAuthority
 from tests.test_mime import CORPUS, CORPUS_ATTACHMENTS, corpus_files
 from utils.errors import AuthError, ConfigError, TransientError
-from utils.mime import iter_attachments
 
 MALAYALAM_NAME = "കൊച്ചി മെട്രോ പരിപാലനം.pdf"
 
@@ -538,9 +538,9 @@ def test_uuencode_flood_is_bounded_and_the_invoice_after_it_is_ingested(
 
     MAX_PARTS is lowered so the pipeline's per-item work (Redis round trips for each skipped
     file) stays small; tests/test_mime.py shows the walker honours the real limit."""
-    import utils.mime
+    import connectors.email_mime
 
-    monkeypatch.setattr(utils.mime, "MAX_PARTS", 300)
+    monkeypatch.setattr(connectors.email_mime, "MAX_PARTS", 300)
     invoice = b"%PDF-1.7 invoice 4711 for track maintenance"
     dovecot.seed(mailbox, [uuencoded_flood(50_000), message("Invoice 4711", ("invoice-4711.pdf", invoice))])
     connector = make_connector()
@@ -594,7 +594,7 @@ def test_every_item_of_a_message_carries_a_safe_cursor_and_shared_text_is_built_
     all of them share is built once (it was rebuilt per item from every name: quadratic)."""
     import connectors.email_connector as module
     from connectors.email_imap import FetchedMessage
-    from utils.mime import parse_message
+    from connectors.email_mime import parse_message
 
     merged = [0]
     real = module.merged_text

@@ -28,9 +28,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from base.document import MAX_FILENAME_BYTES, sanitize_filename
+from connectors.email_mime import ParsedMessage, parse_message
 from tests.conftest import skip_or_fail
 from tests.reliability.conftest import FULL
-from utils.mime import ParsedMessage, parse_message
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "mime"
 #: Hypothesis examples are multiplied by this under ``make reliability`` (KMRL_RELIABILITY_FULL=1).

@@ -1,4 +1,4 @@
-"""utils/language.py: script first, English by function words, langdetect only when needed."""
+"""base/enrichment/language.py: script first, English by function words, langdetect only when needed."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from utils import language
+from base.enrichment import language
+from base.enrichment.language import MIXED_THRESHOLD_ENV, detect_language
 from utils.errors import ConfigError
-from utils.language import MIXED_THRESHOLD_ENV, detect_language
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,7 +145,7 @@ def test_langdetect_answer_is_the_same_every_time() -> None:
 
 
 def test_langdetect_answer_is_the_same_in_a_fresh_process() -> None:
-    code = f"from utils.language import detect_language; print(detect_language({AMBIGUOUS!r}))"
+    code = f"from base.enrichment.language import detect_language; print(detect_language({AMBIGUOUS!r}))"
     fresh = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
     )

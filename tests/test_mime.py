@@ -1,4 +1,4 @@
-"""The MIME walker (utils/mime.py) against real messages and hand-made edge cases.
+"""The MIME walker (connectors/email_mime.py) against real messages and hand-made edge cases.
 
 CORPUS_ATTACHMENTS is our own reading of every message in ../shared/testdata/mime (not the
 stdlib's, which its MANIFEST.tsv records): (IMAP section, exact filename, decoded size) of each
@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connectors.email_mime import BODY_TEXT_LIMIT, MAX_DEPTH, iter_attachments, message_summary, parse_message
 from tests.conftest import skip_or_fail
-from utils.mime import BODY_TEXT_LIMIT, MAX_DEPTH, iter_attachments, message_summary, parse_message
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "mime"
 
@@ -681,7 +681,7 @@ def uu_flood(blocks: int) -> bytes:
 
 
 def test_uuencoded_blocks_count_against_max_parts() -> None:
-    from utils.mime import MAX_PARTS
+    from connectors.email_mime import MAX_PARTS
 
     parsed = parse_message(uu_flood(50_000))
     # The body part is the first part; each file is one more, up to MAX_PARTS.
@@ -694,15 +694,15 @@ def test_uuencoded_blocks_count_against_max_parts() -> None:
 
 
 def test_uuencoded_blocks_are_cut_out_of_the_body_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    import utils.mime
+    import connectors.email_mime
 
-    real = utils.mime._decode_body
+    real = connectors.email_mime._decode_body
 
     def counted(data: bytes, cte: bytes) -> tuple[bytes, str]:
         decoded, defect = real(data, cte)
         return CountingBytes(decoded), defect
 
-    monkeypatch.setattr(utils.mime, "_decode_body", counted)
+    monkeypatch.setattr(connectors.email_mime, "_decode_body", counted)
     raw = uu_flood(5_000)
     CountingBytes.work[0] = 0
     parsed = parse_message(raw)
@@ -738,7 +738,7 @@ def winmail_message(stream: bytes) -> bytes:
 
 
 def test_winmail_dat_is_read_and_its_files_count_against_max_parts() -> None:
-    from utils.mime import MAX_PARTS
+    from connectors.email_mime import MAX_PARTS
 
     small = parse_message(winmail_message(winmail(3)))
     assert [(a.part_path, a.filename, a.payload, a.origin) for a in small.attachments] == [
@@ -795,7 +795,7 @@ def nested_winmail(depth: int, level: int = 0) -> bytes:
 def test_outlook_messages_embedded_400_deep_give_the_files_of_the_first_levels() -> None:
     """Embedded messages were parsed to any depth (each level a copy of the rest) until Python's
     recursion limit lost the whole winmail.dat; now levels past MAX_TNEF_DEPTH are not parsed."""
-    from utils.mime_legacy import MAX_TNEF_DEPTH
+    from connectors.email_mime_legacy import MAX_TNEF_DEPTH
 
     parsed = parse_message(winmail_message(nested_winmail(400)))
     assert [a.filename for a in parsed.attachments] == [f"level{n}.txt" for n in range(MAX_TNEF_DEPTH + 1)]
@@ -834,17 +834,17 @@ def test_tnef_counts_larger_than_the_stream_keep_winmail_dat_as_it_is(
 def test_html_parts_share_one_markup_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     """Forty 100 KB HTML parts: the body text reads a bounded amount of markup in all (each part
     used to get the whole budget, so the work grew with the number of parts)."""
-    import utils.mime
+    import connectors.email_mime
 
-    markup_limit = 4 * BODY_TEXT_LIMIT  # characters, all HTML parts together (utils.mime.HTML_MARKUP_LIMIT)
+    markup_limit = 4 * BODY_TEXT_LIMIT  # characters, all HTML parts together (connectors.email_mime.HTML_MARKUP_LIMIT)
     decoded = [0]
-    real = utils.mime.decode_declared
+    real = connectors.email_mime.decode_declared
 
     def counted(data: bytes, charset: str | None) -> str:
         decoded[0] += len(data)
         return real(data, charset)
 
-    monkeypatch.setattr(utils.mime, "decode_declared", counted)
+    monkeypatch.setattr(connectors.email_mime, "decode_declared", counted)
     parts = [b"Content-Type: text/html\r\n\r\n<p>" + f"part{n} ".encode() + b"<b>word</b> " * 8_500 + b"</p>"
              for n in range(40)]
     parsed = parse_message(mixed(*parts))
@@ -866,7 +866,7 @@ def test_html_text_reads_as_the_plain_regexes_did(tokens: list[str]) -> None:
     on openers without a closing tag)."""
     import html as html_module
 
-    from utils.mime import _html_text
+    from connectors.email_mime import _html_text
 
     markup = "".join(tokens)
     plain = _OLD_HTML_TAG.sub(" ", _OLD_HTML_DROP.sub(" ", markup))
@@ -895,7 +895,7 @@ class CountingFind(bytes):
 def test_header_parameters_are_read_in_linear_work(value: bytes) -> None:
     """Each search for the next "=" or ";" used to start over for every token: the rest of the
     value was read once per token."""
-    from utils.mime_headers import split_header_value
+    from connectors.email_mime_headers import split_header_value
 
     CountingFind.scanned[0] = 0
     split_header_value(CountingFind(value))

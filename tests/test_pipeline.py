@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from base.enrichment.rules import ContentRules
 from base.hub_client import HttpHub, OutboxHub
-from base.rules import ContentRules
 from config.settings import Settings
 from tests.helpers import FakeFile, ListConnector, fake_files
 

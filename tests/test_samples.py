@@ -15,11 +15,11 @@ from xml.etree import ElementTree
 import pytest
 
 from base.document import merged_text
+from base.enrichment.classifier import classify
+from base.enrichment.language import detect_language
+from connectors.email_mime import parse_message
 from sandbox.sample_formats import pdf_document, png_image
 from sandbox.samples import DEMO_MAILBOX, SampleFile, kmrl_samples
-from utils.classifier import classify
-from utils.language import detect_language
-from utils.mime import parse_message
 
 
 def pdf_objects(data: bytes) -> dict[int, bytes]:

@@ -1,6 +1,6 @@
 """Decoding MIME header values from raw bytes: charsets, RFC 2047 encoded words, RFC 2231 parameters.
 
-The MIME walker (utils/mime.py) keeps headers as bytes until the very end so that a raw 8-bit
+The MIME walker (connectors/email_mime.py) keeps headers as bytes until the very end so that a raw 8-bit
 filename can be decoded with the best guess (UTF-8, then the part's charset, then Windows-1252 /
 Latin-1) instead of the stdlib's U+FFFD replacement. Nothing here raises on malformed input: a
 value that cannot be decoded exactly is decoded as well as it can be.

@@ -10,7 +10,7 @@ Why not the stdlib parser: it is the bottleneck of an IMAP sync (feedparser line
 with policy.default, the header registry), and it misses uuencoded files, unquoted encoded-word
 names, top-level attachment bodies, prefers ``filename`` over ``filename*`` and turns raw 8-bit
 names into U+FFFD. This walker reads the message as bytes, splits on boundaries with
-``bytes.find`` and decodes headers itself (utils/mime_headers.py).
+``bytes.find`` and decodes headers itself (connectors/email_mime_headers.py).
 
 Guarantees a caller may rely on:
 - it never raises on malformed input; defects are recorded (``ParsedMessage.defects``,
@@ -40,8 +40,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 
-from utils.mime_headers import Params, decode_declared, decode_encoded_words, decode_raw_header, split_header_value
-from utils.mime_legacy import decode_uuencode_body, iter_uuencoded, unpack_tnef
+from connectors.email_mime_headers import (
+    Params,
+    decode_declared,
+    decode_encoded_words,
+    decode_raw_header,
+    split_header_value,
+)
+from connectors.email_mime_legacy import decode_uuencode_body, iter_uuencoded, unpack_tnef
 
 #: Deepest nesting of multiparts / forwarded messages we descend into; deeper parts are reported
 #: as a defect (hostile input can nest thousands of levels).

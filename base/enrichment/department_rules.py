@@ -1,4 +1,4 @@
-"""Department rules (config/departments.toml) read into the look-up tables utils/classifier.py uses.
+"""Department rules (config/departments.toml) read into the look-up tables base/enrichment/classifier.py uses.
 
 ``load_rules(path)`` validates the file and returns ``DepartmentRules``; ``normalise`` is the one
 text form both rules and documents are matched in; ``hint_keys`` turns a source hint into the keys
@@ -21,7 +21,7 @@ from utils.errors import ConfigError
 #: Environment variable naming the rules file.
 DEPARTMENTS_FILE_ENV = "DEPARTMENTS_FILE"
 #: The rules file used when DEPARTMENTS_FILE is unset.
-DEFAULT_DEPARTMENTS_FILE = Path(__file__).resolve().parent.parent / "config" / "departments.toml"
+DEFAULT_DEPARTMENTS_FILE = Path(__file__).resolve().parents[2] / "config" / "departments.toml"
 #: Hint keys a connector may pass; a rules file naming any other kind is refused (a typo would
 #: otherwise silently disable a hint).
 HINT_KINDS = ("worktype", "mailbox", "sender", "sender_domain", "site", "library", "phone")

@@ -8,7 +8,7 @@ document goes to the configured default department with confidence 0.
 
 Latin terms match whole words (found by a tokeniser and dict look-ups, so the cost does not grow
 with the number of rules); Malayalam terms match inside words (one regex), because Malayalam glues
-endings and compounds onto its stems. Reading the rules file lives in utils/department_rules.py.
+endings and compounds onto its stems. Reading the rules file lives in base/enrichment/department_rules.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from utils.department_rules import (
+from base.enrichment.department_rules import (
     DEPARTMENTS_FILE_ENV,
     HINT_KINDS,
     MALAYALAM,

@@ -1,6 +1,6 @@
 """Attachments in pre-MIME and Outlook wrappings: uuencoded blocks and winmail.dat (TNEF).
 
-Both return plain data (names as text, contents as bytes) for utils/mime.py to turn into
+Both return plain data (names as text, contents as bytes) for connectors/email_mime.py to turn into
 ``Attachment``s. Neither raises on malformed input: a broken uuencoded line is skipped, a TNEF
 stream tnefparse cannot read makes ``unpack_tnef`` return None so the caller keeps winmail.dat
 itself instead of losing it. Both do work linear in the size of their input, whatever it holds

@@ -19,14 +19,14 @@ def _enrichment_text(document: Document) -> str:
 
 def detect_document_language(document: Document, hints: Mapping[str, str]) -> None:
     """Sets ``language`` ('en', 'ml', 'mixed', another ISO 639-1 code, or 'unknown')."""
-    from utils.language import detect_language  # loads langdetect's profiles on first use only
+    from base.enrichment.language import detect_language  # loads langdetect's profiles on first use only
 
     document.language = detect_language(_enrichment_text(document))
 
 
 def classify_department(document: Document, hints: Mapping[str, str]) -> None:
     """Sets ``department``, ``department_confidence`` and the matched terms that explain it."""
-    from utils.classifier import get_classifier  # reads config/departments.toml on first use only
+    from base.enrichment.classifier import get_classifier  # reads config/departments.toml on first use only
 
     result = get_classifier().classify(_enrichment_text(document), hints)
     document.department = result.department
