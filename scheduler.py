@@ -20,7 +20,6 @@ app and the tasks elsewhere before anything is sent (the CLI and tests use it).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -64,8 +63,9 @@ from utils.tables import safe_url
 
 log = get_logger("scheduler")
 
-#: How long a connector's scope list is reused before the tick asks the source again.
-DEFAULT_SCOPE_CACHE_SECONDS = 600  # SCOPE_CACHE_SECONDS
+#: How long an instance's scope list stays in Redis (``scopes:*``), shared by every worker's tick,
+#: before a tick asks the source again. Not the SharePoint connector's per-process site cache.
+SHARED_SCOPE_LIST_TTL_SECONDS = 600  # SCOPE_CACHE_SECONDS
 #: A scope run stops at its soft limit minus this share of it (at least ``MIN_DEADLINE_MARGIN``).
 DEADLINE_MARGIN = 0.1
 MIN_DEADLINE_MARGIN = 10  # seconds
@@ -200,7 +200,7 @@ def _record_source_error(state: StateStore, source: str, exc: BaseException, *, 
 
 
 def scope_cache_seconds(settings: Settings) -> int:
-    raw = settings.env("SCOPE_CACHE_SECONDS", str(DEFAULT_SCOPE_CACHE_SECONDS))
+    raw = settings.env("SCOPE_CACHE_SECONDS", str(SHARED_SCOPE_LIST_TTL_SECONDS))
     try:
         return max(0, int(raw))
     except ValueError as exc:
@@ -210,15 +210,14 @@ def scope_cache_seconds(settings: Settings) -> int:
 def list_scopes(connector: BaseConnector, source: str, instance: str) -> tuple[list[str], bool]:
     """The instance's scopes and whether they came from the cache (``{prefix}scopes:{source}:{instance}``)."""
     state = runtime.state
-    key = state.key("scopes", source, instance)
-    cached = state.redis.get(key)
-    if cached:
-        return list(json.loads(cached)), True
+    cached = state.cached_scopes(source, instance)
+    if cached is not None:
+        return cached, True
     with connector.connect(connector.default_credentials()):
         scopes = list(connector.scopes())
     ttl = scope_cache_seconds(runtime.settings)
     if ttl:
-        state.redis.set(key, json.dumps(scopes), ex=ttl)
+        state.cache_scopes(source, instance, scopes, ttl=ttl)
     return scopes, False
 
 

@@ -15,7 +15,6 @@ metrics endpoint; computing it does no I/O, so the rules are tested on their own
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -139,10 +138,9 @@ def store_report(state: StateStore, report: HealthReport) -> None:
     for source in report.sources:
         state.set_gauge("kmrl_source_healthy", {"source": source.source}, 1.0 if source.state == "healthy" else 0.0)
     state.set_gauge("kmrl_health_checked_timestamp_seconds", None, report.checked_at)
-    state.redis.set(state.key("health"), json.dumps(report.as_dict(), sort_keys=True))  # last: readers wait on it
+    state.store_health(report.as_dict())  # last: readers wait on it
 
 
 def load_report(state: StateStore) -> dict[str, Any] | None:
     """The last stored report as a dict, or None when no health check ran yet."""
-    raw = state.redis.get(state.key("health"))
-    return json.loads(raw) if raw else None
+    return state.load_health()

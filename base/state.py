@@ -1,18 +1,4 @@
-"""All of the service's state in Redis, under one key schema (DESIGN.md "Redis state").
-
-| key                                   | type   | holds                                              |
-|---------------------------------------|--------|----------------------------------------------------|
-| cursor:{connector}:{scope}            | string | the connector's opaque cursor, as JSON             |
-| item:{connector}:{scope}              | hash   | source_id -> {"v": version, "sha256", "hub_id"}    |
-| content:{sha256}                      | string | the Hub's document id                              |
-| status:{connector}:{scope}            | hash   | last run times, counts, last error, state          |
-| history:{connector}:{scope}           | list   | recent run summaries (JSON, newest first)          |
-| lock:{connector}:{scope}              | string | lease token (SET NX PX)                            |
-| throttle:{service}:{tenant}           | string | Unix time before which nobody calls the service    |
-| deadletter:{connector}                | hash   | entry id -> dead-letter entry (JSON)               |
-| failing:{connector}:{scope}           | hash   | source_id -> {"runs", "run", "reason", times}: runs |
-|                                       |        | in which the item's download failed transiently    |
-| metrics:counters / metrics:gauges     | hash   | "name|label=value,..." -> number                   |
+"""All of the service's state in Redis (DESIGN.md "Redis state"); the keys are base/keys.py's.
 
 The hot path costs at most three round trips per document: the version check (``get_item``), the
 content check (``get_content``) and one pipeline recording the result (``record_ingested``).
@@ -31,6 +17,8 @@ from typing import Any
 
 import redis
 
+from base import lua
+from base.keys import DEFAULT_PREFIX, KeySchema
 from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings
 from utils.errors import LeaseLostError
@@ -84,27 +72,6 @@ def metric_field(name: str, labels: Mapping[str, str] | None = None) -> str:
     return name + "|" + ",".join(f"{k}={labels[k]}" for k in sorted(labels))
 
 
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
-_THROTTLE = """
-local cur = tonumber(redis.call('get', KEYS[1]) or '0')
-local new = tonumber(ARGV[1])
-if new > cur then
-  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
 
 
 class Lease:
@@ -179,7 +146,7 @@ class RedisThrottleGate:
     def __init__(self, store: StateStore, service: str, tenant: str) -> None:
         self._store = store
         self.service = service
-        self.key = store.key("throttle", service, tenant or "default")
+        self.key = store.keys.throttle(service, tenant)
 
     def blocked_until(self) -> float:
         value = self._store.redis.get(self.key)
@@ -195,15 +162,16 @@ class RedisThrottleGate:
 class StateStore:
     """Redis-backed state for every connector and scope (see the module docstring for keys)."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "kmrl:") -> None:
+    def __init__(self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
         self.redis = client
         self.prefix = prefix
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
-        self._throttle = client.register_script(_THROTTLE)
+        self.keys = KeySchema(prefix)
+        self._renew = client.register_script(lua.source("lease_renew"))
+        self._release = client.register_script(lua.source("lease_release"))
+        self._throttle = client.register_script(lua.source("throttle_raise"))
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "kmrl:", ca_file: str = "") -> StateStore:
+    def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX, ca_file: str = "") -> StateStore:
         """A store on ``url``; a ``rediss://`` URL is verified against ``ca_file`` or the system CAs."""
         client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=30, socket_connect_timeout=5,
                                       health_check_interval=25, **redis_tls_kwargs(url, ca_file))
@@ -214,30 +182,31 @@ class StateStore:
         return cls.from_url(settings.state_redis_url, prefix=settings.key_prefix, ca_file=settings.redis_ca_file)
 
     def key(self, *parts: str) -> str:
-        """A full key: the prefix, then the parts joined by ``:``."""
-        return self.prefix + ":".join(parts)
+        """A full key: the prefix, then the parts joined by ``:`` (the service's own kinds have a
+        builder in ``self.keys``; this is for anything else under the prefix)."""
+        return self.keys.join(*parts)
 
     # -- cursors --------------------------------------------------------------------------------
     def get_cursor(self, connector: str, scope: str) -> Any:
-        raw = self.redis.get(self.key("cursor", connector, scope))
+        raw = self.redis.get(self.keys.cursor(connector, scope))
         return json.loads(raw) if raw else None
 
     def set_cursor(self, connector: str, scope: str, cursor: Any) -> None:
-        self.redis.set(self.key("cursor", connector, scope), json.dumps(cursor, sort_keys=True))
+        self.redis.set(self.keys.cursor(connector, scope), json.dumps(cursor, sort_keys=True))
 
     def clear_cursor(self, connector: str, scope: str) -> None:
-        self.redis.delete(self.key("cursor", connector, scope))
+        self.redis.delete(self.keys.cursor(connector, scope))
 
     # -- items and content -----------------------------------------------------------------------
     def get_item(self, connector: str, scope: str, source_id: str) -> ItemRecord | None:
-        raw = self.redis.hget(self.key("item", connector, scope), source_id)
+        raw = self.redis.hget(self.keys.items(connector, scope), source_id)
         if not raw:
             return None
         data = json.loads(raw)
         return ItemRecord(version=data.get("v", ""), sha256=data.get("sha256", ""), hub_id=data.get("hub_id", ""))
 
     def get_content(self, sha256: str) -> str | None:
-        value = self.redis.get(self.key("content", sha256))
+        value = self.redis.get(self.keys.content(sha256))
         return str(value) if value else None
 
     def record_ingested(
@@ -252,14 +221,14 @@ class StateStore:
         if not records:
             return
         pipe = self.redis.pipeline(transaction=True)
-        counters = self.key("metrics", "counters")
+        counters = self.keys.counters()
         outcomes: dict[str, int] = {}
         new_bytes = 0
         for scope, source_id, record, outcome, size in records:
-            pipe.hdel(self.key("deadletter", connector), dead_letter_id(scope, source_id))
-            pipe.hset(self.key("item", connector, scope), source_id,
+            pipe.hdel(self.keys.dead_letters(connector), dead_letter_id(scope, source_id))
+            pipe.hset(self.keys.items(connector, scope), source_id,
                       json.dumps({"v": record.version, "sha256": record.sha256, "hub_id": record.hub_id}))
-            pipe.set(self.key("content", record.sha256), record.hub_id)
+            pipe.set(self.keys.content(record.sha256), record.hub_id)
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
             new_bytes += size if outcome == "new" else 0
         for outcome, count in outcomes.items():
@@ -272,48 +241,51 @@ class StateStore:
     def forget_item(self, connector: str, scope: str, source_id: str) -> None:
         """Drops a deleted source item's record and counts the deletion (one round trip)."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hdel(self.key("item", connector, scope), source_id)
-        pipe.hincrbyfloat(self.key("metrics", "counters"),
+        pipe.hdel(self.keys.items(connector, scope), source_id)
+        pipe.hincrbyfloat(self.keys.counters(),
                           metric_field("kmrl_documents_total", {"source": connector, "outcome": "deleted"}), 1)
         pipe.execute()
 
     def count_items(self, connector: str, scope: str) -> int:
-        return int(self.redis.hlen(self.key("item", connector, scope)))
+        return int(self.redis.hlen(self.keys.items(connector, scope)))
 
     # -- status -------------------------------------------------------------------------------
     def update_status(self, connector: str, scope: str, fields: Mapping[str, Any]) -> None:
         clean: dict[Any, Any] = {
             k: ("" if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else v)) for k, v in fields.items()
         }
-        self.redis.hset(self.key("status", connector, scope), mapping=clean)
+        self.redis.hset(self.keys.status(connector, scope), mapping=clean)
 
     def clear_status(self, connector: str, scope: str) -> None:
-        self.redis.delete(self.key("status", connector, scope))
+        self.redis.delete(self.keys.status(connector, scope))
 
     def get_status(self, connector: str, scope: str) -> dict[str, str]:
-        raw = self.redis.hgetall(self.key("status", connector, scope))
+        raw = self.redis.hgetall(self.keys.status(connector, scope))
         return {str(k): str(v) for k, v in raw.items()}
 
     def iter_statuses(self, connector: str | None = None) -> Iterator[tuple[str, str, dict[str, str]]]:
         """(connector, scope, status) for every scope with a status, sorted by key."""
-        pattern = self.key("status", connector or "*", "*")
-        head = len(self.key("status", ""))
-        for key in sorted(self.redis.scan_iter(match=pattern, count=500)):
-            rest = key[head:]
-            name, _, scope = rest.partition(":")
+        for key in sorted(self.redis.scan_iter(match=self.keys.scope_pattern("status", connector), count=500)):
+            name, scope = self.keys.parse_scope_key("status", key)
             yield name, scope, self.get_status(name, scope)
 
     def append_history(self, connector: str, scope: str, summary: Mapping[str, Any]) -> None:
-        key = self.key("history", connector, scope)
+        key = self.keys.history(connector, scope)
         pipe = self.redis.pipeline(transaction=False)
         pipe.lpush(key, json.dumps(summary, sort_keys=True, default=str))
         pipe.ltrim(key, 0, HISTORY_LENGTH - 1)
         pipe.execute()
 
+    def iter_history(self) -> Iterator[dict[str, Any]]:
+        """Every stored run summary, scope by scope (sorted by key), newest first within a scope."""
+        for key in sorted(self.redis.scan_iter(match=self.keys.scope_pattern("history"), count=500)):
+            for raw in self.redis.lrange(key, 0, -1):
+                yield json.loads(raw)
+
     def trim_history(self, older_than: float) -> int:
         """Drops run summaries that ended before ``older_than`` (Unix time); returns how many."""
         removed = 0
-        for key in self.redis.scan_iter(match=self.key("history", "*"), count=500):
+        for key in self.redis.scan_iter(match=self.keys.scope_pattern("history"), count=500):
             entries = self.redis.lrange(key, 0, -1)
             keep = [e for e in entries if float(json.loads(e).get("ended_at", 0)) >= older_than]
             if len(keep) != len(entries):
@@ -327,10 +299,10 @@ class StateStore:
 
     # -- locks and throttling ---------------------------------------------------------------------
     def lease(self, connector: str, scope: str, *, ttl: float) -> Lease:
-        return Lease(self, self.key("lock", connector, scope), ttl)
+        return Lease(self, self.keys.lock(connector, scope), ttl)
 
     def lock_holder(self, connector: str, scope: str) -> str | None:
-        value = self.redis.get(self.key("lock", connector, scope))
+        value = self.redis.get(self.keys.lock(connector, scope))
         return str(value) if value else None
 
     def throttle_gate(self, service: str, tenant: str = "default") -> RedisThrottleGate:
@@ -339,7 +311,7 @@ class StateStore:
     # -- dead letters -------------------------------------------------------------------------
     def add_dead_letter(self, entry: DeadLetter) -> DeadLetter:
         """Stores ``entry``; a repeat failure of the same item keeps its first time and counts attempts."""
-        key = self.key("deadletter", entry.connector)
+        key = self.keys.dead_letters(entry.connector)
         previous = self.redis.hget(key, entry.id)
         if previous:
             old = json.loads(previous)
@@ -348,8 +320,8 @@ class StateStore:
             entry.bytes_path = entry.bytes_path or old.get("bytes_path", "")
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, entry.id, json.dumps(asdict(entry), sort_keys=True, default=str))
-        pipe.hdel(self.key("failing", entry.connector, entry.scope), entry.source_id)
-        pipe.hincrbyfloat(self.key("metrics", "counters"),
+        pipe.hdel(self.keys.failing(entry.connector, entry.scope), entry.source_id)
+        pipe.hincrbyfloat(self.keys.counters(),
                           metric_field("kmrl_documents_total", {"source": entry.connector, "outcome": "dead_lettered"}),
                           1)
         pipe.execute()
@@ -360,7 +332,7 @@ class StateStore:
         """source_id -> {"runs", "run", "reason", "first_failed_at", "last_failed_at"} for every item
         of the scope whose download failed transiently in a run and has neither succeeded nor been
         dead-lettered since."""
-        raw = self.redis.hgetall(self.key("failing", connector, scope))
+        raw = self.redis.hgetall(self.keys.failing(connector, scope))
         return {str(k): json.loads(v) for k, v in raw.items()}
 
     def count_item_failure(self, connector: str, scope: str, source_id: str, *, run_id: str, reason: str) -> int:
@@ -368,7 +340,7 @@ class StateStore:
         call for the same run counts nothing. Returns the number of runs counted so far.
 
         Read-modify-write is safe: only the holder of the scope's lease writes its items."""
-        key = self.key("failing", connector, scope)
+        key = self.keys.failing(connector, scope)
         raw = self.redis.hget(key, source_id)
         entry: dict[str, Any] = json.loads(raw) if raw else {}
         if entry.get("run") == run_id:
@@ -384,39 +356,66 @@ class StateStore:
 
     def clear_item_failure(self, connector: str, scope: str, source_id: str) -> None:
         """Forgets the failed runs of ``source_id`` (its download worked)."""
-        self.redis.hdel(self.key("failing", connector, scope), source_id)
+        self.redis.hdel(self.keys.failing(connector, scope), source_id)
 
     def get_dead_letter(self, connector: str, scope: str, source_id: str) -> DeadLetter | None:
         """The dead-letter entry of (scope, source_id), or None."""
-        raw = self.redis.hget(self.key("deadletter", connector), dead_letter_id(scope, source_id))
+        raw = self.redis.hget(self.keys.dead_letters(connector), dead_letter_id(scope, source_id))
         return DeadLetter(**json.loads(raw)) if raw else None
 
     def list_dead_letters(self, connector: str | None = None) -> list[DeadLetter]:
-        pattern = self.key("deadletter", connector or "*")
+        keys = [self.keys.dead_letters(connector)] if connector else self.dead_letter_keys()
         entries: list[DeadLetter] = []
-        for key in sorted(self.redis.scan_iter(match=pattern, count=100)):
+        for key in keys:
             for raw in self.redis.hvals(key):
                 entries.append(DeadLetter(**json.loads(raw)))
         return sorted(entries, key=lambda e: e.last_failed_at)
 
+    def dead_letter_keys(self) -> list[str]:
+        """Every connector's dead-letter hash key, sorted."""
+        return sorted(self.redis.scan_iter(match=self.keys.dead_letters_pattern(), count=100))
+
+    def dead_letter_sources(self) -> list[str]:
+        """Connectors with a dead-letter hash (entries, or none left), sorted."""
+        return [self.keys.connector_of_dead_letters(key) for key in self.dead_letter_keys()]
+
     def remove_dead_letter(self, connector: str, entry_id: str) -> bool:
-        return bool(self.redis.hdel(self.key("deadletter", connector), entry_id))
+        return bool(self.redis.hdel(self.keys.dead_letters(connector), entry_id))
 
     def dead_letter_count(self, connector: str) -> int:
-        return int(self.redis.hlen(self.key("deadletter", connector)))
+        return int(self.redis.hlen(self.keys.dead_letters(connector)))
 
     # -- metrics --------------------------------------------------------------------------------
     def incr_metric(self, name: str, labels: Mapping[str, str] | None = None, value: float = 1.0) -> None:
-        self.redis.hincrbyfloat(self.key("metrics", "counters"), metric_field(name, labels), value)
+        self.redis.hincrbyfloat(self.keys.counters(), metric_field(name, labels), value)
 
     def set_gauge(self, name: str, labels: Mapping[str, str] | None, value: float) -> None:
-        self.redis.hset(self.key("metrics", "gauges"), metric_field(name, labels), value)
+        self.redis.hset(self.keys.gauges(), metric_field(name, labels), value)
 
     def metrics(self) -> tuple[dict[str, float], dict[str, float]]:
         """(counters, gauges) as ``{field: value}``; see ``metric_field`` for the field format."""
-        counters = {str(k): float(v) for k, v in self.redis.hgetall(self.key("metrics", "counters")).items()}
-        gauges = {str(k): float(v) for k, v in self.redis.hgetall(self.key("metrics", "gauges")).items()}
+        counters = {str(k): float(v) for k, v in self.redis.hgetall(self.keys.counters()).items()}
+        gauges = {str(k): float(v) for k, v in self.redis.hgetall(self.keys.gauges()).items()}
         return counters, gauges
+
+    # -- shared caches and reports ------------------------------------------------------------------
+    def cached_scopes(self, source: str, instance: str) -> list[str] | None:
+        """The scope list cached for (source, instance), or None when none is (or it expired)."""
+        raw = self.redis.get(self.keys.scopes(source, instance))
+        return list(json.loads(raw)) if raw else None
+
+    def cache_scopes(self, source: str, instance: str, scopes: list[str], *, ttl: int) -> None:
+        """Caches ``scopes`` for ``ttl`` seconds, shared by every worker."""
+        self.redis.set(self.keys.scopes(source, instance), json.dumps(scopes), ex=ttl)
+
+    def store_health(self, report: Mapping[str, Any]) -> None:
+        """Saves the last health report (one key, replaced each time)."""
+        self.redis.set(self.keys.health(), json.dumps(report, sort_keys=True))
+
+    def load_health(self) -> dict[str, Any] | None:
+        """The last health report saved, or None."""
+        raw = self.redis.get(self.keys.health())
+        return json.loads(raw) if raw else None
 
     def ping(self) -> bool:
         return bool(self.redis.ping())

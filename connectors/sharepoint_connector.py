@@ -52,8 +52,9 @@ log = get_logger(__name__)
 
 #: Microsoft Graph v1.0 in the public cloud.
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
-#: How long a site's resolved id and library list are reused before asking Graph again.
-DEFAULT_SCOPE_CACHE_SECONDS = 300.0  # seconds
+#: How long this process reuses a site's resolved id and library list before asking Graph again
+#: (in memory, per process; not the scheduler's scope list shared in Redis).
+SITE_DRIVES_CACHE_SECONDS = 300.0  # seconds
 #: (connect, read) timeouts for Graph and downloads; the read timeout bounds a stall, not a transfer.
 DEFAULT_TIMEOUT = (5.0, 60.0)  # seconds
 #: Chunk size when streaming a file.
@@ -158,7 +159,7 @@ class SharePointConnector(BaseConnector):
         graph_base_url: str = DEFAULT_GRAPH_BASE_URL,
         authority: str = DEFAULT_AUTHORITY,
         ca_file: str | None = None,
-        scope_cache_seconds: float = DEFAULT_SCOPE_CACHE_SECONDS,
+        scope_cache_seconds: float = SITE_DRIVES_CACHE_SECONDS,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         **kwargs: Any,
     ) -> None:
@@ -207,7 +208,7 @@ class SharePointConnector(BaseConnector):
             if not urlsplit(base).path.strip("/"):
                 raise ConfigError("SHAREPOINT_SITES is empty: list the site paths to sync (e.g. sites/operations)")
             sites = [base]
-        raw_cache = settings.env("SHAREPOINT_SCOPE_CACHE_SECONDS", str(DEFAULT_SCOPE_CACHE_SECONDS))
+        raw_cache = settings.env("SHAREPOINT_SCOPE_CACHE_SECONDS", str(SITE_DRIVES_CACHE_SECONDS))
         try:
             cache_seconds = float(raw_cache)
         except ValueError as exc:

@@ -2,13 +2,13 @@
 
 The Cloud API cannot list past messages, so every inbound media message is learned from a webhook
 and must survive until the connector has delivered it to the Hub. The webhook appends one entry per
-media message to the stream ``kmrl:whatsapp:inbox``; the connector reads it through a consumer
+media message to the stream ``whatsapp:inbox`` (base/keys.py); the connector reads it through a consumer
 group, so an entry read but never acknowledged stays pending and is claimed back after an idle
 timeout. Nothing trims the stream by length (a ``MAXLEN`` would drop entries nobody has read yet):
 an entry leaves the stream only when the connector acknowledges it (``XACK`` then ``XDEL``).
 
 Meta delivers webhooks at least once, so the webhook stores a wamid once: one Lua script checks a
-per-wamid "seen" key and appends in the same round trip, atomically.
+per-wamid "seen" key and appends in the same round trip, atomically (base/lua/inbox_append.lua).
 """
 
 from __future__ import annotations
@@ -24,48 +24,26 @@ from typing import Any
 
 import redis
 
+from base import lua
+from base.keys import DEFAULT_PREFIX, KeySchema
 from base.state import metric_field
 
+_DEFAULT_KEYS = KeySchema(DEFAULT_PREFIX)
 #: The stream holding inbound media messages not yet delivered to the Hub.
-STREAM_KEY = "kmrl:whatsapp:inbox"
+STREAM_KEY = _DEFAULT_KEYS.whatsapp_inbox()
 #: Prefix of the per-wamid key that marks a message as already queued.
-SEEN_KEY_PREFIX = "kmrl:whatsapp:seen:"
+SEEN_KEY_PREFIX = _DEFAULT_KEYS.whatsapp_seen_prefix()
 #: How long a wamid is remembered; Meta re-delivers a webhook for up to 7 days, plus a day's margin.
 SEEN_TTL = 8 * 24 * 3600  # seconds
 #: The consumer group the connector reads through.
 GROUP = "kmrl-connectors"
 #: The service's counters hash (base.state ``metrics:counters``) and the webhook's counter in it,
 #: by outcome (queued, duplicate), so /metrics shows the intake without another round trip.
-METRICS_KEY = "kmrl:metrics:counters"
+METRICS_KEY = _DEFAULT_KEYS.counters()
 WEBHOOK_METRIC = "kmrl_whatsapp_webhook_messages_total"
 #: Message types that carry a downloadable media object.
 MEDIA_TYPES = frozenset({"document", "image", "audio", "video", "sticker"})
 
-_APPEND_SCRIPT = """
--- KEYS[1]: the stream; KEYS[2]: the metrics counters hash; KEYS[3..n]: each message's seen-key.
--- ARGV[1]: seen-key TTL (s); ARGV[2], ARGV[3]: the queued and the duplicate counter fields;
--- ARGV[4]: the field names (JSON array); ARGV[5..]: each message's values (JSON array, same order).
--- One JSON argument per message rather than one per field: argument encoding is the client's
--- largest cost on this path.
-local names = cjson.decode(ARGV[4])
-local entry, added = {}, {}
-for i = 3, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    local values = cjson.decode(ARGV[i + 2])
-    for j = 1, #names do
-      entry[2 * j - 1] = names[j]
-      entry[2 * j] = values[j]
-    end
-    local id = redis.call('XADD', KEYS[1], '*', unpack(entry))
-    redis.call('SET', KEYS[i], id, 'EX', ARGV[1])
-    added[#added + 1] = id
-  end
-end
-if #added > 0 then redis.call('HINCRBYFLOAT', KEYS[2], ARGV[2], #added) end
-local repeated = #KEYS - 2 - #added
-if repeated > 0 then redis.call('HINCRBYFLOAT', KEYS[2], ARGV[3], repeated) end
-return added
-"""
 
 
 @dataclass(frozen=True)
@@ -201,13 +179,14 @@ class Inbox:
         self.metrics_key = metrics_key
         self.group = group
         self.seen_ttl = seen_ttl
-        self._append = client.register_script(_APPEND_SCRIPT)
+        self._append = client.register_script(lua.source("inbox_append"))
 
     @classmethod
-    def for_prefix(cls, client: redis.Redis, prefix: str = "kmrl:", **options: Any) -> Inbox:
+    def for_prefix(cls, client: redis.Redis, prefix: str = DEFAULT_PREFIX, **options: Any) -> Inbox:
         """The inbox under the service's key prefix (KMRL_KEY_PREFIX): ``{prefix}whatsapp:inbox``."""
-        return cls(client, stream=f"{prefix}whatsapp:inbox", seen_prefix=f"{prefix}whatsapp:seen:",
-                   metrics_key=f"{prefix}metrics:counters", **options)
+        keys = KeySchema(prefix)
+        return cls(client, stream=keys.whatsapp_inbox(), seen_prefix=keys.whatsapp_seen_prefix(),
+                   metrics_key=keys.counters(), **options)
 
     # ---- producer (the webhook) -----------------------------------------------------------
 

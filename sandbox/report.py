@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -33,11 +32,9 @@ def runs_since(state: StateStore, since: float) -> list[dict[str, Any]]:
     """Run summaries (connector, scope, state, counts, started_at, ended_at, ...) of runs that ended at or
     after ``since``: a run already under way when new items arrive (beat's own tick) counts with them."""
     runs: list[dict[str, Any]] = []
-    for key in sorted(state.redis.scan_iter(match=state.key("history", "*"), count=500)):
-        for raw in state.redis.lrange(key, 0, -1):
-            run = json.loads(raw)
-            if float(run.get("ended_at") or 0) >= since:
-                runs.append(run)
+    for run in state.iter_history():
+        if float(run.get("ended_at") or 0) >= since:
+            runs.append(run)
     return runs
 
 

@@ -37,6 +37,7 @@ from typing import IO, Any
 
 import redis
 
+from base.keys import DEFAULT_PREFIX
 from config.settings import Settings, redis_db_url
 from sandbox.dovecot import DovecotServer, dovecot_binary
 from sandbox.graph import GraphSimulator
@@ -119,7 +120,7 @@ class Stack:
     root: Path
     redis: RedisLayout
     sources: Sequence[str] = ALL_SOURCES
-    key_prefix: str = "kmrl:"
+    key_prefix: str = DEFAULT_PREFIX
     sync_minutes: int = 1
     #: Why a requested source is not simulated (email without Dovecot).
     skipped: dict[str, str] = field(default_factory=dict)

@@ -127,8 +127,7 @@ def _live_samples(state: StateStore, exposition: Exposition, now: float) -> None
             exposition.add("kmrl_lag_seconds", labels, max(0.0, now - last_success))
         if status.get("last_run_seconds"):
             exposition.add("kmrl_last_run_seconds", labels, float(status["last_run_seconds"]))
-    head = len(state.key("deadletter", ""))
-    sources.update(key[head:] for key in state.redis.scan_iter(match=state.key("deadletter", "*"), count=100))
+    sources.update(state.dead_letter_sources())
     # Every source that ever ran gets a sample, 0 included, so an alert can tell "none" from "unknown".
     for source in sorted(sources):
         exposition.add("kmrl_dead_letters", (("source", source),), float(state.dead_letter_count(source)))

@@ -73,11 +73,9 @@ def main() -> int:
     args = parser.parse_args()
     sys.path.insert(0, os.getcwd())  # the e3367a7 checkout
 
-    from sandbox.hub_faults import Fault
+    from config.settings import redis_db_url
     from sandbox.samples import SampleSet, kmrl_samples
     from sandbox.stack import RedisLayout, Stack
-
-    from config.settings import redis_db_url
 
     layout = RedisLayout(*(redis_db_url(args.redis, db) for db in (1, 2, 3, 4)))
     for url in layout.urls():

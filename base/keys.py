@@ -1,0 +1,140 @@
+"""The Redis key schema: every kind of key the service writes, one builder each, and its version.
+
+Every module builds its keys here (through ``KeySchema``, usually ``StateStore.keys``); nothing
+else spells a key. All keys start with the prefix (``KMRL_KEY_PREFIX``, default ``kmrl:``), so
+several deployments can share one Redis database. README's "Redis" section lists what bounds
+each kind.
+
+| kind           | key                                   | type   | holds                                              |
+|----------------|---------------------------------------|--------|----------------------------------------------------|
+| cursor         | cursor:{connector}:{scope}            | string | the connector's opaque cursor, as JSON             |
+| item           | item:{connector}:{scope}              | hash   | source_id -> {"v": version, "sha256", "hub_id"}    |
+| content        | content:{sha256}                      | string | the Hub's document id                              |
+| status         | status:{connector}:{scope}            | hash   | last run times, counts, last error, state          |
+| history        | history:{connector}:{scope}           | list   | recent run summaries (JSON, newest first)          |
+| lock           | lock:{connector}:{scope}              | string | lease token (SET NX PX)                            |
+| failing        | failing:{connector}:{scope}           | hash   | source_id -> runs in which its download failed     |
+| deadletter     | deadletter:{connector}                | hash   | entry id -> dead-letter entry (JSON)               |
+| throttle       | throttle:{service}:{tenant}           | string | Unix time before which nobody calls the service    |
+| metrics        | metrics:counters / metrics:gauges     | hash   | "name|label=value,..." -> number                   |
+| scopes         | scopes:{source}:{instance}            | string | the instance's scope list (JSON), a shared cache   |
+| health         | health                                | string | the last health report (JSON)                      |
+| whatsapp       | whatsapp:inbox                        | stream | inbound WhatsApp media not yet delivered           |
+| whatsapp seen  | whatsapp:seen:{wamid}                 | string | the stream entry a wamid was queued as             |
+| schema         | schema:version                        | string | the schema version the state is in                 |
+| schema lock    | schema:migrating                      | string | held by the one process migrating (SET NX PX)      |
+
+Connector and source names never contain ``:``; scopes may (a scope is the rest of the key).
+"""
+
+from __future__ import annotations
+
+from config.settings import Settings
+
+#: The version of the schema above. Version 1 is the state written before the version was stored
+#: (up to e3367a7: the same key names, no ``schema:version``); base/schema.py migrates to this one.
+SCHEMA_VERSION = 2
+
+#: The prefix of every key unless ``KMRL_KEY_PREFIX`` says otherwise (the setting's default).
+DEFAULT_PREFIX = Settings.key_prefix
+
+
+class KeySchema:
+    """The keys under one prefix. Builders take the parts of a key and return the full key."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        self.prefix = prefix
+
+    def join(self, *parts: str) -> str:
+        """The prefix, then ``parts`` joined by ``:`` (what every builder below returns)."""
+        return self.prefix + ":".join(parts)
+
+    # -- per scope ----------------------------------------------------------------------------------
+    def cursor(self, connector: str, scope: str) -> str:
+        return self.join("cursor", connector, scope)
+
+    def items(self, connector: str, scope: str) -> str:
+        return self.join("item", connector, scope)
+
+    def status(self, connector: str, scope: str) -> str:
+        return self.join("status", connector, scope)
+
+    def history(self, connector: str, scope: str) -> str:
+        return self.join("history", connector, scope)
+
+    def lock(self, connector: str, scope: str) -> str:
+        return self.join("lock", connector, scope)
+
+    def failing(self, connector: str, scope: str) -> str:
+        return self.join("failing", connector, scope)
+
+    #: The kinds keyed by (connector, scope): what a scope leaves behind.
+    SCOPE_KINDS = ("cursor", "item", "status", "history", "lock", "failing")
+
+    def scope_key(self, kind: str, connector: str, scope: str) -> str:
+        """The ``kind`` key (one of ``SCOPE_KINDS``) of (connector, scope)."""
+        if kind not in self.SCOPE_KINDS:
+            raise ValueError(f"{kind!r} is not a per-scope key kind ({', '.join(self.SCOPE_KINDS)})")
+        return self.join(kind, connector, scope)
+
+    def scope_pattern(self, kind: str, connector: str | None = None) -> str:
+        """A SCAN pattern for the ``kind`` keys of every scope (of ``connector`` when given)."""
+        return self.join(kind, connector or "*", "*")
+
+    def parse_scope_key(self, kind: str, key: str) -> tuple[str, str]:
+        """(connector, scope) of a ``kind`` key built by ``scope_key``."""
+        head = self.join(kind, "")
+        if not key.startswith(head):
+            raise ValueError(f"{key!r} is not a {kind} key under {self.prefix!r}")
+        connector, _, scope = key[len(head):].partition(":")
+        return connector, scope
+
+    # -- per connector, per content, per service ------------------------------------------------------
+    def dead_letters(self, connector: str) -> str:
+        return self.join("deadletter", connector)
+
+    def dead_letters_pattern(self) -> str:
+        return self.join("deadletter", "*")
+
+    def connector_of_dead_letters(self, key: str) -> str:
+        """The connector whose dead-letter hash ``key`` is."""
+        return key[len(self.join("deadletter", "")):]
+
+    def content(self, sha256: str) -> str:
+        return self.join("content", sha256)
+
+    def throttle(self, service: str, tenant: str) -> str:
+        return self.join("throttle", service, tenant or "default")
+
+    def scopes(self, source: str, instance: str) -> str:
+        return self.join("scopes", source, instance)
+
+    # -- service-wide -------------------------------------------------------------------------------
+    def counters(self) -> str:
+        return self.join("metrics", "counters")
+
+    def gauges(self) -> str:
+        return self.join("metrics", "gauges")
+
+    def health(self) -> str:
+        return self.join("health")
+
+    def whatsapp_inbox(self) -> str:
+        return self.join("whatsapp", "inbox")
+
+    def whatsapp_seen_prefix(self) -> str:
+        """The prefix of ``whatsapp:seen:{wamid}`` (the inbox's Lua script appends the wamid)."""
+        return self.join("whatsapp", "seen", "")
+
+    def whatsapp_seen(self, wamid: str) -> str:
+        return self.whatsapp_seen_prefix() + wamid
+
+    def schema_version(self) -> str:
+        return self.join("schema", "version")
+
+    def schema_migrating(self) -> str:
+        return self.join("schema", "migrating")
+
+    def everything(self) -> str:
+        """A SCAN pattern for every key under the prefix."""
+        return self.prefix + "*"
