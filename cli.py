@@ -32,6 +32,7 @@ import redis
 
 from base.base_connector import BaseConnector, ScopeSummary
 from base.health import load_report
+from base.schema import migrate
 from base.state import DeadLetter
 from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings
@@ -154,6 +155,7 @@ def cmd_sync(args: argparse.Namespace, ctx: Context) -> int:
         # Every scope starts from the state store: a Redis outage is the one line main() prints, not an
         # error line per scope.
         ctx.state.ping()
+        migrate(ctx.state)
     progress = SyncProgress(sys.stderr, tty=sys.stderr.isatty())
     failed = False
     for source in sources:
@@ -487,6 +489,17 @@ def cmd_probe(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- the parser -----------------------------------------------------------------------------------
 
+def cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
+    """Brings the state in Redis to this release's schema version (what a worker does as it starts)."""
+    result = migrate(ctx.state)
+    if result.migrated:
+        kinds = ", ".join(f"{kind} {count}" for kind, count in result.kinds.items()) or "no keys"
+        out(f"state schema: migrated from version {result.before} to {result.after} ({kinds})")
+    else:
+        out(f"state schema: version {result.after}, nothing to migrate")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kmrl-connectors", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="show INFO logs on the console")
@@ -523,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--loglevel", default="info")
     run.set_defaults(handler=cmd_run)
 
+    migrate_cmd = commands.add_parser("migrate", help="bring the state in Redis to this release's schema version")
+    migrate_cmd.set_defaults(handler=cmd_migrate)
+
     probe = commands.add_parser("probe", help="container health probe (role from KMRL_ROLE)")
     probe.add_argument("role", nargs="?", choices=("worker", "beat", "web"))
     probe.set_defaults(handler=cmd_probe)
@@ -536,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         out(f"settings: {exc}")
         return 2
-    quiet = args.command in ("sync", "status", "check", "deadletter", "probe") and not args.verbose
+    quiet = args.command in ("sync", "status", "check", "deadletter", "probe", "migrate") and not args.verbose
     configure_logging(log_file=settings.log_file, level="WARNING" if quiet else settings.log_level,
                       console_format=settings.log_format)
     try:

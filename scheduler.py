@@ -43,6 +43,7 @@ from base.cleanup import (
     purge_stale_results,
 )
 from base.health import HealthReport, source_health, store_report
+from base.schema import migrate
 from base.state import StateStore
 from config.celery_config import (
     CLEANUP_LIMITS,
@@ -149,6 +150,17 @@ def _setup_logging(loglevel: Any = None, **_kwargs: Any) -> None:
     settings = runtime.settings
     configure_logging(log_file=settings.log_file, level=str(level or settings.log_level),
                       console_format=settings.log_format, force=True)
+
+
+@signals.worker_init.connect
+def _migrate_state(**_kwargs: Any) -> None:
+    """Brings the state to this release's schema before the worker takes a task (base/schema.py).
+    State newer than this release stops the worker: Celery would only log an exception here."""
+    try:
+        migrate(runtime.state)
+    except ConfigError as exc:
+        log.error("state_schema_refused", error=mask_text(str(exc)))
+        raise SystemExit(2) from exc
 
 
 class Liveness(bootsteps.StartStopStep):
