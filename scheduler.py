@@ -36,6 +36,7 @@ from base.cleanup import (
     DAY,
     Retention,
     purge_abandoned_outbox_writes,
+    purge_abandoned_scopes,
     purge_dead_letters,
     purge_files,
     purge_orphaned_bytes,
@@ -364,6 +365,7 @@ def cleanup(self: Any) -> dict[str, int]:
         "orphaned_bytes": purge_orphaned_bytes(state, settings.deadletter_dir, older_than=now - DAY),
         "spool_files": purge_files(settings.spool_dir, older_than=now - retention.spool_days * DAY),
         "history": state.trim_history(now - retention.history_days * DAY),
+        "abandoned_scopes": purge_abandoned_scopes(state, older_than=now - retention.scope_days * DAY),
         # A day's grace for outbox writes too: anything younger may still be in progress.
         "abandoned_outbox_writes": purge_abandoned_outbox_writes(settings.hub_outbox_dir, older_than=now - DAY),
         "outbox": 0,

@@ -4,6 +4,8 @@
 - kept-bytes files no entry points to any more, and half-written ``.tmp`` files;
 - spool files older than their retention (a run never lasts that long, so nothing in use);
 - run history older than its retention (``StateStore.trim_history``);
+- everything kept for a scope no run has touched within its retention (a scope gone at the source
+  or unconfigured: ``StateStore.forget_scope``);
 - outbox documents, only when an outbox retention is set (the outbox *is* the Hub otherwise);
 - task results that outlived their expiry (results written without a TTL never expire by themselves).
 
@@ -33,6 +35,7 @@ DAY = 86400  # seconds
 DEFAULT_DEADLETTER_DAYS = 30  # RETENTION_DEADLETTER_DAYS
 DEFAULT_SPOOL_DAYS = 1  # RETENTION_SPOOL_DAYS
 DEFAULT_HISTORY_DAYS = 90  # RETENTION_HISTORY_DAYS
+DEFAULT_SCOPE_DAYS = 180  # RETENTION_SCOPE_DAYS
 
 
 def _days(settings: Settings, name: str, default: float | None) -> float | None:
@@ -56,15 +59,18 @@ class Retention:
     spool_days: float
     history_days: float
     outbox_days: float | None
+    scope_days: float = DEFAULT_SCOPE_DAYS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Retention:
-        """RETENTION_DEADLETTER_DAYS, RETENTION_SPOOL_DAYS, RETENTION_HISTORY_DAYS, OUTBOX_RETENTION_DAYS."""
+        """RETENTION_DEADLETTER_DAYS, RETENTION_SPOOL_DAYS, RETENTION_HISTORY_DAYS, OUTBOX_RETENTION_DAYS,
+        RETENTION_SCOPE_DAYS."""
         return cls(
             deadletter_days=_days(settings, "RETENTION_DEADLETTER_DAYS", DEFAULT_DEADLETTER_DAYS) or 0.0,
             spool_days=_days(settings, "RETENTION_SPOOL_DAYS", DEFAULT_SPOOL_DAYS) or 0.0,
             history_days=_days(settings, "RETENTION_HISTORY_DAYS", DEFAULT_HISTORY_DAYS) or 0.0,
             outbox_days=_days(settings, "OUTBOX_RETENTION_DAYS", None),
+            scope_days=_days(settings, "RETENTION_SCOPE_DAYS", DEFAULT_SCOPE_DAYS) or 0.0,
         )
 
 
@@ -87,6 +93,20 @@ def purge_dead_letters(state: StateStore, *, older_than: float) -> int:
             if entry.bytes_path:
                 _remove_file(entry.bytes_path)
             log.info("dead_letter_expired", connector=entry.connector, entry_id=entry.id, source_id=entry.source_id)
+    return removed
+
+
+def purge_abandoned_scopes(state: StateStore, *, older_than: float) -> int:
+    """Forgets every scope whose last run ended before ``older_than`` (Unix time); returns how many.
+
+    Every existing scope runs at least once per its source's interval, so one untouched for the
+    retention (months) no longer exists or is no longer configured. Its content records stay, so
+    a scope that comes back re-reads its items but uploads none the Hub already has."""
+    removed = 0
+    for connector, scope in state.abandoned_scopes(older_than):
+        state.forget_scope(connector, scope)
+        log.info("scope_forgotten", connector=connector, scope=scope)
+        removed += 1
     return removed
 
 

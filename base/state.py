@@ -297,6 +297,29 @@ class StateStore:
                 pipe.execute()
         return removed
 
+    def abandoned_scopes(self, older_than: float) -> list[tuple[str, str]]:
+        """(connector, scope) of every scope whose status says its last run ended before
+        ``older_than`` (Unix time): scopes no run has touched since, gone at the source or
+        unconfigured. A scope without a run end (a status written by hand) is never one."""
+        found = []
+        for connector, scope, status in self.iter_statuses():
+            ended = float(status.get("last_run_end") or 0)
+            if 0 < ended < older_than:
+                found.append((connector, scope))
+        return found
+
+    def forget_scope(self, connector: str, scope: str) -> None:
+        """Drops everything kept for (connector, scope): cursor, item records, status, history,
+        failing items and its last-success gauge; a lease still held is left to expire. Its content
+        records stay (other scopes' items share them), so a scope that comes back re-reads its
+        items but uploads none the Hub already has."""
+        pipe = self.redis.pipeline(transaction=True)
+        for kind in ("cursor", "item", "status", "history", "failing"):
+            pipe.delete(self.keys.scope_key(kind, connector, scope))
+        pipe.hdel(self.keys.gauges(), metric_field("kmrl_last_success_timestamp_seconds",
+                                                   {"scope": scope, "source": connector}))
+        pipe.execute()
+
     # -- locks and throttling ---------------------------------------------------------------------
     def lease(self, connector: str, scope: str, *, ttl: float) -> Lease:
         return Lease(self, self.keys.lock(connector, scope), ttl)
