@@ -112,14 +112,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def _minutes(settings: Settings, name: str, default: int) -> int:
-    raw = settings.env(name, str(default))
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a whole number of minutes, not {raw!r}") from exc
-    if value < 0:
-        raise ConfigError(f"{name} must be 0 (off) or more, not {value}")
-    return value
+    return int(settings.reader.duration(name, default, unit="minutes", whole=True, minimum=0))
 
 
 #: What the tasks of one process share (built lazily, after a prefork child starts).
@@ -213,11 +206,9 @@ def _record_source_error(state: StateStore, source: str, exc: BaseException, *, 
 
 
 def scope_cache_seconds(settings: Settings) -> int:
-    raw = settings.env("SCOPE_CACHE_SECONDS", str(SHARED_SCOPE_LIST_TTL_SECONDS))
-    try:
-        return max(0, int(raw))
-    except ValueError as exc:
-        raise ConfigError(f"SCOPE_CACHE_SECONDS must be a whole number of seconds, not {raw!r}") from exc
+    """SCOPE_CACHE_SECONDS (a whole number; 0 or less: scope lists are not cached)."""
+    return max(0, int(settings.reader.duration("SCOPE_CACHE_SECONDS", SHARED_SCOPE_LIST_TTL_SECONDS,
+                                               unit="seconds", whole=True)))
 
 
 def list_scopes(connector: BaseConnector, source: str, instance: str) -> tuple[list[str], bool]:

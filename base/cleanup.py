@@ -24,7 +24,6 @@ import redis
 
 from base.state import StateStore
 from config.settings import Settings
-from utils.errors import ConfigError
 from utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -39,16 +38,10 @@ DEFAULT_SCOPE_DAYS = 180  # RETENTION_SCOPE_DAYS
 
 
 def _days(settings: Settings, name: str, default: float | None) -> float | None:
-    raw = settings.env(name, "" if default is None else str(default))
-    if raw == "":
-        return None
-    try:
-        days = float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number of days, not {raw!r}") from exc
-    if days <= 0:
-        raise ConfigError(f"{name} must be more than 0 days, not {raw}")
-    return days
+    """A retention in days (more than 0); ``default`` when the variable is unset or empty."""
+    if settings.reader.raw(name) is None:
+        return default
+    return settings.reader.duration(name, 0.0, unit="days", above=0)
 
 
 @dataclass(frozen=True)

@@ -64,15 +64,10 @@ HEALTH_LIMITS = TimeLimits(240, 300)
 CLEANUP_LIMITS = TimeLimits(900, 1000)
 
 
-def _int(settings: Settings, name: str, default: int, *, minimum: int = 0) -> int:
-    raw = settings.env(name, str(default))
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from exc
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
-    return value
+def _int(settings: Settings, name: str, default: int, *, minimum: int = 0, unit: str = "seconds") -> int:
+    """A whole number of ``unit`` (seconds, or what it counts: "retries", "KiB") of at least ``minimum``;
+    SettingError naming the variable and the value otherwise."""
+    return settings.reader.whole(name, default, what=f"a whole number of {unit}", minimum=minimum)
 
 
 def visibility_timeout(settings: Settings, *, longest_hard_limit: int) -> int:
@@ -98,7 +93,7 @@ def retry_policy(settings: Settings, *, longest_hard_limit: int) -> RetryPolicy:
     timeout: a retry waits unacked in worker memory, and one longer than the timeout loops."""
     vt = visibility_timeout(settings, longest_hard_limit=longest_hard_limit)
     backoff = _int(settings, "TASK_RETRY_BACKOFF_MAX", DEFAULT_RETRY_BACKOFF_MAX, minimum=1)
-    return RetryPolicy(max_retries=_int(settings, "TASK_MAX_RETRIES", DEFAULT_MAX_RETRIES),
+    return RetryPolicy(max_retries=_int(settings, "TASK_MAX_RETRIES", DEFAULT_MAX_RETRIES, unit="retries"),
                        backoff_max=max(1, min(backoff, vt // 4)))
 
 
@@ -119,7 +114,7 @@ def celery_settings(settings: Settings, *, longest_hard_limit: int) -> dict[str,
         "unacked_restore_interval": _int(settings, "CELERY_UNACKED_RESTORE_INTERVAL",
                                          DEFAULT_UNACKED_RESTORE_INTERVAL, minimum=1),
         "unacked_restore_throttle": _int(settings, "CELERY_UNACKED_RESTORE_THROTTLE",
-                                         DEFAULT_UNACKED_RESTORE_THROTTLE, minimum=1),
+                                         DEFAULT_UNACKED_RESTORE_THROTTLE, minimum=1, unit="sweeps"),
     }
     lock_timeout = _int(settings, "REDBEAT_LOCK_TIMEOUT", DEFAULT_REDBEAT_LOCK_TIMEOUT, minimum=5)
     loop = _int(settings, "BEAT_MAX_LOOP_INTERVAL", DEFAULT_BEAT_MAX_LOOP_INTERVAL, minimum=1)
@@ -141,9 +136,9 @@ def celery_settings(settings: Settings, *, longest_hard_limit: int) -> dict[str,
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_max_tasks_per_child": _int(settings, "WORKER_MAX_TASKS_PER_CHILD", DEFAULT_MAX_TASKS_PER_CHILD,
-                                           minimum=1),
+                                           minimum=1, unit="tasks"),
         "worker_max_memory_per_child": _int(settings, "WORKER_MAX_MEMORY_PER_CHILD_KB", DEFAULT_MAX_MEMORY_PER_CHILD,
-                                            minimum=1),
+                                            minimum=1, unit="KiB"),
         "worker_soft_shutdown_timeout": SOFT_SHUTDOWN_TIMEOUT,
         "worker_enable_soft_shutdown_on_idle": True,
         "worker_send_task_events": True,
@@ -189,14 +184,7 @@ def every(minutes: int) -> schedule:
 
 def daily_at(settings: Settings, name: str, default: str) -> tuple[crontab, int]:
     """``crontab`` at ``HH:MM`` (service time zone) from variable ``name``, and its period (a day)."""
-    raw = settings.env(name, default)
-    hour, sep, minute = raw.partition(":")
-    try:
-        h, m = int(hour), int(minute)
-    except ValueError:
-        h = m = -1
-    if not sep or not (0 <= h < 24 and 0 <= m < 60):
-        raise ConfigError(f"{name} must be a time of day as HH:MM, not {raw!r}")
+    h, m = settings.reader.time_of_day(name, default)
     return crontab(hour=h, minute=m), 24 * 3600
 
 

@@ -148,12 +148,11 @@ class EmailConnector(BaseConnector):
         plus the accounts of EMAIL_ACCOUNTS_FILE. Each scope names its account, so one connector
         (and one beat entry) covers every mailbox and the scheduler fans out per scope as for any
         other source. See env.example for the variables."""
-        def number(name: str, default: str) -> float:
-            raw = settings.env(name, default)
-            try:
-                return float(raw)
-            except ValueError as exc:
-                raise ConfigError(f"{name} must be a number, not {raw!r}") from exc
+        read = settings.reader
+
+        def number(name: str, default: float, what: str) -> float:
+            # Read as a number, as these always were ("993.0" is port 993); whole counts are truncated below.
+            return read.number(name, default, what=what)
 
         accounts_file = settings.env("EMAIL_ACCOUNTS_FILE")
         hints = {}
@@ -166,21 +165,22 @@ class EmailConnector(BaseConnector):
         starttls = settings.env_bool("EMAIL_STARTTLS", False)
         if starttls and "EMAIL_USE_SSL" not in settings.environ:
             use_ssl = False  # EMAIL_STARTTLS=1 alone means STARTTLS on 143
-        max_mb = number("EMAIL_MAX_ATTACHMENT_MB", "0")
+        max_mb = number("EMAIL_MAX_ATTACHMENT_MB", 0, "a number of MB (0: no cap)")
+        batch_mb = number("EMAIL_BATCH_MB", DEFAULT_BATCH_BYTES // (1024 * 1024), "a number of MB")
         return cls(
             settings.env("EMAIL_HOST"),
-            int(number("EMAIL_PORT", "0")) or (993 if use_ssl else 143),
+            int(number("EMAIL_PORT", 0, "a TCP port number")) or (993 if use_ssl else 143),
             use_ssl=use_ssl, starttls=starttls,
             allow_plaintext=settings.env_bool("EMAIL_ALLOW_PLAINTEXT", False),
             ssl_ca_file=settings.env("EMAIL_SSL_CA_FILE") or None,
             folders=settings.env_list("EMAIL_FOLDERS", "INBOX"),
-            timeout=number("EMAIL_TIMEOUT", str(DEFAULT_TIMEOUT)),
+            timeout=read.duration("EMAIL_TIMEOUT", DEFAULT_TIMEOUT, unit="seconds"),
             allowed_extensions=settings.env_list("EMAIL_ALLOWED_EXTENSIONS") or None,
-            min_size=int(number("EMAIL_MIN_ATTACHMENT_BYTES", "0")),
+            min_size=int(number("EMAIL_MIN_ATTACHMENT_BYTES", 0, "a number of bytes")),
             max_attachment_mb=max_mb or None,
             include_inline=settings.env_bool("EMAIL_INCLUDE_INLINE", False),
-            batch_size=int(number("EMAIL_BATCH_SIZE", str(DEFAULT_BATCH_SIZE))),
-            batch_bytes=int(number("EMAIL_BATCH_MB", str(DEFAULT_BATCH_BYTES // (1024 * 1024))) * 1024 * 1024),
+            batch_size=int(number("EMAIL_BATCH_SIZE", DEFAULT_BATCH_SIZE, "a number of messages")),
+            batch_bytes=int(batch_mb * 1024 * 1024),
             hints=hints, account_name=settings.env("EMAIL_ACCOUNT_NAME") or None,
             accounts=load_accounts(accounts_file) if accounts_file else (),
             settings=settings, **kwargs,

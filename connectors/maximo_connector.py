@@ -136,13 +136,7 @@ class MaximoConnector(BaseConnector):
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> MaximoConnector:
         """A connector configured from MAXIMO_* variables (see env.example)."""
-        def number(name: str, default: str, kind: type[float] | type[int]) -> Any:
-            raw = settings.env(name, default)
-            try:
-                return kind(raw)
-            except ValueError as exc:
-                raise ConfigError(f"{name} must be a number, not {raw!r}") from exc
-
+        read = settings.reader
         return cls(
             settings.env("MAXIMO_URL"),
             object_structure=settings.env("MAXIMO_OBJECT_STRUCTURE", "mxapiwodetail"),
@@ -150,8 +144,9 @@ class MaximoConnector(BaseConnector):
             work_types=settings.env_list("MAXIMO_WORK_TYPES"),
             statuses=settings.env_list("MAXIMO_STATUSES"),
             auth=settings.env("MAXIMO_AUTH").lower() or None,
-            timeout=(number("MAXIMO_CONNECT_TIMEOUT", "5", float), number("MAXIMO_READ_TIMEOUT", "60", float)),
-            page_size=number("MAXIMO_PAGE_SIZE", str(DEFAULT_PAGE_SIZE), int),
+            timeout=(read.duration("MAXIMO_CONNECT_TIMEOUT", 5.0, unit="seconds"),
+                     read.duration("MAXIMO_READ_TIMEOUT", 60.0, unit="seconds")),
+            page_size=read.whole("MAXIMO_PAGE_SIZE", DEFAULT_PAGE_SIZE, what="a whole number of records"),
             ca_bundle=settings.env("MAXIMO_CA_FILE") or None,
             settings=settings,
             **kwargs,

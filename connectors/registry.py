@@ -57,15 +57,10 @@ class Source:
         return f"{self.name.upper()}_SYNC_MINUTES"
 
     def interval_minutes(self, settings: Settings) -> int:
-        """Minutes between ticks from settings (0: no periodic sync). Raises ConfigError when invalid."""
-        raw = settings.env(self.minutes_variable, str(self.sync_minutes))
-        try:
-            minutes = int(raw)
-        except ValueError as exc:
-            raise ConfigError(f"{self.minutes_variable} must be a whole number of minutes, not {raw!r}") from exc
-        if minutes < 0:
-            raise ConfigError(f"{self.minutes_variable} must be 0 (off) or more, not {minutes}")
-        return minutes
+        """Minutes between ticks from settings (0: no periodic sync). Raises SettingError (a ConfigError)
+        naming the variable and the value when it is not a whole number of minutes, 0 or more."""
+        return int(settings.reader.duration(self.minutes_variable, self.sync_minutes, unit="minutes", whole=True,
+                                            minimum=0))
 
     def is_configured(self, settings: Settings) -> bool:
         return not self.markers or any(settings.env(name) for name in self.markers)

@@ -208,11 +208,8 @@ class SharePointConnector(BaseConnector):
             if not urlsplit(base).path.strip("/"):
                 raise ConfigError("SHAREPOINT_SITES is empty: list the site paths to sync (e.g. sites/operations)")
             sites = [base]
-        raw_cache = settings.env("SHAREPOINT_SCOPE_CACHE_SECONDS", str(SITE_DRIVES_CACHE_SECONDS))
-        try:
-            cache_seconds = float(raw_cache)
-        except ValueError as exc:
-            raise ConfigError(f"SHAREPOINT_SCOPE_CACHE_SECONDS must be a number, not {raw_cache!r}") from exc
+        cache_seconds = settings.reader.duration("SHAREPOINT_SCOPE_CACHE_SECONDS", SITE_DRIVES_CACHE_SECONDS,
+                                                 unit="seconds")
         options: dict[str, Any] = {
             "tenant_id": settings.env("SHAREPOINT_TENANT_ID"),
             "client_id": settings.env("SHAREPOINT_CLIENT_ID"),

@@ -151,7 +151,8 @@ class WhatsAppConnector(BaseConnector):
             api_version=settings.env("WHATSAPP_API_VERSION", DEFAULT_API_VERSION),
             graph_base_url=settings.env("WHATSAPP_GRAPH_URL", DEFAULT_GRAPH_URL),
             media_hosts=settings.env_list("WHATSAPP_MEDIA_HOSTS", ",".join(DEFAULT_MEDIA_HOSTS)),
-            claim_idle_seconds=_number(settings, "WHATSAPP_CLAIM_IDLE_SECONDS", DEFAULT_CLAIM_IDLE_SECONDS),
+            claim_idle_seconds=settings.reader.duration("WHATSAPP_CLAIM_IDLE_SECONDS", DEFAULT_CLAIM_IDLE_SECONDS,
+                                                        unit="seconds", minimum=0),
             settings=settings, **kw,
         )
 
@@ -350,8 +351,6 @@ class WhatsAppConnector(BaseConnector):
 
 
 
-def _number(settings: Settings, name: str, default: float) -> float:
-    return settings.env_number(name, default, what="a number of seconds", minimum=0)
 
 
 def item_filename(media: InboundMedia) -> str:

@@ -55,7 +55,8 @@ class CredentialsManager:
         creds = self._collect("email", {"email": "EMAIL_USER", "password": "EMAIL_PASSWORD", "host": "EMAIL_HOST",
                                         "port": "EMAIL_PORT"},
                               required=("email", "password", "host"), defaults={"port": "993"})
-        creds["port"] = int(creds["port"])
+        # Read as the email connector reads it (a number; "993.0" is 993).
+        creds["port"] = int(self.settings.reader.number("EMAIL_PORT", 993, what="a TCP port number"))
         return creds
 
     def get_maximo_credentials(self) -> Credentials:

@@ -22,6 +22,8 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import structlog
 
+from utils.env import EnvReader
+
 #: What replaces a secret in a log line.
 MASK = "***"
 #: Field names whose values are always masked, whatever they hold.
@@ -31,6 +33,14 @@ MIN_SECRET_LENGTH = 4
 #: Rotated log file size and how many old files are kept.
 LOG_MAX_BYTES = 20 * 1024 * 1024  # bytes
 LOG_BACKUPS = 5
+#: Levels LOG_LEVEL accepts (the names the ``logging`` module knows), in lower case as ``EnvReader.choice`` reads them.
+LOG_LEVELS = ("debug", "info", "warning", "warn", "error", "critical", "fatal", "notset")
+#: Console renderings LOG_FORMAT accepts.
+LOG_FORMATS = ("console", "json")
+#: Defaults of LOG_FILE, LOG_LEVEL and LOG_FORMAT.
+DEFAULT_LOG_FILE = "./logs/kmrl-connectors.log"
+DEFAULT_LOG_LEVEL = "INFO"
+DEFAULT_LOG_FORMAT = "console"
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
@@ -171,11 +181,15 @@ def configure_logging(
         ./logs/kmrl-connectors.log); an empty string disables the file.
     level: DEBUG/INFO/WARNING/ERROR (default LOG_LEVEL, then INFO).
     console_format: "console" (readable) or "json" (default LOG_FORMAT, then console).
+
+    A default read from the environment that is not one of ``LOG_LEVELS`` / ``LOG_FORMATS`` raises
+    ``SettingError`` naming the variable and the value.
     """
     global _configured_for
-    log_file = log_file if log_file is not None else os.environ.get("LOG_FILE", "./logs/kmrl-connectors.log")
-    level = (level or os.environ.get("LOG_LEVEL", "INFO")).upper()
-    console_format = console_format or os.environ.get("LOG_FORMAT", "console")
+    env = EnvReader(os.environ)
+    log_file = log_file if log_file is not None else env.text("LOG_FILE", DEFAULT_LOG_FILE)
+    level = (level or env.choice("LOG_LEVEL", DEFAULT_LOG_LEVEL.lower(), LOG_LEVELS)).upper()
+    console_format = console_format or env.choice("LOG_FORMAT", DEFAULT_LOG_FORMAT, LOG_FORMATS)
     key = (log_file, level, console_format)
     if _configured_for == key and not force:
         return
@@ -230,11 +244,26 @@ def configure_logging(
     _configured_for = key
 
 
+class _FirstUseLogger:
+    """A structlog logger that configures logging with the defaults (``configure_logging()``) when it
+    is first used, not when it is made: modules make their loggers at import, and importing a module
+    must neither read the environment nor create a log file."""
+
+    __slots__ = ("_logger",)
+
+    def __init__(self, name: str | None) -> None:
+        self._logger = structlog.get_logger(name)
+
+    def __getattr__(self, attribute: str) -> Any:
+        if _configured_for is None:
+            configure_logging()
+        return getattr(self._logger, attribute)
+
+
 def get_logger(name: str | None = None) -> Any:
-    """A structlog logger; configures logging with defaults on first use."""
-    if _configured_for is None:
-        configure_logging()
-    return structlog.get_logger(name)
+    """A structlog logger; the first call of any of its methods configures logging with the defaults
+    when no entry point has configured it yet."""
+    return _FirstUseLogger(name)
 
 
 @contextmanager

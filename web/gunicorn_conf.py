@@ -15,20 +15,29 @@ deliveries where sync workers close each one. bench/bench_webhook.py measures th
 
 from __future__ import annotations
 
-import os
+import sys
 from typing import Any
 
 from config.settings import Settings
+from utils.errors import ConfigError
+from utils.logging import mask_text
 from web.listeners import Listeners, is_loopback
 
-_listeners = Listeners.from_settings(Settings.from_env())
+# gunicorn reads its settings from this module's names, so they are read when it is imported.
+try:
+    _settings = Settings.from_env()
+    _listeners = Listeners.from_settings(_settings)
+    #: Worker processes (gunicorn's own WEB_CONCURRENCY variable; default 2, one per core of a small box).
+    workers = _settings.reader.whole("WEB_CONCURRENCY", 2, what="a whole number of processes")
+    #: Threads per worker (WEB_THREADS, default 8).
+    threads = _settings.reader.whole("WEB_THREADS", 8, what="a whole number of threads")
+except ConfigError as exc:
+    # One line and exit code 2 (as ``kmrl-connectors`` says it), not gunicorn's traceback of a config file.
+    print(f"settings: {mask_text(str(exc))}", file=sys.stderr)
+    sys.exit(2)
 
 #: The public listener first, then the internal one.
 bind = _listeners.binds()
-#: Worker processes (gunicorn's own WEB_CONCURRENCY variable; default 2, one per core of a small box).
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-#: Threads per worker (WEB_THREADS, default 8).
-threads = int(os.environ.get("WEB_THREADS", "8"))
 worker_class = "gthread"
 #: Seconds an idle keep-alive connection stays open.
 keepalive = 5

@@ -36,7 +36,7 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def _port(settings: Settings, name: str, default: int) -> int:
-    return int(settings.env_number(name, default, kind=int, what="a TCP port number", minimum=1, maximum=65535))
+    return settings.reader.whole(name, default, what="a TCP port number", minimum=1, maximum=65535)
 
 
 def _address(host: str, port: int) -> str:

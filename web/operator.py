@@ -37,7 +37,7 @@ from flask import Blueprint, Flask, Response, abort, g, redirect, request, sessi
 from flask.sessions import SecureCookieSessionInterface
 
 from config.settings import Settings
-from utils.errors import ConfigError
+from utils.env import FALSE_WORDS, TRUE_WORDS
 from utils.logging import get_logger, register_secret
 
 log = get_logger(__name__)
@@ -74,12 +74,11 @@ class OperatorAccess:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OperatorAccess:
-        hours = settings.env_number("OPERATOR_SESSION_HOURS", DEFAULT_SESSION_HOURS, what="a number of hours",
-                                    above=0, maximum=24 * 30)
-        secure_raw = settings.env("OPERATOR_COOKIE_SECURE", "auto").strip().lower()
-        if secure_raw not in ("auto", "1", "0", "true", "false", "yes", "no", "on", "off"):
-            raise ConfigError(f"OPERATOR_COOKIE_SECURE must be auto, 1 or 0, not {secure_raw!r}")
-        secure = None if secure_raw == "auto" else secure_raw in ("1", "true", "yes", "on")
+        hours = settings.reader.duration("OPERATOR_SESSION_HOURS", DEFAULT_SESSION_HOURS, unit="hours", above=0,
+                                         maximum=24 * 30)
+        # auto (follow the request's scheme) or a flag.
+        secure_word = settings.reader.choice("OPERATOR_COOKIE_SECURE", "auto", ("auto", *TRUE_WORDS, *FALSE_WORDS))
+        secure = None if secure_word == "auto" else secure_word in TRUE_WORDS
         origins = tuple(origin.rstrip("/") for origin in settings.env_list("OPERATOR_ALLOWED_ORIGINS"))
         return cls(token=settings.env("OPERATOR_TOKEN"), session_hours=hours, cookie_secure=secure,
                    allowed_origins=origins)

@@ -76,22 +76,11 @@ class WebhookConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookConfig:
-        max_kb = _positive(settings, "WHATSAPP_MAX_BODY_KB", DEFAULT_MAX_BODY_KB, "a number of KiB")
-        max_hours = _positive(settings, "WHATSAPP_MAX_MESSAGE_AGE_HOURS", DEFAULT_MAX_MESSAGE_AGE_HOURS,
-                              "a number of hours")
+        max_kb = settings.reader.number("WHATSAPP_MAX_BODY_KB", DEFAULT_MAX_BODY_KB, what="a number of KiB", above=0)
+        max_hours = settings.reader.duration("WHATSAPP_MAX_MESSAGE_AGE_HOURS", DEFAULT_MAX_MESSAGE_AGE_HOURS,
+                                             unit="hours", above=0)
         return cls(app_secret=settings.env("WHATSAPP_APP_SECRET"), verify_token=settings.env("WHATSAPP_VERIFY_TOKEN"),
                    max_body_bytes=int(max_kb * 1024), max_message_age=max_hours * 3600)
-
-
-def _positive(settings: Settings, name: str, default: float, unit: str) -> float:
-    raw = settings.env(name, str(default))
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be {unit}, not {raw!r}") from None
-    if not value > 0:  # also refuses nan
-        raise ConfigError(f"{name} must be positive")
-    return value
 
 
 def refusal(message: InboundMedia, *, now: float, max_age: float) -> tuple[str, str] | None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from utils.env import EnvReader
 from utils.errors import ConfigError
 
 #: Environment variable naming the rules file.
@@ -111,7 +112,7 @@ def hint_keys(kind: str, value: str) -> list[str]:
 
 def configured_path() -> Path:
     """DEPARTMENTS_FILE from the environment, else config/departments.toml."""
-    configured = os.environ.get(DEPARTMENTS_FILE_ENV, "").strip()
+    configured = EnvReader(os.environ).text(DEPARTMENTS_FILE_ENV).strip()
     return Path(configured) if configured else DEFAULT_DEPARTMENTS_FILE
 
 

@@ -23,7 +23,7 @@ from collections import Counter
 from functools import lru_cache
 from typing import Any
 
-from utils.errors import ConfigError
+from utils.env import EnvReader, parse_number
 
 ENGLISH = "en"
 MALAYALAM = "ml"
@@ -195,19 +195,13 @@ def detect_language(text: str, *, mixed_threshold: float | None = None) -> str:
 
 def _mixed_threshold() -> float:
     """LANGUAGE_MIXED_THRESHOLD from the environment, read at each call; the parsed value is cached."""
-    raw = os.environ.get(MIXED_THRESHOLD_ENV)
-    return DEFAULT_MIXED_THRESHOLD if raw is None or not raw.strip() else _parse_threshold(raw)
+    raw = EnvReader(os.environ).raw(MIXED_THRESHOLD_ENV)
+    return DEFAULT_MIXED_THRESHOLD if raw is None else _parse_threshold(raw)
 
 
 @lru_cache(maxsize=8)
 def _parse_threshold(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{MIXED_THRESHOLD_ENV} must be a number in (0, 1], got {raw!r}") from None
-    if not 0 < value <= 1:
-        raise ConfigError(f"{MIXED_THRESHOLD_ENV} must be a number in (0, 1], got {raw!r}")
-    return value
+    return parse_number(raw, MIXED_THRESHOLD_ENV, whole=False, what="a number in (0, 1]", above=0, maximum=1)
 
 
 def _checked_threshold(value: float) -> float:
