@@ -14,19 +14,24 @@ exponential backoff and jitter; a config error (bad settings, refused credential
 the scope's status and not retried; a throttled or paused run waits for the next tick. Task
 arguments are names only (source, instance, scope), never a secret.
 
-Settings come from the environment when this module is imported; ``configure(settings)`` points the
-app and the tasks elsewhere before anything is sent (the CLI and tests use it).
+Importing this module reads no setting. The app's configuration (``celery_config``) is built from
+the environment's settings when Celery first reads it (a variable that cannot be used is then one
+line, ``settings: ...``, and exit code 2 from ``celery -A scheduler beat|worker``);
+``configure(settings)`` points the app and the tasks elsewhere before anything is sent (the CLI and
+tests use it).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import IO, Any
 
+import click
 import kombu.exceptions
 import redis
 from celery import Celery, bootsteps, signals
@@ -49,6 +54,7 @@ from base.state import StateStore
 from config.celery_config import (
     CLEANUP_LIMITS,
     HEALTH_LIMITS,
+    RETRY_BACKOFF_OPTIONS,
     TICK_LIMITS,
     beat_entry,
     celery_settings,
@@ -118,22 +124,70 @@ def _minutes(settings: Settings, name: str, default: int) -> int:
 #: What the tasks of one process share (built lazily, after a prefork child starts).
 Runtime = registry.ServiceContext
 
+#: The tasks Celery retries on a transient failure (their retry policy comes from the settings).
+RETRIED_TASKS = ("kmrl.tick", "kmrl.sync_scope")
 
-_initial_settings = Settings.from_env()
-runtime = Runtime(_initial_settings)
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The app's whole configuration for ``settings``: Celery's settings, the beat table, and the retry
+    policy of the retried tasks (as task annotations, which Celery applies when it creates the tasks)."""
+    retry = retry_policy(settings, longest_hard_limit=longest_hard_limit())
+    return {**celery_settings(settings, longest_hard_limit=longest_hard_limit()),
+            "beat_schedule": beat_schedule(settings),
+            "task_annotations": {name: {"max_retries": retry.max_retries, "retry_backoff_max": retry.backoff_max}
+                                 for name in RETRIED_TASKS}}
+
+
+class SettingsUnusable(click.ClickException):
+    """A setting ``celery -A scheduler beat|worker`` cannot start with: printed as one line
+    (``settings: <what is wrong>``) with exit code 2, as ``kmrl-connectors`` prints it."""
+
+    exit_code = 2
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(self.format_message(), file=file or sys.stderr)
+
+
+class _ConfigFromSettings(Mapping[str, Any]):
+    """The configuration Celery reads on first use of ``app.conf`` (``config_from_object``): built
+    then from ``runtime.settings``, so importing this module reads no variable. A setting that cannot
+    be used raises its ConfigError (and Celery reads the configuration again on next use); under the
+    ``celery`` command it becomes ``SettingsUnusable``, one line instead of a traceback."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, Any] | None = None
+
+    def _config(self) -> dict[str, Any]:
+        if self._built is None:
+            try:
+                self._built = celery_config(runtime.settings)
+            except ConfigError as exc:
+                if click.get_current_context(silent=True) is None:
+                    raise
+                raise SettingsUnusable(f"settings: {mask_text(str(exc))}") from None
+        return self._built
+
+    def __getitem__(self, key: str) -> Any:
+        return self._config()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._config())
+
+    def __len__(self) -> int:
+        return len(self._config())
+
+
+runtime = Runtime()  # settings from the environment, read on first use
 app = Celery("kmrl_connectors")
-app.conf.update(celery_settings(_initial_settings, longest_hard_limit=longest_hard_limit()))
-app.conf.beat_schedule = beat_schedule(_initial_settings)
-_retry = retry_policy(_initial_settings, longest_hard_limit=longest_hard_limit())
+app.config_from_object(_ConfigFromSettings())
 _TASK_OPTIONS: dict[str, Any] = {"bind": True, "ignore_result": True, "acks_late": True,
                                  "autoretry_for": RETRYABLE, "dont_autoretry_for": NOT_RETRIED,
-                                 **_retry.task_options()}
+                                 **RETRY_BACKOFF_OPTIONS}
 
 
 def configure(settings: Settings) -> None:
     """Points the app, its beat table and the tasks at ``settings`` (call before sending tasks)."""
-    app.conf.update(celery_settings(settings, longest_hard_limit=longest_hard_limit()))
-    app.conf.beat_schedule = beat_schedule(settings)
+    app.conf.update(celery_config(settings))
     runtime.reset(settings)
 
 

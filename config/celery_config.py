@@ -76,6 +76,10 @@ def visibility_timeout(settings: Settings, *, longest_hard_limit: int) -> int:
     return _int(settings, "CELERY_VISIBILITY_TIMEOUT", default, minimum=1)
 
 
+#: The autoretry options that do not depend on the settings: exponential backoff, with jitter.
+RETRY_BACKOFF_OPTIONS: dict[str, Any] = {"retry_backoff": True, "retry_jitter": True}
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Celery autoretry options for run-level transient failures (exponential backoff with jitter)."""
@@ -84,8 +88,7 @@ class RetryPolicy:
     backoff_max: int  # seconds
 
     def task_options(self) -> dict[str, Any]:
-        return {"retry_backoff": True, "retry_backoff_max": self.backoff_max, "retry_jitter": True,
-                "max_retries": self.max_retries}
+        return {**RETRY_BACKOFF_OPTIONS, "retry_backoff_max": self.backoff_max, "max_retries": self.max_retries}
 
 
 def retry_policy(settings: Settings, *, longest_hard_limit: int) -> RetryPolicy:

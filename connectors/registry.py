@@ -183,14 +183,23 @@ class ServiceContext:
     Hub built on first use (so a prefork child opens its own Redis connections, and ``check`` can
     report their failures)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings | None = None) -> None:
         self.reset(settings)
 
-    def reset(self, settings: Settings) -> None:
-        """Uses ``settings`` from now on (the store and Hub are built again on next use)."""
-        self.settings = settings
+    def reset(self, settings: Settings | None) -> None:
+        """Uses ``settings`` from now on (None: the environment's, read on first use); the store and
+        Hub are built again on next use."""
+        self._settings = settings
         self._state: StateStore | None = None
         self._hub: Hub | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """The settings given, or ``Settings.from_env()`` read on first use (SettingError when a
+        variable cannot be used; it is read again on the next use then)."""
+        if self._settings is None:
+            self._settings = Settings.from_env()
+        return self._settings
 
     @property
     def state(self) -> StateStore:
