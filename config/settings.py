@@ -32,6 +32,7 @@ def redis_db_url(url: str, db: int) -> str:
 
 
 def _load_environ(dotenv_path: str | None) -> dict[str, str]:
+    # KMRL_ENV_FILE set but empty means "no .env file", so it is not read as "empty takes the default".
     path = dotenv_path if dotenv_path is not None else os.environ.get("KMRL_ENV_FILE", ".env")
     if path and os.path.isfile(path):
         # Into os.environ (never over a real variable), so modules that read a variable directly,
