@@ -18,7 +18,15 @@ WORKDIR /app
 # only when requirements.lock changes. requirements.txt is the readable source of the lock.
 COPY requirements.lock ./
 RUN pip install --require-hashes -r requirements.lock
-COPY . .
+# The product only, as the wheel packages it (pyproject.toml): the simulators (sandbox/), tests and
+# benchmarks run from a checkout, never in the image. README.md and LICENSE are the package's metadata;
+# env.example documents the settings that error messages point to.
+COPY pyproject.toml README.md LICENSE env.example cli.py scheduler.py ./
+COPY base/ base/
+COPY config/ config/
+COPY connectors/ connectors/
+COPY utils/ utils/
+COPY web/ web/
 # The kmrl-connectors console script; --no-deps: everything it needs is installed above, and the
 # locked setuptools builds it (--no-build-isolation: no unpinned download).
 RUN pip install --no-deps --no-build-isolation -e . \

@@ -1,9 +1,11 @@
 """docker-compose.yml as deployed: Redis URLs come from .env only, Redis requires the password from
 .env and is not published, the internal listener is reachable from this host's loopback at most.
+The wheel and the image hold the product only: no simulators (sandbox/), tests or benchmarks.
 
 No Docker engine runs here, so the file is read as Compose reads it (YAML with merge keys), and the
 Redis command it gives is run for real against Debian's redis-server. The app services' commands
-run for real in tests/test_worker_processes.py."""
+run for real in tests/test_worker_processes.py. The wheel is built for real (offline, with the
+locked setuptools) and installed into a fresh virtual environment outside the checkout."""
 
 from __future__ import annotations
 
@@ -12,7 +14,11 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import sysconfig
 import time
+import tomllib
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +183,141 @@ def test_the_image_exposes_both_listeners() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     [expose] = re.findall(r"^EXPOSE (.+)$", dockerfile, re.M)
     assert expose.split() == ["8000", "8001"]
+
+
+# -- what the wheel and the image hold ------------------------------------------------------------------
+
+#: What a checkout holds besides the product: run from a checkout only, never shipped.
+NOT_SHIPPED = ("sandbox", "tests", "bench", "test_connectors.py", "scripts")
+#: Left out of the copy the wheel is built from: local state and earlier builds (a stale build/ would
+#: otherwise leak old files into the wheel).
+NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "var", "logs", "build", "dist", "*.egg-info", "__pycache__",
+                                    ".mypy_cache", ".ruff_cache", ".pytest_cache")
+#: A Lua script placed in the copy: any script under base/ must ship beside its module.
+PROBE_LUA = "base/lua_probe/probe.lua"
+
+
+def top_level(name: str) -> str:
+    return name.split("/", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built offline from a copy of this checkout (the checkout stays clean)."""
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"
+    shutil.copytree(ROOT, source, ignore=NOT_COPIED)
+    (source / PROBE_LUA).parent.mkdir(parents=True)
+    (source / PROBE_LUA).write_text("return redis.call('PING')\n", encoding="utf-8")
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                            "--quiet", "--wheel-dir", str(root / "dist"), str(source)],
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert built.returncode == 0, built.stdout + built.stderr
+    [path] = (root / "dist").glob("kmrl_connectors-*.whl")
+    return path
+
+
+@pytest.fixture(scope="module")
+def wheel_names(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        return archive.namelist()
+
+
+def product_top_level() -> set[str]:
+    """The top-level packages and modules pyproject.toml declares."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    packages = {pattern.split(".", 1)[0] for pattern in setuptools["packages"]["find"]["include"]}
+    return packages | {f"{module}.py" for module in setuptools["py-modules"]}
+
+
+def test_the_wheel_holds_the_product_and_nothing_run_from_a_checkout(wheel_names: list[str]) -> None:
+    shipped = {top_level(name) for name in wheel_names if not top_level(name).endswith(".dist-info")}
+    assert shipped == {"base", "config", "connectors", "utils", "web", "cli.py", "scheduler.py"}
+    assert not [name for name in wheel_names if top_level(name) in NOT_SHIPPED]
+
+
+def test_the_wheel_holds_every_product_module_and_data_file(wheel_names: list[str]) -> None:
+    expected = {path.relative_to(ROOT).as_posix() for package in ("base", "config", "connectors", "utils", "web")
+                for path in (ROOT / package).rglob("*")
+                if path.is_file() and path.suffix in (".py", ".toml", ".lua") and "__pycache__" not in path.parts}
+    assert {"config/departments.toml", "config/content_rules.toml"} <= expected
+    assert expected | {"cli.py", "scheduler.py", PROBE_LUA} <= set(wheel_names)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
+    """A fresh virtual environment holding the wheel, its dependencies taken from this one's
+    site-packages by path (so this checkout's editable install is not seen); returns its bin/."""
+    venv = tmp_path_factory.mktemp("installed") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    target = venv / "bin" / "python"
+    site = subprocess.run([str(target), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    Path(site, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(target), "install", "--no-deps", "--no-index",
+                           "--quiet", str(wheel)], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return venv / "bin"
+
+
+def outside_the_checkout(tmp_path: Path) -> dict[str, Any]:
+    """subprocess.run options that keep this checkout off sys.path."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return {"cwd": tmp_path, "env": {**env, "KMRL_ENV_FILE": ""}, "capture_output": True, "text": True,
+            "timeout": 120, "check": False}
+
+
+IMPORT_EVERYTHING = """
+import importlib, importlib.util, sys, zipfile
+names = [n[:-3].replace("/", ".").removesuffix(".__init__") for n in zipfile.ZipFile(sys.argv[1]).namelist()
+         if n.endswith(".py")]
+for name in names:
+    importlib.import_module(name)
+from base.enrichment import department_rules, rules
+from pathlib import Path
+print(len(names))
+print(",".join(sorted({m.split(".")[0] for m in sys.modules} & {"sandbox", "tests", "bench", "test_connectors"})))
+print(importlib.util.find_spec("sandbox") is None and importlib.util.find_spec("test_connectors") is None)
+print(Path(department_rules.DEFAULT_DEPARTMENTS_FILE).is_file() and Path(rules.DEFAULT_RULES_FILE).is_file())
+print(sys.modules["cli"].__file__)
+"""
+
+
+def test_every_module_of_the_installed_wheel_imports_without_sandbox_or_tests(installed: Path, wheel: Path,
+                                                                                tmp_path: Path) -> None:
+    result = subprocess.run([str(installed / "python"), "-c", IMPORT_EVERYTHING, str(wheel)],
+                            **outside_the_checkout(tmp_path))
+    assert result.returncode == 0, result.stderr
+    modules, imported, absent, data_files, cli_file = result.stdout.splitlines()
+    assert int(modules) > 40
+    assert imported == ""  # no product module reaches for sandbox/, tests/, bench/ or test_connectors
+    assert absent == "True"
+    assert data_files == "True"  # the department and content rules are read from the installed package
+    assert Path(cli_file).is_relative_to(installed.parent)
+
+
+def test_the_installed_console_script_runs_without_a_checkout(installed: Path, tmp_path: Path) -> None:
+    result = subprocess.run([str(installed / "kmrl-connectors"), "--help"], **outside_the_checkout(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "{sync,status,check,deadletter,web,run,probe}" in result.stdout
+
+
+def dockerfile_copies() -> list[list[str]]:
+    """The sources of each COPY of the Dockerfile (its last word is the destination)."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    return [line.split()[1:-1] for line in text.splitlines() if line.startswith("COPY ")]
+
+
+def test_the_image_copies_the_product_and_nothing_run_from_a_checkout() -> None:
+    sources = [source.rstrip("/") for copy in dockerfile_copies() for source in copy]
+    assert "." not in sources and not [s for s in sources if s.startswith("--")]
+    assert not set(sources) & set(NOT_SHIPPED)
+    assert product_top_level() <= set(sources)  # what the wheel ships, the image runs
+    setuptools_reads = {"pyproject.toml", "README.md", "LICENSE"}  # pip install -e . in the image
+    assert setuptools_reads <= set(sources)
+    assert all((ROOT / source).exists() for source in sources)
+
+
+def test_the_build_context_leaves_out_what_runs_from_a_checkout() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text(encoding="utf-8").split())
+    assert {"sandbox", "tests", "bench", "test_connectors.py"} <= ignored
