@@ -24,7 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -144,11 +144,12 @@ def _owned_scope(connector: BaseConnector, scope: str) -> bool:
 
 
 def cmd_sync(args: argparse.Namespace, ctx: Context) -> int:
-    names = list(registry.SOURCES) if args.source == "all" else [args.source]
-    sources = registry.configured_sources(ctx.settings, names=names)
+    names = list(ctx.sources) if args.source == "all" else [args.source]
+    sources = registry.configured_sources(ctx.settings, names=names, sources=ctx.sources)
     for name in names:
         if name not in sources:
-            out(f"{name}: not configured (set one of {', '.join(registry.get_source(name).markers)}); skipped")
+            markers = registry.get_source(name, ctx.sources).markers
+            out(f"{name}: not configured (set one of {', '.join(markers)}); skipped")
     if args.source != "all" and not sources:
         return 1
     if sources:
@@ -196,7 +197,7 @@ def status_data(ctx: Context) -> dict[str, Any]:
     report = load_report(state) or {}
     health = {s["source"]: s for s in report.get("sources", [])}
     sources: dict[str, dict[str, Any]] = {}
-    for name in registry.configured_sources(ctx.settings):
+    for name in registry.configured_sources(ctx.settings, sources=ctx.sources):
         sources[name] = {"source": name, "scopes": []}
     for connector, scope, status in state.iter_statuses():
         entry = sources.setdefault(connector, {"source": connector, "scopes": []})
@@ -263,14 +264,14 @@ class CheckLines:
         return True
 
 
-def _check_settings(settings: Settings) -> str:
+def _check_settings(settings: Settings, sources: Mapping[str, registry.Source]) -> str:
     import scheduler
     from base.cleanup import Retention
     from base.enrichment.rules import ContentRules
     from config.celery_config import celery_settings
 
     conf = celery_settings(settings, longest_hard_limit=scheduler.longest_hard_limit())
-    table = scheduler.beat_schedule(settings)
+    table = scheduler.beat_schedule(settings, sources)
     Retention.from_settings(settings)
     rules = ContentRules.load(settings.content_rules_file or None)
     vt = conf["visibility_timeout"]
@@ -334,7 +335,7 @@ def _check_redis_roles(lines: CheckLines, settings: Settings) -> set[str]:
 def cmd_check(args: argparse.Namespace, ctx: Context) -> int:
     lines = CheckLines()
     settings = ctx.settings
-    lines.run("settings", lambda: _check_settings(settings))
+    lines.run("settings", lambda: _check_settings(settings, ctx.sources))
     # The Hub client and the sources' checks use the state store (throttle pauses): without it they
     # are not checked, rather than failed for a fault that is Redis'.
     state_down = "state" in _check_redis_roles(lines, settings)
@@ -343,11 +344,11 @@ def cmd_check(args: argparse.Namespace, ctx: Context) -> int:
         lines("SKIP", "hub", not_checked)
     else:
         lines.run("hub", lambda: _check_hub(ctx))
-    names = [args.source] if args.source else list(registry.SOURCES)
-    configured = registry.configured_sources(settings, names=names)
+    names = [args.source] if args.source else list(ctx.sources)
+    configured = registry.configured_sources(settings, names=names, sources=ctx.sources)
     for name in names:
         if name not in configured:
-            markers = ", ".join(registry.get_source(name).markers)
+            markers = ", ".join(registry.get_source(name, ctx.sources).markers)
             lines("FAIL" if args.source else "SKIP", name, f"not configured (set {markers})")
             continue
         if state_down:
@@ -434,7 +435,7 @@ def cmd_web(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     import scheduler
 
-    scheduler.configure(ctx.settings)
+    scheduler.configure(ctx.settings, sources=ctx.sources)
     scheduler.app.worker_main(["worker", "--beat", f"--loglevel={args.loglevel}",
                                f"--concurrency={args.concurrency}"])
     return 0
@@ -545,7 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, sources: Mapping[str, registry.Source] = registry.SOURCES) -> int:
+    """Runs the command ``argv`` (default: the process's arguments) against ``sources`` (default: the
+    service's table; tests hand one with fake sources); returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -556,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(log_file=settings.log_file, level="WARNING" if quiet else settings.log_level,
                       console_format=settings.log_format)
     try:
-        return int(args.handler(args, Context(settings)))
+        return int(args.handler(args, Context(settings, sources=sources)))
     except ConfigError as exc:
         out(f"{exc.state}: {mask_text(str(exc))}")
         return 2

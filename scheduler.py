@@ -18,7 +18,7 @@ Importing this module reads no setting. The app's configuration (``celery_config
 the environment's settings when Celery first reads it (a variable that cannot be used is then one
 line, ``settings: ...``, and exit code 2 from ``celery -A scheduler beat|worker``);
 ``configure(settings)`` points the app and the tasks elsewhere before anything is sent (the CLI and
-tests use it).
+tests use it), and may hand them another table of sources (tests hand one with fake sources).
 """
 
 from __future__ import annotations
@@ -98,14 +98,15 @@ def longest_hard_limit() -> int:
                 *(s.time_limit for s in registry.SOURCES.values())])
 
 
-def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The beat table: one tick per source, the health check and the daily cleanup.
+def beat_schedule(settings: Settings,
+                  sources: Mapping[str, registry.Source] = registry.SOURCES) -> dict[str, dict[str, Any]]:
+    """The beat table: one tick per source of ``sources``, the health check and the daily cleanup.
 
     Intervals: ``{SOURCE}_SYNC_MINUTES`` (0 leaves the source out), HEALTH_CHECK_MINUTES, and
     CLEANUP_AT (HH:MM, Asia/Kolkata). Each entry expires after its period.
     """
     table: dict[str, dict[str, Any]] = {}
-    for source in registry.SOURCES.values():
+    for source in sources.values():
         minutes = source.interval_minutes(settings)
         if minutes:
             table[f"sync-{source.name}"] = beat_entry("kmrl.tick", every(minutes), minutes * 60, (source.name,))
@@ -128,12 +129,14 @@ Runtime = registry.ServiceContext
 RETRIED_TASKS = ("kmrl.tick", "kmrl.sync_scope")
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
-    """The app's whole configuration for ``settings``: Celery's settings, the beat table, and the retry
-    policy of the retried tasks (as task annotations, which Celery applies when it creates the tasks)."""
+def celery_config(settings: Settings,
+                  sources: Mapping[str, registry.Source] = registry.SOURCES) -> dict[str, Any]:
+    """The app's whole configuration for ``settings``: Celery's settings, the beat table of ``sources``,
+    and the retry policy of the retried tasks (as task annotations, which Celery applies when it
+    creates the tasks)."""
     retry = retry_policy(settings, longest_hard_limit=longest_hard_limit())
     return {**celery_settings(settings, longest_hard_limit=longest_hard_limit()),
-            "beat_schedule": beat_schedule(settings),
+            "beat_schedule": beat_schedule(settings, sources),
             "task_annotations": {name: {"max_retries": retry.max_retries, "retry_backoff_max": retry.backoff_max}
                                  for name in RETRIED_TASKS}}
 
@@ -160,7 +163,7 @@ class _ConfigFromSettings(Mapping[str, Any]):
     def _config(self) -> dict[str, Any]:
         if self._built is None:
             try:
-                self._built = celery_config(runtime.settings)
+                self._built = celery_config(runtime.settings, runtime.sources)
             except ConfigError as exc:
                 if click.get_current_context(silent=True) is None:
                     raise
@@ -185,10 +188,11 @@ _TASK_OPTIONS: dict[str, Any] = {"bind": True, "ignore_result": True, "acks_late
                                  **RETRY_BACKOFF_OPTIONS}
 
 
-def configure(settings: Settings) -> None:
-    """Points the app, its beat table and the tasks at ``settings`` (call before sending tasks)."""
-    app.conf.update(celery_config(settings))
-    runtime.reset(settings)
+def configure(settings: Settings, *, sources: Mapping[str, registry.Source] | None = None) -> None:
+    """Points the app, its beat table and the tasks at ``settings`` and, when given, at ``sources``
+    instead of the table they use now (call before sending tasks)."""
+    app.conf.update(celery_config(settings, runtime.sources if sources is None else sources))
+    runtime.reset(settings, sources=sources)
 
 
 @signals.setup_logging.connect
@@ -283,8 +287,8 @@ def list_scopes(connector: BaseConnector, source: str, instance: str) -> tuple[l
 def tick(self: Any, source: str) -> dict[str, Any]:
     """Sends one ``kmrl.sync_scope`` per scope of every instance of ``source``; returns what it sent."""
     settings = runtime.settings
-    spec = registry.get_source(source)
-    if source not in registry.configured_sources(settings, names=[source]):
+    spec = registry.get_source(source, runtime.sources)
+    if source not in registry.configured_sources(settings, names=[source], sources=runtime.sources):
         return {"source": source, "skipped": "not configured"}
     try:
         connectors = runtime.connectors(source)
@@ -330,7 +334,7 @@ def sync_scope(self: Any, source: str, instance: str, scope: str) -> dict[str, A
     Raises TransientError for a run that ended in a transient error, so Celery retries it.
     """
     settings = runtime.settings
-    if source not in registry.configured_sources(settings, names=[source]):
+    if source not in registry.configured_sources(settings, names=[source], sources=runtime.sources):
         return {"source": source, "scope": scope, "state": "skipped"}
     try:
         connector = registry.find_instance(runtime.connectors(source), instance)
@@ -339,7 +343,7 @@ def sync_scope(self: Any, source: str, instance: str, scope: str) -> dict[str, A
         _record_source_error(runtime.state, source, exc, state_name=exc.state)
         return {"source": source, "scope": scope, "state": exc.state}
     hard_soft = self.request.timelimit or (None, None)
-    soft = hard_soft[1] or registry.get_source(source).soft_time_limit
+    soft = hard_soft[1] or registry.get_source(source, runtime.sources).soft_time_limit
     summary = connector.sync_scope(scope, deadline=time.monotonic() + run_budget(float(soft)))
     log.info("sync_scope_finished", source=source, instance=instance, scope=scope, state=summary.state,
              attempt=self.request.retries + 1, seconds=round(summary.seconds, 3), **summary.counts)
@@ -371,10 +375,10 @@ def health_report(settings: Settings, *, now: float | None = None) -> HealthRepo
     except (ConfigError, OSError) as exc:  # a broken Hub setting is a failed check, not a crashed task
         hub_check = (False, mask_text(f"{type(exc).__name__}: {exc}"))
     report = HealthReport(checked_at=now, redis=redis_check, hub=hub_check)
-    for source in registry.configured_sources(settings):
+    for source in registry.configured_sources(settings, sources=runtime.sources):
         statuses: Mapping[str, Mapping[str, str]] = (
             {scope: status for _, scope, status in state.iter_statuses(source)} if redis_check[0] else {})
-        minutes = registry.get_source(source).interval_minutes(settings)
+        minutes = registry.get_source(source, runtime.sources).interval_minutes(settings)
         report.sources.append(source_health(source, _checks_for(source), statuses,
                                             interval_seconds=minutes * 60 or None, now=now))
     return report

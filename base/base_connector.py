@@ -51,6 +51,7 @@ from utils.errors import (
     TransientError,
 )
 from utils.logging import bind_context, get_logger, mask_text
+from utils.ttl_cache import TtlCache
 
 log = get_logger(__name__)
 
@@ -203,13 +204,17 @@ class BaseConnector(ABC):
     hub: where documents go (default: ``HttpHub`` when HUB_API_URL is set, else the local outbox).
     settings: service settings (default: ``get_settings()``).
     rules: content rules (default: loaded from CONTENT_RULES_FILE or config/content_rules.toml).
+    cache: what the connector may remember between runs in this process, such as a site's resolved
+        libraries (default: its own, empty). The service's wiring hands one cache to every connector
+        it builds, so the runs of one worker process share it.
     """
 
     #: Short, stable name of the source ("email", "maximo", "sharepoint", "whatsapp").
     name: ClassVar[str] = ""
 
     def __init__(self, *, state: StateStore | None = None, hub: Hub | None = None,
-                 settings: Settings | None = None, rules: ContentRules | None = None) -> None:
+                 settings: Settings | None = None, rules: ContentRules | None = None,
+                 cache: TtlCache | None = None) -> None:
         if not self.name:
             raise TypeError(f"{type(self).__name__} must set the class attribute 'name'")
         self.settings = settings or get_settings()
@@ -217,6 +222,7 @@ class BaseConnector(ABC):
         self.hub = hub or hub_from_settings(self.settings, gate=self.state.throttle_gate("hub"))
         self.rules = rules if rules is not None else ContentRules.load(self.settings.content_rules_file or None)
         self.audit = AuditLog(self.settings.audit_log)
+        self.cache = cache if cache is not None else TtlCache()
         self.credentials: Mapping[str, Any] = {}
         #: Largest document accepted, in bytes (None: no limit); a connector may lower it.
         self.max_document_bytes: int | None = self.settings.max_document_bytes

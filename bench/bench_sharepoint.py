@@ -98,6 +98,7 @@ def worker(config_path: str) -> None:
     from config.settings import Settings
     from connectors.sharepoint_connector import SharePointConnector
     from utils.logging import configure_logging
+    from utils.ttl_cache import TtlCache
 
     config = json.loads(Path(config_path).read_text())
     configure_logging(log_file="", level="WARNING", force=True)
@@ -110,6 +111,7 @@ def worker(config_path: str) -> None:
     hub = HttpHub(config["hub_url"], config["hub_token"])
     creds = {"client_id": config["client_id"], "client_secret": config["client_secret"],
              "tenant_id": config["tenant_id"]}
+    cache = TtlCache()  # one per worker process, as the service's wiring keeps it: the site is resolved once
     for line in sys.stdin:
         command, _, libraries = line.strip().partition(" ")
         if command != "go":
@@ -117,7 +119,8 @@ def worker(config_path: str) -> None:
         connector = SharePointConnector(config["site_url"], tenant_id=config["tenant_id"],
                                         client_id=config["client_id"], libraries=libraries.split(","),
                                         graph_base_url=config["graph_url"], authority=config["authority"],
-                                        ca_file=config["ca_file"], settings=settings, state=state, hub=hub)
+                                        ca_file=config["ca_file"], settings=settings, state=state, hub=hub,
+                                        cache=cache)
         started = time.perf_counter()
         summary = connector.sync_documents(creds)
         seconds = time.perf_counter() - started

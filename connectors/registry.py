@@ -5,6 +5,10 @@ the source is used, so a missing optional dependency or a broken module stops th
 the variables whose presence means an operator configured it, how often it syncs and how long one
 scope's run may take. A new source is one new file in connectors/ plus one row here.
 
+The table is a value: ``SOURCES`` is the service's, read-only. Whoever wires the service (the
+scheduler's runtime, the CLI) holds the table it uses, ``SOURCES`` unless told otherwise; a plug-in or
+a test hands its own, made with ``sources_with``, instead of changing the service's.
+
 A source may have several connector instances (several mail accounts, one SharePoint connector
 per site). A connector class declares that by a classmethod ``all_from_settings(settings, **kw)``
 returning a list, or by ``from_settings`` returning a list; otherwise ``from_settings`` builds one.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from base.base_connector import BaseConnector, HealthResult
@@ -24,6 +29,7 @@ from base.state import StateStore
 from config.settings import Settings
 from utils.errors import ConfigError
 from utils.logging import get_logger, mask_text
+from utils.ttl_cache import TtlCache
 
 log = get_logger(__name__)
 
@@ -66,8 +72,8 @@ class Source:
         return not self.markers or any(settings.env(name) for name in self.markers)
 
 
-#: The sources of the service; time limits from ../shared/reference/celery-reliability.md.
-SOURCES: dict[str, Source] = {s.name: s for s in (
+#: The sources of the service (read-only); time limits from ../shared/reference/celery-reliability.md.
+SOURCES: Mapping[str, Source] = MappingProxyType({s.name: s for s in (
     Source("email", "connectors.email_connector:EmailConnector",
            ("EMAIL_HOST", "EMAIL_USER", "EMAIL_ACCOUNTS_FILE"), sync_minutes=5, soft_time_limit=240, time_limit=280),
     Source("whatsapp", "connectors.whatsapp_connector:WhatsAppConnector",
@@ -78,38 +84,35 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     Source("sharepoint", "connectors.sharepoint_connector:SharePointConnector",
            ("SHAREPOINT_URL", "SHAREPOINT_CLIENT_ID", "SHAREPOINT_SITES"), sync_minutes=30, soft_time_limit=1500,
            time_limit=1740),
-)}
+)})
 
 _not_configured_logged: set[str] = set()
 
 
-def register(source: Source) -> None:
-    """Adds (or replaces) a source: for plug-ins and for tests with fake connectors."""
-    SOURCES[source.name] = source
+def sources_with(*extra: Source, table: Mapping[str, Source] = SOURCES) -> Mapping[str, Source]:
+    """A new read-only table: ``table`` (default the service's) plus ``extra`` (a plug-in's or a test's
+    sources), in that order; an extra source named like one in ``table`` replaces it."""
+    return MappingProxyType({**table, **{source.name: source for source in extra}})
 
 
-def unregister(name: str) -> None:
-    """Removes a source added with ``register``."""
-    SOURCES.pop(name, None)
-
-
-def get_source(name: str) -> Source:
-    """The source called ``name``; ConfigError naming the known ones otherwise."""
+def get_source(name: str, sources: Mapping[str, Source] = SOURCES) -> Source:
+    """The source called ``name`` in ``sources``; ConfigError naming the known ones otherwise."""
     try:
-        return SOURCES[name]
+        return sources[name]
     except KeyError:
-        raise ConfigError(f"unknown source {name!r}; known sources: {', '.join(sorted(SOURCES))}") from None
+        raise ConfigError(f"unknown source {name!r}; known sources: {', '.join(sorted(sources))}") from None
 
 
-def configured_sources(settings: Settings, *, names: Iterable[str] | None = None) -> list[str]:
-    """The sources (of ``names``, default all) whose settings are present, in table order.
+def configured_sources(settings: Settings, *, names: Iterable[str] | None = None,
+                       sources: Mapping[str, Source] = SOURCES) -> list[str]:
+    """The sources (of ``names``, default all of ``sources``) whose settings are present, in table order.
 
     Each unconfigured source is logged once per process (``source_not_configured``) and skipped.
     """
-    wanted = list(names) if names is not None else list(SOURCES)
+    wanted = list(names) if names is not None else list(sources)
     configured = []
     for name in wanted:
-        source = get_source(name)
+        source = get_source(name, sources)
         if source.is_configured(settings):
             configured.append(name)
         elif name not in _not_configured_logged:
@@ -132,14 +135,16 @@ def connector_class(source: Source) -> type[BaseConnector]:
 
 
 def build_connectors(source: str, settings: Settings, *, state: StateStore | None = None,
-                     hub: Hub | None = None) -> list[BaseConnector]:
-    """Every connector instance of ``source``, built from ``settings`` (sharing ``state`` and ``hub``).
+                     hub: Hub | None = None, cache: TtlCache | None = None,
+                     sources: Mapping[str, Source] = SOURCES) -> list[BaseConnector]:
+    """Every connector instance of ``source`` (a row of ``sources``), built from ``settings`` (sharing
+    ``state``, ``hub`` and ``cache``; each instance builds its own of those not given).
 
     Raises ConfigError (or SourceUnavailable) when the source cannot be built; nothing else leaks.
     """
-    spec = get_source(source)
+    spec = get_source(source, sources)
     cls = connector_class(spec)
-    kwargs: dict[str, Any] = {"state": state, "hub": hub}
+    kwargs: dict[str, Any] = {"state": state, "hub": hub, "cache": cache}
     try:
         factory = getattr(cls, "all_from_settings", None)
         built: Any = factory(settings, **kwargs) if callable(factory) else cls.from_settings(  # type: ignore[attr-defined]
@@ -179,19 +184,23 @@ def probe(connector: BaseConnector, credentials: Mapping[str, Any] | None = None
 
 
 class ServiceContext:
-    """What one process's entry point (a worker, the CLI) shares: settings, and the state store and
-    Hub built on first use (so a prefork child opens its own Redis connections, and ``check`` can
-    report their failures)."""
+    """What one process's entry point (a worker, the CLI) shares: settings, the table of sources, the
+    state store and Hub built on first use (so a prefork child opens its own Redis connections, and
+    ``check`` can report their failures), and the cache its connectors keep between runs."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, sources: Mapping[str, Source] = SOURCES) -> None:
+        self.sources = sources
         self.reset(settings)
 
-    def reset(self, settings: Settings | None) -> None:
-        """Uses ``settings`` from now on (None: the environment's, read on first use); the store and
-        Hub are built again on next use."""
+    def reset(self, settings: Settings | None, *, sources: Mapping[str, Source] | None = None) -> None:
+        """Uses ``settings`` from now on (None: the environment's, read on first use) and ``sources`` when
+        given; the store and Hub are built again on next use, and the connectors' cache starts empty."""
         self._settings = settings
+        if sources is not None:
+            self.sources = sources
         self._state: StateStore | None = None
         self._hub: Hub | None = None
+        self.cache = TtlCache()
 
     @property
     def settings(self) -> Settings:
@@ -214,5 +223,6 @@ class ServiceContext:
         return self._hub
 
     def connectors(self, source: str) -> list[BaseConnector]:
-        """Every configured connector of ``source``, sharing this context's state and Hub."""
-        return build_connectors(source, self.settings, state=self.state, hub=self.hub)
+        """Every configured connector of ``source``, sharing this context's state, Hub and cache."""
+        return build_connectors(source, self.settings, state=self.state, hub=self.hub, cache=self.cache,
+                                sources=self.sources)

@@ -2,8 +2,9 @@
 
 Facts: reference/api-contracts.md part A. One connector serves one site (``site_url``); each of its
 document libraries (a Graph *drive*) is a scope, named by the drive id (stable, unique across sites).
-The scope list is discovered at run time (site by path, then its drives) and cached per process for
-``scope_cache_seconds``, so a tick that finds nothing new costs one delta request per drive.
+The scope list is discovered at run time (site by path, then its drives) and kept for
+``scope_cache_seconds`` in the connector's cache, which the service's wiring shares between the runs of
+one worker process, so a tick that finds nothing new costs one delta request per drive.
 
 The feed is ``/drives/{id}/root/delta``. The cursor is ``{"deltaLink": url}`` once a feed was read to
 its end, or ``{"nextLink": url}`` mid-feed: a Checkpoint follows every page, so a first sync of a large
@@ -28,7 +29,6 @@ Every Graph and download request goes through ``utils.http.HttpClient`` with the
 from __future__ import annotations
 
 import base64
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -85,16 +85,6 @@ class SiteInfo:
     display_name: str
     web_url: str
     libraries: tuple[Library, ...]
-
-
-_site_cache: dict[tuple[str, str], tuple[float, SiteInfo]] = {}
-_site_cache_lock = threading.Lock()
-
-
-def reset_site_cache() -> None:
-    """Forgets every resolved site (what a new worker process starts with)."""
-    with _site_cache_lock:
-        _site_cache.clear()
 
 
 def _last_occurrences(values: Sequence[Any]) -> list[dict[str, Any]]:
@@ -321,14 +311,13 @@ class SharePointConnector(BaseConnector):
 
     # -- site and libraries -------------------------------------------------------------------------
     def site(self, *, refresh: bool = False) -> SiteInfo:
-        """The resolved site and its libraries (cached per process; ``refresh`` asks Graph again)."""
-        key = (self.graph_base_url, self.site_url.lower())
-        now = time.monotonic()
+        """The resolved site and its libraries, kept in ``self.cache`` for ``scope_cache_seconds`` (the
+        wiring's cache: every run of the worker process reuses it); ``refresh`` asks Graph again."""
+        key = ("sharepoint-site", self.graph_base_url, self.site_url.lower())
         if not refresh:
-            with _site_cache_lock:
-                cached = _site_cache.get(key)
-            if cached is not None and cached[0] > now:
-                return cached[1]
+            cached = self.cache.get(key)
+            if isinstance(cached, SiteInfo):
+                return cached
         body = self._graph_json(f"{self.graph_base_url}/sites/{self.hostname}:{quote(self.site_path)}",
                                 what=f"the site {self.site_url}")
         site_id = str(body.get("id") or "")
@@ -349,8 +338,7 @@ class SharePointConnector(BaseConnector):
         info = SiteInfo(id=site_id, name=self.site_path.rstrip("/").rsplit("/", 1)[-1],
                         display_name=str(body.get("displayName") or body.get("name") or ""),
                         web_url=str(body.get("webUrl") or self.site_url).rstrip("/"), libraries=tuple(libraries))
-        with _site_cache_lock:
-            _site_cache[key] = (now + self.scope_cache_seconds, info)
+        self.cache.put(key, info, self.scope_cache_seconds)
         log.info("sharepoint_site_resolved", site=self.site_url, libraries=len(libraries))
         return info
 

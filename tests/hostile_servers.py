@@ -16,7 +16,7 @@ from werkzeug.wrappers import Request, Response
 
 from base.state import StateStore
 from config.settings import Settings
-from connectors.sharepoint_connector import SharePointConnector, reset_site_cache
+from connectors.sharepoint_connector import SharePointConnector
 from sandbox.graph import GraphSimulator, _route
 from sandbox.graph_store import Drive, DriveItem
 from sandbox.tls import CertAuthority
@@ -122,9 +122,9 @@ GRAPH_SITE = "sites/operations"
 
 
 def reset_graph_caches() -> None:
-    """Forgets msal's application and the site cache, as a new worker process would start."""
+    """Forgets msal's application, as a new worker process would start (a connector built here keeps
+    its own site cache)."""
     reset_applications()
-    reset_site_cache()
 
 
 def started_hostile_graph(ca: CertAuthority, client_secret: str) -> HostileGraph:

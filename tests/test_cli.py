@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,14 +23,8 @@ from tests.helpers import fake_files
 from tests.reliability.redis_server import PrivateRedis
 from tests.scheduler_fakes import FAKE_SOURCES
 
-
-@pytest.fixture(autouse=True)
-def fakes() -> Iterator[None]:
-    for source in FAKE_SOURCES:
-        registry.register(source)
-    yield
-    for source in FAKE_SOURCES:
-        registry.unregister(source.name)
+#: The service's sources plus the fakes: what every command here runs against.
+SOURCES = registry.sources_with(*FAKE_SOURCES)
 
 
 @pytest.fixture
@@ -54,7 +48,7 @@ def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str,
         for name, value in {**base, **env}.items():
             monkeypatch.setenv(name, value)
         capsys.readouterr()
-        code = cli.main(list(argv))
+        code = cli.main(list(argv), sources=SOURCES)
         captured = capsys.readouterr()
         invoke.stderr = captured.err  # type: ignore[attr-defined]
         return code, captured.out

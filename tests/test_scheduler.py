@@ -126,28 +126,34 @@ def test_configured_sources_skip_unconfigured_ones_with_one_log_line(caplog):
 
 
 def test_a_connector_module_that_cannot_import_stops_only_its_source():
-    broken = registry.Source("broken", "connectors.no_such_module:Nothing")
-    registry.register(broken)
-    try:
-        with pytest.raises(registry.SourceUnavailable, match="no_such_module"):
-            registry.build_connectors("broken", settings_with())
-        assert registry.build_connectors("maximo", settings_with(MAXIMO_URL="https://maximo.kmrl.co.in"))
-    finally:
-        registry.unregister("broken")
+    sources = registry.sources_with(registry.Source("broken", "connectors.no_such_module:Nothing"))
+    with pytest.raises(registry.SourceUnavailable, match="no_such_module"):
+        registry.build_connectors("broken", settings_with(), sources=sources)
+    assert registry.build_connectors("maximo", settings_with(MAXIMO_URL="https://maximo.kmrl.co.in"),
+                                     sources=sources)
 
 
 def test_several_instances_are_built_and_found_by_instance_id(settings):
-    registry.register(FAKE_SOURCES[0])
-    try:
-        env = {"FAKE_INSTANCES": "finance,ops", "FAKE_SCOPES": "inbox"}
-        built = registry.build_connectors("fake", Settings(**{**settings.__dict__, "environ": env}))
-        assert [registry.instance_id(c, i) for i, c in enumerate(built)] == ["finance", "ops"]
-        ops = registry.find_instance(built, "ops")
-        assert isinstance(ops, FakeSource) and ops.scopes() == ["ops-inbox"]
-        with pytest.raises(ConfigError):
-            registry.find_instance(built, "hr")
-    finally:
-        registry.unregister("fake")
+    env = {"FAKE_INSTANCES": "finance,ops", "FAKE_SCOPES": "inbox"}
+    built = registry.build_connectors("fake", Settings(**{**settings.__dict__, "environ": env}),
+                                      sources=registry.sources_with(FAKE_SOURCES[0]))
+    assert [registry.instance_id(c, i) for i, c in enumerate(built)] == ["finance", "ops"]
+    ops = registry.find_instance(built, "ops")
+    assert isinstance(ops, FakeSource) and ops.scopes() == ["ops-inbox"]
+    with pytest.raises(ConfigError):
+        registry.find_instance(built, "hr")
+
+
+def test_the_service_table_is_read_only_and_another_table_leaves_it_as_it_is():
+    with pytest.raises(TypeError):
+        registry.SOURCES["fake"] = FAKE_SOURCES[0]  # type: ignore[index]
+    replaced = registry.Source("maximo", "tests.scheduler_fakes:FakeSource")
+    table = registry.sources_with(*FAKE_SOURCES, replaced)
+    assert list(table) == [*registry.SOURCES, *(s.name for s in FAKE_SOURCES)]
+    assert table["maximo"] is replaced and registry.SOURCES["maximo"].target.startswith("connectors.")
+    assert "fake" not in registry.SOURCES
+    with pytest.raises(ConfigError, match="fake"):
+        registry.get_source("fake")
 
 
 def test_unknown_source_names_the_known_ones():

@@ -19,13 +19,15 @@ from base.document import Checkpoint, Item, ItemFailure
 from base.hub_client import Hub
 from base.state import StateStore
 from config.settings import Settings
-from connectors.sharepoint_connector import SharePointConnector, _last_occurrences, reset_site_cache
+from connectors import registry
+from connectors.sharepoint_connector import SharePointConnector, _last_occurrences
 from sandbox.graph import GraphSimulator
 from sandbox.graph_store import BLOCK_SIZE, Drive, GeneratedContent
 from sandbox.hub import RunningHub
 from sandbox.tls import CertAuthority
 from tests.conftest import make_settings
 from utils.entra import reset_applications
+from utils.ttl_cache import TtlCache
 
 SITE = "sites/operations"
 DOCS = {
@@ -38,12 +40,11 @@ DRAWINGS = {"Viaduct/Pier P-214.txt": b"Civil inspection of viaduct pier P-214, 
 
 @pytest.fixture(autouse=True)
 def _fresh_process_caches() -> Iterator[None]:
-    # Each test is a new worker process as far as msal's application and the site cache go.
+    # Each test is a new worker process as far as msal's application goes (each connector built here
+    # has a site cache of its own).
     reset_applications()
-    reset_site_cache()
     yield
     reset_applications()
-    reset_site_cache()
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +153,32 @@ def test_scopes_are_the_drive_ids_filtered_by_library_name(sim: GraphSimulator, 
         assert (sim.count("site"), sim.count("drives")) == (1, 1)
 
 
+def test_the_runs_of_one_wiring_resolve_the_site_once_until_the_cache_expires(
+        sim: GraphSimulator, ca: CertAuthority, tmp_path: Path, redis_url: str, hub: RunningHub) -> None:
+    env = {"SHAREPOINT_URL": sim.sharepoint_url, "SHAREPOINT_SITES": SITE, "SHAREPOINT_LIBRARIES": "Documents",
+           "SHAREPOINT_TENANT_ID": sim.tenant_id, "SHAREPOINT_CLIENT_ID": sim.client_id,
+           "SHAREPOINT_CLIENT_SECRET": sim.client_secret, "GRAPH_BASE_URL": sim.graph_url,
+           "ENTRA_AUTHORITY": sim.authority_host, "SHAREPOINT_CA_FILE": ca.ca_path,
+           "SHAREPOINT_SCOPE_CACHE_SECONDS": "1.5"}
+    settings = make_settings(tmp_path, redis_url, hub_api_url=hub.url, hub_api_token=hub.token, environ=env)
+
+    def run(wiring: registry.ServiceContext | None = None) -> int:
+        """One run as a task runs it (a connector built for it); the site requests Graph has seen."""
+        [connector] = (wiring.connectors("sharepoint") if wiring is not None
+                       else registry.build_connectors("sharepoint", settings))
+        assert connector.sync_documents().state == "ok"
+        return sim.count("site")
+
+    worker = registry.ServiceContext(settings)
+    assert run(worker) == 1
+    assert run(worker) == 1  # a later run of the same worker process reuses the resolved site
+    assert run(registry.ServiceContext(settings)) == 2  # another worker process resolves it itself
+    assert run() == 3  # so does a connector built alone
+    time.sleep(1.6)  # past SHAREPOINT_SCOPE_CACHE_SECONDS
+    assert run(worker) == 4
+    assert run(worker) == 4
+
+
 def test_naming_only_missing_libraries_is_a_config_error(sim: GraphSimulator, ca: CertAuthority,
                                                          sp_settings: Settings, state: StateStore) -> None:
     summary = _sync(_connector(sim, ca, sp_settings, state, libraries=["No Such Library"]), sim)
@@ -189,10 +216,11 @@ def test_within_a_page_the_last_occurrence_wins_in_its_place() -> None:
 # -- later syncs ------------------------------------------------------------------------------------
 def test_sync_with_no_changes_costs_one_delta_request_per_library_and_no_token(
         sim: GraphSimulator, ca: CertAuthority, sp_settings: Settings, state: StateStore, hub: RunningHub) -> None:
-    _sync(_connector(sim, ca, sp_settings, state), sim)
+    worker_cache = TtlCache()  # what one worker process's wiring hands every connector it builds
+    _sync(_connector(sim, ca, sp_settings, state, cache=worker_cache), sim)
     sim.reset_counts()
     uploads = dict(hub.sim.uploads_per_key)
-    summary = _sync(_connector(sim, ca, sp_settings, state), sim)  # same worker process, new connector
+    summary = _sync(_connector(sim, ca, sp_settings, state, cache=worker_cache), sim)  # same worker, new connector
     assert summary.state == "ok" and summary.totals["new"] == 0
     assert dict(sim.counts) == {"delta": 2}
     assert hub.sim.uploads_per_key == uploads
@@ -278,7 +306,6 @@ def test_crash_mid_feed_resumes_from_the_saved_next_link(sim: GraphSimulator, ca
     assert set(cursor) == {"nextLink"}  # mid-feed: the page boundary before the crash
     downloads_before = sim.count("download")
     reset_applications()
-    reset_site_cache()
     summary = _sync(_connector(sim, ca, sp_settings, state, libraries=["Documents"]), sim)
     assert summary.state == "ok"
     total = len(DOCS) + 12
@@ -389,7 +416,6 @@ def test_long_retry_after_ends_the_run_throttled_and_holds_back_another_worker(
     assert before + 119.999 <= until <= after + 120.001  # 120 s from the answer (gate keeps milliseconds)
     # Another worker (a fresh process: no msal application, no site cache) sends nothing at all.
     reset_applications()
-    reset_site_cache()
     before = sim.count()
     other = _sync(_connector(sim, ca, sp_settings, state, libraries=["Documents"]), sim)
     assert other.state == "throttled"

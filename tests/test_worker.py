@@ -44,16 +44,13 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     settings = make_settings(root, flushed_db_url(STATE_DB), broker_url=flushed_db_url(BROKER_DB),
                              result_backend=flushed_db_url(RESULTS_DB), redbeat_redis_url=flushed_db_url(7),
                              environ={"WORKER_LIVENESS_FILE": str(root / "worker.alive")})
-    for source in FAKE_SOURCES:
-        registry.register(source)
-    scheduler.configure(settings)
+    scheduler.configure(settings, sources=registry.sources_with(*FAKE_SOURCES))
     try:
         with start_worker(scheduler.app, pool="threads", concurrency=3, perform_ping_check=False,
                           loglevel="WARNING", shutdown_timeout=15) as running:
             yield running
     finally:
-        for source in FAKE_SOURCES:
-            registry.unregister(source.name)
+        scheduler.runtime.reset(scheduler.runtime.settings, sources=registry.SOURCES)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from base.document import Document
 from base.hub_client import Hub
 from config.settings import Settings
 from connectors import registry
-from connectors.sharepoint_connector import reset_site_cache
 from sandbox.hub import RunningHub
 from tests.reliability.checks import stored_sha256s
 from utils.entra import reset_applications
@@ -31,8 +30,7 @@ TICK_PAUSE = 0.5
 def connector_for(source: str, env: Mapping[str, str]) -> BaseConnector:
     """The one connector of ``source`` configured by ``env``, built as a fresh worker process would."""
     reset_applications()  # msal's application and token cache live per process
-    reset_site_cache()
-    [connector] = registry.build_connectors(source, Settings.from_env(dict(env)))
+    [connector] = registry.build_connectors(source, Settings.from_env(dict(env)))  # with a site cache of its own
     return connector
 
 
