@@ -43,7 +43,6 @@ from utils.progress import SyncProgress
 from utils.tables import ago, format_duration, format_time, render_table, safe_url
 
 #: Scope states after which a sync counts as failed (exit code 1).
-FAILED_STATES = ("error", "config_error", "auth_failed", "lease_lost")
 #: A worker's liveness file older than this fails ``probe worker``.
 LIVENESS_MAX_AGE = 60.0  # seconds
 
@@ -176,7 +175,7 @@ def cmd_sync(args: argparse.Namespace, ctx: Context) -> int:
                 if args.dry_run:
                     _print_decisions(result)
                 out(_scope_line(result))
-                failed = failed or result.state in FAILED_STATES
+                failed = failed or result.state.failed
     return 1 if failed else 0
 
 

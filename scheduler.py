@@ -36,7 +36,7 @@ import kombu.exceptions
 import redis
 from celery import Celery, bootsteps, signals
 
-from base.base_connector import BaseConnector, HealthResult
+from base.base_connector import BaseConnector
 from base.cleanup import (
     DAY,
     Retention,
@@ -48,6 +48,7 @@ from base.cleanup import (
     purge_outbox,
     purge_stale_results,
 )
+from base.contract import HealthResult, ScopeState
 from base.health import HealthReport, source_health, store_report
 from base.schema import migrate
 from base.state import StateStore
@@ -347,7 +348,7 @@ def sync_scope(self: Any, source: str, instance: str, scope: str) -> dict[str, A
     summary = connector.sync_scope(scope, deadline=time.monotonic() + run_budget(float(soft)))
     log.info("sync_scope_finished", source=source, instance=instance, scope=scope, state=summary.state,
              attempt=self.request.retries + 1, seconds=round(summary.seconds, 3), **summary.counts)
-    if summary.state == "error":
+    if summary.state == ScopeState.ERROR:
         raise TransientError(f"{source} {scope}: {summary.error}")
     return summary.as_dict()
 

@@ -34,7 +34,8 @@ import redis
 import requests
 from celery.exceptions import SoftTimeLimitExceeded
 
-from base.document import Checkpoint, Document, Item, ItemFailure, flat_hints, sanitize_filename, spool_chunks
+from base.contract import Checkpoint, HealthResult, Item, ItemFailure, ScopeState
+from base.document import Document, flat_hints, sanitize_filename, spool_chunks
 from base.enrichment.rules import ContentRules
 from base.enrichment.steps import enrich
 from base.hub_client import Hub, HubDocumentMissing, hub_from_settings
@@ -70,23 +71,6 @@ class _DeadlineReached(Exception):
 
 
 @dataclass
-class HealthResult:
-    """The outcome of ``health_check``: ``state`` is healthy, degraded, throttled, auth_failed,
-    config_error or unreachable; ``detail`` says what was proven or what failed."""
-
-    ok: bool
-    state: str
-    detail: str
-
-    @classmethod
-    def from_error(cls, exc: ConfigError | TransientError, *, prefix: str = "") -> HealthResult:
-        """The failed result for a classified error: throttled, auth_failed, config_error or unreachable."""
-        state = "throttled" if isinstance(exc, ThrottledError) else \
-            exc.state if isinstance(exc, ConfigError) else "unreachable"
-        return cls(False, state, mask_text(prefix + str(exc)))
-
-
-@dataclass
 class Decision:
     """What a dry run would do with one change."""
 
@@ -105,7 +89,7 @@ class ScopeSummary:
     connector: str
     scope: str
     run_id: str
-    state: str = "running"
+    state: ScopeState = ScopeState.RUNNING
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_FIELDS, 0))
     bytes: int = 0
     seconds: float = 0.0
@@ -143,10 +127,7 @@ class SyncSummary:
     @property
     def state(self) -> str:
         """The worst scope state (ok when every scope is ok or had nothing to do)."""
-        order = ["ok", "partial", "locked", "paused", "throttled", "error", "lease_lost", "config_error",
-                 "auth_failed"]
-        states = [s.state for s in self.scopes] or ["ok"]
-        return max(states, key=lambda s: order.index(s) if s in order else len(order))
+        return ScopeState.worst(s.state for s in self.scopes)
 
     def as_dict(self) -> dict[str, Any]:
         return {"connector": self.connector, "state": self.state, "totals": self.totals, "bytes": self.bytes,
@@ -302,12 +283,12 @@ class BaseConnector(ABC):
                 for scope in selected:
                     result = self._run_scope(scope, dry_run=dry_run, full=full, deadline=deadline)
                     summary.scopes.append(result)
-                    if result.state == "auth_failed":
+                    if result.state == ScopeState.AUTH_FAILED:
                         break  # the same credentials would fail on every other scope
         except (ConfigError, TransientError, redis.RedisError) as exc:
             # connect() or scopes() failed before any scope ran (or Redis was unreachable when a scope
             # started): report it as a scope-less run.
-            failed = ScopeSummary(self.name, "*", uuid.uuid4().hex[:12], state=_state_for(exc),
+            failed = ScopeSummary(self.name, "*", uuid.uuid4().hex[:12], state=ScopeState.for_error(exc),
                                   error=mask_text(f"{type(exc).__name__}: {exc}" if isinstance(exc, redis.RedisError)
                                                   else str(exc)), ended_at=time.time())
             summary.scopes.append(failed)
@@ -318,7 +299,7 @@ class BaseConnector(ABC):
             # Not classified (a bug, a parser's RecursionError on hostile JSON): still one clear
             # scope-less error, never an exception out of the pipeline.
             log.exception("connector_unexpected_error", connector=self.name)
-            failed = ScopeSummary(self.name, "*", uuid.uuid4().hex[:12], state="error",
+            failed = ScopeSummary(self.name, "*", uuid.uuid4().hex[:12], state=ScopeState.ERROR,
                                   error=mask_text(f"{type(exc).__name__}: {exc}"), ended_at=time.time())
             summary.scopes.append(failed)
             self._record_connector_error(failed)
@@ -343,7 +324,7 @@ class BaseConnector(ABC):
         summary = ScopeSummary(self.name, scope, uuid.uuid4().hex[:12])
         lease = self.state.lease(self.name, scope, ttl=self.settings.lock_ttl)
         if not lease.acquire():
-            summary.state = "locked"
+            summary.state = ScopeState.LOCKED
             summary.ended_at = time.time()
             self.state.incr_metric("kmrl_lock_skips_total", {"source": self.name})
             log.info("scope_locked", connector=self.name, scope=scope)
@@ -352,7 +333,7 @@ class BaseConnector(ABC):
         with bind_context(connector=self.name, scope=scope, run_id=summary.run_id):
             log.info("run_started", dry_run=dry_run, full=full)
             if not dry_run:
-                self.state.update_status(self.name, scope, {"state": "running", "run_id": summary.run_id,
+                self.state.update_status(self.name, scope, {"state": ScopeState.RUNNING, "run_id": summary.run_id,
                                                             "last_run_start": summary.started_at})
             start_cursor = None if full else self.state.get_cursor(self.name, scope)
             tracker = _CursorTracker(self, scope, start_cursor, enabled=not dry_run)
@@ -364,32 +345,32 @@ class BaseConnector(ABC):
                     run.failing = self.state.item_failures(self.name, scope)
                 self._consume(run, scope, start_cursor, lease, deadline)
                 self._commit(run)
-                if summary.state == "running":
-                    summary.state = "ok"
+                if summary.state == ScopeState.RUNNING:
+                    summary.state = ScopeState.OK
             except SoftTimeLimitExceeded:
                 # Celery's soft limit: stop at once, keep what is done; the next tick resumes.
-                summary.state, summary.error = "partial", "stopped by the task's soft time limit"
+                summary.state, summary.error = ScopeState.PARTIAL, "stopped by the task's soft time limit"
             except _DeadlineReached as exc:
-                summary.state = "partial"
+                summary.state = ScopeState.PARTIAL
                 log.info("run_time_budget_reached", during="download", detail=str(exc))
             except LeaseLostError as exc:
-                summary.state, summary.error = "lease_lost", str(exc)
+                summary.state, summary.error = ScopeState.LEASE_LOST, str(exc)
                 tracker.enabled = False  # the new holder owns the cursor now
             except ThrottledError as exc:
-                summary.state, summary.error = "throttled", mask_text(str(exc))
+                summary.state, summary.error = ScopeState.THROTTLED, mask_text(str(exc))
                 self.state.update_status(self.name, scope, {"throttled_until": exc.retry_at})
             except SpoolFullError as exc:
-                summary.state, summary.error = "paused", str(exc)
+                summary.state, summary.error = ScopeState.PAUSED, str(exc)
             except (ConfigError, TransientError) as exc:
-                summary.state, summary.error = _state_for(exc), mask_text(str(exc))
+                summary.state, summary.error = ScopeState.for_error(exc), mask_text(str(exc))
             except (requests.RequestException, redis.RedisError) as exc:
-                summary.state, summary.error = "error", mask_text(f"{type(exc).__name__}: {exc}")
+                summary.state, summary.error = ScopeState.ERROR, mask_text(f"{type(exc).__name__}: {exc}")
             except Exception as exc:
                 # Anything not classified above (a bug, a parser's RecursionError on hostile JSON)
                 # still ends the run: state error with its message, status written, lease released;
                 # the scheduler retries an error like a transient one.
                 log.exception("run_unexpected_error")
-                summary.state, summary.error = "error", mask_text(f"{type(exc).__name__}: {exc}")
+                summary.state, summary.error = ScopeState.ERROR, mask_text(f"{type(exc).__name__}: {exc}")
             finally:
                 summary.seconds = time.monotonic() - started
                 summary.ended_at = time.time()
@@ -400,7 +381,7 @@ class BaseConnector(ABC):
                 if not dry_run:
                     _best_effort(lambda: self._finish_status(summary), "status")
                 _best_effort(lease.release, "lease")
-            log_method = log.info if summary.state in ("ok", "partial") else log.warning
+            log_method = log.info if ScopeState(summary.state).succeeded else log.warning
             log_method("run_finished", state=summary.state, error=summary.error or None,
                        seconds=round(summary.seconds, 3), bytes=summary.bytes, **summary.counts)
         return summary
@@ -424,7 +405,7 @@ class BaseConnector(ABC):
                 # After every change, Checkpoints included: a feed of empty pages (or a page link that
                 # loops) must not outlive the run's budget.
                 if deadline is not None and time.monotonic() >= deadline:
-                    run.summary.state = "partial"
+                    run.summary.state = ScopeState.PARTIAL
                     log.info("run_time_budget_reached", held=len(run.held) or None)
                     return
             if run.held:
@@ -622,7 +603,7 @@ class BaseConnector(ABC):
         """The feed ended with items held and no other item read: the run ends as ``error`` (the
         cursor stays before the first held item, which the next run meets again)."""
         first, _ = run.held[0]
-        run.summary.state = "error"
+        run.summary.state = ScopeState.ERROR
         run.summary.error = mask_text(
             f"{len(run.held)} item(s) failed to download in {self.settings.item_transient_runs} runs or more, "
             f"first {first.source_id}; they are dead-lettered once another item of this scope downloads, "
@@ -793,7 +774,7 @@ class BaseConnector(ABC):
         fields: dict[str, Any] = {"state": summary.state, "last_run_end": summary.ended_at,
                                   "last_error": summary.error, "last_run_seconds": round(summary.seconds, 3),
                                   "bytes": summary.bytes, **summary.counts}
-        if summary.state in ("ok", "partial"):
+        if ScopeState(summary.state).succeeded:
             fields["last_success"] = summary.ended_at
             fields["last_error"] = ""
             self.state.set_gauge("kmrl_last_success_timestamp_seconds",
@@ -849,10 +830,3 @@ def _best_effort(write: Any, what: str) -> None:
     except (redis.RedisError, TransientError, OSError) as exc:
         log.warning("state_write_failed", what=what, error=f"{type(exc).__name__}: {exc}")
 
-
-def _state_for(exc: BaseException) -> str:
-    if isinstance(exc, ThrottledError):
-        return "throttled"
-    if isinstance(exc, ConfigError):
-        return exc.state
-    return "error"

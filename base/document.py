@@ -1,11 +1,5 @@
-"""What a connector yields (``Item``, ``ItemFailure``, ``Checkpoint``) and what the pipeline makes
-of it (``Document``).
-
-The connector contract (DESIGN.md): ``list_changes(scope, cursor)`` lazily yields ``Item``s for what
-changed since ``cursor``, ``ItemFailure``s for items it could not read, and ``Checkpoint``s at safe
-points (e.g. a page boundary). An ``Item`` carries metadata and text at once but its bytes only
-through ``open()``, which the pipeline calls when (and only when) it needs them.
-"""
+"""What the pipeline makes of an ``Item`` (base/contract.py): a ``Document``, its bytes spooled to a
+temporary file while hashed, and the filename and text helpers that go with it."""
 
 from __future__ import annotations
 
@@ -24,61 +18,6 @@ CHUNK_SIZE = 1024 * 1024  # bytes
 SPOOL_MEMORY_LIMIT = 1024 * 1024  # bytes
 #: Longest filename we hand to the Hub, in UTF-8 bytes (most file systems allow 255).
 MAX_FILENAME_BYTES = 200
-
-ChunkSource = Callable[[], Iterable[bytes]]
-
-
-@dataclass
-class Item:
-    """One change in a source, as a connector reports it.
-
-    ``source_id`` is the stable identity of the source item (the same across versions);
-    ``version`` changes whenever the item changes (IMAP UID, eTag, doclink ``modified``, wamid).
-    ``open()`` returns an iterable of byte chunks; it may raise ``ItemError`` (dead-letter) or a
-    transient/config error. A connector may verify a checksum after the last chunk and raise
-    ``ItemError`` on mismatch. ``cursor_after`` is the cursor that is safe once this item and all
-    before it are done, or ``None`` when this item is not a safe point.
-    ``hints`` are source facts the classifier weighs (e.g. ``{"worktype": "PM"}``).
-    """
-
-    source_id: str
-    version: str
-    filename: str = ""
-    open: ChunkSource | None = None
-    mime_type: str = "application/octet-stream"
-    size: int | None = None
-    title: str = ""
-    text: str = ""
-    author: str = ""
-    created_at: str | None = None
-    modified_at: str | None = None
-    source_url: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    hints: dict[str, str] = field(default_factory=dict)
-    deleted: bool = False
-    cursor_after: Any = None
-
-
-@dataclass
-class ItemFailure:
-    """An item the connector found but could not read; the pipeline dead-letters it."""
-
-    source_id: str
-    reason: str
-    version: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict)
-    cursor_after: Any = None
-
-
-@dataclass
-class Checkpoint:
-    """A safe point in the feed: everything yielded before it may be forgotten once done."""
-
-    cursor: Any
-
-
-Change = Item | ItemFailure | Checkpoint
-
 
 @dataclass
 class Document:

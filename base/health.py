@@ -20,27 +20,29 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from base.base_connector import HealthResult
+from base.contract import HealthResult, HealthState, ScopeState
 from base.state import StateStore
 
-#: Every state a source can be in, worst first.
-STATES = ("auth_failed", "config_error", "degraded", "throttled", "stale", "healthy")
+#: Every state a source can be in, worst first (HealthState's order; a check that found its
+#: source unreachable makes the source ``degraded``).
+STATES = tuple(reversed([s for s in HealthState if s is not HealthState.UNREACHABLE]))
 #: A scope whose last success is older than this many sync intervals is stale.
 STALE_INTERVALS = 3
 #: Scope states written by a run that say the settings or credentials are wrong.
-_REFUSED = ("auth_failed", "config_error")
+_REFUSED = (ScopeState.AUTH_FAILED, ScopeState.CONFIG_ERROR)
 
 
 def worst(states: Iterable[str]) -> str:
     """The worst of ``states`` (``healthy`` when empty)."""
-    return min(states, key=STATES.index, default="healthy")
+    return HealthState.worst(states)
 
 
 def probe_state(result: HealthResult) -> str:
     """A health check's outcome as a source state (unreachable and unknown states are degraded)."""
     if result.ok:
-        return result.state if result.state in ("healthy", "degraded", "throttled") else "healthy"
-    return result.state if result.state in STATES and result.state != "healthy" else "degraded"
+        return result.state if result.state in (HealthState.HEALTHY, HealthState.DEGRADED, HealthState.THROTTLED) \
+            else HealthState.HEALTHY
+    return result.state if result.state in STATES and result.state != HealthState.HEALTHY else HealthState.DEGRADED
 
 
 @dataclass
@@ -76,7 +78,7 @@ class HealthReport:
 
     @property
     def ok(self) -> bool:
-        return self.redis[0] and self.hub[0] and all(s.state == "healthy" for s in self.sources)
+        return self.redis[0] and self.hub[0] and all(s.state == HealthState.HEALTHY for s in self.sources)
 
     def as_dict(self) -> dict[str, Any]:
         return {"checked_at": self.checked_at, "ok": self.ok,
@@ -105,13 +107,13 @@ def scope_health(scope: str, status: Mapping[str, str], *, interval_seconds: flo
     if run_state in _REFUSED:
         return ScopeHealth(scope, run_state, last_success, lag, status.get("last_error", ""))
     if _number(status.get("throttled_until")) > now:
-        return ScopeHealth(scope, "throttled", last_success, lag, "paused by the service until "
+        return ScopeHealth(scope, HealthState.THROTTLED, last_success, lag, "paused by the service until "
                            + time.strftime("%H:%M:%S UTC", time.gmtime(_number(status.get("throttled_until")))))
     if interval_seconds and since and now - since > STALE_INTERVALS * interval_seconds:
         what = f"last success {int(now - last_success)} s ago" if last_success else "no success yet"
-        return ScopeHealth(scope, "stale", last_success, lag,
+        return ScopeHealth(scope, HealthState.STALE, last_success, lag,
                            f"{what}; expected every {int(interval_seconds)} s")
-    return ScopeHealth(scope, "healthy", last_success, lag)
+    return ScopeHealth(scope, HealthState.HEALTHY, last_success, lag)
 
 
 def source_health(source: str, checks: list[tuple[str, HealthResult]], statuses: Mapping[str, Mapping[str, str]],
@@ -136,7 +138,8 @@ def source_health(source: str, checks: list[tuple[str, HealthResult]], statuses:
 def store_report(state: StateStore, report: HealthReport) -> None:
     """Saves the report under ``{prefix}health`` and the per-source gauges for /metrics."""
     for source in report.sources:
-        state.set_gauge("kmrl_source_healthy", {"source": source.source}, 1.0 if source.state == "healthy" else 0.0)
+        state.set_gauge("kmrl_source_healthy", {"source": source.source},
+                        1.0 if source.state == HealthState.HEALTHY else 0.0)
     state.set_gauge("kmrl_health_checked_timestamp_seconds", None, report.checked_at)
     state.store_health(report.as_dict())  # last: readers wait on it
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from base.base_connector import BaseConnector
-from base.document import Document, Item
+from base.contract import Item
+from base.document import Document
 from base.state import DeadLetter
 from utils.errors import ItemError
 from utils.logging import bind_context, get_logger, mask_text

@@ -39,8 +39,8 @@ from typing import Any
 
 import redis
 
-from base.base_connector import BaseConnector, HealthResult
-from base.document import Checkpoint, Item, ItemFailure
+from base.base_connector import BaseConnector
+from base.contract import Checkpoint, HealthResult, Item, ItemFailure
 from bench.report import Figure, Result, met
 from config.settings import Settings, redis_db_url
 

@@ -168,7 +168,7 @@ def alone_listing(connector: object, credentials: dict[str, str]) -> None:
     """Lists every change and reads and hashes every attachment, without the pipeline."""
     import hashlib
 
-    from base.document import Item
+    from base.contract import Item
     from connectors.email_connector import EmailConnector
 
     assert isinstance(connector, EmailConnector)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 
-from base.document import Item
+from base.contract import Item
 from base.hub_client import HttpHub
 from base.state import StateStore
 from bench.common import private_redis

@@ -41,8 +41,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from base.base_connector import BaseConnector, HealthResult
-from base.document import Checkpoint, Item, ItemFailure, merged_text
+from base.base_connector import BaseConnector
+from base.contract import Checkpoint, HealthResult, HealthState, Item, ItemFailure
+from base.document import merged_text
 from config.settings import Settings
 from connectors.email_imap import EmailAccount, FetchedMessage, ImapSession, Prefetch, classified, load_accounts
 from connectors.email_mime import Attachment, ParsedMessage, parse_message
@@ -484,16 +485,15 @@ class EmailConnector(BaseConnector):
                     for folder in account.folders:
                         selected = session.examine(folder)
                         counts.append(f"{folder} {int(selected.get(b'EXISTS') or 0)} messages")
-                    results.append(("healthy", f"{account.label}: logged in; {', '.join(counts)}"))
+                    results.append((HealthState.HEALTHY, f"{account.label}: logged in; {', '.join(counts)}"))
                 except ThrottledError as exc:
-                    results.append(("throttled", f"{account.label}: {exc}"))
+                    results.append((HealthState.THROTTLED, f"{account.label}: {exc}"))
                 except AuthError as exc:
-                    results.append(("auth_failed", f"{account.label}: {exc}"))
+                    results.append((HealthState.AUTH_FAILED, f"{account.label}: {exc}"))
                 except ConfigError as exc:
-                    results.append(("config_error", f"{account.label}: {exc}"))
+                    results.append((HealthState.CONFIG_ERROR, f"{account.label}: {exc}"))
                 except TransientError as exc:
-                    results.append(("unreachable", f"{account.label}: {exc}"))
-        order = ["healthy", "throttled", "unreachable", "config_error", "auth_failed"]
-        state = max((s for s, _ in results), key=order.index, default="config_error")
+                    results.append((HealthState.UNREACHABLE, f"{account.label}: {exc}"))
+        state = HealthState.worst((s for s, _ in results), default=HealthState.CONFIG_ERROR)
         detail = "; ".join(d for _, d in results) or "no email account configured"
-        return HealthResult(state == "healthy", state, detail)
+        return HealthResult(state == HealthState.HEALTHY, state, detail)

@@ -32,8 +32,9 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 
-from base.base_connector import BaseConnector, HealthResult
-from base.document import Checkpoint, Item, ItemFailure, merged_text
+from base.base_connector import BaseConnector
+from base.contract import Checkpoint, HealthResult, HealthState, Item, ItemFailure
+from base.document import merged_text
 from config.settings import Settings
 from connectors.maximo_oslc import (
     CREDENTIAL_REASON_CODES,
@@ -556,7 +557,7 @@ class MaximoConnector(BaseConnector):
                                       params=self.query_params(scope, page_size=1, select="wonum,changedate"),
                                       what="one work order (health check)")
                 found = len(body.get("member") or [])
-                return HealthResult(True, "healthy", f"{self._style} authentication accepted; "
+                return HealthResult(True, HealthState.HEALTHY, f"{self._style} authentication accepted; "
                                                      f"{self.object_structure} answered with {found} work order(s) "
                                                      f"for scope {scope}")
         except (ConfigError, TransientError) as exc:

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from base.base_connector import BaseConnector, HealthResult
+from base.base_connector import BaseConnector
+from base.contract import HealthResult, HealthState
 from base.hub_client import Hub, hub_from_settings
 from base.state import StateStore
 from config.settings import Settings
@@ -180,7 +181,7 @@ def probe(connector: BaseConnector, credentials: Mapping[str, Any] | None = None
     except ConfigError as exc:
         return HealthResult(False, exc.state, mask_text(str(exc)))
     except Exception as exc:  # noqa: BLE001 - a check must report, not crash the caller
-        return HealthResult(False, "degraded", mask_text(f"{type(exc).__name__}: {exc}"))
+        return HealthResult(False, HealthState.DEGRADED, mask_text(f"{type(exc).__name__}: {exc}"))
 
 
 class ServiceContext:

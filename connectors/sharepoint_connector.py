@@ -39,8 +39,9 @@ from urllib.parse import quote, unquote, urlsplit
 import quickxorhash
 import requests
 
-from base.base_connector import BaseConnector, HealthResult
-from base.document import Checkpoint, Item, ItemFailure, merged_text
+from base.base_connector import BaseConnector
+from base.contract import Checkpoint, HealthResult, HealthState, Item, ItemFailure
+from base.document import merged_text
 from config.settings import Settings
 from utils.credentials_manager import CredentialsManager
 from utils.entra import DEFAULT_AUTHORITY, EntraAuth
@@ -590,8 +591,9 @@ class SharePointConnector(BaseConnector):
                 detail = (f"token from {source.replace('_', ' ')}; site {self.site_url} resolved; "
                           f"{len(libraries)} librar{'y' if len(libraries) == 1 else 'ies'} readable: {names}")
                 if missing:
-                    return HealthResult(False, "degraded", detail + f" (configured: {', '.join(self.libraries)})")
-                return HealthResult(True, "healthy", detail)
+                    return HealthResult(False, HealthState.DEGRADED,
+                                        detail + f" (configured: {', '.join(self.libraries)})")
+                return HealthResult(True, HealthState.HEALTHY, detail)
         except (ConfigError, TransientError) as exc:
             return HealthResult.from_error(exc)
 

@@ -37,8 +37,8 @@ from typing import Any
 
 import requests
 
-from base.base_connector import BaseConnector, HealthResult
-from base.document import Checkpoint, Item, ItemFailure
+from base.base_connector import BaseConnector
+from base.contract import Checkpoint, HealthResult, HealthState, Item, ItemFailure
 from config.settings import Settings
 from connectors.whatsapp_inbox import InboundMedia, Inbox, InboxEntry, consumer_name
 from utils.credentials_manager import CredentialsManager
@@ -223,7 +223,8 @@ class WhatsAppConnector(BaseConnector):
         token = str((credentials or {}).get("access_token") or self.access_token)
         phone = str((credentials or {}).get("phone_number_id") or self.phone_number_id)
         if not token or not phone:
-            return HealthResult(False, "config_error", "set WHATSAPP_ACCESS_TOKEN and WHATSAPP_PHONE_NUMBER_ID")
+            return HealthResult(False, HealthState.CONFIG_ERROR,
+                                "set WHATSAPP_ACCESS_TOKEN and WHATSAPP_PHONE_NUMBER_ID")
         register_secret(token)
         try:
             response = self._client().request("GET", self._graph_url(phone), headers=_bearer(token),
@@ -234,17 +235,17 @@ class WhatsAppConnector(BaseConnector):
         except (ConfigError, TransientError) as exc:
             return HealthResult.from_error(exc, prefix="Cloud API: ")
         except (ItemError, requests.RequestException) as exc:
-            return HealthResult(False, "unreachable", f"Cloud API: {exc}")
+            return HealthResult(False, HealthState.UNREACHABLE, f"Cloud API: {exc}")
         detail = f"token valid for phone number id {phone} ({display or 'no display number'})"
         try:
             backlog, oldest_age = self.inbox.backlog()
         except Exception as exc:  # noqa: BLE001 - a health check reports, it never raises
-            return HealthResult(False, "degraded", f"{detail}; inbox stream unreadable: {type(exc).__name__}")
+            return HealthResult(False, HealthState.DEGRADED, f"{detail}; inbox stream unreadable: {type(exc).__name__}")
         detail += f"; {backlog} entries waiting in the inbox"
         if backlog and oldest_age > BACKLOG_WARN_AGE:
-            return HealthResult(False, "degraded", f"{detail}, the oldest for {oldest_age / 86400:.1f} days "
+            return HealthResult(False, HealthState.DEGRADED, f"{detail}, the oldest for {oldest_age / 86400:.1f} days "
                                                    "(Meta forgets media ids after 7)")
-        return HealthResult(True, "healthy", detail)
+        return HealthResult(True, HealthState.HEALTHY, detail)
 
     # -- items ------------------------------------------------------------------------------------
     def _item(self, entry: InboxEntry, *, give_up: str = "") -> Item:

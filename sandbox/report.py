@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from base.base_connector import COUNT_FIELDS
+from base.contract import ScopeState
 from base.state import StateStore
 from sandbox.hub import HubSimulator
 from utils.tables import render_table
@@ -60,7 +61,7 @@ def settled(totals: Mapping[str, int]) -> int:
 
 def running_scopes(state: StateStore) -> list[str]:
     """``connector/scope`` of every scope whose status says a run is in progress."""
-    return [f"{c}/{s}" for c, s, status in state.iter_statuses() if status.get("state") == "running"]
+    return [f"{c}/{s}" for c, s, status in state.iter_statuses() if status.get("state") == ScopeState.RUNNING]
 
 
 def wait_for_round(state: StateStore, since: float, expected: Mapping[str, int], *, timeout: float,

@@ -27,6 +27,7 @@ from typing import Any
 import redis
 
 from base.base_connector import SyncSummary
+from base.contract import ScopeState
 from base.hub_client import hub_from_settings
 from base.state import StateStore
 from config.settings import redis_db_url
@@ -117,7 +118,7 @@ def _print_report(source: str, stack: Stack, summaries: list[SyncSummary], inges
           "  (nothing ingested)")
     runs = [scope.as_dict() for summary in summaries for scope in summary.scopes]
     totals = totals_by_source(runs).get(source, {})
-    states = sorted({run["state"] for run in runs})
+    states = sorted({run["state"] for run in runs}, key=list(ScopeState).index)
     print(f"{source}: {totals.get('fetched', 0)} fetched, {totals.get('new', 0)} new, "
           f"{totals.get('duplicate', 0)} duplicate, {totals.get('failed', 0)} failed in {totals.get('runs', 0)} "
           f"scope runs ({', '.join(states)}); {seconds:.1f} s")

@@ -6,8 +6,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from base.base_connector import BaseConnector, HealthResult
-from base.document import Checkpoint, Item, ItemFailure
+from base.base_connector import BaseConnector
+from base.contract import Checkpoint, HealthResult, Item, ItemFailure
 from utils.errors import ItemError
 
 

@@ -27,8 +27,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from base.base_connector import HealthResult
-from base.document import Checkpoint, Item, ItemFailure
+from base.contract import Checkpoint, HealthResult, Item, ItemFailure
 from base.state import StateStore
 from config.settings import Settings
 from connectors.registry import Source

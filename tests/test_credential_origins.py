@@ -19,7 +19,7 @@ from urllib.parse import unquote
 import pytest
 from werkzeug.wrappers import Request, Response
 
-from base.document import Item
+from base.contract import Item
 from config.settings import Settings
 from connectors.maximo_connector import MaximoConnector
 from connectors.whatsapp_connector import WhatsAppConnector

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from imapclient.exceptions import LoginError
 
-from base.document import Checkpoint, Item, sanitize_filename
+from base.contract import Checkpoint, Item
+from base.document import sanitize_filename
 from base.hub_client import HttpHub
 from config.settings import Settings
 from connectors.email_connector import EmailConnector

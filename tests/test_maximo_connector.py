@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from base.base_connector import SyncSummary
-from base.document import Checkpoint, Item, ItemFailure
+from base.contract import Checkpoint, Item, ItemFailure
 from base.hub_client import HttpHub
 from config.settings import Settings
 from connectors.maximo_connector import MaximoConnector

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from base.document import Checkpoint, Item, ItemFailure
+from base.contract import Checkpoint, Item, ItemFailure
 from base.state import StateStore
 from config.settings import Settings
 from tests.helpers import FakeFile, ListConnector

@@ -8,7 +8,7 @@ import pytest
 from celery.schedules import crontab, schedule
 
 import scheduler
-from base.base_connector import HealthResult
+from base.contract import HealthResult
 from base.health import scope_health, source_health
 from config.celery_config import celery_settings, every, retry_policy
 from config.settings import Settings

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from base.base_connector import SyncSummary
-from base.document import Checkpoint, Item, ItemFailure
+from base.contract import Checkpoint, Item, ItemFailure
 from base.hub_client import Hub
 from base.state import StateStore
 from config.settings import Settings

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from werkzeug.wrappers import Request, Response
 
-from base.document import Checkpoint, Item
+from base.contract import Checkpoint, Item
 from config.settings import Settings
 from connectors.maximo_connector import MaximoConnector
 from connectors.whatsapp_connector import WhatsAppConnector
