@@ -35,6 +35,7 @@ import click
 import kombu.exceptions
 import redis
 from celery import Celery, bootsteps, signals
+from celery.exceptions import SoftTimeLimitExceeded
 
 from base.base_connector import BaseConnector
 from base.cleanup import (
@@ -345,7 +346,9 @@ def sync_scope(self: Any, source: str, instance: str, scope: str) -> dict[str, A
         return {"source": source, "scope": scope, "state": exc.state}
     hard_soft = self.request.timelimit or (None, None)
     soft = hard_soft[1] or registry.get_source(source, runtime.sources).soft_time_limit
-    summary = connector.sync_scope(scope, deadline=time.monotonic() + run_budget(float(soft)))
+    # The runner knows no Celery: it is given the deadline and the exception of Celery's soft limit.
+    summary = connector.sync_scope(scope, deadline=time.monotonic() + run_budget(float(soft)),
+                                   time_up=(SoftTimeLimitExceeded,))
     log.info("sync_scope_finished", source=source, instance=instance, scope=scope, state=summary.state,
              attempt=self.request.retries + 1, seconds=round(summary.seconds, 3), **summary.counts)
     if summary.state == ScopeState.ERROR:

@@ -280,7 +280,7 @@ def test_soft_time_limit_stops_the_run_and_keeps_the_cursor(settings, state):
         return real_open(fake)
 
     connector._opener = opener  # type: ignore[method-assign]
-    summary = connector.sync_documents({})
+    summary = connector.sync_documents({}, time_up=(SoftTimeLimitExceeded,))
     assert summary.scopes[0].state == "partial"
     assert summary.totals["new"] == 3 and summary.totals["dead_lettered"] == 0
     assert state.get_cursor("fake", "a") == 3
@@ -371,3 +371,16 @@ def test_same_content_twice_in_one_batch_is_uploaded_once(settings, state):
     assert summary.totals["new"] == 1 and summary.totals["duplicate"] == 1
     (folder,) = [p for p in Path(settings.hub_outbox_dir).iterdir() if not p.name.startswith(("_", "."))]
     assert len((folder / "sources.jsonl").read_text().splitlines()) == 1
+
+
+def test_the_runner_and_the_connector_base_import_no_celery():
+    """The pipeline is given its deadline and its time-up exceptions by the task; it never imports
+    Celery itself (a fresh interpreter, so no earlier test's import can hide one)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, base.runner, base.base_connector, base.contract; "
+             "print(sorted(m for m in sys.modules if m == 'celery' or m.startswith(('celery.', 'kombu', 'billiard'))))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parent.parent, check=True)
+    assert result.stdout.strip() == "[]", result.stdout

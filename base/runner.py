@@ -1,0 +1,757 @@
+"""The runner: the one pipeline every connector's items go through (DESIGN.md "The one pipeline").
+
+For each scope:
+
+1. take the scope's lease (skip the scope when another worker holds it); renew it as the run goes;
+2. read the cursor; for each change: skip early when (source_id, version) was already ingested;
+   apply the content rules and size limits; stream the bytes into a spool file while hashing;
+   enrich (language, department);
+3. content dedup: bytes already in the Hub are linked as provenance instead of uploaded again;
+4. upload (``Idempotency-Key: sha256``); on acknowledgement record the item and its hash, then
+   ``acknowledge(item)``;
+5. move the cursor to the last safe point every item before which is acknowledged, skipped or
+   dead-lettered, saving it as the run goes;
+6. write the scope's status, history and metrics; release the lease.
+
+One bad item is dead-lettered and the run goes on; a config error stops the run and marks the
+scope; a transient error ends the run (the next attempt resumes from the saved cursor).
+
+The runner knows no task queue. Whoever runs it gives it a ``deadline`` (a ``time.monotonic()``
+value: the run stops at its next safe point after it, as ``partial``) and ``time_up``, the exception
+types that mean the caller's own time limit struck (the Celery task passes its
+``SoftTimeLimitExceeded``): one of those ends the run at once as ``partial``, keeping what is done.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import redis
+import requests
+
+from base.contract import Change, Checkpoint, Item, ItemFailure, ScopeState
+from base.document import Document, flat_hints, sanitize_filename, spool_chunks
+from base.enrichment.steps import enrich
+from base.hub_client import Hub, HubDocumentMissing
+from base.state import DeadLetter, ItemRecord, StateStore
+from config.settings import Settings
+from utils.audit import AuditLog
+from utils.errors import (
+    ConfigError,
+    ItemError,
+    ItemTooLarge,
+    LeaseLostError,
+    SpoolFullError,
+    ThrottledError,
+    TransientError,
+)
+from utils.logging import bind_context, get_logger, mask_text
+
+log = get_logger(__name__)
+
+#: Exception types that mean the caller's time limit struck (e.g. Celery's ``SoftTimeLimitExceeded``).
+TimeUp = tuple[type[BaseException], ...]
+
+#: The counters every run reports, per scope and in total.
+COUNT_FIELDS = ("fetched", "new", "duplicate", "skipped", "failed", "dead_lettered", "deleted")
+#: Free space in the spool folder is looked at again after every this many bytes of one download.
+SPOOL_RECHECK_BYTES = 64 * 1024 * 1024  # bytes
+#: The run's deadline is looked at after every this many bytes of one download. Connectors read in
+#: chunks of about this size, so the pipeline could not look more often anyway.
+DEADLINE_CHECK_BYTES = 1024 * 1024  # bytes
+
+
+class _DeadlineReached(Exception):
+    """The run's deadline passed while an item was streaming: the run stops as ``partial`` at once,
+    the item neither recorded nor dead-lettered, the cursor not past it."""
+
+
+#: Failures of one item that end the whole run: the next item would fail the same way, or the run
+#: must stop now.
+_RUN_LEVEL: TimeUp = (ConfigError, TransientError, LeaseLostError, requests.RequestException, redis.RedisError,
+                      ImportError, _DeadlineReached)
+
+
+@dataclass
+class Decision:
+    """What a dry run would do with one change."""
+
+    action: str  # ingest, duplicate, skip, delete, fail
+    source_id: str
+    filename: str = ""
+    reason: str = ""
+
+
+@dataclass
+class ScopeSummary:
+    """What one run of one scope did. ``state``: ok, partial (time budget), locked (another worker
+    holds the scope), throttled, paused (spool disk full), auth_failed, config_error, error
+    (transient), lease_lost."""
+
+    connector: str
+    scope: str
+    run_id: str
+    state: ScopeState = ScopeState.RUNNING
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_FIELDS, 0))
+    bytes: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    started_at: float = field(default_factory=time.time)
+    ended_at: float = 0.0
+    decisions: list[Decision] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if not self.decisions:
+            data.pop("decisions")
+        return data
+
+
+@dataclass
+class SyncSummary:
+    """Every scope's summary for one ``sync_documents`` call, with totals."""
+
+    connector: str
+    scopes: list[ScopeSummary] = field(default_factory=list)
+
+    @property
+    def totals(self) -> dict[str, int]:
+        return {k: sum(s.counts[k] for s in self.scopes) for k in COUNT_FIELDS}
+
+    @property
+    def bytes(self) -> int:
+        return sum(s.bytes for s in self.scopes)
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.scopes)
+
+    @property
+    def state(self) -> str:
+        """The worst scope state (ok when every scope is ok or had nothing to do)."""
+        return ScopeState.worst(s.state for s in self.scopes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"connector": self.connector, "state": self.state, "totals": self.totals, "bytes": self.bytes,
+                "seconds": round(self.seconds, 3), "scopes": [s.as_dict() for s in self.scopes]}
+
+
+@dataclass
+class _Pending:
+    """A document the Hub has taken but whose acknowledgement waits for the batch's flush."""
+
+    scope: str
+    item: Item
+    record: ItemRecord
+    outcome: str
+    size: int
+
+
+class _Run:
+    """Mutable state of one scope run (kept off the connector so runs never share it).
+
+    With ``batch_size`` > 1, documents the Hub has taken wait in ``pending`` until the batch is
+    flushed (one Hub flush, one Redis round trip); every cursor advance waits with them, in order,
+    so the cursor never passes a document that is not yet acknowledged.
+    """
+
+    def __init__(self, summary: ScopeSummary, *, dry_run: bool, full: bool, batch_size: int = 1,
+                 tracker: _CursorTracker | None = None, deadline: float | None = None, time_up: TimeUp = (),
+                 failing: Mapping[str, Any] | None = None) -> None:
+        self.summary = summary
+        self.dry_run = dry_run
+        self.full = full
+        self.batch_size = batch_size
+        self.tracker = tracker
+        self.deadline = deadline
+        self.time_up = time_up
+        self.pending: list[_Pending] = []
+        self.pending_content: dict[str, str] = {}
+        self.deferred_cursors: list[tuple[Any, bool]] = []
+        #: source_id -> entry of the items whose downloads failed transiently in earlier runs.
+        self.failing: dict[str, Any] = dict(failing or {})
+        #: Items read from the source in this run (proof that it serves files).
+        self.reads_ok = 0
+        #: Items due to be dead-lettered once the source proves it serves other items: (item, reason).
+        self.held: list[tuple[Item, str]] = []
+        #: Cursor moves that wait behind ``held`` items.
+        self.held_cursors: list[tuple[Any, bool]] = []
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.summary.counts[name] += n
+
+
+class Source(Protocol):
+    """What the runner needs of a connector (``BaseConnector`` is one)."""
+
+    name: ClassVar[str]
+    #: Largest document accepted, in bytes (None: no limit).
+    max_document_bytes: int | None
+
+    def list_changes(self, scope: str, cursor: Any) -> Iterator[Change]: ...
+
+    def acknowledge(self, item: Item) -> None: ...
+
+    def skip_reason(self, filename: str, mime_type: str, size: int | None,
+                    hints: Mapping[str, str]) -> str | None: ...
+
+
+class Runner:
+    """Runs ``source``'s changes through the pipeline, one scope at a time.
+
+    source: the connector whose ``list_changes`` feeds the runs.
+    state: the Redis state store (leases, cursors, item records, status, metrics, dead letters).
+    hub: where documents go.
+    settings: lease TTL, batch sizes, spool folder and guard, dead-letter folder, transient-run limit.
+    audit: the per-document audit log.
+    """
+
+    def __init__(self, source: Source, *, state: StateStore, hub: Hub, settings: Settings, audit: AuditLog) -> None:
+        self.source = source
+        self.state = state
+        self.hub = hub
+        self.settings = settings
+        self.audit = audit
+
+    def redeliver(self, scope: str, item: Item, document: Document, *, run_id: str) -> ScopeSummary:
+        """Delivers an already-built Document through the pipeline's own delivery step (content dedup,
+        upload, item record, metrics, audit), outside a sync run: what a dead-letter replay needs.
+        Raises ItemError when the Hub refuses it again, ConfigError / TransientError as a run would."""
+        run = _Run(ScopeSummary(self.source.name, scope, run_id), dry_run=False, full=False)
+        self.deliver(run, scope, item, document, self.state.get_item(self.source.name, scope, item.source_id))
+        return run.summary
+
+    def scopeless_failure(self, exc: BaseException) -> ScopeSummary:
+        """The summary of a run that failed before any scope ran (connect() or scopes() failed, or
+        Redis was unreachable when a scope started), recorded in the ``*`` status; never raises.
+
+        Classified errors end it in their state; anything else (a Redis error, a bug) as ``error``."""
+        if isinstance(exc, (ConfigError, TransientError)):
+            state, error = ScopeState.for_error(exc), mask_text(str(exc))
+        else:
+            state, error = ScopeState.ERROR, mask_text(f"{type(exc).__name__}: {exc}")
+        failed = ScopeSummary(self.source.name, "*", uuid.uuid4().hex[:12], state=state, error=error,
+                              ended_at=time.time())
+        self.record_connector_error(failed)
+        return failed
+
+    def run_scope(self, scope: str, *, dry_run: bool = False, full: bool = False, deadline: float | None = None,
+                  time_up: TimeUp = ()) -> ScopeSummary:
+        """Runs the pipeline for one scope under its lease; returns what happened (never raises for a
+        classified failure, which ends up in the summary's state; ``time_up`` ends it as ``partial``).
+
+        dry_run: decide only (download, upload and change nothing). full: ignore the stored cursor.
+        deadline: ``time.monotonic()`` value after which the run stops at its next safe point.
+        """
+        summary = ScopeSummary(self.source.name, scope, uuid.uuid4().hex[:12])
+        lease = self.state.lease(self.source.name, scope, ttl=self.settings.lock_ttl)
+        if not lease.acquire():
+            summary.state = ScopeState.LOCKED
+            summary.ended_at = time.time()
+            self.state.incr_metric("kmrl_lock_skips_total", {"source": self.source.name})
+            log.info("scope_locked", connector=self.source.name, scope=scope)
+            return summary
+        started = time.monotonic()
+        with bind_context(connector=self.source.name, scope=scope, run_id=summary.run_id):
+            log.info("run_started", dry_run=dry_run, full=full)
+            if not dry_run:
+                self.state.update_status(self.source.name, scope, {"state": ScopeState.RUNNING,
+                                                                   "run_id": summary.run_id,
+                                                                   "last_run_start": summary.started_at})
+            start_cursor = None if full else self.state.get_cursor(self.source.name, scope)
+            tracker = _CursorTracker(self.state, self.source.name, scope, start_cursor,
+                                     save_every=self.settings.cursor_save_every, enabled=not dry_run)
+            batched = callable(getattr(self.hub, "flush", None)) and not dry_run
+            run = _Run(summary, dry_run=dry_run, full=full, tracker=tracker, deadline=deadline, time_up=time_up,
+                       batch_size=self.settings.ack_batch_size if batched else 1)
+            try:
+                if not dry_run:
+                    run.failing = self.state.item_failures(self.source.name, scope)
+                self._consume(run, scope, start_cursor, lease, deadline)
+                self._commit(run)
+                if summary.state == ScopeState.RUNNING:
+                    summary.state = ScopeState.OK
+            except time_up:
+                # The caller's time limit (Celery's soft limit): stop at once, keep what is done; the
+                # next tick resumes.
+                summary.state, summary.error = ScopeState.PARTIAL, "stopped by the task's soft time limit"
+            except _DeadlineReached as exc:
+                summary.state = ScopeState.PARTIAL
+                log.info("run_time_budget_reached", during="download", detail=str(exc))
+            except LeaseLostError as exc:
+                summary.state, summary.error = ScopeState.LEASE_LOST, str(exc)
+                tracker.enabled = False  # the new holder owns the cursor now
+            except ThrottledError as exc:
+                summary.state, summary.error = ScopeState.THROTTLED, mask_text(str(exc))
+                self.state.update_status(self.source.name, scope, {"throttled_until": exc.retry_at})
+            except SpoolFullError as exc:
+                summary.state, summary.error = ScopeState.PAUSED, str(exc)
+            except (ConfigError, TransientError) as exc:
+                summary.state, summary.error = ScopeState.for_error(exc), mask_text(str(exc))
+            except (requests.RequestException, redis.RedisError) as exc:
+                summary.state, summary.error = ScopeState.ERROR, mask_text(f"{type(exc).__name__}: {exc}")
+            except Exception as exc:
+                # Anything not classified above (a bug, a parser's RecursionError on hostile JSON)
+                # still ends the run: state error with its message, status written, lease released;
+                # the scheduler retries an error like a transient one.
+                log.exception("run_unexpected_error")
+                summary.state, summary.error = ScopeState.ERROR, mask_text(f"{type(exc).__name__}: {exc}")
+            finally:
+                summary.seconds = time.monotonic() - started
+                summary.ended_at = time.time()
+                # Each write is attempted even when Redis is down for the others; what fails is
+                # redone by the next run (the cursor only ever lags, never runs ahead).
+                _best_effort(lambda: self._commit(run), "batch")
+                _best_effort(tracker.save, "cursor")
+                if not dry_run:
+                    _best_effort(lambda: self._finish_status(summary), "status")
+                _best_effort(lease.release, "lease")
+            log_method = log.info if ScopeState(summary.state).succeeded else log.warning
+            log_method("run_finished", state=summary.state, error=summary.error or None,
+                       seconds=round(summary.seconds, 3), bytes=summary.bytes, **summary.counts)
+        return summary
+
+    def _consume(self, run: _Run, scope: str, cursor: Any, lease: Any, deadline: float | None) -> None:
+        changes = self.source.list_changes(scope, cursor)
+        try:
+            for change in changes:
+                lease.keep_alive()
+                if isinstance(change, Checkpoint):
+                    self._advance(run, change.cursor, checkpoint=True)
+                elif isinstance(change, ItemFailure):
+                    run.count("fetched")
+                    self._dead_letter(run, scope, change.source_id, change.reason, version=change.version,
+                                      metadata=change.metadata)
+                    self._advance(run, change.cursor_after)
+                else:
+                    with bind_context(source_id=change.source_id):
+                        self._handle_item(run, scope, change)
+                    self._advance(run, change.cursor_after)
+                # After every change, Checkpoints included: a feed of empty pages (or a page link that
+                # loops) must not outlive the run's budget.
+                if deadline is not None and time.monotonic() >= deadline:
+                    run.summary.state = ScopeState.PARTIAL
+                    log.info("run_time_budget_reached", held=len(run.held) or None)
+                    return
+            if run.held:
+                self._unconfirmed(run)
+        finally:
+            close = getattr(changes, "close", None)
+            if callable(close):
+                close()
+
+    def _advance(self, run: _Run, cursor: Any, *, checkpoint: bool = False) -> None:
+        """Moves the cursor, or queues the move behind the documents still waiting for their flush."""
+        assert run.tracker is not None
+        if run.held:
+            # Behind an item that waits for the source to prove it serves other items.
+            run.held_cursors.append((cursor, checkpoint))
+            return
+        if run.pending:
+            run.deferred_cursors.append((cursor, checkpoint))
+            if checkpoint:
+                self._commit(run)
+        else:
+            run.tracker.advance(cursor, checkpoint=checkpoint)
+
+    def _commit(self, run: _Run) -> None:
+        """Flushes the Hub, records the waiting documents in one round trip, acknowledges them, and
+        applies the cursor moves that waited for them."""
+        if run.pending:
+            flush = getattr(self.hub, "flush", None)
+            if callable(flush):
+                flush()
+            self.state.record_many(self.source.name, [(p.scope, p.item.source_id, p.record, p.outcome, p.size)
+                                               for p in run.pending])
+            for pending in run.pending:
+                self._done(run, pending.item)
+            run.pending.clear()
+            run.pending_content.clear()
+        deferred, run.deferred_cursors = run.deferred_cursors, []
+        if run.tracker is not None:
+            for cursor, checkpoint in deferred:
+                run.tracker.advance(cursor, checkpoint=checkpoint)
+
+    def _settle(self, run: _Run, scope: str, item: Item, record: ItemRecord, *, outcome: str, size: int) -> None:
+        """Records and acknowledges a document the Hub took: now, or with its batch."""
+        if run.batch_size <= 1:
+            self.state.record_ingested(self.source.name, scope, item.source_id, record, outcome=outcome, size=size)
+            self._done(run, item)
+            return
+        run.pending.append(_Pending(scope, item, record, outcome, size))
+        run.pending_content[record.sha256] = record.hub_id
+        if len(run.pending) >= run.batch_size:
+            self._commit(run)
+
+    def _handle_item(self, run: _Run, scope: str, item: Item) -> None:
+        run.count("fetched")
+        hints = flat_hints(item.hints)
+        if item.deleted:
+            self._handle_deletion(run, scope, item)
+            return
+        known = self.state.get_item(self.source.name, scope, item.source_id)
+        if known and known.version == item.version and not run.full:
+            run.count("duplicate")
+            self._decide(run, "duplicate", item, reason="already ingested")
+            self._done(run, item)
+            return
+        filename = sanitize_filename(item.filename)
+        reason = self.source.skip_reason(filename, item.mime_type, item.size, hints)
+        if reason:
+            self._skip(run, scope, item, filename, reason)
+            return
+        if run.dry_run:
+            self._decide(run, "ingest", item, filename=filename)
+            return
+        document: Document | None = None
+        try:
+            document = self._read(run, scope, item, filename=filename, hints=hints)
+            if document is None:
+                return  # held or dead-lettered after too many runs of failed downloads
+            reason = self.source.skip_reason(filename, item.mime_type, document.size, hints)
+            if reason:
+                self._skip(run, scope, item, filename, reason)
+                return
+            self.deliver(run, scope, item, document, known)
+        except ItemTooLarge as exc:
+            self._skip(run, scope, item, filename, f"too-large:{exc}")
+        except ItemError as exc:
+            self._dead_letter(run, scope, item.source_id, str(exc), version=item.version, document=document,
+                              metadata=item.metadata, item=item)
+        except _RUN_LEVEL + run.time_up:
+            raise  # run-level: the next item would fail the same way, or the run must stop now
+        except Exception as exc:
+            log.exception("item_unexpected_error")
+            self._dead_letter(run, scope, item.source_id, f"{type(exc).__name__}: {exc}", version=item.version,
+                              document=document, metadata=item.metadata, item=item)
+        finally:
+            if document is not None:
+                document.close()
+
+
+    def _read(self, run: _Run, scope: str, item: Item, *, filename: str,
+              hints: Mapping[str, str]) -> Document | None:
+        """The item's Document, or None when a transient failure to read it made it due for the
+        dead-letter (see ``_read_failed``); any other failure to read it is raised as it is."""
+        try:
+            document = self.build_document(scope, item, filename=filename, hints=hints, deadline=run.deadline)
+        except (ThrottledError, SpoolFullError):
+            raise  # the whole service or our own disk, never this one item
+        except (TransientError, requests.ConnectionError, requests.Timeout,
+                requests.exceptions.ChunkedEncodingError) as exc:
+            reason = mask_text(str(exc) if isinstance(exc, TransientError)
+                               else f"{type(exc).__name__} while reading {item.source_id}")
+            self._read_failed(run, scope, item, reason, exc)
+            return None
+        self._read_succeeded(run, scope, item)
+        return document
+
+    def _read_failed(self, run: _Run, scope: str, item: Item, reason: str, exc: BaseException) -> None:
+        """Counts a transient failure to read ``item``'s bytes against the item; raises
+        ``TransientError`` (the run ends as ``error``, the cursor stays before the item) until the
+        item's download has failed in ``ITEM_TRANSIENT_RUNS`` runs. Then the item is due: it is
+        dead-lettered with its reason, and the run goes on past it.
+
+        How an item that fails by itself is told from a source that is down as a whole:
+
+        - Only failures to read the item's bytes count (``open()`` and the stream into the spool),
+          after the listing of this same run produced the item: a source that is down lists nothing,
+          so its items are never reached and never counted. Failures of the Hub (upload, link) are
+          raised from the delivery step and never reach this method; throttling and a full spool
+          disk are not the item's doing and are not counted either.
+        - A run counts at most once per item (Celery retries and repeated listings included).
+        - A due item is dead-lettered only once this run has read another item's bytes from the
+          source, before or after it: proof that the source serves files and the failure is this
+          item's own. Until then it is *held*: the run goes on, every cursor move after it waits,
+          and if no other item downloads (the files' host is down while the listing still works,
+          or it is the last item) the run ends as ``error`` with the cursor still before it, and
+          nothing is dead-lettered.
+        - A version dead-lettered before and met again (a crash kept the cursor before it, or a
+          full run re-reads it) was proven then: it is dead-lettered again at once.
+        """
+        limit = self.settings.item_transient_runs
+        if limit <= 0 or run.dry_run:
+            raise TransientError(reason) from exc
+        runs = self.state.count_item_failure(self.source.name, scope, item.source_id, run_id=run.summary.run_id,
+                                             reason=reason)
+        run.failing[item.source_id] = {"runs": runs}
+        # This version dead-lettered already (a crash before the cursor moved past it, or a full
+        # run, brought it back): due at once instead of counting its runs again.
+        again = runs < limit and self._dead_lettered_before(scope, item)
+        if runs < limit and not again:
+            log.warning("item_read_failed", reason=reason, runs=runs, dead_letter_after=limit)
+            raise TransientError(f"{reason} (this item's download has failed in {runs} of the {limit} runs "
+                                 "after which it is dead-lettered)") from exc
+        due = (f"its download failed transiently again after it was dead-lettered: {reason}" if again
+               else f"its download failed transiently in {runs} runs: {reason}")
+        if run.reads_ok or again:  # proof now, or when it was first dead-lettered
+            self._dead_letter(run, scope, item.source_id, due, version=item.version, metadata=item.metadata,
+                              item=item)
+            return
+        log.warning("item_held", reason=reason, runs=runs)
+        run.held.append((item, due))
+
+    def _dead_lettered_before(self, scope: str, item: Item) -> bool:
+        """True when this very version of the item is in the dead-letter already."""
+        entry = self.state.get_dead_letter(self.source.name, scope, item.source_id)
+        return entry is not None and entry.version == item.version
+
+    def _read_succeeded(self, run: _Run, scope: str, item: Item) -> None:
+        """A read from the source worked: forgets the item's earlier failures and dead-letters the
+        items held for want of such proof, releasing the cursor moves that waited behind them."""
+        run.reads_ok += 1
+        if run.failing.pop(item.source_id, None) is not None:
+            self.state.clear_item_failure(self.source.name, scope, item.source_id)
+        if not run.held:
+            return
+        held, run.held = run.held, []
+        for waiting, reason in held:
+            with bind_context(source_id=waiting.source_id):
+                self._dead_letter(run, scope, waiting.source_id, reason, version=waiting.version,
+                                  metadata=waiting.metadata, item=waiting)
+        cursors, run.held_cursors = run.held_cursors, []
+        for cursor, checkpoint in cursors:
+            self._advance(run, cursor, checkpoint=checkpoint)
+
+    def _unconfirmed(self, run: _Run) -> None:
+        """The feed ended with items held and no other item read: the run ends as ``error`` (the
+        cursor stays before the first held item, which the next run meets again)."""
+        first, _ = run.held[0]
+        run.summary.state = ScopeState.ERROR
+        run.summary.error = mask_text(
+            f"{len(run.held)} item(s) failed to download in {self.settings.item_transient_runs} runs or more, "
+            f"first {first.source_id}; they are dead-lettered once another item of this scope downloads, "
+            "proving the source serves files")
+        log.warning("items_held_unconfirmed", held=len(run.held), first=first.source_id)
+
+    def build_document(self, scope: str, item: Item, *, filename: str | None = None,
+                        hints: Mapping[str, str] | None = None, deadline: float | None = None) -> Document | None:
+        """Streams the item's bytes into a spool file, hashes and enriches them.
+
+        Free space in the spool folder is checked before the download and again every
+        ``SPOOL_RECHECK_BYTES`` (``SpoolFullError``), the run's ``deadline`` every
+        ``DEADLINE_CHECK_BYTES`` (``_DeadlineReached``); either removes the spool file."""
+        if item.open is None:
+            raise ItemError("the connector gave no way to read this item's content")
+        self._guard_free_space()
+        spooled = spool_chunks(item.open(), spool_dir=self.settings.spool_dir, max_bytes=self.source.max_document_bytes,
+                               on_progress=self._stream_guard(deadline), progress_every=DEADLINE_CHECK_BYTES)
+        try:
+            document = Document(
+                source=self.source.name, scope=scope, source_id=item.source_id, version=item.version,
+                filename=filename or sanitize_filename(item.filename), mime_type=item.mime_type or
+                "application/octet-stream", size=spooled.size, sha256=spooled.sha256, title=item.title,
+                text=item.text, author=item.author, created_at=item.created_at, modified_at=item.modified_at,
+                source_url=item.source_url, metadata=dict(item.metadata), _content=spooled.file,
+            )
+            return enrich(document, hints if hints is not None else flat_hints(item.hints))
+        except BaseException:
+            spooled.file.close()
+            raise
+
+    def _stream_guard(self, deadline: float | None) -> Callable[[int], None]:
+        """What ``spool_chunks`` calls every ``DEADLINE_CHECK_BYTES`` of one download."""
+        next_space_check = SPOOL_RECHECK_BYTES
+
+        def guard(size: int) -> None:
+            nonlocal next_space_check
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _DeadlineReached(f"the run's deadline passed {size} bytes into a download")
+            if size >= next_space_check:
+                next_space_check = size + SPOOL_RECHECK_BYTES
+                self._guard_free_space()
+
+        return guard
+
+    def deliver(self, run: _Run, scope: str, item: Item, document: Document, known: ItemRecord | None) -> None:
+        if known and known.sha256 == document.sha256:
+            # Same bytes under a new version (a metadata edit, a rescan): remember the version only.
+            self._settle(run, scope, item, ItemRecord(item.version, document.sha256, known.hub_id),
+                         outcome="duplicate", size=document.size)
+            run.count("duplicate")
+            self._audit(run, "duplicate", document, reason="same content as the previous version")
+            return
+        if known:
+            document.previous_sha256 = known.sha256
+        hub_id = run.pending_content.get(document.sha256) or self.state.get_content(document.sha256)
+        outcome = "new"
+        if hub_id:
+            try:
+                self.hub.link(hub_id, document.hub_metadata())
+                outcome = "duplicate"
+            except HubDocumentMissing:
+                hub_id = None
+        if not hub_id:
+            hub_id = self.hub.upload(document)
+        self._settle(run, scope, item, ItemRecord(item.version, document.sha256, hub_id), outcome=outcome,
+                     size=document.size)
+        run.count(outcome)
+        if outcome == "new":
+            run.summary.bytes += document.size
+        # One line per document is the audit log's job; the service log keeps it at DEBUG.
+        log.debug("document_ingested" if outcome == "new" else "document_linked", filename=document.filename,
+                  sha256=document.sha256, size=document.size, language=document.language,
+                  department=document.department, hub_id=hub_id)
+        self._audit(run, "ingested" if outcome == "new" else "duplicate", document,
+                    reason="" if outcome == "new" else f"content already in the Hub as {hub_id}")
+
+    def _handle_deletion(self, run: _Run, scope: str, item: Item) -> None:
+        if self.state.get_item(self.source.name, scope, item.source_id) is None:
+            # Never ingested (a folder, an item the rules skipped, one deleted before we saw it):
+            # the Hub has nothing to forget.
+            run.count("skipped")
+            self._decide(run, "skip", item, reason="deleted before it was ingested")
+            self._done(run, item)
+            return
+        if run.dry_run:
+            self._decide(run, "delete", item)
+            return
+        self.hub.delete(self.source.name, item.source_id)
+        self.state.forget_item(self.source.name, scope, item.source_id)
+        run.count("deleted")
+        log.info("document_deleted")
+        self.audit.record("deleted", source=self.source.name, scope=scope, source_id=item.source_id,
+                          run_id=run.summary.run_id)
+        self._done(run, item)
+
+    def _skip(self, run: _Run, scope: str, item: Item, filename: str, reason: str) -> None:
+        run.count("skipped")
+        if run.dry_run:
+            self._decide(run, "skip", item, filename=filename, reason=reason)
+            return
+        self.state.incr_metric("kmrl_documents_total", {"source": self.source.name, "outcome": "skipped"})
+        log.info("document_skipped", filename=filename, reason=reason)
+        self.audit.record("skipped", source=self.source.name, scope=scope, source_id=item.source_id, filename=filename,
+                          reason=reason, run_id=run.summary.run_id)
+        self._done(run, item)
+
+    def _dead_letter(self, run: _Run, scope: str, source_id: str, reason: str, *, version: str = "",
+                     document: Document | None = None, metadata: Mapping[str, Any] | None = None,
+                     item: Item | None = None) -> None:
+        run.count("failed")
+        reason = mask_text(reason)
+        if run.dry_run:
+            run.summary.decisions.append(Decision("fail", source_id, reason=reason))
+            return
+        entry = DeadLetter(connector=self.source.name, scope=scope, source_id=source_id, reason=reason, version=version,
+                           metadata=dict(metadata or {}))
+        if document is not None:
+            entry.metadata = {"hub": document.hub_metadata(), "source": dict(metadata or {})}
+            entry.bytes_path = self._keep_bytes(entry.id, document)
+        self.state.add_dead_letter(entry)
+        run.count("dead_lettered")
+        log.warning("document_dead_lettered", reason=reason, attempts=entry.attempts, bytes_kept=bool(entry.bytes_path))
+        self.audit.record("dead_lettered", source=self.source.name, scope=scope, source_id=source_id,
+                          sha256=document.sha256 if document else None,
+                          filename=document.filename if document else None, reason=reason,
+                          run_id=run.summary.run_id)
+        if item is not None:
+            self._done(run, item)
+
+    def _keep_bytes(self, entry_id: str, document: Document) -> str:
+        """Copies a failed document's bytes beside the dead-letter entry so a replay needs no source."""
+        folder = os.path.join(self.settings.deadletter_dir, self.source.name)
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.abspath(os.path.join(folder, f"{entry_id}.bin"))
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(document.open_content(), out, 1024 * 1024)
+        os.replace(tmp, path)
+        return path
+
+    def _done(self, run: _Run, item: Item) -> None:
+        if not run.dry_run:
+            self.source.acknowledge(item)
+
+    def _decide(self, run: _Run, action: str, item: Item, *, filename: str = "", reason: str = "") -> None:
+        if run.dry_run:
+            run.summary.decisions.append(Decision(action, item.source_id, filename or item.filename, reason))
+
+    def _audit(self, run: _Run, decision: str, document: Document, *, reason: str = "") -> None:
+        self.audit.record(decision, source=self.source.name, scope=document.scope, source_id=document.source_id,
+                          sha256=document.sha256, filename=document.filename, department=document.department,
+                          language=document.language, reason=reason, run_id=run.summary.run_id)
+
+    def _guard_free_space(self) -> None:
+        folder = self.settings.spool_dir
+        try:
+            free = shutil.disk_usage(folder).free
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            free = shutil.disk_usage(folder).free
+        needed = self.settings.spool_min_free_mb * 1024 * 1024
+        if free < needed:
+            raise SpoolFullError(f"spool folder {folder} has {free // (1024 * 1024)} MiB free, "
+                                 f"below the guard of {self.settings.spool_min_free_mb} MiB")
+
+    def _finish_status(self, summary: ScopeSummary) -> None:
+        fields: dict[str, Any] = {"state": summary.state, "last_run_end": summary.ended_at,
+                                  "last_error": summary.error, "last_run_seconds": round(summary.seconds, 3),
+                                  "bytes": summary.bytes, **summary.counts}
+        if ScopeState(summary.state).succeeded:
+            fields["last_success"] = summary.ended_at
+            fields["last_error"] = ""
+            self.state.set_gauge("kmrl_last_success_timestamp_seconds",
+                                 {"source": self.source.name, "scope": summary.scope}, summary.ended_at)
+        self.state.update_status(self.source.name, summary.scope, fields)
+        self.state.append_history(self.source.name, summary.scope, {k: v for k, v in summary.as_dict().items()
+                                                             if k != "decisions"})
+        self.state.incr_metric("kmrl_run_seconds_total", {"source": self.source.name}, summary.seconds)
+        self.state.incr_metric("kmrl_runs_total", {"source": self.source.name, "state": summary.state})
+        self.state.set_gauge("kmrl_dead_letters", {"source": self.source.name},
+                             self.state.dead_letter_count(self.source.name))
+
+    def record_connector_error(self, failed: ScopeSummary) -> None:
+        log.warning("connector_failed", connector=self.source.name, state=failed.state, error=failed.error)
+
+        def record() -> None:
+            self.state.update_status(self.source.name, "*", {"state": failed.state, "last_error": failed.error,
+                                                      "last_run_end": failed.ended_at})
+            self.state.incr_metric("kmrl_runs_total", {"source": self.source.name, "state": failed.state})
+
+        _best_effort(record, "status")
+
+
+class _CursorTracker:
+    """Holds the last safe cursor of a run and saves it every ``cursor_save_every`` items and at
+    every checkpoint, so a run cut short resumes close to where it stopped."""
+
+    def __init__(self, state: StateStore, connector: str, scope: str, start: Any, *, save_every: int,
+                 enabled: bool) -> None:
+        self._state = state
+        self._connector = connector
+        self._scope = scope
+        self._save_every = save_every
+        self.safe = start
+        self._saved = start
+        self._since_save = 0
+        self.enabled = enabled
+
+    def advance(self, cursor: Any, *, checkpoint: bool = False) -> None:
+        if cursor is not None:
+            self.safe = cursor
+        self._since_save += 1
+        if checkpoint or self._since_save >= self._save_every:
+            self.save()
+
+    def save(self) -> None:
+        if self.enabled and self.safe is not None and self.safe != self._saved:
+            self._state.set_cursor(self._connector, self._scope, self.safe)
+            self._saved = self.safe
+        self._since_save = 0
+
+
+def _best_effort(write: Any, what: str) -> None:
+    """Runs a closing state write; a Redis outage is logged, not raised (the run already ended)."""
+    try:
+        write()
+    except (redis.RedisError, TransientError, OSError) as exc:
+        log.warning("state_write_failed", what=what, error=f"{type(exc).__name__}: {exc}")
+
+
