@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import redis
 
-from base.contract import Change, HealthResult, Item, ScopeState
+from base.contract import Change, HealthResult, Item, ScopeState, SourceClients
 from base.document import Document
 from base.enrichment.rules import ContentRules
 from base.hub_client import Hub, hub_from_settings
@@ -44,6 +44,8 @@ class BaseConnector(ABC):
     cache: what the connector may remember between runs in this process, such as a site's resolved
         libraries (default: its own, empty). The service's wiring hands one cache to every connector
         it builds, so the runs of one worker process share it.
+    clients: how the connector reaches its source, HTTP clients and the throttle gates every worker
+        shares (default: gates kept in ``state``); the service's wiring hands it in.
     """
 
     #: Short, stable name of the source ("email", "maximo", "sharepoint", "whatsapp").
@@ -51,12 +53,13 @@ class BaseConnector(ABC):
 
     def __init__(self, *, state: StateStore | None = None, hub: Hub | None = None,
                  settings: Settings | None = None, rules: ContentRules | None = None,
-                 cache: TtlCache | None = None) -> None:
+                 cache: TtlCache | None = None, clients: SourceClients | None = None) -> None:
         if not self.name:
             raise TypeError(f"{type(self).__name__} must set the class attribute 'name'")
         self.settings = settings or get_settings()
         self.state = state or StateStore.from_settings(self.settings)
-        self.hub = hub or hub_from_settings(self.settings, gate=self.state.throttle_gate("hub"))
+        self.clients = clients or SourceClients(self.state.throttle_gate)
+        self.hub = hub or hub_from_settings(self.settings, gate=self.clients.gate("hub"))
         self.rules = rules if rules is not None else ContentRules.load(self.settings.content_rules_file or None)
         self.audit = AuditLog(self.settings.audit_log)
         self.cache = cache if cache is not None else TtlCache()

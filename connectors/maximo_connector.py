@@ -182,9 +182,8 @@ class MaximoConnector(BaseConnector):
         host = urlsplit(self.root_url).netloc
         # The key, the login and the session cookie go to MAXIMO_URL's origin only: a doclink or
         # nextPage href, or a redirect, naming another host (or plain http) is refused, not followed.
-        client = HttpClient("maximo", timeout=self.timeout, ca_bundle=self.ca_bundle,
-                            gate=self.state.throttle_gate("maximo", host),
-                            origins=OriginPolicy.of(self.root_url, setting="MAXIMO_URL"))
+        client = self.clients.http("maximo", tenant=host, timeout=self.timeout, ca_bundle=self.ca_bundle,
+                                   origins=OriginPolicy.of(self.root_url, setting="MAXIMO_URL"))
         if style == "apikey":
             # Maximo hands out a JSESSIONID even to API-key calls; replayed with the key it makes Maximo
             # prefer that empty session and answer 401 BMXAA0021E. API-key calls carry no cookies.

@@ -24,10 +24,11 @@ from types import MappingProxyType
 from typing import Any
 
 from base.base_connector import BaseConnector
-from base.contract import HealthResult, HealthState
+from base.contract import HealthResult, HealthState, SourceClients
 from base.hub_client import Hub, hub_from_settings
 from base.state import StateStore
 from config.settings import Settings
+from connectors.whatsapp_inbox import Inbox
 from utils.errors import ConfigError
 from utils.logging import get_logger, mask_text
 from utils.ttl_cache import TtlCache
@@ -49,6 +50,8 @@ class Source:
         empty means always configured (test and plug-in sources).
     sync_minutes: default minutes between ticks; ``{NAME}_SYNC_MINUTES`` overrides, 0 disables.
     soft_time_limit / time_limit: one scope run's Celery soft and hard limits, in seconds.
+    parts: what the service's wiring hands this source's connectors besides the state store, the Hub
+        and the source clients, by the wiring's attribute name (``inbox``: the WhatsApp inbox stream).
     """
 
     name: str
@@ -57,6 +60,7 @@ class Source:
     sync_minutes: int = 15
     soft_time_limit: int = 240  # seconds
     time_limit: int = 280  # seconds
+    parts: tuple[str, ...] = ()
 
     @property
     def minutes_variable(self) -> str:
@@ -79,7 +83,7 @@ SOURCES: Mapping[str, Source] = MappingProxyType({s.name: s for s in (
            ("EMAIL_HOST", "EMAIL_USER", "EMAIL_ACCOUNTS_FILE"), sync_minutes=5, soft_time_limit=240, time_limit=280),
     Source("whatsapp", "connectors.whatsapp_connector:WhatsAppConnector",
            ("WHATSAPP_ACCESS_TOKEN", "WHATSAPP_PHONE_NUMBER_ID"), sync_minutes=10, soft_time_limit=480,
-           time_limit=540),
+           time_limit=540, parts=("inbox",)),
     Source("maximo", "connectors.maximo_connector:MaximoConnector",
            ("MAXIMO_URL",), sync_minutes=15, soft_time_limit=780, time_limit=840),
     Source("sharepoint", "connectors.sharepoint_connector:SharePointConnector",
@@ -137,15 +141,16 @@ def connector_class(source: Source) -> type[BaseConnector]:
 
 def build_connectors(source: str, settings: Settings, *, state: StateStore | None = None,
                      hub: Hub | None = None, cache: TtlCache | None = None,
-                     sources: Mapping[str, Source] = SOURCES) -> list[BaseConnector]:
+                     sources: Mapping[str, Source] = SOURCES, **handed: Any) -> list[BaseConnector]:
     """Every connector instance of ``source`` (a row of ``sources``), built from ``settings`` (sharing
-    ``state``, ``hub`` and ``cache``; each instance builds its own of those not given).
+    ``state``, ``hub``, ``cache`` and what else the wiring hands in: ``clients``, and the parts the
+    source's row names; each instance builds its own of those not given).
 
     Raises ConfigError (or SourceUnavailable) when the source cannot be built; nothing else leaks.
     """
     spec = get_source(source, sources)
     cls = connector_class(spec)
-    kwargs: dict[str, Any] = {"state": state, "hub": hub, "cache": cache}
+    kwargs: dict[str, Any] = {"state": state, "hub": hub, "cache": cache, **handed}
     try:
         factory = getattr(cls, "all_from_settings", None)
         built: Any = factory(settings, **kwargs) if callable(factory) else cls.from_settings(  # type: ignore[attr-defined]
@@ -202,6 +207,7 @@ class ServiceContext:
         self._state: StateStore | None = None
         self._hub: Hub | None = None
         self.cache = TtlCache()
+        self._inbox: Inbox | None = None
 
     @property
     def settings(self) -> Settings:
@@ -220,10 +226,24 @@ class ServiceContext:
     @property
     def hub(self) -> Hub:
         if self._hub is None:
-            self._hub = hub_from_settings(self.settings, gate=self.state.throttle_gate("hub"))
+            self._hub = hub_from_settings(self.settings, gate=self.clients.gate("hub"))
         return self._hub
 
+    @property
+    def clients(self) -> SourceClients:
+        """HTTP clients and throttle gates for the connectors, the gates kept in the state store."""
+        return SourceClients(self.state.throttle_gate)
+
+    @property
+    def inbox(self) -> Inbox:
+        """The WhatsApp webhook's inbox stream on the state store's connection."""
+        if self._inbox is None:
+            self._inbox = Inbox.of_store(self.state)
+        return self._inbox
+
     def connectors(self, source: str) -> list[BaseConnector]:
-        """Every configured connector of ``source``, sharing this context's state, Hub and cache."""
+        """Every configured connector of ``source``, sharing this context's state, Hub, cache and source
+        clients, and handed the parts its row names."""
+        parts = {part: getattr(self, part) for part in get_source(source, self.sources).parts}
         return build_connectors(source, self.settings, state=self.state, hub=self.hub, cache=self.cache,
-                                sources=self.sources)
+                                sources=self.sources, clients=self.clients, **parts)

@@ -233,7 +233,7 @@ class SharePointConnector(BaseConnector):
             raise ConfigError("SharePoint needs the app's client secret (SHAREPOINT_CLIENT_SECRET)")
         entra = EntraAuth(tenant_id=tenant, client_id=client_id, client_secret=secret, authority=self.authority,
                           ca_file=self.ca_file, timeout=self.timeout)
-        gate = self.state.throttle_gate("graph", tenant)
+        gate = self.clients.gate("graph", tenant)
         policy = RetryPolicy()
         until = gate.blocked_until()
         if until - time.time() > policy.retry_after_cap:
@@ -241,8 +241,8 @@ class SharePointConnector(BaseConnector):
                                                  f"{until - time.time():.0f} s more")
         # The bearer token goes to GRAPH_BASE_URL's origin only (a nextLink, a Location, a redirect
         # elsewhere is refused); downloads from pre-authenticated URLs are sent anonymous, without it.
-        client = HttpClient("graph", timeout=self.timeout, gate=gate, policy=policy, ca_bundle=self.ca_file,
-                            origins=OriginPolicy.of(self.graph_base_url, setting="GRAPH_BASE_URL"))
+        client = self.clients.http("graph", tenant=tenant, timeout=self.timeout, policy=policy, ca_bundle=self.ca_file,
+                                   origins=OriginPolicy.of(self.graph_base_url, setting="GRAPH_BASE_URL"))
         self._entra, self._client = entra, client
         try:
             yield

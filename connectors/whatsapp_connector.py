@@ -107,9 +107,11 @@ class WhatsAppConnector(BaseConnector):
     batch_size: entries per stream read (default 16).
     max_deliveries: deliveries of one entry before it is dead-lettered (default 10).
     timeout: (connect, read) seconds for Graph requests and downloads (default 5, 60).
-    http_client: the HttpClient to use (default: one named ``whatsapp`` with the shared retry policy
-        and the Redis throttle gate); tests and benchmarks pass their own to count or not sleep.
-    Plus BaseConnector's keyword-only ``state``, ``hub``, ``settings``, ``rules``.
+    http_client: the HttpClient to use (default: one named ``whatsapp`` from ``clients``, with the
+        shared retry policy and throttle gate); tests and benchmarks pass their own to count or not sleep.
+    inbox: the webhook's inbox stream, handed in by the service's wiring (default: the one under
+        ``state``'s connection and key prefix).
+    Plus BaseConnector's keyword-only ``state``, ``hub``, ``settings``, ``rules``, ``clients``.
     """
 
     name = "whatsapp"
@@ -119,7 +121,7 @@ class WhatsAppConnector(BaseConnector):
                  media_hosts: tuple[str, ...] | list[str] = DEFAULT_MEDIA_HOSTS,
                  claim_idle_seconds: float = DEFAULT_CLAIM_IDLE_SECONDS, batch_size: int = DEFAULT_BATCH_SIZE,
                  max_deliveries: int = DEFAULT_MAX_DELIVERIES, timeout: tuple[float, float] = (5.0, 60.0),
-                 http_client: HttpClient | None = None, **base: Any) -> None:
+                 http_client: HttpClient | None = None, inbox: Inbox | None = None, **base: Any) -> None:
         super().__init__(**base)
         if not _VERSION.match(api_version):
             raise ConfigError(f"WHATSAPP_API_VERSION must look like v21.0, not {api_version!r}")
@@ -135,7 +137,7 @@ class WhatsAppConnector(BaseConnector):
         self.batch_size = batch_size
         self.max_deliveries = max_deliveries
         self.timeout = timeout
-        self.inbox = Inbox.for_prefix(self.state.redis, self.state.prefix)
+        self.inbox = inbox if inbox is not None else Inbox.of_store(self.state)
         self._http: HttpClient | None = http_client
         # Stream entry of each Item handed out and not yet acknowledged, by the Item's identity:
         # Items are unhashable dataclasses, and the entry id is no business of the Hub's metadata.
@@ -346,8 +348,7 @@ class WhatsAppConnector(BaseConnector):
 
     def _client(self) -> HttpClient:
         if self._http is None:
-            self._http = HttpClient("whatsapp", timeout=self.timeout,
-                                    gate=self.state.throttle_gate("whatsapp", self.phone_number_id or "default"))
+            self._http = self.clients.http("whatsapp", tenant=self.phone_number_id, timeout=self.timeout)
         return self._http
 
 

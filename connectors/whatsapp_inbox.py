@@ -26,7 +26,7 @@ import redis
 
 from base import lua
 from base.keys import DEFAULT_PREFIX, KeySchema
-from base.state import metric_field
+from base.state import StateStore, metric_field
 
 _DEFAULT_KEYS = KeySchema(DEFAULT_PREFIX)
 #: The stream holding inbound media messages not yet delivered to the Hub.
@@ -187,6 +187,11 @@ class Inbox:
         keys = KeySchema(prefix)
         return cls(client, stream=keys.whatsapp_inbox(), seen_prefix=keys.whatsapp_seen_prefix(),
                    metrics_key=keys.counters(), **options)
+
+    @classmethod
+    def of_store(cls, store: StateStore, **options: Any) -> Inbox:
+        """The inbox on the state store's connection, under its key prefix."""
+        return cls.for_prefix(store.redis, store.prefix, **options)
 
     # ---- producer (the webhook) -----------------------------------------------------------
 
