@@ -30,25 +30,22 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from base.base_connector import BaseConnector, ScopeSummary
+from base.base_connector import BaseConnector
 from base.health import load_report
+from base.runner import ScopeSummary
 from base.schema import migrate
 from base.state import DeadLetter
 from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings
 from connectors import registry
+from connectors.service import Service
 from utils.errors import ConfigError, TransientError
 from utils.logging import configure_logging, mask_text
 from utils.progress import SyncProgress
 from utils.tables import ago, format_duration, format_time, render_table, safe_url
 
-#: Scope states after which a sync counts as failed (exit code 1).
 #: A worker's liveness file older than this fails ``probe worker``.
 LIVENESS_MAX_AGE = 60.0  # seconds
-
-
-#: Settings plus the state store and Hub, built on first use (``check`` reports their failures).
-Context = registry.ServiceContext
 
 
 def out(line: str = "") -> None:
@@ -142,25 +139,25 @@ def _owned_scope(connector: BaseConnector, scope: str) -> bool:
         return scope in connector.scopes()
 
 
-def cmd_sync(args: argparse.Namespace, ctx: Context) -> int:
-    names = list(ctx.sources) if args.source == "all" else [args.source]
-    sources = registry.configured_sources(ctx.settings, names=names, sources=ctx.sources)
+def cmd_sync(args: argparse.Namespace, service: Service) -> int:
+    names = list(service.sources) if args.source == "all" else [args.source]
+    sources = registry.configured_sources(service.settings, names=names, sources=service.sources)
     for name in names:
         if name not in sources:
-            markers = registry.get_source(name, ctx.sources).markers
+            markers = registry.get_source(name, service.sources).markers
             out(f"{name}: not configured (set one of {', '.join(markers)}); skipped")
     if args.source != "all" and not sources:
         return 1
     if sources:
         # Every scope starts from the state store: a Redis outage is the one line main() prints, not an
         # error line per scope.
-        ctx.state.ping()
-        migrate(ctx.state)
+        service.state.ping()
+        migrate(service.state)
     progress = SyncProgress(sys.stderr, tty=sys.stderr.isatty())
     failed = False
     for source in sources:
         try:
-            connectors = ctx.connectors(source)
+            connectors = service.connectors(source)
         except ConfigError as exc:
             out(f"{source}: {exc.state}: {mask_text(str(exc))}")
             failed = True
@@ -175,7 +172,7 @@ def cmd_sync(args: argparse.Namespace, ctx: Context) -> int:
                 if args.dry_run:
                     _print_decisions(result)
                 out(_scope_line(result))
-                failed = failed or result.state.failed
+                failed = failed or result.state.failed  # exit code 1
     return 1 if failed else 0
 
 
@@ -188,15 +185,15 @@ def _number(value: str | None) -> float:
         return 0.0
 
 
-def status_data(ctx: Context) -> dict[str, Any]:
+def status_data(service: Service) -> dict[str, Any]:
     """Every connector's scopes: state, last success, lag, the last run's counts, the items recorded
     as ingested, and the last error; with each connector's health and dead-letter count."""
     now = time.time()
-    state = ctx.state
+    state = service.state
     report = load_report(state) or {}
     health = {s["source"]: s for s in report.get("sources", [])}
     sources: dict[str, dict[str, Any]] = {}
-    for name in registry.configured_sources(ctx.settings, sources=ctx.sources):
+    for name in registry.configured_sources(service.settings, sources=service.sources):
         sources[name] = {"source": name, "scopes": []}
     for connector, scope, status in state.iter_statuses():
         entry = sources.setdefault(connector, {"source": connector, "scopes": []})
@@ -218,8 +215,8 @@ def status_data(ctx: Context) -> dict[str, Any]:
     return {"generated_at": now, "sources": list(sources.values())}
 
 
-def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
-    data = status_data(ctx)
+def cmd_status(args: argparse.Namespace, service: Service) -> int:
+    data = status_data(service)
     if args.json:
         out(json.dumps(data, indent=2, sort_keys=True))
         return 0
@@ -294,8 +291,8 @@ def _check_redis(url: str, ca_file: str = "") -> str:
     return f"{safe_url(url)} answered PING{note}"
 
 
-def _check_hub(ctx: Context) -> str:
-    ok, detail = ctx.hub.health()
+def _check_hub(service: Service) -> str:
+    ok, detail = service.hub.health()
     if not ok:
         raise TransientError(detail)
     return detail
@@ -331,10 +328,10 @@ def _check_redis_roles(lines: CheckLines, settings: Settings) -> set[str]:
     return failed
 
 
-def cmd_check(args: argparse.Namespace, ctx: Context) -> int:
+def cmd_check(args: argparse.Namespace, service: Service) -> int:
     lines = CheckLines()
-    settings = ctx.settings
-    lines.run("settings", lambda: _check_settings(settings, ctx.sources))
+    settings = service.settings
+    lines.run("settings", lambda: _check_settings(settings, service.sources))
     # The Hub client and the sources' checks use the state store (throttle pauses): without it they
     # are not checked, rather than failed for a fault that is Redis'.
     state_down = "state" in _check_redis_roles(lines, settings)
@@ -342,19 +339,19 @@ def cmd_check(args: argparse.Namespace, ctx: Context) -> int:
     if state_down:
         lines("SKIP", "hub", not_checked)
     else:
-        lines.run("hub", lambda: _check_hub(ctx))
-    names = [args.source] if args.source else list(ctx.sources)
-    configured = registry.configured_sources(settings, names=names, sources=ctx.sources)
+        lines.run("hub", lambda: _check_hub(service))
+    names = [args.source] if args.source else list(service.sources)
+    configured = registry.configured_sources(settings, names=names, sources=service.sources)
     for name in names:
         if name not in configured:
-            markers = ", ".join(registry.get_source(name, ctx.sources).markers)
+            markers = ", ".join(registry.get_source(name, service.sources).markers)
             lines("FAIL" if args.source else "SKIP", name, f"not configured (set {markers})")
             continue
         if state_down:
             lines("SKIP", name, not_checked)
             continue
         try:
-            connectors = ctx.connectors(name)
+            connectors = service.connectors(name)
         except ConfigError as exc:
             lines("FAIL", name, f"{exc.state}: {exc}")
             continue
@@ -367,16 +364,16 @@ def cmd_check(args: argparse.Namespace, ctx: Context) -> int:
 
 # -- dead letters ---------------------------------------------------------------------------------
 
-def _selected(ctx: Context, args: argparse.Namespace) -> list[DeadLetter]:
-    entries = ctx.state.list_dead_letters(args.source)
+def _selected(service: Service, args: argparse.Namespace) -> list[DeadLetter]:
+    entries = service.state.list_dead_letters(args.source)
     return [e for e in entries if e.id == args.id] if args.id else entries
 
 
-def cmd_deadletter(args: argparse.Namespace, ctx: Context) -> int:
+def cmd_deadletter(args: argparse.Namespace, service: Service) -> int:
     if args.action == "drop" and not (args.id or args.source):
         out("deadletter drop needs a SOURCE (drops all of its entries) or --id ID")
         return 2
-    entries = _selected(ctx, args)
+    entries = _selected(service, args)
     if args.action == "list":
         rows = [(e.id, e.connector, e.scope, e.source_id, e.attempts, format_time(e.last_failed_at),
                  "kept" if e.bytes_path and os.path.isfile(e.bytes_path) else "-", e.reason) for e in entries]
@@ -388,15 +385,15 @@ def cmd_deadletter(args: argparse.Namespace, ctx: Context) -> int:
         return 1 if args.id else 0
     if args.action == "drop":
         for entry in entries:
-            ctx.state.remove_dead_letter(entry.connector, entry.id)
+            service.state.remove_dead_letter(entry.connector, entry.id)
             if entry.bytes_path and os.path.isfile(entry.bytes_path):
                 os.remove(entry.bytes_path)
             out(f"dropped {entry.id} ({entry.connector} {entry.scope} {entry.source_id})")
         return 0
-    return _retry(entries, ctx)
+    return _retry(entries, service)
 
 
-def _retry(entries: Sequence[DeadLetter], ctx: Context) -> int:
+def _retry(entries: Sequence[DeadLetter], service: Service) -> int:
     from base.replay import REPLAYED, RESOLVED, replay
 
     built: dict[str, BaseConnector | ConfigError] = {}
@@ -404,7 +401,7 @@ def _retry(entries: Sequence[DeadLetter], ctx: Context) -> int:
     for entry in entries:
         if entry.connector not in built:
             try:
-                built[entry.connector] = ctx.connectors(entry.connector)[0]
+                built[entry.connector] = service.connectors(entry.connector)[0]
             except ConfigError as exc:
                 built[entry.connector] = exc
         connector = built[entry.connector]
@@ -424,17 +421,17 @@ def _retry(entries: Sequence[DeadLetter], ctx: Context) -> int:
 
 # -- processes ------------------------------------------------------------------------------------
 
-def cmd_web(args: argparse.Namespace, ctx: Context) -> int:
+def cmd_web(args: argparse.Namespace, service: Service) -> int:
     from web.__main__ import serve
 
-    serve(ctx.settings, public_host=args.host, public_port=args.port)  # and the internal listener
+    serve(service.settings, public_host=args.host, public_port=args.port)  # and the internal listener
     return 0
 
 
-def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
+def cmd_run(args: argparse.Namespace, service: Service) -> int:
     import scheduler
 
-    scheduler.configure(ctx.settings, sources=ctx.sources)
+    scheduler.configure(service.settings, sources=service.sources)
     scheduler.app.worker_main(["worker", "--beat", f"--loglevel={args.loglevel}",
                                f"--concurrency={args.concurrency}"])
     return 0
@@ -476,22 +473,22 @@ def _probe_web(settings: Settings) -> tuple[bool, str]:
         return False, f"{url}: {exc}"
 
 
-def cmd_probe(args: argparse.Namespace, ctx: Context) -> int:
-    role = args.role or ctx.settings.env("KMRL_ROLE", "worker")
+def cmd_probe(args: argparse.Namespace, service: Service) -> int:
+    role = args.role or service.settings.env("KMRL_ROLE", "worker")
     probes = {"worker": _probe_worker, "beat": _probe_beat, "web": _probe_web}
     if role not in probes:
         out(f"unknown role {role!r}: worker, beat or web")
         return 2
-    ok, detail = probes[role](ctx.settings)
+    ok, detail = probes[role](service.settings)
     out(f"{'PASS' if ok else 'FAIL'}  {role}  {detail}")
     return 0 if ok else 1
 
 
 # -- the parser -----------------------------------------------------------------------------------
 
-def cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
+def cmd_migrate(args: argparse.Namespace, service: Service) -> int:
     """Brings the state in Redis to this release's schema version (what a worker does as it starts)."""
-    result = migrate(ctx.state)
+    result = migrate(service.state)
     if result.migrated:
         kinds = ", ".join(f"{kind} {count}" for kind, count in result.kinds.items()) or "no keys"
         out(f"state schema: migrated from version {result.before} to {result.after} ({kinds})")
@@ -558,7 +555,7 @@ def main(argv: Sequence[str] | None = None, *, sources: Mapping[str, registry.So
     configure_logging(log_file=settings.log_file, level="WARNING" if quiet else settings.log_level,
                       console_format=settings.log_format)
     try:
-        return int(args.handler(args, Context(settings, sources=sources)))
+        return int(args.handler(args, Service(settings, sources=sources)))
     except ConfigError as exc:
         out(f"{exc.state}: {mask_text(str(exc))}")
         return 2

@@ -67,6 +67,7 @@ from config.celery_config import (
 from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings
 from connectors import registry
+from connectors.service import Service
 from utils.errors import ConfigError, SpoolFullError, ThrottledError, TransientError
 from utils.logging import configure_logging, get_logger, mask_text
 from utils.tables import safe_url
@@ -124,9 +125,6 @@ def _minutes(settings: Settings, name: str, default: int) -> int:
     return int(settings.reader.duration(name, default, unit="minutes", whole=True, minimum=0))
 
 
-#: What the tasks of one process share (built lazily, after a prefork child starts).
-Runtime = registry.ServiceContext
-
 #: The tasks Celery retries on a transient failure (their retry policy comes from the settings).
 RETRIED_TASKS = ("kmrl.tick", "kmrl.sync_scope")
 
@@ -155,7 +153,7 @@ class SettingsUnusable(click.ClickException):
 
 class _ConfigFromSettings(Mapping[str, Any]):
     """The configuration Celery reads on first use of ``app.conf`` (``config_from_object``): built
-    then from ``runtime.settings``, so importing this module reads no variable. A setting that cannot
+    then from ``service.settings``, so importing this module reads no variable. A setting that cannot
     be used raises its ConfigError (and Celery reads the configuration again on next use); under the
     ``celery`` command it becomes ``SettingsUnusable``, one line instead of a traceback."""
 
@@ -165,7 +163,7 @@ class _ConfigFromSettings(Mapping[str, Any]):
     def _config(self) -> dict[str, Any]:
         if self._built is None:
             try:
-                self._built = celery_config(runtime.settings, runtime.sources)
+                self._built = celery_config(service.settings, service.sources)
             except ConfigError as exc:
                 if click.get_current_context(silent=True) is None:
                     raise
@@ -182,7 +180,8 @@ class _ConfigFromSettings(Mapping[str, Any]):
         return len(self._config())
 
 
-runtime = Runtime()  # settings from the environment, read on first use
+#: What the tasks of one process share (built lazily, after a prefork child starts).
+service = Service()  # settings from the environment, read on first use
 app = Celery("kmrl_connectors")
 app.config_from_object(_ConfigFromSettings())
 _TASK_OPTIONS: dict[str, Any] = {"bind": True, "ignore_result": True, "acks_late": True,
@@ -193,15 +192,15 @@ _TASK_OPTIONS: dict[str, Any] = {"bind": True, "ignore_result": True, "acks_late
 def configure(settings: Settings, *, sources: Mapping[str, registry.Source] | None = None) -> None:
     """Points the app, its beat table and the tasks at ``settings`` and, when given, at ``sources``
     instead of the table they use now (call before sending tasks)."""
-    app.conf.update(celery_config(settings, runtime.sources if sources is None else sources))
-    runtime.reset(settings, sources=sources)
+    app.conf.update(celery_config(settings, service.sources if sources is None else sources))
+    service.reset(settings, sources=sources)
 
 
 @signals.setup_logging.connect
 def _setup_logging(loglevel: Any = None, **_kwargs: Any) -> None:
     """Celery logs through our structlog setup (redaction included) instead of its own."""
     level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
-    settings = runtime.settings
+    settings = service.settings
     configure_logging(log_file=settings.log_file, level=str(level or settings.log_level),
                       console_format=settings.log_format, force=True)
 
@@ -211,7 +210,7 @@ def _migrate_state(**_kwargs: Any) -> None:
     """Brings the state to this release's schema before the worker takes a task (base/schema.py).
     State newer than this release stops the worker: Celery would only log an exception here."""
     try:
-        migrate(runtime.state)
+        migrate(service.state)
     except ConfigError as exc:
         log.error("state_schema_refused", error=mask_text(str(exc)))
         raise SystemExit(2) from exc
@@ -226,7 +225,7 @@ class Liveness(bootsteps.StartStopStep):
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self.path = liveness_file(runtime.settings)
+        self.path = liveness_file(service.settings)
         self.tref: Any = None
 
     def touch(self) -> None:
@@ -273,13 +272,13 @@ def scope_cache_seconds(settings: Settings) -> int:
 
 def list_scopes(connector: BaseConnector, source: str, instance: str) -> tuple[list[str], bool]:
     """The instance's scopes and whether they came from the cache (``{prefix}scopes:{source}:{instance}``)."""
-    state = runtime.state
+    state = service.state
     cached = state.cached_scopes(source, instance)
     if cached is not None:
         return cached, True
     with connector.connect(connector.default_credentials()):
         scopes = list(connector.scopes())
-    ttl = scope_cache_seconds(runtime.settings)
+    ttl = scope_cache_seconds(service.settings)
     if ttl:
         state.cache_scopes(source, instance, scopes, ttl=ttl)
     return scopes, False
@@ -288,15 +287,15 @@ def list_scopes(connector: BaseConnector, source: str, instance: str) -> tuple[l
 @app.task(name="kmrl.tick", soft_time_limit=TICK_LIMITS.soft, time_limit=TICK_LIMITS.hard, **_TASK_OPTIONS)
 def tick(self: Any, source: str) -> dict[str, Any]:
     """Sends one ``kmrl.sync_scope`` per scope of every instance of ``source``; returns what it sent."""
-    settings = runtime.settings
-    spec = registry.get_source(source, runtime.sources)
-    if source not in registry.configured_sources(settings, names=[source], sources=runtime.sources):
+    settings = service.settings
+    spec = registry.get_source(source, service.sources)
+    if source not in registry.configured_sources(settings, names=[source], sources=service.sources):
         return {"source": source, "skipped": "not configured"}
     try:
-        connectors = runtime.connectors(source)
+        connectors = service.connectors(source)
     except ConfigError as exc:
         log.warning("source_config_error", source=source, state=exc.state, error=mask_text(str(exc)))
-        _record_source_error(runtime.state, source, exc, state_name=exc.state)
+        _record_source_error(service.state, source, exc, state_name=exc.state)
         return {"source": source, "error": exc.state}
     period = (spec.interval_minutes(settings) or spec.sync_minutes) * 60
     sent: list[list[str]] = []
@@ -307,7 +306,7 @@ def tick(self: Any, source: str) -> dict[str, Any]:
         except ConfigError as exc:
             log.warning("scope_listing_refused", source=source, instance=instance, state=exc.state,
                         error=mask_text(str(exc)))
-            _record_source_error(runtime.state, source, exc, state_name=exc.state)
+            _record_source_error(service.state, source, exc, state_name=exc.state)
             continue
         except TransientError as exc:
             # The next tick asks again; the scopes themselves resume from their cursors.
@@ -335,17 +334,17 @@ def sync_scope(self: Any, source: str, instance: str, scope: str) -> dict[str, A
 
     Raises TransientError for a run that ended in a transient error, so Celery retries it.
     """
-    settings = runtime.settings
-    if source not in registry.configured_sources(settings, names=[source], sources=runtime.sources):
+    settings = service.settings
+    if source not in registry.configured_sources(settings, names=[source], sources=service.sources):
         return {"source": source, "scope": scope, "state": "skipped"}
     try:
-        connector = registry.find_instance(runtime.connectors(source), instance)
+        connector = registry.find_instance(service.connectors(source), instance)
     except ConfigError as exc:
         log.warning("source_config_error", source=source, state=exc.state, error=mask_text(str(exc)))
-        _record_source_error(runtime.state, source, exc, state_name=exc.state)
+        _record_source_error(service.state, source, exc, state_name=exc.state)
         return {"source": source, "scope": scope, "state": exc.state}
     hard_soft = self.request.timelimit or (None, None)
-    soft = hard_soft[1] or registry.get_source(source, runtime.sources).soft_time_limit
+    soft = hard_soft[1] or registry.get_source(source, service.sources).soft_time_limit
     # The runner knows no Celery: it is given the deadline and the exception of Celery's soft limit.
     summary = connector.sync_scope(scope, deadline=time.monotonic() + run_budget(float(soft)),
                                    time_up=(SoftTimeLimitExceeded,))
@@ -360,7 +359,7 @@ def sync_scope(self: Any, source: str, instance: str, scope: str) -> dict[str, A
 
 def _checks_for(source: str) -> list[tuple[str, HealthResult]]:
     try:
-        connectors = runtime.connectors(source)
+        connectors = service.connectors(source)
     except ConfigError as exc:
         return [("*", HealthResult(False, exc.state, mask_text(str(exc))))]
     return [(registry.instance_id(c, i), registry.probe(c)) for i, c in enumerate(connectors)]
@@ -369,20 +368,20 @@ def _checks_for(source: str) -> list[tuple[str, HealthResult]]:
 def health_report(settings: Settings, *, now: float | None = None) -> HealthReport:
     """Redis, the Hub, and each configured source's check, statuses and schedule lag."""
     now = time.time() if now is None else now
-    state = runtime.state
+    state = service.state
     try:
         redis_check = (state.ping(), f"{safe_url(settings.state_redis_url)} answered PING")
     except redis.RedisError as exc:
         redis_check = (False, f"{safe_url(settings.state_redis_url)}: {type(exc).__name__}: {exc}")
     try:
-        hub_check = runtime.hub.health()
+        hub_check = service.hub.health()
     except (ConfigError, OSError) as exc:  # a broken Hub setting is a failed check, not a crashed task
         hub_check = (False, mask_text(f"{type(exc).__name__}: {exc}"))
     report = HealthReport(checked_at=now, redis=redis_check, hub=hub_check)
-    for source in registry.configured_sources(settings, sources=runtime.sources):
+    for source in registry.configured_sources(settings, sources=service.sources):
         statuses: Mapping[str, Mapping[str, str]] = (
             {scope: status for _, scope, status in state.iter_statuses(source)} if redis_check[0] else {})
-        minutes = registry.get_source(source, runtime.sources).interval_minutes(settings)
+        minutes = registry.get_source(source, service.sources).interval_minutes(settings)
         report.sources.append(source_health(source, _checks_for(source), statuses,
                                             interval_seconds=minutes * 60 or None, now=now))
     return report
@@ -392,9 +391,9 @@ def health_report(settings: Settings, *, now: float | None = None) -> HealthRepo
           ignore_result=True, acks_late=True)
 def health(self: Any) -> dict[str, Any]:
     """Computes the health report, stores it in Redis (``kmrl:health``) and logs it."""
-    report = health_report(runtime.settings)
+    report = health_report(service.settings)
     if report.redis[0]:
-        store_report(runtime.state, report)
+        store_report(service.state, report)
     for source in report.sources:
         method = log.info if source.state == "healthy" else log.warning
         method("source_health", source=source.source, state=source.state, detail=source.detail)
@@ -408,8 +407,8 @@ def health(self: Any) -> dict[str, Any]:
           ignore_result=True, acks_late=True)
 def cleanup(self: Any) -> dict[str, int]:
     """Applies the retention settings (base/cleanup.py); returns how many of each were removed."""
-    settings = runtime.settings
-    state = runtime.state
+    settings = service.settings
+    state = service.state
     retention = Retention.from_settings(settings)
     now = time.time()
     removed = {

@@ -6,7 +6,7 @@ the variables whose presence means an operator configured it, how often it syncs
 scope's run may take. A new source is one new file in connectors/ plus one row here.
 
 The table is a value: ``SOURCES`` is the service's, read-only. Whoever wires the service (the
-scheduler's runtime, the CLI) holds the table it uses, ``SOURCES`` unless told otherwise; a plug-in or
+scheduler's Service, the CLI's) holds the table it uses, ``SOURCES`` unless told otherwise; a plug-in or
 a test hands its own, made with ``sources_with``, instead of changing the service's.
 
 A source may have several connector instances (several mail accounts, one SharePoint connector
@@ -24,11 +24,10 @@ from types import MappingProxyType
 from typing import Any
 
 from base.base_connector import BaseConnector
-from base.contract import HealthResult, HealthState, SourceClients
-from base.hub_client import Hub, hub_from_settings
+from base.contract import HealthResult, HealthState
+from base.hub_client import Hub
 from base.state import StateStore
 from config.settings import Settings
-from connectors.whatsapp_inbox import Inbox
 from utils.errors import ConfigError
 from utils.logging import get_logger, mask_text
 from utils.ttl_cache import TtlCache
@@ -188,62 +187,3 @@ def probe(connector: BaseConnector, credentials: Mapping[str, Any] | None = None
     except Exception as exc:  # noqa: BLE001 - a check must report, not crash the caller
         return HealthResult(False, HealthState.DEGRADED, mask_text(f"{type(exc).__name__}: {exc}"))
 
-
-class ServiceContext:
-    """What one process's entry point (a worker, the CLI) shares: settings, the table of sources, the
-    state store and Hub built on first use (so a prefork child opens its own Redis connections, and
-    ``check`` can report their failures), and the cache its connectors keep between runs."""
-
-    def __init__(self, settings: Settings | None = None, *, sources: Mapping[str, Source] = SOURCES) -> None:
-        self.sources = sources
-        self.reset(settings)
-
-    def reset(self, settings: Settings | None, *, sources: Mapping[str, Source] | None = None) -> None:
-        """Uses ``settings`` from now on (None: the environment's, read on first use) and ``sources`` when
-        given; the store and Hub are built again on next use, and the connectors' cache starts empty."""
-        self._settings = settings
-        if sources is not None:
-            self.sources = sources
-        self._state: StateStore | None = None
-        self._hub: Hub | None = None
-        self.cache = TtlCache()
-        self._inbox: Inbox | None = None
-
-    @property
-    def settings(self) -> Settings:
-        """The settings given, or ``Settings.from_env()`` read on first use (SettingError when a
-        variable cannot be used; it is read again on the next use then)."""
-        if self._settings is None:
-            self._settings = Settings.from_env()
-        return self._settings
-
-    @property
-    def state(self) -> StateStore:
-        if self._state is None:
-            self._state = StateStore.from_settings(self.settings)
-        return self._state
-
-    @property
-    def hub(self) -> Hub:
-        if self._hub is None:
-            self._hub = hub_from_settings(self.settings, gate=self.clients.gate("hub"))
-        return self._hub
-
-    @property
-    def clients(self) -> SourceClients:
-        """HTTP clients and throttle gates for the connectors, the gates kept in the state store."""
-        return SourceClients(self.state.throttle_gate)
-
-    @property
-    def inbox(self) -> Inbox:
-        """The WhatsApp webhook's inbox stream on the state store's connection."""
-        if self._inbox is None:
-            self._inbox = Inbox.of_store(self.state)
-        return self._inbox
-
-    def connectors(self, source: str) -> list[BaseConnector]:
-        """Every configured connector of ``source``, sharing this context's state, Hub, cache and source
-        clients, and handed the parts its row names."""
-        parts = {part: getattr(self, part) for part in get_source(source, self.sources).parts}
-        return build_connectors(source, self.settings, state=self.state, hub=self.hub, cache=self.cache,
-                                sources=self.sources, clients=self.clients, **parts)

@@ -17,8 +17,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from base.base_connector import COUNT_FIELDS
 from base.contract import ScopeState
+from base.runner import COUNT_FIELDS
 from base.state import StateStore
 from sandbox.hub import HubSimulator
 from utils.tables import render_table

@@ -26,9 +26,9 @@ from typing import Any
 
 import redis
 
-from base.base_connector import SyncSummary
 from base.contract import ScopeState
 from base.hub_client import hub_from_settings
+from base.runner import SyncSummary
 from base.state import StateStore
 from config.settings import redis_db_url
 from connectors import registry

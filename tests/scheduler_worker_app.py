@@ -12,6 +12,6 @@ from scheduler import app
 from tests.scheduler_fakes import FAKE_SOURCES
 
 # Settings stay the environment's, read on first use, as for the service's own worker.
-scheduler.runtime.reset(None, sources=registry.sources_with(*FAKE_SOURCES))
+scheduler.service.reset(None, sources=registry.sources_with(*FAKE_SOURCES))
 
 __all__ = ["app"]

@@ -1,4 +1,4 @@
-"""The one pipeline (base/base_connector.py), end to end on a real Redis and the Hub simulator."""
+"""The one pipeline (base/runner.py, run through BaseConnector), end to end on a real Redis and the Hub simulator."""
 
 from __future__ import annotations
 

@@ -70,14 +70,14 @@ def test_cleanup_leaves_the_outbox_alone_without_an_outbox_retention(tmp_path, r
     (outbox / SHA_OLD).mkdir()
     aged(outbox / SHA_OLD, 4000)
     settings = make_settings(tmp_path, redis_url, result_backend=redis_url)
-    scheduler.runtime.reset(settings)
+    scheduler.service.reset(settings)
     try:
         assert scheduler.cleanup()["outbox"] == 0 and (outbox / SHA_OLD).is_dir()
-        scheduler.runtime.reset(make_settings(tmp_path, redis_url, result_backend=redis_url,
+        scheduler.service.reset(make_settings(tmp_path, redis_url, result_backend=redis_url,
                                               environ={"OUTBOX_RETENTION_DAYS": "3650"}))
         assert scheduler.cleanup()["outbox"] == 1 and not (outbox / SHA_OLD).exists()
     finally:
-        scheduler.runtime.reset(Settings.from_env())
+        scheduler.service.reset(Settings.from_env())
 
 
 def test_orphaned_kept_bytes_go_once_old_and_unreferenced(tmp_path, state):

@@ -20,6 +20,7 @@ from base.hub_client import Hub
 from base.state import StateStore
 from config.settings import Settings
 from connectors import registry
+from connectors.service import Service
 from connectors.sharepoint_connector import SharePointConnector, _last_occurrences
 from sandbox.graph import GraphSimulator
 from sandbox.graph_store import BLOCK_SIZE, Drive, GeneratedContent
@@ -162,17 +163,17 @@ def test_the_runs_of_one_wiring_resolve_the_site_once_until_the_cache_expires(
            "SHAREPOINT_SCOPE_CACHE_SECONDS": "1.5"}
     settings = make_settings(tmp_path, redis_url, hub_api_url=hub.url, hub_api_token=hub.token, environ=env)
 
-    def run(wiring: registry.ServiceContext | None = None) -> int:
+    def run(wiring: Service | None = None) -> int:
         """One run as a task runs it (a connector built for it); the site requests Graph has seen."""
         [connector] = (wiring.connectors("sharepoint") if wiring is not None
                        else registry.build_connectors("sharepoint", settings))
         assert connector.sync_documents().state == "ok"
         return sim.count("site")
 
-    worker = registry.ServiceContext(settings)
+    worker = Service(settings)
     assert run(worker) == 1
     assert run(worker) == 1  # a later run of the same worker process reuses the resolved site
-    assert run(registry.ServiceContext(settings)) == 2  # another worker process resolves it itself
+    assert run(Service(settings)) == 2  # another worker process resolves it itself
     assert run() == 3  # so does a connector built alone
     time.sleep(1.6)  # past SHAREPOINT_SCOPE_CACHE_SECONDS
     assert run(worker) == 4

@@ -50,7 +50,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                           loglevel="WARNING", shutdown_timeout=15) as running:
             yield running
     finally:
-        scheduler.runtime.reset(scheduler.runtime.settings, sources=registry.SOURCES)
+        scheduler.service.reset(scheduler.service.settings, sources=registry.SOURCES)
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def use(worker: Any, tmp_path: Path) -> Callable[..., tuple[Settings, StateStore
     def configure(**env: str) -> tuple[Settings, StateStore]:
         settings = make_settings(tmp_path, flushed_db_url(STATE_DB), broker_url=scheduler.app.conf.broker_url,
                                  result_backend=scheduler.app.conf.result_backend, environ=env)
-        scheduler.runtime.reset(settings)
+        scheduler.service.reset(settings)
         return settings, StateStore.from_url(settings.state_redis_url)
     return configure
 

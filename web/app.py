@@ -7,14 +7,13 @@ one WSGI app that routes each request by the listener it came in on, which is wh
 ``gunicorn -c python:web.gunicorn_conf 'web.app:create_app()'`` (the config file binds both
 listeners). Development: ``python -m web``.
 
-Each concern is a blueprint built from one shared ``WebContext`` (settings and the Redis client): a
+Each concern is a blueprint built from the process's one ``Service`` (settings, the state Redis client with
+the web's short timeouts, the inbox stream): a
 further public endpoint (Graph's notification handshake) joins ``_public_blueprints``, a further
 operator page joins ``_internal_blueprints`` and is guarded without saying so.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import redis
 from flask import Blueprint, Flask
@@ -23,7 +22,7 @@ from redis.retry import Retry
 
 from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings, get_settings
-from connectors.whatsapp_inbox import Inbox
+from connectors.service import Service
 from utils.logging import configure_logging, register_secret
 from web.health import HEALTH_ENDPOINTS, health_blueprint
 from web.listeners import ListenerDispatch, Listeners
@@ -42,14 +41,6 @@ REDIS_RETRIES = 2
 REDIS_RETRY_BACKOFF_CAP = 0.25
 
 
-@dataclass(frozen=True)
-class WebContext:
-    """What every blueprint may use; kept at ``app.extensions["kmrl"]``."""
-
-    settings: Settings
-    redis: redis.Redis
-
-
 def redis_for_web(settings: Settings) -> redis.Redis:
     """The state Redis (STATE_REDIS_URL) with the web process's short timeouts."""
     return redis.Redis.from_url(
@@ -59,16 +50,16 @@ def redis_for_web(settings: Settings) -> redis.Redis:
         **redis_tls_kwargs(settings.state_redis_url, settings.redis_ca_file))
 
 
-def _context(settings: Settings | None, redis_client: redis.Redis | None) -> WebContext:
+def _service(settings: Settings | None, redis_client: redis.Redis | None) -> Service:
     settings = settings or get_settings()
     configure_logging(log_file=settings.log_file, level=settings.log_level, console_format=settings.log_format)
     client = redis_client if redis_client is not None else redis_for_web(settings)
-    return WebContext(settings=settings, redis=client)
+    return Service(settings, redis_client=client)
 
 
-def _flask(name: str, context: WebContext, blueprints: list[Blueprint]) -> Flask:
+def _flask(name: str, service: Service, blueprints: list[Blueprint]) -> Flask:
     app = Flask(name)
-    app.extensions["kmrl"] = context
+    app.extensions["kmrl"] = service
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
     return app
@@ -80,16 +71,16 @@ def create_public_app(settings: Settings | None = None, redis_client: redis.Redi
     ``settings`` default to the environment; ``redis_client`` to the state Redis. Never raises for
     missing WhatsApp settings: the webhook logs once what is missing and answers accordingly.
     """
-    context = _context(settings, redis_client)
-    return _flask("web.public", context, _public_blueprints(context))
+    service = _service(settings, redis_client)
+    return _flask("web.public", service, _public_blueprints(service))
 
 
 def create_internal_app(settings: Settings | None = None, redis_client: redis.Redis | None = None) -> Flask:
     """The internal listener's app: ``/healthz`` and ``/readyz`` (open), and the operator routes
     (``/metrics``, ``/login``, ``/logout``, ``/``) behind OPERATOR_TOKEN, 404 without one."""
-    context = _context(settings, redis_client)
-    app = _flask("web.internal", context, _internal_blueprints(context))
-    install_operator_access(app, OperatorAccess.from_settings(context.settings), open_endpoints=HEALTH_ENDPOINTS)
+    service = _service(settings, redis_client)
+    app = _flask("web.internal", service, _internal_blueprints(service))
+    install_operator_access(app, OperatorAccess.from_settings(service.settings), open_endpoints=HEALTH_ENDPOINTS)
     return app
 
 
@@ -99,19 +90,18 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
 
     Raises ConfigError for unusable listener, webhook or operator settings.
     """
-    context = _context(settings, redis_client)
-    listeners = Listeners.from_settings(context.settings)
-    return ListenerDispatch(create_public_app(context.settings, context.redis),
-                            create_internal_app(context.settings, context.redis),
+    service = _service(settings, redis_client)
+    listeners = Listeners.from_settings(service.settings)
+    return ListenerDispatch(create_public_app(service.settings, service.redis),
+                            create_internal_app(service.settings, service.redis),
                             internal_port=listeners.internal_port)
 
 
-def _public_blueprints(context: WebContext) -> list[Blueprint]:
-    webhook = WebhookConfig.from_settings(context.settings)
+def _public_blueprints(service: Service) -> list[Blueprint]:
+    webhook = WebhookConfig.from_settings(service.settings)
     register_secret(webhook.app_secret, webhook.verify_token)
-    inbox = Inbox.for_prefix(context.redis, context.settings.key_prefix)
-    return [whatsapp_blueprint(webhook, inbox)]
+    return [whatsapp_blueprint(webhook, service.inbox)]
 
 
-def _internal_blueprints(context: WebContext) -> list[Blueprint]:
-    return [health_blueprint(context.redis), metrics_blueprint(context.settings)]
+def _internal_blueprints(service: Service) -> list[Blueprint]:
+    return [health_blueprint(service.redis), metrics_blueprint(service.settings)]
