@@ -51,6 +51,7 @@ from base.cleanup import (
 )
 from base.contract import HealthResult, ScopeState
 from base.health import HealthReport, source_health, store_report
+from base.pool import shutdown_shared_pool
 from base.schema import migrate
 from base.state import StateStore
 from config.celery_config import (
@@ -214,6 +215,14 @@ def _migrate_state(**_kwargs: Any) -> None:
     except ConfigError as exc:
         log.error("state_schema_refused", error=mask_text(str(exc)))
         raise SystemExit(2) from exc
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _stop_process_pool(**_kwargs: Any) -> None:
+    """Ends this process's CPU pool children (base/pool.py) with it: a prefork child leaves by
+    ``os._exit``, which runs no ``atexit`` handler, so the pool is closed here."""
+    shutdown_shared_pool()
 
 
 class Liveness(bootsteps.StartStopStep):

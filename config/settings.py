@@ -67,6 +67,9 @@ class Settings:
     cursor_save_every: int = 50  # items
     item_transient_runs: int = 3  # runs in which one item's download failed transiently before it is dead-lettered
     ack_batch_size: int = 64  # documents acknowledged together by a local outbox (one flush, one Redis trip)
+    pool_size: int = 2  # child processes for CPU-heavy work (base/pool.py), per worker process
+    pool_task_seconds: float = 120.0  # seconds one task in the pool may run before its child is killed
+    pool_task_memory_mb: int = 2048  # MiB of address space one task in the pool may use; 0 means no limit
     log_file: str = "./logs/kmrl-connectors.log"
     log_level: str = "INFO"
     log_format: str = "console"
@@ -113,6 +116,10 @@ class Settings:
             item_transient_runs=max(0, read.whole("ITEM_TRANSIENT_RUNS", cls.item_transient_runs,
                                                   what="a whole number of runs")),
             ack_batch_size=max(1, read.whole("ACK_BATCH_SIZE", cls.ack_batch_size, what="a whole number of documents")),
+            pool_size=read.whole("POOL_SIZE", cls.pool_size, what="a whole number of processes", minimum=1),
+            pool_task_seconds=seconds("POOL_TASK_SECONDS", cls.pool_task_seconds),
+            pool_task_memory_mb=read.whole("POOL_TASK_MEMORY_MB", cls.pool_task_memory_mb,
+                                           what="a whole number of MB (0: no limit)", minimum=0),
             log_file=read.text("LOG_FILE", cls.log_file),
             log_level=read.choice("LOG_LEVEL", cls.log_level.lower(), LOG_LEVELS).upper(),
             log_format=read.choice("LOG_FORMAT", cls.log_format, LOG_FORMATS),
