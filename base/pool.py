@@ -263,10 +263,8 @@ class ProcessPool:
             children = list(self._all) if os.getpid() == self._pid else []
             self._all.clear()
             self._idle.clear()
-        for child in children:
+        for child in children:  # no log line: this also runs at interpreter exit, after logging may be gone
             child.stop(grace)
-        if children:
-            log.info("pool_closed", children=len(children))
 
     @property
     def pids(self) -> list[int]:

@@ -11,7 +11,8 @@ Facts: ../shared/reference/imap-testing.md. A scope is one folder of one account
 2. ``UID SEARCH UID <last+1>:*``, then ``UID FETCH (RFC822.SIZE)`` to cut the new UIDs into batches
    of at most ``batch_size`` messages and ``batch_bytes`` bytes (memory stays bounded whatever the
    message sizes), then ``UID FETCH (BODY.PEEK[])`` per batch;
-3. each message is parsed once (connectors/email_mime.py, at most MAX_PARTS attachments per message);
+3. each message is parsed once (connectors/email_mime.py, at most MAX_PARTS attachments per message),
+   in the process pool (base/pool.py), beside the pipeline rather than sharing its GIL;
    each attachment becomes an ``Item`` whose bytes are already in memory. Every item carries the
    cursor that is safe after it: the last item of a message ``{"uidvalidity": V, "last_uid":
    UID}``, any earlier one ``{"uidvalidity": V, "last_uid": UID - 1, "uid": UID, "parts_done":
@@ -33,6 +34,7 @@ logs ``document_skipped`` with the reason and writes the audit line, without rea
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -44,11 +46,12 @@ from urllib.parse import quote
 from base.base_connector import BaseConnector
 from base.contract import Checkpoint, HealthResult, HealthState, Item, ItemFailure
 from base.document import merged_text
+from base.pool import pool_for
 from config.settings import Settings
 from connectors.email_imap import EmailAccount, FetchedMessage, ImapSession, Prefetch, classified, load_accounts
-from connectors.email_mime import Attachment, ParsedMessage, parse_message
+from connectors.email_mime import MAX_PARTS, Attachment, ParsedMessage, parse_message, parse_messages
 from utils.credentials_manager import CredentialsManager
-from utils.errors import AuthError, ConfigError, ThrottledError, TransientError
+from utils.errors import AuthError, ConfigError, ConnectorError, ThrottledError, TransientError
 from utils.logging import get_logger, register_secret
 
 log = get_logger(__name__)
@@ -61,6 +64,25 @@ DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
 SIZE_FETCH_CHUNK = 5000
 #: IMAP socket timeout, seconds (EMAIL_TIMEOUT).
 DEFAULT_TIMEOUT = 30.0
+#: Messages, and their bytes, sent to a pool child for parsing in one round trip: a round trip per
+#: small message would cost the pipeline more (pickling, waking the child) than parsing it does.
+PARSE_CHUNK_MESSAGES = 32
+PARSE_CHUNK_BYTES = 1024 * 1024
+
+
+def _chunks(messages: list[tuple[int, bytes]]) -> list[list[tuple[int, bytes]]]:
+    """``messages`` cut into runs of at most PARSE_CHUNK_MESSAGES messages and PARSE_CHUNK_BYTES bytes
+    (a larger message goes alone); empties ``messages``, so each raw message lives in its chunk only."""
+    chunks: list[list[tuple[int, bytes]]] = []
+    size = 0
+    for uid, raw in messages:
+        if not chunks or len(chunks[-1]) >= PARSE_CHUNK_MESSAGES or size + len(raw) > PARSE_CHUNK_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append((uid, raw))
+        size += len(raw)
+    messages.clear()
+    return chunks
 
 
 def _extension(filename: str) -> str:
@@ -100,6 +122,10 @@ class EmailConnector(BaseConnector):
     """
 
     name = "email"
+    #: The MIME parser, run in a pool child: a module-level function, so the child imports it by name.
+    parse = staticmethod(parse_message)
+    #: Parts read from one message at most (connectors/email_mime.py): decided here, applied in the child.
+    max_parts = MAX_PARTS
 
     def __init__(self, imap_host: str = "", imap_port: int = 993, *, use_ssl: bool = True, starttls: bool = False,
                  allow_plaintext: bool = False, ssl_ca_file: str | None = None,
@@ -312,8 +338,8 @@ class EmailConnector(BaseConnector):
             return
         log.info("imap_new_messages", account=account.label, folder=folder, count=len(uids),
                  uidvalidity=uidvalidity, after_uid=last_uid)
-        # The next batch is fetched and parsed in a thread while the pipeline hashes, stores and
-        # records this one (its fsyncs and Redis round trips release the GIL).
+        # The next batch is fetched in a thread, and parsed in the pool's children, while the pipeline
+        # hashes, stores and records this one (its fsyncs and Redis round trips release the GIL).
         prefetch = Prefetch(lambda: self._read_batches(account, session, folder, uidvalidity, uids))
         try:
             for batch, messages in prefetch:
@@ -358,7 +384,8 @@ class EmailConnector(BaseConnector):
                     batch: list[int]) -> list[FetchedMessage]:
         with classified(account, f"fetching {len(batch)} messages from {folder}"):
             fetched = session.client.fetch(batch, ["BODY.PEEK[]"])
-        messages: list[FetchedMessage] = []
+        readable: list[tuple[int, bytes]] = []
+        messages: dict[int, FetchedMessage] = {}
         for uid in batch:
             data = fetched.pop(uid, None)  # pop: each raw message is freed once parsed
             if data is None:
@@ -367,18 +394,44 @@ class EmailConnector(BaseConnector):
                 continue
             raw = data.get(b"BODY[]")
             if not isinstance(raw, bytes) or not raw:
-                messages.append(FetchedMessage(uid, None, "the server returned no message body"))
+                messages[uid] = FetchedMessage(uid, None, "the server returned no message body")
                 continue
-            try:
-                parsed = parse_message(raw, include_inline=self.include_inline)
-            except Exception as exc:  # noqa: BLE001 - the walker should not raise; if it does, dead-letter
-                messages.append(FetchedMessage(uid, None, f"unreadable message ({type(exc).__name__}: {exc})"))
+            readable.append((uid, raw))
+        del fetched
+        for uid, parsed in self._parse(_chunks(readable)):
+            if isinstance(parsed, str):
+                messages[uid] = FetchedMessage(uid, None, parsed)
                 continue
             if parsed.defects:
                 log.info("mime_defects", account=account.label, folder=folder, uid=uid,
                          defects=parsed.defects[:10])
-            messages.append(FetchedMessage(uid, parsed))
-        return messages
+            messages[uid] = FetchedMessage(uid, parsed)
+        return [messages[uid] for uid in batch if uid in messages]
+
+    def _parse(self, chunks: list[list[tuple[int, bytes]]]) -> Iterator[tuple[int, ParsedMessage | str]]:
+        """Each (UID, raw message) of ``chunks`` parsed in the process pool (base/pool.py), so parsing
+        runs beside the pipeline instead of taking turns with it for the GIL; a message that cannot be
+        parsed comes back as the reason why. One chunk of messages goes to a child per round trip; a
+        chunk whose child crashed, ran out of time or of memory is parsed again message by message,
+        so only the message at fault is dead-lettered. Each chunk's raw bytes are freed once parsed."""
+        pool = pool_for(self.settings)
+        parse = functools.partial(parse_messages, include_inline=self.include_inline, max_parts=self.max_parts,
+                                  parse=self.parse)
+        outcomes = pool.map(parse, ([raw for _, raw in chunk] for chunk in chunks))
+        for chunk, outcome in zip(chunks, outcomes, strict=True):
+            if not isinstance(outcome, ConnectorError):
+                yield from zip((uid for uid, _ in chunk), outcome, strict=True)
+            elif len(chunk) == 1:
+                yield chunk[0][0], f"unreadable message ({outcome})"
+            else:
+                log.warning("mime_parse_chunk_failed", messages=len(chunk), error=str(outcome))
+                for uid, raw in chunk:
+                    try:
+                        (parsed,) = pool.run(parse, [raw])
+                    except ConnectorError as exc:
+                        parsed = f"unreadable message ({exc})"
+                    yield uid, parsed
+            chunk.clear()
 
     def _changes(self, account: EmailAccount, folder: str, uidvalidity: int, message: FetchedMessage,
                  parts_done: int = 0) -> Iterator[Item | ItemFailure]:

@@ -35,7 +35,7 @@ import binascii
 import html
 import mimetypes
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -158,9 +158,10 @@ class ParsedMessage:
     defects: list[str]
 
 
-def parse_message(raw: bytes, *, include_inline: bool = False) -> ParsedMessage:
-    """Summary, attachments and part roles of ``raw`` from one pass. Never raises on bad input."""
-    walker = _Walker(include_inline=include_inline)
+def parse_message(raw: bytes, *, include_inline: bool = False, max_parts: int | None = None) -> ParsedMessage:
+    """Summary, attachments and part roles of ``raw`` from one pass. Never raises on bad input.
+    ``max_parts``: parts counted before the rest is a defect (default MAX_PARTS)."""
+    walker = _Walker(include_inline=include_inline, max_parts=MAX_PARTS if max_parts is None else max_parts)
     try:
         walker.walk_message(bytes(raw), 0, len(raw), "", 0, ())
     except RecursionError:
@@ -168,6 +169,20 @@ def parse_message(raw: bytes, *, include_inline: bool = False) -> ParsedMessage:
     return ParsedMessage(
         summary=walker.summary(), attachments=walker.attachments, parts=walker.parts, defects=walker.defects
     )
+
+
+def parse_messages(raws: list[bytes], *, include_inline: bool = False, max_parts: int | None = None,
+                   parse: Callable[..., ParsedMessage] = parse_message) -> list[ParsedMessage | str]:
+    """``parse`` of each message, in order; for a message it raises on (the walker should not), the
+    reason it could not be read instead. Several messages per call: what the email connector sends
+    to a pool child in one round trip (base/pool.py)."""
+    parsed: list[ParsedMessage | str] = []
+    for raw in raws:
+        try:
+            parsed.append(parse(raw, include_inline=include_inline, max_parts=max_parts))
+        except Exception as exc:  # noqa: BLE001 - one unreadable message is dead-lettered, not the others
+            parsed.append(f"unreadable message ({type(exc).__name__}: {exc})")
+    return parsed
 
 
 def iter_attachments(raw: bytes, *, include_inline: bool = False) -> Iterator[Attachment]:
@@ -464,8 +479,9 @@ def _addresses(value: str) -> tuple[str, list[str]]:
 class _Walker:
     """One walk over one message; collects attachments, part roles, body text and defects."""
 
-    def __init__(self, *, include_inline: bool) -> None:
+    def __init__(self, *, include_inline: bool, max_parts: int = MAX_PARTS) -> None:
         self.include_inline = include_inline
+        self.max_parts = max_parts
         self.attachments: list[Attachment] = []
         self.parts: list[PartInfo] = []
         self.defects: list[str] = []
@@ -501,7 +517,7 @@ class _Walker:
         default = "message/rfc822" if parent == "multipart/digest" else "text/plain"
         ctype = _ContentType(_header(headers, b"content-type"), default)
         mime = ctype.mime_type
-        if len(self.parts) >= MAX_PARTS or depth > MAX_DEPTH:
+        if len(self.parts) >= self.max_parts or depth > MAX_DEPTH:
             self.skipped(leaf_path, mime, "too_deep" if depth > MAX_DEPTH else "too_many_parts")
             return
         if mime.startswith("multipart/"):
@@ -665,7 +681,7 @@ class _Walker:
         """
         kept: list[bytes] = []
         pos = 0
-        budget = MAX_PARTS - len(self.parts)
+        budget = self.max_parts - len(self.parts)
         for number, uu in enumerate(iter_uuencoded(data), 1):
             name = decode_raw_header(uu.name, charset)
             guessed = guess_mime_type(name)
@@ -694,7 +710,7 @@ class _Walker:
 
     def tnef(self, payload: bytes, path: str, origin: tuple[str, ...]) -> bool:
         # The container's own entry follows its files: leave room for it.
-        content = unpack_tnef(payload, max_files=max(0, MAX_PARTS - len(self.parts) - 1))
+        content = unpack_tnef(payload, max_files=max(0, self.max_parts - len(self.parts) - 1))
         if content is None:
             return False
         for tnef_file in content.files:

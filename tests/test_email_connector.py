@@ -262,19 +262,20 @@ def test_empty_message_is_dead_lettered_with_its_uid_and_the_cursor_moves_on(
     assert connector.state.get_cursor("email", connector.scopes()[0])["last_uid"] == 3
 
 
+def fragile_parse(raw: bytes, **kw: Any) -> Any:
+    """The real parser, except that it raises on a message containing "poison"."""
+    from connectors.email_mime import parse_message
+
+    if b"poison" in raw:
+        raise ValueError("cannot read this")
+    return parse_message(raw, **kw)
+
+
 def test_message_the_walker_cannot_read_is_dead_lettered(
         dovecot: DovecotServer, mailbox: str, make_connector: Callable[..., EmailConnector],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import connectors.email_connector as module
-
-    real = module.parse_message
-
-    def fragile(raw: bytes, **kw: Any) -> Any:
-        if b"poison" in raw:
-            raise ValueError("cannot read this")
-        return real(raw, **kw)
-
-    monkeypatch.setattr(module, "parse_message", fragile)
+    # Parsing runs in a pool child, which imports the parser by name: a module-level function.
+    monkeypatch.setattr(EmailConnector, "parse", staticmethod(fragile_parse))
     dovecot.seed(mailbox, [message("poison", ("x.pdf", b"X")), message("fine", ("y.pdf", b"Y"))])
     connector = make_connector()
     summary = connector.sync_documents(creds(mailbox))
@@ -539,9 +540,7 @@ def test_uuencode_flood_is_bounded_and_the_invoice_after_it_is_ingested(
 
     MAX_PARTS is lowered so the pipeline's per-item work (Redis round trips for each skipped
     file) stays small; tests/test_mime.py shows the walker honours the real limit."""
-    import connectors.email_mime
-
-    monkeypatch.setattr(connectors.email_mime, "MAX_PARTS", 300)
+    monkeypatch.setattr(EmailConnector, "max_parts", 300)  # applied in the pool child that parses
     invoice = b"%PDF-1.7 invoice 4711 for track maintenance"
     dovecot.seed(mailbox, [uuencoded_flood(50_000), message("Invoice 4711", ("invoice-4711.pdf", invoice))])
     connector = make_connector()
