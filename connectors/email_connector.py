@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import mimetypes
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -68,21 +68,6 @@ DEFAULT_TIMEOUT = 30.0
 #: small message would cost the pipeline more (pickling, waking the child) than parsing it does.
 PARSE_CHUNK_MESSAGES = 32
 PARSE_CHUNK_BYTES = 1024 * 1024
-
-
-def _chunks(messages: list[tuple[int, bytes]]) -> list[list[tuple[int, bytes]]]:
-    """``messages`` cut into runs of at most PARSE_CHUNK_MESSAGES messages and PARSE_CHUNK_BYTES bytes
-    (a larger message goes alone); empties ``messages``, so each raw message lives in its chunk only."""
-    chunks: list[list[tuple[int, bytes]]] = []
-    size = 0
-    for uid, raw in messages:
-        if not chunks or len(chunks[-1]) >= PARSE_CHUNK_MESSAGES or size + len(raw) > PARSE_CHUNK_BYTES:
-            chunks.append([])
-            size = 0
-        chunks[-1].append((uid, raw))
-        size += len(raw)
-    messages.clear()
-    return chunks
 
 
 def _extension(filename: str) -> str:
@@ -338,12 +323,12 @@ class EmailConnector(BaseConnector):
             return
         log.info("imap_new_messages", account=account.label, folder=folder, count=len(uids),
                  uidvalidity=uidvalidity, after_uid=last_uid)
-        # The next batch is fetched in a thread, and parsed in the pool's children, while the pipeline
-        # hashes, stores and records this one (its fsyncs and Redis round trips release the GIL).
+        # The next batch is fetched in a thread while the pipeline hashes, stores and records this one
+        # (its fsyncs and Redis round trips release the GIL); the pool's children parse ahead of it.
         prefetch = Prefetch(lambda: self._read_batches(account, session, folder, uidvalidity, uids))
         try:
-            for batch, messages in prefetch:
-                for message in messages:
+            for batch, fetched in prefetch:
+                for message in self._parsed(account, folder, fetched):
                     done = parts_done if message.uid == resume_uid else 0
                     if done:
                         log.info("imap_message_resumed", account=account.label, folder=folder, uid=message.uid,
@@ -374,64 +359,96 @@ class EmailConnector(BaseConnector):
             yield batch
 
     def _read_batches(self, account: EmailAccount, session: ImapSession, folder: str, uidvalidity: int,
-                      uids: list[int]) -> Iterator[tuple[list[int], list[FetchedMessage]]]:
-        """(UIDs, fetched and parsed messages) per batch; runs in the prefetch thread, which alone
-        uses the session until it is closed."""
+                      uids: list[int]) -> Iterator[tuple[list[int], list[tuple[int, bytes | str]]]]:
+        """(UIDs, fetched messages) per batch; runs in the prefetch thread, which alone uses the
+        session until it is closed."""
         for batch in self._batches(account, session, folder, uids):
             yield batch, self._read_batch(account, session, folder, uidvalidity, batch)
 
     def _read_batch(self, account: EmailAccount, session: ImapSession, folder: str, uidvalidity: int,
-                    batch: list[int]) -> list[FetchedMessage]:
+                    batch: list[int]) -> list[tuple[int, bytes | str]]:
+        """(UID, raw message) for each message of ``batch`` still on the server, or (UID, why it has no
+        content), in UID order."""
         with classified(account, f"fetching {len(batch)} messages from {folder}"):
             fetched = session.client.fetch(batch, ["BODY.PEEK[]"])
-        readable: list[tuple[int, bytes]] = []
-        messages: dict[int, FetchedMessage] = {}
+        messages: list[tuple[int, bytes | str]] = []
         for uid in batch:
-            data = fetched.pop(uid, None)  # pop: each raw message is freed once parsed
+            data = fetched.pop(uid, None)
             if data is None:
                 # Expunged between SEARCH and FETCH: there is nothing left to read.
                 log.info("imap_message_gone", account=account.label, folder=folder, uid=uid)
                 continue
             raw = data.get(b"BODY[]")
-            if not isinstance(raw, bytes) or not raw:
-                messages[uid] = FetchedMessage(uid, None, "the server returned no message body")
-                continue
-            readable.append((uid, raw))
-        del fetched
-        for uid, parsed in self._parse(_chunks(readable)):
-            if isinstance(parsed, str):
-                messages[uid] = FetchedMessage(uid, None, parsed)
-                continue
-            if parsed.defects:
-                log.info("mime_defects", account=account.label, folder=folder, uid=uid,
-                         defects=parsed.defects[:10])
-            messages[uid] = FetchedMessage(uid, parsed)
-        return [messages[uid] for uid in batch if uid in messages]
+            messages.append((uid, raw if isinstance(raw, bytes) and raw else "the server returned no message body"))
+        return messages
 
-    def _parse(self, chunks: list[list[tuple[int, bytes]]]) -> Iterator[tuple[int, ParsedMessage | str]]:
-        """Each (UID, raw message) of ``chunks`` parsed in the process pool (base/pool.py), so parsing
-        runs beside the pipeline instead of taking turns with it for the GIL; a message that cannot be
-        parsed comes back as the reason why. One chunk of messages goes to a child per round trip; a
-        chunk whose child crashed, ran out of time or of memory is parsed again message by message,
-        so only the message at fault is dead-lettered. Each chunk's raw bytes are freed once parsed."""
+    def _parsed(self, account: EmailAccount, folder: str,
+                fetched: list[tuple[int, bytes | str]]) -> Iterator[FetchedMessage]:
+        """The messages of one batch parsed, in UID order, lazily: the pool's children parse the next
+        chunks while the pipeline works on this one (base/pool.py; the round trips are made from the
+        pipeline's own thread, so they never wait for the GIL behind it). ``fetched`` is emptied,
+        and each chunk's raw bytes are freed once parsed."""
+        runs: list[list[tuple[int, bytes]] | tuple[int, str]] = []
+        size = 0
+        for uid, content in fetched:
+            if isinstance(content, str):
+                runs.append((uid, content))  # ends the chunk: messages stay in UID order
+                continue
+            last = runs[-1] if runs else None
+            if (not isinstance(last, list) or len(last) >= PARSE_CHUNK_MESSAGES
+                    or size + len(content) > PARSE_CHUNK_BYTES):
+                runs.append([])
+                size = 0
+            chunk = runs[-1]
+            assert isinstance(chunk, list)
+            chunk.append((uid, content))
+            size += len(content)
+        fetched.clear()
+        outcomes = self._parse([run for run in runs if isinstance(run, list)])
+        try:
+            for run in runs:
+                if isinstance(run, tuple):
+                    yield FetchedMessage(run[0], None, run[1])
+                    continue
+                for _ in range(len(run)):
+                    uid, parsed = next(outcomes)
+                    if isinstance(parsed, str):
+                        yield FetchedMessage(uid, None, parsed)
+                        continue
+                    if parsed.defects:
+                        log.info("mime_defects", account=account.label, folder=folder, uid=uid,
+                                 defects=parsed.defects[:10])
+                    yield FetchedMessage(uid, parsed)
+        finally:
+            outcomes.close()
+
+    def _parse(self, chunks: list[list[tuple[int, bytes]]]) -> Generator[tuple[int, ParsedMessage | str], None, None]:
+        """Each (UID, raw message) of ``chunks`` parsed in the process pool, so parsing runs beside the
+        pipeline instead of taking turns with it for the GIL; a message that cannot be parsed comes
+        back as the reason why. One chunk goes to a child per round trip; a chunk whose child crashed,
+        ran out of time or of memory is parsed again message by message, so only the message at fault
+        is dead-lettered."""
         pool = pool_for(self.settings)
         parse = functools.partial(parse_messages, include_inline=self.include_inline, max_parts=self.max_parts,
                                   parse=self.parse)
         outcomes = pool.map(parse, ([raw for _, raw in chunk] for chunk in chunks))
-        for chunk, outcome in zip(chunks, outcomes, strict=True):
-            if not isinstance(outcome, ConnectorError):
-                yield from zip((uid for uid, _ in chunk), outcome, strict=True)
-            elif len(chunk) == 1:
-                yield chunk[0][0], f"unreadable message ({outcome})"
-            else:
-                log.warning("mime_parse_chunk_failed", messages=len(chunk), error=str(outcome))
-                for uid, raw in chunk:
-                    try:
-                        (parsed,) = pool.run(parse, [raw])
-                    except ConnectorError as exc:
-                        parsed = f"unreadable message ({exc})"
-                    yield uid, parsed
-            chunk.clear()
+        try:
+            for chunk, outcome in zip(chunks, outcomes, strict=True):
+                if not isinstance(outcome, ConnectorError):
+                    yield from zip((uid for uid, _ in chunk), outcome, strict=True)
+                elif len(chunk) == 1:
+                    yield chunk[0][0], f"unreadable message ({outcome})"
+                else:
+                    log.warning("mime_parse_chunk_failed", messages=len(chunk), error=str(outcome))
+                    for uid, raw in chunk:
+                        try:
+                            (parsed,) = pool.run(parse, [raw])
+                        except ConnectorError as exc:
+                            parsed = f"unreadable message ({exc})"
+                        yield uid, parsed
+                chunk.clear()
+        finally:
+            outcomes.close()
 
     def _changes(self, account: EmailAccount, folder: str, uidvalidity: int, message: FetchedMessage,
                  parts_done: int = 0) -> Iterator[Item | ItemFailure]:
