@@ -12,7 +12,7 @@ Facts: ../shared/reference/imap-testing.md. A scope is one folder of one account
    of at most ``batch_size`` messages and ``batch_bytes`` bytes (memory stays bounded whatever the
    message sizes), then ``UID FETCH (BODY.PEEK[])`` per batch;
 3. each message is parsed once (connectors/email_mime.py, at most MAX_PARTS attachments per message),
-   in the process pool (base/pool.py), beside the pipeline rather than sharing its GIL;
+   several per chunk, in this process or (EMAIL_PARSE_IN_POOL=1) in the process pool (base/pool.py);
    each attachment becomes an ``Item`` whose bytes are already in memory. Every item carries the
    cursor that is safe after it: the last item of a message ``{"uidvalidity": V, "last_uid":
    UID}``, any earlier one ``{"uidvalidity": V, "last_uid": UID - 1, "uid": UID, "parts_done":
@@ -99,6 +99,9 @@ class EmailConnector(BaseConnector):
     max_attachment_mb: attachments larger than this are skipped without being read (default:
         the service-wide MAX_DOCUMENT_MB).
     include_inline: also ingest inline images (default False; see connectors/email_mime.py for what counts).
+    parse_in_pool: parse messages in the process pool (base/pool.py) instead of in this process
+        (default False, EMAIL_PARSE_IN_POOL): a crash, a time or memory overrun of the parser then
+        costs one message, and parsing leaves the pipeline's GIL; it only pays where spare cores are.
     batch_size / batch_bytes: messages and bytes per body fetch (defaults 250 and 16 MiB).
     hints: classifier hints of the default account (e.g. {"department": "finance"}).
     account_name: a label for the default account in logs.
@@ -116,7 +119,7 @@ class EmailConnector(BaseConnector):
                  allow_plaintext: bool = False, ssl_ca_file: str | None = None,
                  folders: Sequence[str] = ("INBOX",), timeout: float = DEFAULT_TIMEOUT,
                  allowed_extensions: Sequence[str] | None = None, min_size: int = 0,
-                 max_attachment_mb: float | None = None, include_inline: bool = False,
+                 max_attachment_mb: float | None = None, include_inline: bool = False, parse_in_pool: bool = False,
                  batch_size: int = DEFAULT_BATCH_SIZE, batch_bytes: int = DEFAULT_BATCH_BYTES,
                  hints: Mapping[str, str] | None = None, account_name: str | None = None,
                  accounts: Sequence[EmailAccount] = (), **kwargs: Any) -> None:
@@ -141,6 +144,7 @@ class EmailConnector(BaseConnector):
             e.strip().lstrip(".").lower() for e in allowed_extensions or () if e.strip())
         self.min_size = max(0, int(min_size))
         self.include_inline = include_inline
+        self.parse_in_pool = parse_in_pool
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
         if max_attachment_mb:
@@ -191,6 +195,7 @@ class EmailConnector(BaseConnector):
             min_size=int(number("EMAIL_MIN_ATTACHMENT_BYTES", 0, "a number of bytes")),
             max_attachment_mb=max_mb or None,
             include_inline=settings.env_bool("EMAIL_INCLUDE_INLINE", False),
+            parse_in_pool=settings.env_bool("EMAIL_PARSE_IN_POOL", False),
             batch_size=int(number("EMAIL_BATCH_SIZE", DEFAULT_BATCH_SIZE, "a number of messages")),
             batch_bytes=int(batch_mb * 1024 * 1024),
             hints=hints, account_name=settings.env("EMAIL_ACCOUNT_NAME") or None,
@@ -424,13 +429,19 @@ class EmailConnector(BaseConnector):
 
     def _parse(self, chunks: list[list[tuple[int, bytes]]]) -> Generator[tuple[int, ParsedMessage | str], None, None]:
         """Each (UID, raw message) of ``chunks`` parsed in the process pool, so parsing runs beside the
-        pipeline instead of taking turns with it for the GIL; a message that cannot be parsed comes
-        back as the reason why. One chunk goes to a child per round trip; a chunk whose child crashed,
+        pipeline instead of taking turns with it for the GIL (with ``parse_in_pool``; otherwise here: on
+        a busy two-core host the pool measured slower with bench/bench_email.py); a message that cannot be
+        parsed comes back as the reason why. One chunk goes to a child per round trip; a chunk whose child crashed,
         ran out of time or of memory is parsed again message by message, so only the message at fault
         is dead-lettered."""
-        pool = pool_for(self.settings)
         parse = functools.partial(parse_messages, include_inline=self.include_inline, max_parts=self.max_parts,
                                   parse=self.parse)
+        if not self.parse_in_pool:
+            for chunk in chunks:
+                yield from zip((uid for uid, _ in chunk), parse([raw for _, raw in chunk]), strict=True)
+                chunk.clear()
+            return
+        pool = pool_for(self.settings)
         outcomes = pool.map(parse, ([raw for _, raw in chunk] for chunk in chunks))
         try:
             for chunk, outcome in zip(chunks, outcomes, strict=True):

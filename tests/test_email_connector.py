@@ -285,6 +285,32 @@ def test_message_the_walker_cannot_read_is_dead_lettered(
     assert connector.state.get_cursor("email", connector.scopes()[0])["last_uid"] == 2
 
 
+def crashing_parse(raw: bytes, **kw: Any) -> Any:
+    """The real parser, except that it kills its process on a message containing "poison"."""
+    import os
+    import signal
+
+    from connectors.email_mime import parse_message
+
+    if b"poison" in raw:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return parse_message(raw, **kw)
+
+
+def test_message_that_kills_its_pool_child_is_dead_lettered_alone(
+        dovecot: DovecotServer, mailbox: str, make_connector: Callable[..., EmailConnector],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(EmailConnector, "parse", staticmethod(crashing_parse))
+    dovecot.seed(mailbox, [message("fine", ("a.pdf", b"A")), message("poison", ("x.pdf", b"X")),
+                           message("after", ("y.pdf", b"Y"))])
+    connector = make_connector(parse_in_pool=True)
+    summary = connector.sync_documents(creds(mailbox))
+    assert (summary.totals["new"], summary.totals["dead_lettered"]) == (2, 1)
+    (entry,) = connector.state.list_dead_letters("email")
+    assert "UID 2" in entry.reason and "died: killed by SIGKILL" in entry.reason
+    assert connector.state.get_cursor("email", connector.scopes()[0])["last_uid"] == 3
+
+
 def test_dovecot_restart_mid_fetch_loses_nothing(
         dovecot: DovecotServer, mailbox: str, make_connector: Callable[..., EmailConnector], hub: Any) -> None:
     dovecot.seed(mailbox, [message(f"m{i}", (f"r{i}.pdf", f"report {i}".encode())) for i in range(6)])
