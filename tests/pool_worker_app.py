@@ -10,18 +10,18 @@ import threading
 from typing import Any
 
 from base.pool import PoolError, pool_for
-from scheduler import app, runtime
+from scheduler import app, service
 from tests import pool_tasks
 
 
 def _record(name: str, value: dict[str, Any]) -> None:
-    runtime.state.redis.set(f"pool-test:{name}", json.dumps(value))
+    service.state.redis.set(f"pool-test:{name}", json.dumps(value))
 
 
 @app.task(name="kmrl_test.pool_round_trip", ignore_result=True)
 def pool_round_trip() -> None:
     """Runs a task and a crashing task in the pool; records the pids and the crash's error."""
-    pool = pool_for(runtime.settings)
+    pool = pool_for(service.settings)
     child = pool.run(pool_tasks.child_pid, None)
     try:
         pool.run(pool_tasks.segfault, None)
@@ -35,7 +35,7 @@ def pool_round_trip() -> None:
 @app.task(name="kmrl_test.pool_busy_child", ignore_result=True)
 def pool_busy_child() -> None:
     """Leaves a pool child busy (a 60 s task) in a thread and records its pid."""
-    pool = pool_for(runtime.settings)
+    pool = pool_for(service.settings)
     started = threading.Event()
 
     def busy() -> None:
