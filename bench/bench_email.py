@@ -114,11 +114,11 @@ def run_mbsync(server: DovecotServer, root: Path, messages: int) -> Measure:
 
 
 def run_connector(server: DovecotServer, root: Path, state_url: str, messages: int, *, fsync: bool = True,
-                  alone: bool = False, pool: bool = True) -> Measure:
+                  alone: bool = False, pool: bool = False) -> Measure:
     """A full sync then a no-change sync, in a fresh Python process (its peak RSS is its own); or,
-    ``alone``, the connector's listing with every attachment read and hashed, no pipeline. ``pool``
-    (the default): messages are parsed in the process pool, whose children's memory is not in the
-    peak RSS; else in the connector's own process (EMAIL_PARSE_IN_POOL=0)."""
+    ``alone``, the connector's listing with every attachment read and hashed, no pipeline. ``pool``:
+    messages are parsed in the process pool (EMAIL_PARSE_IN_POOL=1), whose children's memory is not
+    in the peak RSS; else in the connector's own process, the default."""
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     redis.Redis.from_url(state_url).flushdb()
@@ -127,7 +127,7 @@ def run_connector(server: DovecotServer, root: Path, state_url: str, messages: i
         process = subprocess.Popen(
             [sys.executable, "-m", "bench.bench_email", "--child", "--port", str(server.imaps_port), "--ca",
              server.ca_path, "--root", str(root), "--state", state_url, "--fsync", "1" if fsync else "0",
-             *(["--alone"] if alone else []), *([] if pool else ["--in-process"])],
+             *(["--alone"] if alone else []), *(["--pool"] if pool else [])],
             stdout=out, stderr=err, cwd=Path(__file__).resolve().parents[1])
         code, rss = _wait(process)
     if code != 0:
@@ -139,7 +139,7 @@ def run_connector(server: DovecotServer, root: Path, state_url: str, messages: i
 
 
 def child(port: int, ca: str, root: Path, state_url: str, fsync: bool, alone: bool = False,
-          pool: bool = True) -> None:
+          pool: bool = False) -> None:
     """The connector side of one round (run with --child): prints one JSON line."""
     from config.settings import Settings
     from connectors.email_connector import EmailConnector
@@ -199,18 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--fsync", default="1", help=argparse.SUPPRESS)
     parser.add_argument("--alone", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--compare-in-process", action="store_true",
-                        help="also time, in every round, the connector parsing in its own process "
-                             "(EMAIL_PARSE_IN_POOL=0) instead of the process pool")
+    parser.add_argument("--pool", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compare-pool", action="store_true",
+                        help="also time, in every round, the connector parsing in the process pool "
+                             "(EMAIL_PARSE_IN_POOL=1)")
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ca", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(args.port, args.ca, Path(args.root), args.state, args.fsync == "1", args.alone,
-              not args.in_process)
+        child(args.port, args.ca, Path(args.root), args.state, args.fsync == "1", args.alone, args.pool)
         return 0
     if shutil.which("mbsync") is None:
         raise SystemExit("mbsync is not installed: apt-get install -y isync")
@@ -227,30 +226,30 @@ def main(argv: list[str] | None = None) -> int:
         ours: list[Measure] = []
         theirs: list[Measure] = []
         bare: list[Measure] = []
-        in_process: list[Measure] = []
+        pooled: list[Measure] = []
         for round_no in range(args.rounds):
             order: tuple[str, ...] = (("connector", "mbsync", "alone") if round_no % 2 == 0
                                       else ("alone", "mbsync", "connector"))
-            if args.compare_in_process:
-                order = ("in-process", *order) if round_no % 2 == 0 else (*order, "in-process")
+            if args.compare_pool:
+                order = ("pooled", *order) if round_no % 2 == 0 else (*order, "pooled")
             for which in order:
                 root = bench_dir / f"round-{round_no + 1}-{which}"
                 if which == "connector":
                     ours.append(run_connector(server, root, state_url, args.messages))
                 elif which == "alone":
                     bare.append(run_connector(server, root, state_url, args.messages, alone=True))
-                elif which == "in-process":
-                    in_process.append(run_connector(server, root, state_url, args.messages, pool=False))
+                elif which == "pooled":
+                    pooled.append(run_connector(server, root, state_url, args.messages, pool=True))
                 else:
                     theirs.append(run_mbsync(server, root, args.messages))
         unsynced = (run_connector(server, bench_dir / "no-fsync", state_url, args.messages, fsync=False)
                     if args.diagnose_fsync else None)
     report(args.messages, mailbox_bytes, seeded, ours, theirs, bare, bench_dir)
-    if in_process:
-        seconds = statistics.median(r.seconds for r in in_process)
-        print(f"connector parsing in its own process (EMAIL_PARSE_IN_POOL=0): {seconds:.2f} s, "
-              f"{args.messages / seconds:.0f} msg/s, peak RSS {max(r.peak_rss_mb for r in in_process):.0f} MB; "
-              "rounds (s): " + ", ".join(f"{r.seconds:.2f}" for r in in_process))
+    if pooled:
+        seconds = statistics.median(r.seconds for r in pooled)
+        print(f"connector parsing in the process pool (EMAIL_PARSE_IN_POOL=1): {seconds:.2f} s, "
+              f"{args.messages / seconds:.0f} msg/s, parent's peak RSS {max(r.peak_rss_mb for r in pooled):.0f} MB; "
+              "rounds (s): " + ", ".join(f"{r.seconds:.2f}" for r in pooled))
     if unsynced is not None:
         print(f"diagnostic, outbox without fsync: {unsynced.seconds:.2f} s, "
               f"{args.messages / unsynced.seconds:.0f} msg/s (the default keeps fsync on)")

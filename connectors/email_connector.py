@@ -100,8 +100,9 @@ class EmailConnector(BaseConnector):
         the service-wide MAX_DOCUMENT_MB).
     include_inline: also ingest inline images (default False; see connectors/email_mime.py for what counts).
     parse_in_pool: parse messages in the process pool (base/pool.py) instead of in this process
-        (default True, EMAIL_PARSE_IN_POOL): a crash, a time or memory overrun of the parser then
-        costs one message, and parsing leaves the pipeline's GIL.
+        (default False, EMAIL_PARSE_IN_POOL): a crash, a time or memory overrun of the parser then
+        costs one message, and parsing leaves the pipeline's GIL; on two cores the pickling costs
+        more than that frees (bench/bench_email.py --compare-pool, BENCHMARKS.md).
     batch_size / batch_bytes: messages and bytes per body fetch (defaults 250 and 16 MiB).
     hints: classifier hints of the default account (e.g. {"department": "finance"}).
     account_name: a label for the default account in logs.
@@ -119,7 +120,7 @@ class EmailConnector(BaseConnector):
                  allow_plaintext: bool = False, ssl_ca_file: str | None = None,
                  folders: Sequence[str] = ("INBOX",), timeout: float = DEFAULT_TIMEOUT,
                  allowed_extensions: Sequence[str] | None = None, min_size: int = 0,
-                 max_attachment_mb: float | None = None, include_inline: bool = False, parse_in_pool: bool = True,
+                 max_attachment_mb: float | None = None, include_inline: bool = False, parse_in_pool: bool = False,
                  batch_size: int = DEFAULT_BATCH_SIZE, batch_bytes: int = DEFAULT_BATCH_BYTES,
                  hints: Mapping[str, str] | None = None, account_name: str | None = None,
                  accounts: Sequence[EmailAccount] = (), **kwargs: Any) -> None:
@@ -195,7 +196,7 @@ class EmailConnector(BaseConnector):
             min_size=int(number("EMAIL_MIN_ATTACHMENT_BYTES", 0, "a number of bytes")),
             max_attachment_mb=max_mb or None,
             include_inline=settings.env_bool("EMAIL_INCLUDE_INLINE", False),
-            parse_in_pool=settings.env_bool("EMAIL_PARSE_IN_POOL", True),
+            parse_in_pool=settings.env_bool("EMAIL_PARSE_IN_POOL", False),
             batch_size=int(number("EMAIL_BATCH_SIZE", DEFAULT_BATCH_SIZE, "a number of messages")),
             batch_bytes=int(batch_mb * 1024 * 1024),
             hints=hints, account_name=settings.env("EMAIL_ACCOUNT_NAME") or None,
@@ -429,8 +430,8 @@ class EmailConnector(BaseConnector):
 
     def _parse(self, chunks: list[list[tuple[int, bytes]]]) -> Generator[tuple[int, ParsedMessage | str], None, None]:
         """Each (UID, raw message) of ``chunks`` parsed in the process pool, so parsing runs beside the
-        pipeline instead of taking turns with it for the GIL (with ``parse_in_pool``, the default;
-        otherwise here); a message that cannot be parsed comes back as the reason why. One chunk goes
+        pipeline instead of taking turns with it for the GIL (with ``parse_in_pool``;
+        otherwise here, the default); a message that cannot be parsed comes back as the reason why. One chunk goes
         to a child per round trip; a chunk whose child crashed, ran out of time or of memory is parsed
         again message by message, so only the message at fault is dead-lettered."""
         parse = functools.partial(parse_messages, include_inline=self.include_inline, max_parts=self.max_parts,
