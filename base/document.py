@@ -41,6 +41,17 @@ class Document:
     department: str = ""
     department_confidence: float = 0.0
     department_terms: list[str] = field(default_factory=list)
+    #: Script the language was written in when it is not the language's own ('Latn' for Malayalam
+    #: typed in Latin letters, "Manglish"); empty otherwise.
+    language_script: str = ""
+    #: What was read out of the content (base/extraction): its text, capped; empty when nothing was.
+    content_text: str = ""
+    #: The Hub's ``extraction`` metadata: method (text-layer | ocr | none), pages, chars, seconds,
+    #: languages, truncated, error. None until the extraction step ran.
+    extraction: dict[str, Any] | None = None
+    #: Kinds of personal data found in the text and how often each (never the values), e.g.
+    #: {"aadhaar": 2, "pan": 1}; empty when none was found.
+    sensitive: dict[str, int] = field(default_factory=dict)
     author: str = ""
     created_at: str | None = None
     modified_at: str | None = None
@@ -87,12 +98,17 @@ class Document:
             "department": self.department,
             "department_confidence": round(self.department_confidence, 3),
             "department_terms": list(self.department_terms),
+            "sensitive": dict(self.sensitive),
             "author": self.author,
             "created_at": self.created_at,
             "modified_at": self.modified_at,
             "source_url": self.source_url,
             "extra": self.metadata,
         }
+        if self.language_script:
+            meta["language_script"] = self.language_script
+        if self.extraction is not None:
+            meta["extraction"] = dict(self.extraction)
         if self.previous_sha256:
             meta["previous_sha256"] = self.previous_sha256
         return meta

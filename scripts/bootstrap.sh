@@ -2,7 +2,9 @@
 # Creates .venv and installs what the service and its tests need, exactly as locked in
 # requirements-dev.lock (every package pinned, every file checked against its sha256). Safe to run
 # again: it only reinstalls when the lock or pyproject.toml changed. As root it also installs the
-# Debian packages the tests use (redis-server, dovecot-imapd, isync, wrk) when they are missing.
+# Debian packages the service and the tests use when they are missing: redis-server, dovecot-imapd,
+# isync, wrk; poppler-utils and Tesseract with its Malayalam and English models (text extraction and
+# OCR); pango-view and Malayalam fonts (tests render real Malayalam into PDFs and images).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,13 @@ command -v redis-server >/dev/null 2>&1 || want_debs+=(redis-server)
 command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || want_debs+=(dovecot-imapd)
 command -v mbsync >/dev/null 2>&1 || want_debs+=(isync)
 command -v wrk >/dev/null 2>&1 || want_debs+=(wrk)
+command -v pdftotext >/dev/null 2>&1 || want_debs+=(poppler-utils)
+command -v tesseract >/dev/null 2>&1 || want_debs+=(tesseract-ocr)
+for model in mal eng; do
+  ls /usr/share/tesseract-ocr/*/tessdata/"$model".traineddata >/dev/null 2>&1 || want_debs+=("tesseract-ocr-$model")
+done
+command -v pango-view >/dev/null 2>&1 || want_debs+=(pango1.0-tools)
+fc-list :lang=ml 2>/dev/null | grep -q . || want_debs+=(fonts-smc-manjari fonts-smc-rachana fonts-smc-meera)
 if [ "${#want_debs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing Debian packages: ${want_debs[*]}"
