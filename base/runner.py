@@ -5,7 +5,7 @@ For each scope:
 1. take the scope's lease (skip the scope when another worker holds it); renew it as the run goes;
 2. read the cursor; for each change: skip early when (source_id, version) was already ingested;
    apply the content rules and size limits; stream the bytes into a spool file while hashing;
-   enrich (language, department);
+   read its text on the process pool (base/extraction); enrich (language, department, sensitive data);
 3. content dedup: bytes already in the Hub are linked as provenance instead of uploaded again;
 4. upload (``Idempotency-Key: sha256``); on acknowledgement record the item and its hash, then
    ``acknowledge(item)``;
@@ -38,7 +38,10 @@ import requests
 from base.contract import Change, Checkpoint, Item, ItemFailure, ScopeState
 from base.document import Document, flat_hints, sanitize_filename, spool_chunks
 from base.enrichment.steps import enrich
+from base.extraction.step import DeadlineReached as ExtractionDeadline
+from base.extraction.step import extract_document
 from base.hub_client import Hub, HubDocumentMissing
+from base.pool import pool_for
 from base.state import DeadLetter, ItemRecord, StateStore
 from config.settings import Settings
 from utils.audit import AuditLog
@@ -550,10 +553,19 @@ class Runner:
                 text=item.text, author=item.author, created_at=item.created_at, modified_at=item.modified_at,
                 source_url=item.source_url, metadata=dict(item.metadata), _content=spooled.file,
             )
+            self._extract(document, deadline)
             return enrich(document, hints if hints is not None else flat_hints(item.hints))
         except BaseException:
             spooled.file.close()
             raise
+
+    def _extract(self, document: Document, deadline: float | None) -> None:
+        """The document's text, read on the process pool (base/extraction/step.py); only the run's
+        deadline stops the document here, anything the file does is reported in its ``extraction``."""
+        try:
+            extract_document(document, self.settings, pool_for(self.settings), deadline=deadline)
+        except ExtractionDeadline as exc:
+            raise _DeadlineReached(str(exc)) from exc
 
     def _stream_guard(self, deadline: float | None) -> Callable[[int], None]:
         """What ``spool_chunks`` calls every ``DEADLINE_CHECK_BYTES`` of one download."""

@@ -9,6 +9,7 @@ environment variables win over ``.env``. Nothing is read when this module is imp
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import load_dotenv
 
-from utils.env import EnvReader, SettingError, is_secret_name, split_list
+from utils.env import EnvReader, SettingError, is_secret_name, refuse, split_list
 from utils.logging import LOG_FORMATS, LOG_LEVELS, MASK, redact_url
 
 __all__ = ["PROJECT_ROOT", "SettingError", "Settings", "get_settings", "redis_db_url", "split_list"]
@@ -70,6 +71,14 @@ class Settings:
     pool_size: int = 2  # child processes for CPU-heavy work (base/pool.py), per worker process
     pool_task_seconds: float = 120.0  # seconds one task in the pool may run before its child is killed
     pool_task_memory_mb: int = 2048  # MiB of address space one task in the pool may use; 0 means no limit
+    extract_text: bool = True  # read each document's text (base/extraction) on the pool
+    extract_max_chars: int = 1_000_000  # characters of text kept per document
+    extract_max_pages: int = 2_000  # pages, slides or sheets read per document
+    extract_seconds: float = 120.0  # seconds one document's extraction may take; it stops with what it has
+    extract_memory_mb: int = 1024  # MiB of address space one extraction may use (its OCR programs each too)
+    ocr_max_pages: int = 20  # pages or images put through OCR per document
+    ocr_languages: str = "mal+eng"  # Tesseract models
+    ocr_dpi: int = 300  # resolution PDF pages are rendered at for OCR
     log_file: str = "./logs/kmrl-connectors.log"
     log_level: str = "INFO"
     log_format: str = "console"
@@ -120,6 +129,19 @@ class Settings:
             pool_task_seconds=seconds("POOL_TASK_SECONDS", cls.pool_task_seconds),
             pool_task_memory_mb=read.whole("POOL_TASK_MEMORY_MB", cls.pool_task_memory_mb,
                                            what="a whole number of MB (0: no limit)", minimum=0),
+            extract_text=read.flag("EXTRACT_TEXT", cls.extract_text),
+            extract_max_chars=read.whole("EXTRACT_MAX_CHARS", cls.extract_max_chars,
+                                         what="a whole number of characters", minimum=1),
+            extract_max_pages=read.whole("EXTRACT_MAX_PAGES", cls.extract_max_pages, what="a whole number of pages",
+                                         minimum=1),
+            extract_seconds=seconds("EXTRACT_SECONDS", cls.extract_seconds),
+            extract_memory_mb=read.whole("EXTRACT_MEMORY_MB", cls.extract_memory_mb, what="a whole number of MB",
+                                         minimum=256),
+            ocr_max_pages=read.whole("OCR_MAX_PAGES", cls.ocr_max_pages, what="a whole number of pages (0: no OCR)",
+                                     minimum=0),
+            ocr_languages=_ocr_languages(read.text("OCR_LANGUAGES", cls.ocr_languages)),
+            ocr_dpi=read.whole("OCR_DPI", cls.ocr_dpi, what="a whole number of dots per inch", minimum=72,
+                               maximum=600),
             log_file=read.text("LOG_FILE", cls.log_file),
             log_level=read.choice("LOG_LEVEL", cls.log_level.lower(), LOG_LEVELS).upper(),
             log_format=read.choice("LOG_FORMAT", cls.log_format, LOG_FORMATS),
@@ -178,6 +200,13 @@ class Settings:
                 text = repr(value)
             shown.append(f"{spec.name}={text}")
         return f"{type(self).__name__}({', '.join(shown)})"
+
+
+def _ocr_languages(value: str) -> str:
+    """Tesseract's ``-l`` syntax (``mal+eng``): model names of letters, digits and underscores joined by '+'."""
+    if not re.fullmatch(r"[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*", value):
+        raise refuse("OCR_LANGUAGES", value, "Tesseract model names joined by '+', such as mal+eng")
+    return value
 
 
 _cached: Settings | None = None

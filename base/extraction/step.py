@@ -1,0 +1,122 @@
+"""The pipeline's extraction step: one spooled Document's text read on the process pool.
+
+``extract_document`` fills ``Document.content_text`` and ``Document.extraction`` and never fails the
+document: a file no extractor reads, a corrupt or hostile file, a child killed at its memory or time
+limit, all end in ``extraction.method == 'none'`` with ``error`` saying why, and the document goes on
+to the Hub. Only the run's own deadline stops it (``DeadlineReached``, raised before any work).
+
+Files that cannot hold text (random or compressed binary: the head has no known signature and is not
+text) are recognised in this process from their first bytes and never cost a trip to the pool.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import IO, Any
+
+from base.document import Document
+from base.extraction import NONE, Extraction, ExtractionLimits, ExtractionRequest, extract
+from base.pool import PoolError, ProcessPool
+from config.settings import Settings
+
+#: Bytes of a file's head looked at to decide whether it may hold text.
+HEAD_BYTES = 4096
+#: Seconds the pool gives an extraction beyond its own limit before killing the child: extraction
+#: stops itself at EXTRACT_SECONDS and returns what it has; the kill is the backstop.
+POOL_GRACE_SECONDS = 15.0
+#: Seconds kept in hand before the run's deadline: an extraction is not started with less.
+DEADLINE_MARGIN_SECONDS = 5.0
+
+# First bytes of the formats an extractor reads: PDF, PNG, JPEG, TIFF (both byte orders), ZIP (Office
+# Open XML and OpenDocument), OLE compound files (Outlook .msg), RTF.
+_SIGNATURES = (b"%PDF-", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"PK\x03\x04",
+               b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", b"{\\rtf")
+
+
+class DeadlineReached(Exception):
+    """The run's deadline leaves no time for this document's extraction."""
+
+
+def limits_from(settings: Settings) -> ExtractionLimits:
+    """The extraction limits the settings ask for (EXTRACT_*, OCR_*)."""
+    return ExtractionLimits(max_chars=settings.extract_max_chars, max_pages=settings.extract_max_pages,
+                            ocr_max_pages=settings.ocr_max_pages, ocr_languages=settings.ocr_languages,
+                            ocr_dpi=settings.ocr_dpi, seconds=settings.extract_seconds)
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """True when ``head`` reads as text: UTF-16 with a BOM, or no NUL and valid UTF-8 (a character cut
+    at the end allowed), or a single-byte charset's printable range."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+        return True
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(head) - 3 and exc.reason.startswith("unexpected end"):
+            return True
+    # cp1252 and similar: text has few control bytes besides tab, newline, carriage return, form feed.
+    controls = sum(1 for byte in head if byte < 32 and byte not in (9, 10, 12, 13))
+    return controls <= len(head) // 100
+
+
+def may_hold_text(head: bytes) -> bool:
+    """Whether a file starting with ``head`` is worth sending to an extractor."""
+    return head.startswith(_SIGNATURES) or _looks_like_text(head)
+
+
+def _request(content: IO[bytes], document: Document, limits: ExtractionLimits) -> ExtractionRequest:
+    """The pool request for ``content``: a path the child can open when the spool is a file on disk
+    (``/proc/<our pid>/fd/<fd>`` opens the same unlinked file, nothing is copied), else its bytes (a
+    spool still in memory is at most ``SPOOL_MEMORY_LIMIT``)."""
+    if getattr(content, "_rolled", True):
+        fileno = content.fileno()
+        return ExtractionRequest(filename=document.filename, mime_type=document.mime_type, limits=limits,
+                                 path=f"/proc/{os.getpid()}/fd/{fileno}")
+    content.seek(0)
+    return ExtractionRequest(filename=document.filename, mime_type=document.mime_type, limits=limits,
+                             data=content.read())
+
+
+def extract_document(document: Document, settings: Settings, pool: ProcessPool, *,
+                     deadline: float | None = None) -> Extraction:
+    """Reads ``document``'s text on ``pool`` and records it on the document (see the module docstring).
+
+    Returns the ``Extraction``; ``document.extraction`` holds its metadata (languages are added by the
+    language step). Raises ``DeadlineReached`` when ``deadline`` (monotonic) leaves too little time."""
+    if not settings.extract_text:
+        result = Extraction(error="text extraction is turned off (EXTRACT_TEXT=0)")
+        document.extraction = result.metadata()
+        return result
+    content = document.open_content()
+    head = content.read(HEAD_BYTES)
+    if not head or not may_hold_text(head):
+        result = Extraction(kind="binary" if head else "empty")
+        document.extraction = result.metadata()
+        return result
+    limits = limits_from(settings)
+    if deadline is not None:
+        left = deadline - time.monotonic() - DEADLINE_MARGIN_SECONDS
+        if left <= 1:
+            raise DeadlineReached("the run's deadline leaves no time to read this document's text")
+        if left < limits.seconds:
+            limits = ExtractionLimits(**{**limits.__dict__, "seconds": left})
+    started = time.monotonic()
+    try:
+        result = pool.run(extract, _request(content, document, limits),
+                          seconds=limits.seconds + POOL_GRACE_SECONDS, memory_mb=settings.extract_memory_mb)
+    except PoolError as exc:
+        result = Extraction(method=NONE, seconds=time.monotonic() - started, truncated=True,
+                            error=f"extraction stopped: {exc}")
+    document.content_text = result.text
+    document.extraction = result.metadata()
+    return result
+
+
+def extraction_summary(document: Document) -> dict[str, Any]:
+    """The few fields of ``document.extraction`` a log line or a table shows."""
+    meta = document.extraction or {}
+    return {key: meta.get(key) for key in ("method", "type", "pages", "chars", "truncated", "error")}
