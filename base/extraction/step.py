@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from base.document import Document
 from base.extraction import NONE, Extraction, ExtractionLimits, ExtractionRequest, extract
+from base.extraction.normalize import normalize_text
 from base.pool import PoolError, ProcessPool
 from config.settings import Settings
 
@@ -111,6 +112,7 @@ def extract_document(document: Document, settings: Settings, pool: ProcessPool, 
     except PoolError as exc:
         result = Extraction(method=NONE, seconds=time.monotonic() - started, truncated=True,
                             error=f"extraction stopped: {exc}")
+    result.text = normalize_text(result.text)
     document.content_text = result.text
     document.extraction = result.metadata()
     return result
