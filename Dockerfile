@@ -13,6 +13,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 10001 kmrl \
  && useradd --system --uid 10001 --gid kmrl --home-dir /app --no-create-home --shell /usr/sbin/nologin kmrl
 
+# Text extraction (base/extraction): poppler's pdftotext, pdftoppm, pdfinfo and pdffonts for PDFs,
+# Tesseract with its Malayalam and English models for scans and images. No recommends: no X, no docs.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends poppler-utils tesseract-ocr tesseract-ocr-mal tesseract-ocr-eng \
+ && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 # Dependencies first, exactly as locked (versions and sha256 of every file): this layer is rebuilt
 # only when requirements.lock changes. requirements.txt is the readable source of the lock.
