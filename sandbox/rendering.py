@@ -12,6 +12,7 @@ Office formats come from ``sandbox.sample_formats`` (hand-written, deterministic
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -28,6 +29,8 @@ COLUMN_POINTS = 480
 SCAN_DPI = 200
 #: Seconds a renderer may take.
 RENDER_SECONDS = 60
+#: Creation date cairo writes into a PDF (2024-04-01 09:00 IST): same text, same bytes.
+SOURCE_DATE_EPOCH = "1711942200"
 
 
 class RenderingUnavailable(RuntimeError):
@@ -42,7 +45,8 @@ def available() -> bool:
 def _run(command: list[str]) -> None:
     if shutil.which(command[0]) is None:
         raise RenderingUnavailable(f"{command[0]} is not installed (Debian: pango1.0-tools, poppler-utils)")
-    subprocess.run(command, check=True, capture_output=True, timeout=RENDER_SECONDS)
+    env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
+    subprocess.run(command, check=True, capture_output=True, timeout=RENDER_SECONDS, env=env)
 
 
 def _pango(text: str, output: Path, *, font: str, dpi: int | None = None) -> None:
