@@ -19,6 +19,11 @@ SPOOL_MEMORY_LIMIT = 1024 * 1024  # bytes
 #: Longest filename we hand to the Hub, in UTF-8 bytes (most file systems allow 255).
 MAX_FILENAME_BYTES = 200
 
+#: The fields of the Hub metadata that enrichment sets (and a reprocess updates).
+ENRICHMENT_FIELDS = ("language", "language_script", "department", "department_confidence", "department_terms",
+                     "extraction", "sensitive")
+
+
 @dataclass
 class Document:
     """A complete document: enriched metadata plus its content in a spooled temporary file.
@@ -81,6 +86,12 @@ class Document:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def enrichment(self) -> dict[str, Any]:
+        """What the pipeline learnt from the document (language, department and why, extraction,
+        sensitive data kinds): the body of the Hub's enrichment update, and a subset of ``hub_metadata``."""
+        meta = self.hub_metadata()
+        return {key: meta[key] for key in ENRICHMENT_FIELDS if key in meta}
 
     def hub_metadata(self) -> dict[str, Any]:
         """The ``metadata`` JSON part of the Hub contract."""

@@ -43,8 +43,16 @@ import redis
 
 from base.state import StateStore
 from config.settings import PROJECT_ROOT, redis_db_url
-from sandbox.report import hub_breakdown, runs_since, summary_tables, totals_by_source, wait_for_round
+from sandbox.report import (
+    content_table,
+    hub_breakdown,
+    runs_since,
+    summary_tables,
+    totals_by_source,
+    wait_for_round,
+)
 from sandbox.samples import kmrl_samples
+from sandbox.samples_content import SITE as CONTENT_SITE
 from sandbox.stack import (
     ALL_SOURCES,
     RedisLayout,
@@ -189,6 +197,12 @@ def _run(root: Path, layout: RedisLayout, seed: int, timeout: float, cleanup: Ex
     links = sum(1 for link in hub_state["provenance"] if link.get("status") in (200, 201))
     out(f"Where the documents landed: the Knowledge Hub simulator at {stack.running.hub_url} stored "
         f"{len(hub_state['documents'])} documents ({links} more source item(s) linked to one already stored)")
+    if any(entry.site == CONTENT_SITE for entry in samples.sharepoint):
+        out()
+        out(f"What the documents say: the files in {CONTENT_SITE} have neutral names, so their language and "
+            "department come from their text alone (a scan is read by OCR):")
+        out(content_table(hub, CONTENT_SITE))
+        out()
     out(f"  files     {_shown(hub.blob_dir)}/<sha256>")
     out(f"  index     {_shown(hub.index_path)}  (each document's metadata: source, language, department, ...)")
     out(f"  audit     {_shown(Path(stack.env()['AUDIT_LOG']))}  (one line per document decision)")

@@ -134,3 +134,25 @@ def summary_tables(sources: Sequence[str], totals: Mapping[str, Mapping[str, int
         return render_table([f"BY {kind.upper()}", *headers], table)
 
     return "\n\n".join([counts, by("language", LANGUAGES), by("department", DEPARTMENTS)])
+
+
+def content_table(hub: HubSimulator, site: str) -> str:
+    """One row per document the Hub holds from SharePoint site ``site`` (e.g. ``sites/records``): how
+    its text was read, its language and department, and the terms that decided the department."""
+    rows: list[list[object]] = []
+    for doc in hub.state()["documents"].values():
+        meta = doc["metadata"]
+        extra = meta.get("extra") or {}
+        if meta.get("source") != "sharepoint" or not str(extra.get("site", "")).rstrip("/").endswith("/" + site):
+            continue
+        extraction = meta.get("extraction") or {}
+        read = str(extraction.get("method") or "-")
+        if extraction.get("pages"):
+            read += f", {extraction['pages']} p."
+        language = str(meta.get("language") or "-")
+        if meta.get("language_script"):
+            language += f" ({meta['language_script']})"
+        why = ", ".join(str(term) for term in (meta.get("department_terms") or [])[:4]) or "-"
+        rows.append([meta.get("filename", "-"), read, language, meta.get("department") or "-", why])
+    rows.sort(key=lambda row: str(row[0]))
+    return render_table(["DOCUMENT", "TEXT READ BY", "LANGUAGE", "DEPARTMENT", "WHY"], rows, max_width=48)
