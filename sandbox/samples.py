@@ -39,7 +39,6 @@ from sandbox.sample_formats import (
     png_image,
     xlsx_document,
 )
-from sandbox.samples_content import LIBRARY, SITE, content_documents
 
 #: The mailbox the demo's mails are delivered to: a records desk that no department hint claims,
 #: so the department comes from what each mail says.
@@ -405,9 +404,6 @@ def _round_one_sharepoint(w: _Writer) -> list[SharePointSample]:
         title=f"Board of Directors: minutes in Malayalam ({w.number(1, 99)})",
         lines=["Malayalam minutes: the full text is in the document properties."],
         subject="ഡയറക്ടർ ബോർഡ് യോഗത്തിന്റെ മിനിറ്റ്സ്", keywords="ഡയറക്ടർ ബോർഡ്, മിനിറ്റ്സ്")
-    content = [SharePointSample(SITE, LIBRARY, f"2024/{filename}", SampleFile(key, filename, mime, data, kind, language,
-                                                                           department))
-               for key, filename, mime, kind, language, department, data in content_documents(w.reference)]
     return [
         SharePointSample("sites/operations", "Rosters", "April/Duty roster April 2024 - station controllers.xlsx",
                          roster),
@@ -419,7 +415,6 @@ def _round_one_sharepoint(w: _Writer) -> list[SharePointSample]:
         SharePointSample("sites/finance", "Invoices", f"Budget/{budget.filename}", budget),
         SharePointSample("sites/boardsecretariat", "Board Papers", f"2024/{board.filename}", board),
         SharePointSample("sites/boardsecretariat", "Board Papers", f"2024/{board_ml.filename}", board_ml),
-        *content,
     ]
 
 
