@@ -2,14 +2,19 @@
 for the Hub when ``HUB_API_URL`` is unset.
 
 Both implement ``Hub``: ``upload`` (returns the Hub's document id), ``link`` (provenance),
-``delete`` and ``health``. Answers are classified once, here:
+``update_enrichment`` (new text and enrichment for a document already stored), ``delete`` and
+``health``. Answers are classified once, here:
 
 | answer                         | raised / returned                                   |
 |--------------------------------|-----------------------------------------------------|
 | 200 / 201 / 409                | success: the document id                            |
 | 401 / 403                      | ``AuthError`` (stop the run)                        |
 | 400 / 413 / 415 / 422          | ``HubRefused`` (an ``ItemError``: dead-letter)      |
+| 404 (link, enrichment update)  | ``HubDocumentMissing``: the Hub has no such document |
 | 408 / 429 / 5xx / no answer    | retried by utils.http, then ``TransientError``      |
+
+An upload carries the document's extracted text as a ``text`` part (base/hub_parts.py) unless
+``HUB_TEXT_PART=0``; the outbox keeps it as ``text.txt`` beside the file.
 """
 
 from __future__ import annotations
@@ -22,27 +27,40 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Mapping
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import requests
 
 from base.document import Document, iter_file_chunks
+from base.hub_parts import (
+    DEFAULT_TEXT_MAX_BYTES,
+    TEXT_FILENAME,
+    MultipartBody,
+    TextPart,
+    enrichment_body,
+    metadata_for_text,
+    text_part,
+)
 from config.settings import Settings
 from utils.errors import AuthError, ConfigError, ItemError, TransientError
 from utils.http import HttpClient, OriginPolicy, ThrottleGate, json_body
 from utils.logging import register_secret
 
-#: Upload block size when streaming a multipart body.
-UPLOAD_BLOCK = 256 * 1024  # bytes
 #: Names in an outbox folder that a document's own file must not take.
-_OUTBOX_RESERVED = {"metadata.json", "sources.jsonl"}
+_OUTBOX_RESERVED = {"metadata.json", "sources.jsonl", TEXT_FILENAME}
+#: Where the outbox keeps the text in a folder written before text.txt was reserved, whose file is
+#: itself named text.txt.
+_OUTBOX_TEXT_FALLBACK = "extracted-text.txt"
 
 
 class HubRefused(ItemError):
-    """The Hub refused this document (400/413/415/422): dead-letter it, keep going."""
+    """The Hub refused this document (400/413/415/422): dead-letter it, keep going.
+
+    ``status`` and ``reason`` are the Hub's answer (the runner compares them across documents)."""
 
     def __init__(self, status: int, reason: str) -> None:
         self.status = status
+        self.reason = reason
         super().__init__(f"Hub refused the document ({status}): {reason}")
 
 
@@ -59,59 +77,16 @@ class Hub(Protocol):
     def link(self, hub_id: str, metadata: Mapping[str, Any]) -> None:
         """Records that another source item carries the content of document ``hub_id``."""
 
+    def update_enrichment(self, hub_id: str, enrichment: Mapping[str, Any], text: str | None) -> None:
+        """Replaces the enrichment fields (base.hub_parts.ENRICHMENT_FIELDS) of document ``hub_id``
+        and, unless ``text`` is None, its text ("" means it has none). Idempotent. Raises
+        ``HubDocumentMissing`` when there is no such document, ValueError for an unknown field."""
+
     def delete(self, source: str, source_id: str) -> None:
         """Tells the Hub that a source item was deleted."""
 
     def health(self) -> tuple[bool, str]:
         """(ok, detail) from the cheapest real check."""
-
-
-class _MultipartStream:
-    """A multipart/form-data body read block by block: a ``metadata`` JSON part, then the file.
-
-    It has a length, so requests sends ``Content-Length`` and streams it without buffering.
-    """
-
-    def __init__(self, metadata: Mapping[str, Any], filename: str, mime_type: str, content: IO[bytes],
-                 size: int) -> None:
-        self.boundary = uuid.uuid4().hex
-        safe_name = filename.replace('"', "_").replace("\r", "").replace("\n", "")
-        head = (
-            f"--{self.boundary}\r\n"
-            'Content-Disposition: form-data; name="metadata"\r\n'
-            "Content-Type: application/json; charset=utf-8\r\n\r\n"
-        ).encode() + json.dumps(metadata, ensure_ascii=False).encode("utf-8") + (
-            f"\r\n--{self.boundary}\r\n"
-            f'Content-Disposition: form-data; name="file"; filename="{safe_name}"\r\n'
-            f"Content-Type: {mime_type or 'application/octet-stream'}\r\n\r\n"
-        ).encode()
-        tail = f"\r\n--{self.boundary}--\r\n".encode()
-        self._parts: list[IO[bytes] | bytes] = [head, content, tail]
-        self.len = len(head) + size + len(tail)
-        self._buffer = b""
-
-    @property
-    def content_type(self) -> str:
-        return f"multipart/form-data; boundary={self.boundary}"
-
-    def __len__(self) -> int:
-        return self.len
-
-    def read(self, size: int = -1) -> bytes:
-        want = UPLOAD_BLOCK if size is None or size < 0 else size
-        while len(self._buffer) < want and self._parts:
-            part = self._parts[0]
-            if isinstance(part, bytes):
-                self._buffer += part
-                self._parts.pop(0)
-                continue
-            block = part.read(want - len(self._buffer))
-            if not block:
-                self._parts.pop(0)
-            else:
-                self._buffer += block
-        out, self._buffer = self._buffer[:want], self._buffer[want:]
-        return out
 
 
 def _reason(response: requests.Response) -> str:
@@ -145,12 +120,20 @@ class HttpHub:
     every request, and each redirect hop, goes only to the origin of ``base_url`` (utils.http's
     origin rule); a 307/308 re-sends the upload from the spool file, a redirect elsewhere is an
     ``OriginNotAllowed`` config error.
+
+    text_part: send a document's extracted text as a ``text`` part (``HUB_TEXT_PART``, default on);
+        off, neither uploads nor enrichment updates carry text, for a Hub that does not take it.
+    text_max_bytes: cap of that text in UTF-8 bytes (``HUB_TEXT_MAX_BYTES``, default 1 MiB), cut on
+        a character boundary; metadata ``extraction.truncated`` is then true.
     """
 
     def __init__(self, base_url: str, token: str, *, timeout: tuple[float, float] = (5.0, 120.0),
                  ca_bundle: str | None = None, gate: ThrottleGate | None = None,
-                 client: HttpClient | None = None) -> None:
+                 client: HttpClient | None = None, text_part: bool = True,
+                 text_max_bytes: int = DEFAULT_TEXT_MAX_BYTES) -> None:
         self.base_url = base_url.rstrip("/")
+        self.text_part = text_part
+        self.text_max_bytes = text_max_bytes
         register_secret(token)
         self._auth = {"Authorization": f"Bearer {token}"}
         self._origins = OriginPolicy.of(self.base_url, setting="HUB_API_URL")
@@ -162,17 +145,18 @@ class HttpHub:
             raise AuthError(f"the Hub refused our token for {what} ({status}): {_reason(response)}")
         if status in (400, 413, 415, 422):
             raise HubRefused(status, _reason(response))
-        if status == 404:
-            raise ConfigError(f"the Hub has no {what} endpoint at {self.base_url} (404)")
+        if status in (404, 405):
+            raise ConfigError(f"the Hub has no {what} endpoint at {self.base_url} ({status})")
         raise TransientError(f"the Hub answered {status} to {what}: {_reason(response)}")
 
     def upload(self, document: Document) -> str:
-        metadata = document.hub_metadata()
+        text = text_part(document, self.text_max_bytes) if self.text_part else None
+        metadata = metadata_for_text(document.hub_metadata(), text)
 
-        def body() -> _MultipartStream:
+        def body() -> MultipartBody:
             # Called for every try and every 307/308 hop: the spool file is read again from its start.
-            stream = _MultipartStream(metadata, document.filename, document.mime_type, document.open_content(),
-                                      document.size)
+            stream = MultipartBody(metadata, document.filename, document.mime_type, document.open_content(),
+                                   document.size, text=text.data if text is not None else None)
             headers["Content-Type"] = stream.content_type
             return stream
 
@@ -203,6 +187,20 @@ class HttpHub:
             if response.status_code == 404:
                 raise HubDocumentMissing(f"the Hub has no document {hub_id}")
             self._classify(response, "provenance link")
+
+    def update_enrichment(self, hub_id: str, enrichment: Mapping[str, Any], text: str | None) -> None:
+        """``PUT /api/v1/documents/{hub_id}/enrichment`` with a JSON body: the enrichment fields and,
+        when ``text`` is not None and the text part is on, ``text`` capped at ``text_max_bytes``.
+        200/201/204 success; 404 ``HubDocumentMissing``; others classified as an upload's."""
+        body = enrichment_body(enrichment, text if self.text_part else None, self.text_max_bytes)
+        response = self.client.request("PUT", f"{self.base_url}/api/v1/documents/{hub_id}/enrichment",
+                                       json=body, headers=self._auth, origins=self._origins)
+        with response:
+            if response.status_code in (200, 201, 204):
+                return
+            if response.status_code == 404:
+                raise HubDocumentMissing(f"the Hub has no document {hub_id}")
+            self._classify(response, "enrichment update")
 
     def delete(self, source: str, source_id: str) -> None:
         response = self.client.request("DELETE", f"{self.base_url}/api/v1/documents",
@@ -250,7 +248,9 @@ def _fsync_dir(path: str) -> None:
 
 
 class OutboxHub:
-    """A local folder standing in for the Hub: one folder per sha256 with the file and metadata.json.
+    """A local folder standing in for the Hub: one folder per sha256 with the file, metadata.json and,
+    when the document has extracted text, ``text.txt`` (UTF-8, capped at ``text_max_bytes`` like
+    the Hub's text part; metadata.json names it in ``text_file`` with its size in ``text_bytes``).
 
     A document folder is written under a temporary name and renamed into place, so a reader never
     sees half a document and a crash leaves no partial one. With ``fsync=True`` (the default) every
@@ -258,11 +258,14 @@ class OutboxHub:
     ``group_commit=True``, when ``flush()`` is called for a batch (the pipeline records a batch only
     after its flush, so an acknowledgement still means "on disk"; many files then share one journal
     commit instead of four fsyncs each). Provenance is appended to ``sources.jsonl``; deletions are
-    tombstone files in ``_deleted/``. The Hub id of a document is its sha256.
+    tombstone files in ``_deleted/``. The Hub id of a document is its sha256. ``update_enrichment``
+    replaces text.txt, then metadata.json, each by a fsynced temporary file renamed over it.
     """
 
-    def __init__(self, directory: str, *, fsync: bool = True, group_commit: bool = False) -> None:
+    def __init__(self, directory: str, *, fsync: bool = True, group_commit: bool = False,
+                 text_max_bytes: int = DEFAULT_TEXT_MAX_BYTES) -> None:
         self.directory = os.path.abspath(directory)
+        self.text_max_bytes = text_max_bytes
         self.fsync = fsync
         self.group_commit = group_commit and fsync
         self._unsynced: list[str] = []
@@ -277,9 +280,12 @@ class OutboxHub:
         flush can leave a renamed folder whose file never reached the disk)."""
         try:
             with open(os.path.join(folder, "metadata.json"), encoding="utf-8") as fh:
-                stored_as = json.load(fh)["stored_as"]
-            return os.path.getsize(os.path.join(folder, stored_as)) == size
-        except (OSError, ValueError, KeyError):
+                meta = json.load(fh)
+            if os.path.getsize(os.path.join(folder, meta["stored_as"])) != size:
+                return False
+            text_file = meta.get("text_file")
+            return not text_file or os.path.getsize(os.path.join(folder, text_file)) == meta.get("text_bytes")
+        except (OSError, ValueError, KeyError, TypeError):
             return False
 
     def upload(self, document: Document) -> str:
@@ -305,7 +311,12 @@ class OutboxHub:
                 if sync_now:
                     out.flush()
                     os.fsync(out.fileno())
-            meta = {**document.hub_metadata(), "stored_as": name}
+            text = text_part(document, self.text_max_bytes)
+            meta = {**metadata_for_text(document.hub_metadata(), text), "stored_as": name}
+            if text is not None:
+                # Before metadata.json, which names it: a folder whose metadata reads is complete.
+                self._write_text(tmp, TEXT_FILENAME, text, sync=sync_now)
+                meta.update(text_file=TEXT_FILENAME, text_bytes=len(text.data))
             with open(os.path.join(tmp, "metadata.json"), "w", encoding="utf-8") as out:
                 # Without indent, json uses its C encoder: five times faster on this hot path.
                 out.write(json.dumps(meta, ensure_ascii=False))
@@ -329,6 +340,14 @@ class OutboxHub:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return document.sha256
+
+    @staticmethod
+    def _write_text(folder: str, name: str, text: TextPart, *, sync: bool) -> None:
+        with open(os.path.join(folder, name), "wb") as out:
+            out.write(text.data)
+            if sync:
+                out.flush()
+                os.fsync(out.fileno())
 
     def flush(self) -> None:
         """Makes every upload since the last flush durable (files, their folders, the outbox folder)."""
@@ -381,6 +400,63 @@ class OutboxHub:
                 fh.flush()
                 os.fsync(fh.fileno())
 
+    def update_enrichment(self, hub_id: str, enrichment: Mapping[str, Any], text: str | None) -> None:
+        """Rewrites the enrichment fields of the folder's metadata.json and, unless ``text`` is None,
+        its text.txt ("" removes it). The text is replaced first, then metadata.json (which names
+        it), each through a fsynced temporary file renamed over the old one: a reader sees each file
+        whole, old or new, and an update cut short by a crash is completed by doing it again.
+        ``HubDocumentMissing`` when the outbox has no such document."""
+        body = enrichment_body(enrichment, text, self.text_max_bytes)
+        folder = self.path_for(hub_id)
+        try:
+            with open(os.path.join(folder, "metadata.json"), encoding="utf-8") as fh:
+                meta = json.load(fh)
+        except FileNotFoundError:
+            raise HubDocumentMissing(f"the outbox has no document {hub_id}") from None
+        except (OSError, ValueError) as exc:
+            raise TransientError(f"cannot read {folder}/metadata.json: {exc}") from exc
+        new_text = body.pop("text", None)
+        meta.update(body)
+        try:
+            if new_text is not None:
+                self._replace_text(folder, meta, new_text.encode("utf-8"))
+            self._replace_file(folder, "metadata.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+            if self.fsync:
+                _fsync_dir(folder)
+        except OSError as exc:
+            raise TransientError(f"cannot write to the outbox {folder}: {exc.strerror or exc}") from exc
+
+    def _replace_text(self, folder: str, meta: dict[str, Any], data: bytes) -> None:
+        """Writes (or with empty ``data`` removes) the folder's text file, and says so in ``meta``."""
+        name = meta.get("text_file") or (TEXT_FILENAME if meta.get("stored_as") != TEXT_FILENAME
+                                         else _OUTBOX_TEXT_FALLBACK)
+        if not data:
+            meta.pop("text_file", None)
+            meta.pop("text_bytes", None)
+            try:
+                os.remove(os.path.join(folder, name))
+            except FileNotFoundError:
+                pass
+            return
+        self._replace_file(folder, name, data)
+        meta.update(text_file=name, text_bytes=len(data))
+
+    def _replace_file(self, folder: str, name: str, data: bytes) -> None:
+        tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as out:
+                out.write(data)
+                if self.fsync:
+                    out.flush()
+                    os.fsync(out.fileno())
+            os.replace(tmp, os.path.join(folder, name))
+        except BaseException:
+            try:
+                os.remove(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
     def delete(self, source: str, source_id: str) -> None:
         import hashlib
 
@@ -420,5 +496,7 @@ def hub_from_settings(settings: Settings, *, gate: ThrottleGate | None = None) -
             raise ConfigError("HUB_API_URL is set but HUB_API_TOKEN is missing")
         return HttpHub(settings.hub_api_url, settings.hub_api_token,
                        timeout=(settings.hub_connect_timeout, settings.hub_read_timeout),
-                       ca_bundle=settings.hub_ca_file or None, gate=gate)
-    return OutboxHub(settings.hub_outbox_dir, fsync=settings.hub_fsync, group_commit=settings.ack_batch_size > 1)
+                       ca_bundle=settings.hub_ca_file or None, gate=gate, text_part=settings.hub_text_part,
+                       text_max_bytes=settings.hub_text_max_bytes)
+    return OutboxHub(settings.hub_outbox_dir, fsync=settings.hub_fsync, group_commit=settings.ack_batch_size > 1,
+                     text_max_bytes=settings.hub_text_max_bytes)

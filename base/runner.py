@@ -40,8 +40,9 @@ from base.document import Document, flat_hints, sanitize_filename, spool_chunks
 from base.enrichment.steps import enrich
 from base.extraction.step import DeadlineReached as ExtractionDeadline
 from base.extraction.step import extract_document
-from base.hub_client import Hub, HubDocumentMissing
+from base.hub_client import Hub, HubDocumentMissing, HubRefused
 from base.pool import pool_for
+from base.refusals import RefusalStreak
 from base.state import DeadLetter, ItemRecord, StateStore
 from config.settings import Settings
 from utils.audit import AuditLog
@@ -166,7 +167,7 @@ class _Run:
 
     def __init__(self, summary: ScopeSummary, *, dry_run: bool, full: bool, batch_size: int = 1,
                  tracker: _CursorTracker | None = None, deadline: float | None = None, time_up: TimeUp = (),
-                 failing: Mapping[str, Any] | None = None) -> None:
+                 failing: Mapping[str, Any] | None = None, refusals_to_stop: int = 0) -> None:
         self.summary = summary
         self.dry_run = dry_run
         self.full = full
@@ -185,6 +186,8 @@ class _Run:
         self.held: list[tuple[Item, str]] = []
         #: Cursor moves that wait behind ``held`` items.
         self.held_cursors: list[tuple[Any, bool]] = []
+        #: Documents the Hub refused in a row with one answer (base/refusals.py).
+        self.refusals = RefusalStreak(refusals_to_stop)
 
     def count(self, name: str, n: int = 1) -> None:
         self.summary.counts[name] += n
@@ -272,7 +275,8 @@ class Runner:
                                      save_every=self.settings.cursor_save_every, enabled=not dry_run)
             batched = callable(getattr(self.hub, "flush", None)) and not dry_run
             run = _Run(summary, dry_run=dry_run, full=full, tracker=tracker, deadline=deadline, time_up=time_up,
-                       batch_size=self.settings.ack_batch_size if batched else 1)
+                       batch_size=self.settings.ack_batch_size if batched else 1,
+                       refusals_to_stop=self.settings.hub_refusals_to_stop)
             try:
                 if not dry_run:
                     run.failing = self.state.item_failures(self.source.name, scope)
@@ -342,9 +346,11 @@ class Runner:
                     run.summary.state = ScopeState.PARTIAL
                     log.info("run_time_budget_reached", held=len(run.held) or None)
                     return
+            self._refusals_end(run, scope)  # too few in a row to tell: refusals of their own
             if run.held:
                 self._unconfirmed(run)
         finally:
+            run.refusals.abandon()  # the run ended before they were decided: the cursor stays before them
             close = getattr(changes, "close", None)
             if callable(close):
                 close()
@@ -355,6 +361,10 @@ class Runner:
         if run.held:
             # Behind an item that waits for the source to prove it serves other items.
             run.held_cursors.append((cursor, checkpoint))
+            return
+        if run.refusals.waiting:
+            # Behind a refused document whose fate waits on the Hub's next answer.
+            run.refusals.cursors.append((cursor, checkpoint))
             return
         if run.pending:
             run.deferred_cursors.append((cursor, checkpoint))
@@ -425,6 +435,9 @@ class Runner:
         except ItemTooLarge as exc:
             self._skip(run, scope, item, filename, f"too-large:{exc}")
         except ItemError as exc:
+            if isinstance(exc, HubRefused) and document is not None and self._refused(run, scope, item, document, exc):
+                document = None  # waits, open, in run.refusals
+                return
             self._dead_letter(run, scope, item.source_id, str(exc), version=item.version, document=document,
                               metadata=item.metadata, item=item)
         except _RUN_LEVEL + run.time_up:
@@ -601,6 +614,7 @@ class Runner:
                 hub_id = None
         if not hub_id:
             hub_id = self.hub.upload(document)
+        self._refusals_end(run, scope)  # the Hub takes documents: the refusals before were their own
         self._settle(run, scope, item, ItemRecord(item.version, document.sha256, hub_id), outcome=outcome,
                      size=document.size)
         run.count(outcome)
@@ -612,6 +626,37 @@ class Runner:
                   department=document.department, hub_id=hub_id)
         self._audit(run, "ingested" if outcome == "new" else "duplicate", document,
                     reason="" if outcome == "new" else f"content already in the Hub as {hub_id}")
+
+    def _refused(self, run: _Run, scope: str, item: Item, document: Document, exc: HubRefused) -> bool:
+        """Keeps a Hub refusal waiting (True) instead of dead-lettering it, per base/refusals.py;
+        raises ``HubRefusesEveryDocument`` when it is the ``HUB_REFUSALS_TO_STOP``-th in a row."""
+        streak = run.refusals
+        if streak.limit <= 0 or run.dry_run:
+            return False
+        if not streak.continues(exc):
+            self._refusals_end(run, scope)
+        if streak.hold(item, document, exc):
+            raise streak.stop()
+        log.warning("hub_refusal_waiting", status=exc.status, reason=mask_text(exc.reason),
+                    in_a_row=len(streak.waiting), stop_after=streak.limit)
+        return True
+
+    def _refusals_end(self, run: _Run, scope: str) -> None:
+        """Dead-letters the refusals waiting in ``run.refusals``, in order, then makes the cursor
+        moves that waited behind them."""
+        if not run.refusals.waiting:
+            return
+        waiting, cursors = run.refusals.release()
+        try:
+            for entry in waiting:
+                with bind_context(source_id=entry.item.source_id):
+                    self._dead_letter(run, scope, entry.item.source_id, str(entry.error), version=entry.item.version,
+                                      document=entry.document, metadata=entry.item.metadata, item=entry.item)
+        finally:
+            for entry in waiting:
+                entry.document.close()
+        for cursor, checkpoint in cursors:
+            self._advance(run, cursor, checkpoint=checkpoint)
 
     def _handle_deletion(self, run: _Run, scope: str, item: Item) -> None:
         if self.state.get_item(self.source.name, scope, item.source_id) is None:

@@ -60,6 +60,9 @@ class Settings:
     hub_connect_timeout: float = 5.0  # seconds
     hub_read_timeout: float = 120.0  # seconds
     hub_fsync: bool = True
+    hub_text_part: bool = True  # send a document's extracted text as the upload's ``text`` part
+    hub_text_max_bytes: int = 1024 * 1024  # bytes of UTF-8; the text part is cut on a character boundary
+    hub_refusals_to_stop: int = 3  # documents refused in a row with one 4xx answer that stop a run; 0: never
     spool_dir: str = "./var/spool"
     spool_min_free_mb: int = 512  # MiB
     deadletter_dir: str = "./var/deadletter"
@@ -113,6 +116,11 @@ class Settings:
             hub_connect_timeout=seconds("HUB_CONNECT_TIMEOUT", cls.hub_connect_timeout),
             hub_read_timeout=seconds("HUB_READ_TIMEOUT", cls.hub_read_timeout),
             hub_fsync=read.flag("HUB_OUTBOX_FSYNC", True),
+            hub_text_part=read.flag("HUB_TEXT_PART", cls.hub_text_part),
+            hub_text_max_bytes=read.whole("HUB_TEXT_MAX_BYTES", cls.hub_text_max_bytes,
+                                          what="a whole number of bytes", minimum=1),
+            hub_refusals_to_stop=read.whole("HUB_REFUSALS_TO_STOP", cls.hub_refusals_to_stop,
+                                            what="a whole number of documents (0: never stop)", minimum=0),
             spool_dir=read.text("SPOOL_DIR", cls.spool_dir),
             spool_min_free_mb=read.whole("SPOOL_MIN_FREE_MB", cls.spool_min_free_mb, what="a whole number of MB",
                                          minimum=0),

@@ -3,11 +3,19 @@
 Endpoints (all answers JSON; errors are ``{"error": <code>, "reason": <text>}``):
 
 - ``POST /api/v1/documents``: Bearer token, ``Idempotency-Key: <sha256>``, multipart/form-data with a
-  ``metadata`` JSON part and a ``file`` part. The file streams to disk while hashed. 201 ``{"id", "sha256"}``
-  the first time; the same key again answers ``duplicate_status`` (200, or 409) with the same id and the
-  bytes are not stored again. 401 bad token, 400 missing key / parts / fields, 415 not multipart,
-  413 over ``max_content_length``, 422 when the body's sha256 differs from the key or metadata.sha256
-  (or the size from metadata.size). ``previous_sha256`` marks that older document superseded.
+  ``metadata`` JSON part, an optional ``text`` part (the extracted text, text/plain UTF-8) and a ``file``
+  part. The file streams to disk while hashed. 201 ``{"id", "sha256"}`` the first time; the same key again
+  answers ``duplicate_status`` (200, or 409) with the same id and the bytes are not stored again. 401 bad
+  token, 400 missing key / parts / fields or a text part that is not UTF-8, 415 not multipart or a text
+  part that is not text/plain, 413 over ``max_content_length`` or a text part over ``max_text_bytes``,
+  422 when the body's sha256 differs from the key or metadata.sha256 (or the size from metadata.size).
+  ``previous_sha256`` marks that older document superseded. With ``text_part=False`` the simulator is an
+  older, strict Hub: any part but ``metadata`` and ``file`` is refused with 400 ``unknown_part``.
+- ``PUT /api/v1/documents/{id}/enrichment``: JSON object of enrichment fields (ENRICHMENT_FIELDS) and
+  optionally ``text`` (a string: replaces the text; "" removes it). 200 ``{"id", "status": "updated"}``,
+  the same again changes nothing; 404 unknown id, 400 not an object / unknown field / text not a string,
+  413 text over ``max_text_bytes``.
+- ``GET /api/v1/documents/{id}/text``: the stored text (text/plain; charset=utf-8); 404 unknown id or no text.
 - ``POST /api/v1/documents/{id}/sources``: JSON metadata: records provenance. 201 new (source, source_id),
   200 already recorded, 404 unknown id, 422 when metadata.sha256 is not this document's.
 - ``DELETE /api/v1/documents?source=&source_id=``: 204 when that source item is known, 404 when not.
@@ -58,8 +66,15 @@ SANDBOX_TOKEN = "hub-test-token"
 DEFAULT_MAX_CONTENT_LENGTH = 10 * 1024**3
 #: Largest non-file form part (the metadata JSON) held in memory, in bytes.
 MAX_METADATA_BYTES = 1024 * 1024
-#: Most multipart parts in one upload (metadata + file, with room for a stray extra).
+#: Most multipart parts in one upload (metadata, text and file, with room for a stray extra).
 MAX_FORM_PARTS = 8
+#: Largest text part (and enrichment ``text``) accepted by default, in bytes of UTF-8.
+DEFAULT_MAX_TEXT_BYTES = 1024 * 1024
+#: The parts an upload may carry; an older Hub (``text_part=False``) knows only the first two.
+KNOWN_PARTS = ("metadata", "file", "text")
+#: The fields an enrichment update may carry (besides ``text``).
+ENRICHMENT_FIELDS = ("language", "language_script", "department", "department_confidence", "department_terms",
+                     "extraction", "sensitive")
 #: How much of an upload's body a ``drop`` fault reads before closing the connection, in bytes.
 DROP_AFTER_BYTES = 64 * 1024
 
@@ -98,6 +113,9 @@ class HubSimulator:
     max_content_length: largest request body, bytes (default DEFAULT_MAX_CONTENT_LENGTH); beyond: 413.
     duplicate_status: the answer to an upload whose key is already stored: 200 (default) or 409.
     persist: write ``index.json`` in data_dir after every change and load it at start (process mode).
+    max_text_bytes: largest text part or enrichment text, bytes of UTF-8 (default 1 MiB); beyond: 413.
+    text_part: False makes it an older, strict Hub that refuses an upload with any part but
+        ``metadata`` and ``file`` (400 ``unknown_part``, "unknown multipart part: text").
 
     Inspection (thread-safe to read between requests; ``state()`` takes a consistent snapshot):
     documents: id -> HubDocument. uploads_per_key: sha256 -> upload requests received with that
@@ -109,7 +127,8 @@ class HubSimulator:
 
     def __init__(self, *, token: str, data_dir: str | Path | None = None,
                  max_content_length: int | None = DEFAULT_MAX_CONTENT_LENGTH, duplicate_status: int = 200,
-                 persist: bool = False) -> None:
+                 persist: bool = False, max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
+                 text_part: bool = True) -> None:
         if not token:
             raise ValueError("the Hub simulator needs a token")
         if duplicate_status not in (200, 409):
@@ -123,6 +142,8 @@ class HubSimulator:
         self.store = HubStore(self.data_dir, persist=persist)
         self.max_content_length = max_content_length
         self.duplicate_status = duplicate_status
+        self.max_text_bytes = max_text_bytes
+        self.text_part = text_part
         self.faults = FaultBook()
         # The store's own containers, so tests read live values (HubStore mutates them under its lock).
         self.documents: dict[str, HubDocument] = self.store.documents
@@ -138,6 +159,8 @@ class HubSimulator:
             Rule("/api/v1/documents", methods=["POST"], endpoint="upload"),
             Rule("/api/v1/documents", methods=["DELETE"], endpoint="delete"),
             Rule("/api/v1/documents/<doc_id>/sources", methods=["POST"], endpoint="sources"),
+            Rule("/api/v1/documents/<doc_id>/enrichment", methods=["PUT"], endpoint="enrichment"),
+            Rule("/api/v1/documents/<doc_id>/text", methods=["GET"], endpoint="text"),
             Rule("/api/v1/health", methods=["GET"], endpoint="health"),
             Rule("/_sim/state", methods=["GET"], endpoint="sim_state"),
             Rule("/_sim/faults", methods=["POST"], endpoint="sim_faults"),
@@ -221,6 +244,10 @@ class HubSimulator:
                     response = self._upload(request, key)
                 elif endpoint == "sources":
                     response = self._link_source(request, str(args["doc_id"]))
+                elif endpoint == "enrichment":
+                    response = self._update_enrichment(request, str(args["doc_id"]))
+                elif endpoint == "text":
+                    response = self._text(request, str(args["doc_id"]))
                 elif endpoint == "delete":
                     response = self._delete(request)
                 else:
@@ -296,18 +323,55 @@ class HubSimulator:
                                 cls=MultiDict)
         try:
             _, form, files = parser.parse_from_environ(request.environ)
+            if not self.text_part:
+                unknown = sorted((set(form) | set(files)) - {"metadata", "file"})
+                if unknown:
+                    raise _Refusal(400, "unknown_part", f"unknown multipart part: {', '.join(unknown)}")
             metadata = self._upload_metadata(form, files)
             file_part = files.get("file")
             if file_part is None:
                 raise _Refusal(400, "missing_file", "multipart part 'file' is required")
             received = file_part.stream
             assert isinstance(received, HashingSpool)
+            text = self._text_part(form, files)
+            if text is not None and text not in spools:
+                spools.append(text)
             self._check_document_faults("upload", metadata, received.sha256, received.size)
             self._verify_upload(key, metadata, received)
-            return self._store(key, metadata, received)
+            return self._store(key, metadata, received, text)
         finally:
             for spool in spools:
                 spool.discard()
+
+    def _text_part(self, form: MultiDict[str, str], files: MultiDict[str, FileStorage]) -> HashingSpool | None:
+        """The upload's text part, spooled, once checked: text/plain, at most ``max_text_bytes``, UTF-8."""
+        if "text" in form:
+            # Sent without a filename, the text arrives as a form field (held in memory, capped by the parser).
+            spool = self.store.new_spool()
+            spool.write(form["text"].encode("utf-8"))
+            spool.flush()
+            mimetype = "text/plain"
+        elif "text" in files:
+            received = files["text"].stream
+            assert isinstance(received, HashingSpool)
+            spool, mimetype = received, files["text"].mimetype or "text/plain"
+        else:
+            return None
+        try:
+            if mimetype != "text/plain":
+                raise _Refusal(415, "unsupported_text_type", f"the text part must be text/plain, not {mimetype!r}")
+            if spool.size > self.max_text_bytes:
+                raise _Refusal(413, "text_too_large", f"text part of {spool.size} bytes, over {self.max_text_bytes}")
+            spool.seek(0)
+            try:
+                spool.read(self.max_text_bytes + 1).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _Refusal(400, "text_not_utf8", f"the text part is not UTF-8: {exc.reason} at byte {exc.start}") \
+                    from exc
+        except _Refusal:
+            spool.discard()
+            raise
+        return spool
 
     @staticmethod
     def _upload_metadata(form: MultiDict[str, str], files: MultiDict[str, FileStorage]) -> dict[str, Any]:
@@ -351,8 +415,9 @@ class HubSimulator:
         if isinstance(size, int) and not isinstance(size, bool) and size != spool.size:
             raise _Refusal(422, "size_mismatch", f"body has {spool.size} bytes, metadata.size says {size}")
 
-    def _store(self, key: str, metadata: dict[str, Any], spool: HashingSpool) -> Response:
-        doc, created = self.store.store(key, metadata, spool)
+    def _store(self, key: str, metadata: dict[str, Any], spool: HashingSpool,
+               text: HashingSpool | None = None) -> Response:
+        doc, created = self.store.store(key, metadata, spool, text)
         if not created:
             log.info("hub_upload_duplicate", id=doc.id, sha256=key)
             return _json(self.duplicate_status, {"id": doc.id, "sha256": key, "status": "duplicate"})
@@ -380,6 +445,44 @@ class HubSimulator:
         status = self.store.link(doc, metadata)
         log.info("hub_source_linked", id=doc_id, source=metadata["source"], status=status)
         return _json(status, {"id": doc_id, "sha256": doc.sha256, "status": "linked" if status == 201 else "known"})
+
+    def _update_enrichment(self, request: Request, doc_id: str) -> Response:
+        self._check_token(request)
+        doc = self.store.get(doc_id)
+        if doc is None:
+            raise _Refusal(404, "unknown_document", f"no document {doc_id}")
+        if request.content_length is not None and request.content_length > self.max_text_bytes + MAX_METADATA_BYTES:
+            raise _Refusal(413, "too_large", f"an enrichment update of {request.content_length} bytes")
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise _Refusal(400, "bad_enrichment", "the body must be a JSON object of enrichment fields")
+        unknown = sorted(set(body) - set(ENRICHMENT_FIELDS) - {"text"})
+        if unknown:
+            raise _Refusal(400, "unknown_enrichment_field", f"unknown enrichment field(s): {', '.join(unknown)}")
+        text = body.pop("text", None)
+        if text is not None and not isinstance(text, str):
+            raise _Refusal(400, "bad_text", "text must be a string")
+        if text is not None and len(text.encode("utf-8", "surrogatepass")) > self.max_text_bytes:
+            raise _Refusal(413, "text_too_large", f"text over {self.max_text_bytes} bytes")
+        if text is not None:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise _Refusal(400, "text_not_utf8", "text holds code points UTF-8 cannot carry") from exc
+        self._check_document_faults("enrichment", doc.metadata, doc.sha256, None)
+        self.store.update_enrichment(doc, body, text)
+        log.info("hub_enrichment_updated", id=doc_id, fields=sorted(body), text=text is not None)
+        return _json(200, {"id": doc_id, "sha256": doc.sha256, "status": "updated"})
+
+    def _text(self, request: Request, doc_id: str) -> Response:
+        self._check_token(request)
+        doc = self.store.get(doc_id)
+        if doc is None:
+            raise _Refusal(404, "unknown_document", f"no document {doc_id}")
+        text = doc.text()
+        if text is None:
+            raise _Refusal(404, "no_text", f"document {doc_id} has no text")
+        return Response(text.encode("utf-8"), status=200, content_type="text/plain; charset=utf-8")
 
     def _delete(self, request: Request) -> Response:
         self._check_token(request)
@@ -456,11 +559,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True, help="where blobs and index.json are kept")
     parser.add_argument("--max-content-length", type=int, default=DEFAULT_MAX_CONTENT_LENGTH, help="bytes")
     parser.add_argument("--duplicate-status", type=int, choices=(200, 409), default=200)
+    parser.add_argument("--max-text-bytes", type=int, default=DEFAULT_MAX_TEXT_BYTES, help="bytes")
+    parser.add_argument("--no-text-part", action="store_true",
+                        help="behave as an older Hub: refuse an upload with a text part (400 unknown_part)")
     args = parser.parse_args(argv)
     # Logs go to stderr only: stdout carries the one "listening" line, and the service's log file is not ours.
     configure_logging(log_file="")
     sim = HubSimulator(token=args.token, data_dir=args.data_dir, max_content_length=args.max_content_length,
-                       duplicate_status=args.duplicate_status, persist=True)
+                       duplicate_status=args.duplicate_status, persist=True, max_text_bytes=args.max_text_bytes,
+                       text_part=not args.no_text_part)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -24,8 +24,10 @@ class HubDocument:
     """One document the Hub stored.
 
     id: the Hub's document id. sha256, size: of the stored bytes. path: where the bytes are.
-    metadata: the metadata of the upload that stored it. sources: every source item known to carry this
-    content (dicts with source, source_id, version, via ("upload" or "provenance"), deleted).
+    metadata: the metadata of the upload that stored it, with the fields of later enrichment updates.
+    text_path, text_bytes: where its text part is kept and its size (None / 0: it came without one).
+    enrichment_updates: how many enrichment updates it received. sources: every source item known to
+    carry this content (dicts with source, source_id, version, via ("upload" or "provenance"), deleted).
     superseded / superseded_by: a later upload named this one as its previous_sha256.
     deleted: every source item of this document was deleted.
     """
@@ -40,6 +42,13 @@ class HubDocument:
     superseded_by: str | None = None
     deleted: bool = False
     stored_at: float = field(default_factory=time.time)
+    text_path: str | None = None
+    text_bytes: int = 0
+    enrichment_updates: int = 0
+
+    def text(self) -> str | None:
+        """The stored text, or None when the document has none."""
+        return Path(self.text_path).read_text(encoding="utf-8") if self.text_path else None
 
     def has_source(self, source: str, source_id: str) -> dict[str, Any] | None:
         """The source entry for (source, source_id), or None."""
@@ -108,9 +117,11 @@ class HubStore:
     def __init__(self, data_dir: Path, *, persist: bool = False) -> None:
         self.data_dir = data_dir
         self.blob_dir = data_dir / "blobs"
+        self.text_dir = data_dir / "texts"
         self.incoming_dir = data_dir / "incoming"
         self.index_path = data_dir / "index.json"
         self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.text_dir.mkdir(parents=True, exist_ok=True)
         self.incoming_dir.mkdir(parents=True, exist_ok=True)
         self.persist = persist
         self.lock = threading.RLock()
@@ -150,8 +161,10 @@ class HubStore:
         with self.lock:
             return self.documents.get(doc_id)
 
-    def store(self, sha256: str, metadata: dict[str, Any], spool: HashingSpool) -> tuple[HubDocument, bool]:
-        """Stores the spooled bytes once per sha256: (document, True) the first time, (document, False) after.
+    def store(self, sha256: str, metadata: dict[str, Any], spool: HashingSpool,
+              text: HashingSpool | None = None) -> tuple[HubDocument, bool]:
+        """Stores the spooled bytes (and the spooled ``text`` part, already checked as UTF-8) once per
+        sha256: (document, True) the first time, (document, False) after, leaving the first's text.
 
         A repeat from another source item adds that item to the document's sources. A first store whose
         metadata names a known ``previous_sha256`` marks that document superseded by this one.
@@ -169,6 +182,11 @@ class HubStore:
             os.replace(spool.path, blob)
             doc = HubDocument(id=f"doc-{self._next_seq:06d}", sha256=sha256, size=spool.size, path=str(blob),
                               metadata=metadata, sources=[entry])
+            if text is not None:
+                text.close()
+                text_path = self.text_dir / f"{doc.id}.txt"
+                os.replace(text.path, text_path)
+                doc.text_path, doc.text_bytes = str(text_path), text.size
             self._next_seq += 1
             self.documents[doc.id] = doc
             self._by_sha256[sha256] = doc.id
@@ -180,6 +198,24 @@ class HubStore:
                 older.superseded_by = doc.id
             self.save()
             return doc, True
+
+    def update_enrichment(self, doc: HubDocument, fields: dict[str, Any], text: str | None) -> None:
+        """Replaces ``doc``'s enrichment fields and, unless ``text`` is None, its text ("" removes it)."""
+        with self.lock:
+            doc.metadata.update(fields)
+            doc.enrichment_updates += 1
+            if text is not None:
+                text_path = self.text_dir / f"{doc.id}.txt"
+                if text:
+                    data = text.encode("utf-8")
+                    tmp = text_path.with_name(f".{text_path.name}.{uuid.uuid4().hex}.tmp")
+                    tmp.write_bytes(data)
+                    os.replace(tmp, text_path)
+                    doc.text_path, doc.text_bytes = str(text_path), len(data)
+                else:
+                    text_path.unlink(missing_ok=True)
+                    doc.text_path, doc.text_bytes = None, 0
+            self.save()
 
     def link(self, doc: HubDocument, metadata: dict[str, Any]) -> int:
         """Records provenance: 201 when (source, source_id) is new for ``doc`` (or was deleted), else 200."""
@@ -228,7 +264,7 @@ class HubStore:
             self.requests.clear()
             self._by_sha256.clear()
             self._next_seq = 1
-            for blob in self.blob_dir.iterdir():
+            for blob in [*self.blob_dir.iterdir(), *self.text_dir.iterdir()]:
                 blob.unlink(missing_ok=True)
             self.save()
 
