@@ -1,6 +1,6 @@
 """The Hub client's answer classes (with ``responses``), its redirects (real servers: a 307/308 re-sends
-the upload from the spool file; the token and the Idempotency-Key never leave the Hub's origin) and the
-local outbox's atomicity."""
+the upload from the spool file; the token and the Idempotency-Key never leave the Hub's origin), the
+text part and the enrichment update, and the local outbox's atomicity and text.txt."""
 
 from __future__ import annotations
 
@@ -10,16 +10,20 @@ import io
 import json
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import responses
+from werkzeug.formparser import parse_form_data
 from werkzeug.wrappers import Response
 
 from base.document import Document
-from base.hub_client import HttpHub, HubDocumentMissing, HubRefused, OutboxHub
+from base.hub_client import HttpHub, HubDocumentMissing, HubRefused, OutboxHub, hub_from_settings
+from base.hub_parts import UPLOAD_BLOCK, capped_utf8
+from config.settings import SettingError, Settings
 from sandbox.hub import HubSimulator
 from sandbox.servers import ServerThread
 from tests.helpers import FakeFile, ListConnector
@@ -276,3 +280,340 @@ def test_outbox_reserved_names_do_not_clash(tmp_path: Path):
     folder = tmp_path / "outbox" / doc.sha256
     assert (folder / "file-metadata.json").read_bytes() == b"{}"
     assert json.loads((folder / "metadata.json").read_text())["filename"] == "metadata.json"
+
+
+def test_outbox_keeps_a_complete_document_whose_file_is_named_text_txt_apart_from_its_text(tmp_path: Path):
+    outbox = OutboxHub(str(tmp_path / "outbox"), fsync=False)
+    doc = document(b"notes", filename="text.txt")
+    doc.content_text = "extracted notes"
+    outbox.upload(doc)
+    folder = tmp_path / "outbox" / doc.sha256
+    assert (folder / "file-text.txt").read_bytes() == b"notes"
+    assert (folder / "text.txt").read_text(encoding="utf-8") == "extracted notes"
+
+
+# -- the text part --------------------------------------------------------------------------------
+MALAYALAM = "കൊച്ചി മെട്രോ റെയിൽ സുരക്ষാ സർക്കുലർ"  # every letter is 3 bytes of UTF-8
+
+
+def with_text(text: str, content: bytes = b"%PDF-1.7 circular", **extraction: Any) -> Document:
+    doc = document(content, filename="circular.pdf")
+    doc.content_text = text
+    doc.extraction = {"method": "text-layer", "pages": 1, "chars": len(text), "truncated": False, **extraction}
+    return doc
+
+
+def parts_of(request: Any) -> tuple[bytes, Any, Any]:
+    """The raw body and werkzeug's reading of a captured multipart request (form fields, files)."""
+    body = request.body.read() if hasattr(request.body, "read") else request.body
+    environ = {"wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)), "REQUEST_METHOD": "POST",
+               "CONTENT_TYPE": request.headers["Content-Type"]}
+    _, form, files = parse_form_data(environ)
+    return body, form, files
+
+
+@responses.activate
+def test_upload_carries_the_text_part_between_metadata_and_file():
+    responses.post(UPLOAD, json={"id": "doc-1"}, status=201)
+    doc = with_text(MALAYALAM)
+    hub().upload(doc)
+    body, form, files = parts_of(responses.calls[0].request)
+    assert body.index(b'name="metadata"') < body.index(b'name="text"') < body.index(b'name="file"')
+    assert (b'Content-Disposition: form-data; name="text"; filename="text.txt"\r\n'
+            b"Content-Type: text/plain; charset=utf-8\r\n\r\n") in body
+    assert files["text"].read().decode("utf-8") == MALAYALAM
+    assert files["file"].read() == b"%PDF-1.7 circular"
+    assert json.loads(form["metadata"])["extraction"]["truncated"] is False
+    assert int(responses.calls[0].request.headers["Content-Length"]) == len(body)
+
+
+@responses.activate
+def test_upload_without_text_has_no_text_part():
+    responses.post(UPLOAD, json={"id": "doc-1"}, status=201)
+    hub().upload(document())
+    body, _, files = parts_of(responses.calls[0].request)
+    assert b'name="text"' not in body and "file" in files
+
+
+@responses.activate
+def test_text_part_off_sends_no_text():
+    responses.post(UPLOAD, json={"id": "doc-1"}, status=201)
+    client = hub()
+    client.text_part = False
+    client.upload(with_text(MALAYALAM))
+    body, form, files = parts_of(responses.calls[0].request)
+    assert b'name="text"' not in body and MALAYALAM.encode() not in body
+    assert set(files) == {"file"} and set(form) == {"metadata"}
+
+
+@pytest.mark.parametrize("cap", range(0, 14))
+def test_text_is_capped_on_a_character_boundary(cap):
+    data, truncated = capped_utf8("ab" + MALAYALAM, cap)
+    assert len(data) <= cap and len(data) > cap - 3  # never more than one 3-byte letter short
+    text = data.decode("utf-8")  # strict: no half character
+    assert ("ab" + MALAYALAM).startswith(text) and truncated
+
+
+def test_text_under_the_cap_is_whole_and_lone_surrogates_still_encode():
+    assert capped_utf8(MALAYALAM, 1024) == (MALAYALAM.encode(), False)
+    data, truncated = capped_utf8("a\udcffb", 10)
+    assert data == b"a?b" and not truncated
+
+
+@responses.activate
+def test_text_over_the_cap_is_cut_and_the_metadata_says_truncated():
+    responses.post(UPLOAD, json={"id": "doc-1"}, status=201)
+    client = hub()
+    client.text_max_bytes = 100
+    doc = with_text(MALAYALAM * 10)
+    client.upload(doc)
+    _, form, files = parts_of(responses.calls[0].request)
+    sent = files["text"].read()
+    assert 97 < len(sent) <= 100 and (MALAYALAM * 10).startswith(sent.decode("utf-8"))
+    meta = json.loads(form["metadata"])
+    assert meta["extraction"]["truncated"] is True and meta["extraction"]["method"] == "text-layer"
+    assert doc.extraction is not None and doc.extraction["truncated"] is False  # the Document is left alone
+
+
+class CountingFile:
+    """A spool file that records the size of every read the upload makes of it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.reads: list[int] = []
+        self.closed = False
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.inner.seek(offset, whence)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.inner.read(size)
+        self.reads.append(len(data))
+        assert size is not None and size >= 0, "the whole file was asked for"
+        return data
+
+    def close(self) -> None:
+        self.closed = True
+        self.inner.close()
+
+
+def test_file_part_still_streams_block_by_block_beside_the_text(hub, tmp_path: Path):
+    size = 24 * 1024 * 1024
+    spool = tempfile.SpooledTemporaryFile(max_size=1024 * 1024, dir=tmp_path)  # noqa: SIM115 - the Document owns it
+    digest = hashlib.sha256()
+    block = bytes(range(256)) * 4096
+    for _ in range(size // len(block)):
+        spool.write(block)
+        digest.update(block)
+    assert spool._rolled  # on disk, as a large document's spool is
+    counting = CountingFile(spool)
+    doc = Document(source="sharepoint", scope="drive-1", source_id="item-9", version="v1", filename="scan.pdf",
+                   mime_type="application/pdf", size=size, sha256=digest.hexdigest(), content_text=MALAYALAM,
+                   _content=counting)  # type: ignore[arg-type]
+    hub_id = HttpHub(hub.url, hub.token).upload(doc)
+    stored = hub.sim.documents[hub_id]
+    assert stored.size == size and stored.text() == MALAYALAM
+    assert sum(counting.reads) == size
+    assert max(counting.reads) <= UPLOAD_BLOCK and len(counting.reads) >= size // UPLOAD_BLOCK
+
+
+def test_text_settings_are_read_typed_and_bad_values_name_the_variable():
+    settings = Settings.from_env({"HUB_TEXT_PART": "off", "HUB_TEXT_MAX_BYTES": "4096", "HUB_REFUSALS_TO_STOP": "5",
+                                  "HUB_API_URL": HUB, "HUB_API_TOKEN": "t"})
+    client = hub_from_settings(settings)
+    assert isinstance(client, HttpHub) and client.text_part is False and client.text_max_bytes == 4096
+    assert settings.hub_refusals_to_stop == 5
+    defaults = Settings.from_env({})
+    assert (defaults.hub_text_part, defaults.hub_text_max_bytes, defaults.hub_refusals_to_stop) == (True, 1 << 20, 3)
+    for name, value, wording in [("HUB_TEXT_PART", "maybe", "HUB_TEXT_PART must be one of"),
+                                 ("HUB_TEXT_MAX_BYTES", "1.5", "HUB_TEXT_MAX_BYTES must be a whole number of bytes"),
+                                 ("HUB_TEXT_MAX_BYTES", "0", "HUB_TEXT_MAX_BYTES must be at least 1"),
+                                 ("HUB_REFUSALS_TO_STOP", "-1", "HUB_REFUSALS_TO_STOP must be at least 0")]:
+        with pytest.raises(SettingError) as caught:
+            Settings.from_env({name: value})
+        assert str(caught.value).startswith(wording) and "\n" not in str(caught.value)
+
+
+# -- the enrichment update --------------------------------------------------------------------------
+ENRICHMENT_URL = f"{UPLOAD}/doc-7/enrichment"
+ENRICHMENT = {"language": "ml", "language_script": "", "department": "Safety", "department_confidence": 0.82,
+              "department_terms": ["സുരക്ഷ"], "sensitive": {"aadhaar": 1},
+              "extraction": {"method": "ocr", "pages": 2, "ocr_pages": 2, "chars": 40, "truncated": False}}
+
+
+@responses.activate
+@pytest.mark.parametrize("status", [200, 201, 204])
+def test_enrichment_update_is_a_json_put_of_the_fields_and_the_text(status):
+    responses.put(ENRICHMENT_URL, status=status)
+    hub().update_enrichment("doc-7", ENRICHMENT, MALAYALAM)
+    request = responses.calls[0].request
+    assert request.method == "PUT" and request.headers["Authorization"] == "Bearer hub-secret-token"
+    assert json.loads(request.body) == {**ENRICHMENT, "text": MALAYALAM}
+
+
+@responses.activate
+def test_enrichment_update_without_text_or_with_the_text_part_off_leaves_the_text_out():
+    responses.put(ENRICHMENT_URL, status=200)
+    responses.put(ENRICHMENT_URL, status=200)
+    hub().update_enrichment("doc-7", {"department": "Finance"}, None)
+    client = hub()
+    client.text_part = False
+    client.update_enrichment("doc-7", {"department": "Finance"}, MALAYALAM)
+    assert [json.loads(call.request.body) for call in responses.calls] == [{"department": "Finance"}] * 2
+
+
+@responses.activate
+def test_enrichment_update_caps_its_text_and_says_so():
+    responses.put(ENRICHMENT_URL, status=200)
+    client = hub()
+    client.text_max_bytes = 50
+    client.update_enrichment("doc-7", ENRICHMENT, MALAYALAM)
+    body = json.loads(responses.calls[0].request.body)
+    assert MALAYALAM.startswith(body["text"]) and 47 < len(body["text"].encode()) <= 50
+    assert body["extraction"]["truncated"] is True and body["extraction"]["method"] == "ocr"
+
+
+def test_enrichment_update_refuses_an_unknown_field_before_sending():
+    with pytest.raises(ValueError, match="departmnet"):
+        hub().update_enrichment("doc-7", {"departmnet": "Safety"}, None)
+
+
+@responses.activate
+def test_enrichment_update_of_an_unknown_document_is_document_missing():
+    responses.put(ENRICHMENT_URL, json={"error": "unknown_document"}, status=404)
+    with pytest.raises(HubDocumentMissing, match="doc-7"):
+        hub().update_enrichment("doc-7", ENRICHMENT, None)
+
+
+@responses.activate
+@pytest.mark.parametrize(("status", "raised"), [(401, AuthError), (403, AuthError), (400, HubRefused),
+                                                (413, HubRefused), (415, HubRefused), (422, HubRefused)])
+def test_enrichment_update_answers_are_classified_like_an_upload(status, raised):
+    responses.put(ENRICHMENT_URL, json={"reason": "no"}, status=status)
+    with pytest.raises(raised):
+        hub().update_enrichment("doc-7", ENRICHMENT, None)
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_enrichment_update_retries_transient_answers(status):
+    responses.put(ENRICHMENT_URL, status=status, headers={"Retry-After": "2"})
+    responses.put(ENRICHMENT_URL, status=200)
+    sleeps: list[float] = []
+    hub(sleeps).update_enrichment("doc-7", ENRICHMENT, None)
+    assert len(responses.calls) == 2 and sleeps == [2.0]
+
+
+@responses.activate
+def test_enrichment_update_gives_up_as_transient():
+    for _ in range(2):
+        responses.put(ENRICHMENT_URL, status=502)
+    with pytest.raises(TransientError):
+        hub(attempts=2).update_enrichment("doc-7", ENRICHMENT, None)
+
+
+# -- the outbox's text ------------------------------------------------------------------------------
+
+def test_outbox_keeps_the_text_beside_the_file_and_metadata(tmp_path: Path):
+    outbox = OutboxHub(str(tmp_path / "outbox"))
+    doc = with_text(MALAYALAM)
+    outbox.upload(doc)
+    folder = tmp_path / "outbox" / doc.sha256
+    assert sorted(p.name for p in folder.iterdir()) == ["circular.pdf", "metadata.json", "text.txt"]
+    assert (folder / "text.txt").read_text(encoding="utf-8") == MALAYALAM
+    meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
+    assert (meta["text_file"], meta["text_bytes"]) == ("text.txt", len(MALAYALAM.encode()))
+    assert meta["extraction"]["method"] == "text-layer"
+
+
+def test_outbox_writes_no_text_for_a_document_without_one(tmp_path: Path):
+    outbox = OutboxHub(str(tmp_path / "outbox"))
+    doc = document()
+    outbox.upload(doc)
+    folder = tmp_path / "outbox" / doc.sha256
+    assert sorted(p.name for p in folder.iterdir()) == ["WO-1.pdf", "metadata.json"]
+    assert "text_file" not in json.loads((folder / "metadata.json").read_text())
+
+
+def test_outbox_caps_the_text_as_the_hub_would(tmp_path: Path):
+    outbox = OutboxHub(str(tmp_path / "outbox"), text_max_bytes=20)
+    doc = with_text(MALAYALAM)
+    outbox.upload(doc)
+    folder = tmp_path / "outbox" / doc.sha256
+    kept = (folder / "text.txt").read_text(encoding="utf-8")
+    assert kept == "കൊച്ചി "  # 19 bytes: the next letter would make 22
+    assert json.loads((folder / "metadata.json").read_text())["extraction"]["truncated"] is True
+
+
+def test_outbox_document_with_text_is_never_partial(tmp_path: Path):
+    outbox = OutboxHub(str(tmp_path / "outbox"))
+
+    class Exploding(io.BytesIO):
+        def read(self, size: int = -1) -> bytes:
+            if self.tell() > 0:
+                raise OSError("disk went away")
+            return super().read(4)
+
+    doc = with_text(MALAYALAM, b"0123456789")
+    doc._content = Exploding(b"0123456789")
+    with pytest.raises(TransientError):
+        outbox.upload(doc)
+    assert os.listdir(tmp_path / "outbox") == []
+
+
+def test_outbox_writes_again_a_document_whose_text_did_not_reach_the_disk(tmp_path: Path):
+    # A machine crash before a group commit's flush can leave the renamed folder with a short file.
+    outbox = OutboxHub(str(tmp_path / "outbox"))
+    doc = with_text(MALAYALAM)
+    outbox.upload(doc)
+    text_file = tmp_path / "outbox" / doc.sha256 / "text.txt"
+    text_file.write_bytes(b"")
+    outbox.upload(with_text(MALAYALAM))
+    assert text_file.read_text(encoding="utf-8") == MALAYALAM
+
+
+def test_outbox_enrichment_update_rewrites_the_fields_and_the_text(tmp_path: Path):
+    outbox = OutboxHub(str(tmp_path / "outbox"))
+    doc = with_text("old text")
+    outbox.upload(doc)
+    outbox.link(doc.sha256, {"source": "email", "source_id": "m-9"})
+    folder = tmp_path / "outbox" / doc.sha256
+    outbox.update_enrichment(doc.sha256, ENRICHMENT, MALAYALAM)
+    outbox.update_enrichment(doc.sha256, ENRICHMENT, MALAYALAM)  # idempotent
+    meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
+    assert {name: meta[name] for name in ENRICHMENT} == ENRICHMENT
+    assert (meta["source_id"], meta["stored_as"], meta["text_bytes"]) == ("WO-1/75", "circular.pdf",
+                                                                           len(MALAYALAM.encode()))
+    assert (folder / "text.txt").read_text(encoding="utf-8") == MALAYALAM
+    assert sorted(p.name for p in folder.iterdir()) == ["circular.pdf", "metadata.json", "sources.jsonl", "text.txt"]
+    assert outbox.upload(with_text(MALAYALAM)) == doc.sha256  # still a complete document
+    assert json.loads((folder / "metadata.json").read_text())["department"] == "Safety"
+
+
+def test_outbox_enrichment_update_without_text_keeps_it_and_empty_text_removes_it(tmp_path: Path):
+    outbox = OutboxHub(str(tmp_path / "outbox"), fsync=False)
+    doc = with_text(MALAYALAM)
+    outbox.upload(doc)
+    folder = tmp_path / "outbox" / doc.sha256
+    outbox.update_enrichment(doc.sha256, {"department": "Finance"}, None)
+    assert (folder / "text.txt").read_text(encoding="utf-8") == MALAYALAM
+    outbox.update_enrichment(doc.sha256, {"department": "Finance"}, "")
+    assert not (folder / "text.txt").exists()
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert meta["department"] == "Finance" and "text_file" not in meta
+
+
+def test_outbox_enrichment_update_adds_text_to_a_document_stored_without_it(tmp_path: Path):
+    outbox = OutboxHub(str(tmp_path / "outbox"), fsync=False)
+    doc = document()
+    outbox.upload(doc)
+    outbox.update_enrichment(doc.sha256, ENRICHMENT, MALAYALAM)
+    assert (tmp_path / "outbox" / doc.sha256 / "text.txt").read_text(encoding="utf-8") == MALAYALAM
+
+
+def test_outbox_enrichment_update_of_an_unknown_document_is_document_missing(tmp_path: Path):
+    outbox = OutboxHub(str(tmp_path / "outbox"))
+    with pytest.raises(HubDocumentMissing):
+        outbox.update_enrichment("0" * 64, ENRICHMENT, MALAYALAM)
+    assert os.listdir(tmp_path / "outbox") == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import signal
 import subprocess
@@ -18,6 +19,8 @@ from typing import Any
 import pytest
 import requests
 
+from base.document import Document
+from base.hub_client import HttpHub, HubDocumentMissing
 from sandbox import hub_faults
 from sandbox.hub import HubSimulator, RunningHub, running_hub
 from sandbox.servers import free_port
@@ -242,6 +245,149 @@ def test_large_upload_streams_to_disk_without_holding_it_in_memory(hub: RunningH
     assert on_disk.hexdigest() == sha256
     # Client and server share this process: together they stayed far below the 50 MiB sent.
     assert peak < 16 * 1024 * 1024, f"peak traced memory {peak} bytes"
+
+
+# ----- the text part and the enrichment update ------------------------------------------------
+CIRCULAR_TEXT = "സുരക്ഷാ സർക്കുലർ 12: platform screen doors"
+
+
+def upload_with_text(base_url: str, content: bytes, text: bytes, *, content_type: str = "text/plain; charset=utf-8",
+                     **meta: Any) -> requests.Response:
+    metadata = metadata_for(content, **meta)
+    files = {
+        "metadata": (None, json.dumps(metadata), "application/json"),
+        "text": ("text.txt", text, content_type),
+        "file": (metadata["filename"], content, metadata["mime_type"]),
+    }
+    return requests.post(f"{base_url}/api/v1/documents", files=files, timeout=10,
+                         headers={**auth(), "Idempotency-Key": sha(content)})
+
+
+def put_enrichment(base_url: str, doc_id: str, body: Any, *, token: str | None = TOKEN) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.put(f"{base_url}/api/v1/documents/{doc_id}/enrichment", json=body, headers=headers, timeout=10)
+
+
+def get_text(base_url: str, doc_id: str) -> requests.Response:
+    return requests.get(f"{base_url}/api/v1/documents/{doc_id}/text", headers=auth(), timeout=10)
+
+
+def test_text_part_is_stored_and_served_back(hub: RunningHub) -> None:
+    response = upload_with_text(hub.url, b"%PDF circular", CIRCULAR_TEXT.encode())
+    assert response.status_code == 201
+    doc_id = response.json()["id"]
+    served = get_text(hub.url, doc_id)
+    assert served.status_code == 200 and served.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert served.content.decode("utf-8") == CIRCULAR_TEXT
+    assert hub.sim.documents[doc_id].text_bytes == len(CIRCULAR_TEXT.encode())
+    assert list(hub.sim.incoming_dir.iterdir()) == []
+
+
+def test_a_document_without_text_has_none_to_serve(hub: RunningHub) -> None:
+    doc_id = upload(hub.url, b"plain upload").json()["id"]
+    assert get_text(hub.url, doc_id).status_code == 404
+    assert get_text(hub.url, "doc-999999").json()["error"] == "unknown_document"
+
+
+def test_text_part_over_its_cap_is_413_and_nothing_is_stored(tmp_path: Path) -> None:
+    with running_hub(token=TOKEN, data_dir=tmp_path, max_text_bytes=30) as running:
+        refused = upload_with_text(running.url, b"doc", CIRCULAR_TEXT.encode())
+        assert (refused.status_code, refused.json()["error"]) == (413, "text_too_large")
+        assert running.sim.documents == {} and list(running.sim.incoming_dir.iterdir()) == []
+        assert upload_with_text(running.url, b"doc", b"short").status_code == 201
+
+
+def test_text_part_that_is_not_utf8_is_400(hub: RunningHub) -> None:
+    refused = upload_with_text(hub.url, b"doc", "സുരക്ഷ".encode("utf-16"))
+    assert (refused.status_code, refused.json()["error"]) == (400, "text_not_utf8")
+    assert hub.sim.documents == {}
+
+
+def test_text_part_that_is_not_text_plain_is_415(hub: RunningHub) -> None:
+    refused = upload_with_text(hub.url, b"doc", b"<p>hi</p>", content_type="text/html")
+    assert refused.status_code == 415
+
+
+def test_older_hub_refuses_the_text_part_with_400_and_takes_the_upload_without_it(tmp_path: Path) -> None:
+    with running_hub(token=TOKEN, data_dir=tmp_path, text_part=False) as old:
+        refused = upload_with_text(old.url, b"doc", b"some text")
+        assert refused.status_code == 400
+        assert refused.json() == {"error": "unknown_part", "reason": "unknown multipart part: text"}
+        assert old.sim.documents == {} and list(old.sim.incoming_dir.iterdir()) == []
+        assert upload(old.url, b"doc").status_code == 201
+        assert old.sim.uploads_per_key[sha(b"doc")] == 2
+
+
+def test_enrichment_update_replaces_fields_and_text_and_is_idempotent(hub: RunningHub) -> None:
+    doc_id = upload_with_text(hub.url, b"scan", b"old ocr text").json()["id"]
+    update = {"language": "ml", "department": "Safety", "department_confidence": 0.9,
+              "department_terms": ["സുരക്ഷ"], "sensitive": {"pan": 1},
+              "extraction": {"method": "ocr", "pages": 1, "ocr_pages": 1, "chars": 40, "truncated": False},
+              "text": CIRCULAR_TEXT}
+    first = put_enrichment(hub.url, doc_id, update)
+    second = put_enrichment(hub.url, doc_id, update)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert first.json() == second.json() == {"id": doc_id, "sha256": sha(b"scan"), "status": "updated"}
+    doc = hub.sim.documents[doc_id]
+    assert doc.metadata["department"] == "Safety" and doc.metadata["sensitive"] == {"pan": 1}
+    assert doc.metadata["source_id"] == "inbox/101/report.pdf"  # upload metadata kept
+    assert doc.enrichment_updates == 2 and get_text(hub.url, doc_id).content.decode() == CIRCULAR_TEXT
+    assert put_enrichment(hub.url, doc_id, {"department": "Finance"}).status_code == 200
+    assert get_text(hub.url, doc_id).content.decode() == CIRCULAR_TEXT  # no text in the update: kept
+    assert put_enrichment(hub.url, doc_id, {"text": ""}).status_code == 200
+    assert get_text(hub.url, doc_id).status_code == 404
+
+
+def test_enrichment_update_of_an_unknown_document_is_404(hub: RunningHub) -> None:
+    response = put_enrichment(hub.url, "doc-999999", {"language": "en"})
+    assert (response.status_code, response.json()["error"]) == (404, "unknown_document")
+
+
+@pytest.mark.parametrize(("body", "status", "error"), [
+    (["not", "an", "object"], 400, "bad_enrichment"),
+    ({"departmnet": "Safety"}, 400, "unknown_enrichment_field"),
+    ({"text": 12}, 400, "bad_text"),
+    ({"text": "x" * 101}, 413, "text_too_large"),
+])
+def test_enrichment_update_refusals(tmp_path: Path, body: Any, status: int, error: str) -> None:
+    with running_hub(token=TOKEN, data_dir=tmp_path, max_text_bytes=100) as running:
+        doc_id = upload(running.url, b"memo").json()["id"]
+        response = put_enrichment(running.url, doc_id, body)
+        assert (response.status_code, response.json()["error"]) == (status, error)
+        assert running.sim.documents[doc_id].enrichment_updates == 0
+
+
+def test_enrichment_update_needs_the_token(hub: RunningHub) -> None:
+    doc_id = upload(hub.url, b"memo").json()["id"]
+    assert put_enrichment(hub.url, doc_id, {"language": "en"}, token=None).status_code == 401
+
+
+def test_http_hub_sends_text_and_enrichment_that_the_simulator_keeps(hub: RunningHub) -> None:
+    content = b"%PDF-1.7 safety circular"
+    document = Document(source="sharepoint", scope="drive-1", source_id="item-4", version="v1", filename="c.pdf",
+                        mime_type="application/pdf", size=len(content), sha256=sha(content),
+                        content_text=CIRCULAR_TEXT, extraction={"method": "text-layer", "chars": 41},
+                        _content=io.BytesIO(content))
+    client = HttpHub(hub.url, TOKEN)
+    hub_id = client.upload(document)
+    assert hub.sim.documents[hub_id].text() == CIRCULAR_TEXT
+    assert hub.sim.documents[hub_id].metadata["extraction"]["method"] == "text-layer"
+    client.update_enrichment(hub_id, {"department": "Safety", "language": "mixed"}, CIRCULAR_TEXT + " (rev 2)")
+    assert hub.sim.documents[hub_id].metadata["department"] == "Safety"
+    assert hub.sim.documents[hub_id].text() == CIRCULAR_TEXT + " (rev 2)"
+    with pytest.raises(HubDocumentMissing):
+        client.update_enrichment("doc-999999", {"department": "Safety"}, None)
+
+
+def test_texts_persist_across_a_restart_and_reset_removes_them(tmp_path: Path) -> None:
+    with running_hub(token=TOKEN, data_dir=tmp_path, persist=True) as first:
+        doc_id = upload_with_text(first.url, b"register", CIRCULAR_TEXT.encode()).json()["id"]
+        put_enrichment(first.url, doc_id, {"department": "Finance"})
+    with running_hub(token=TOKEN, data_dir=tmp_path, persist=True) as restarted:
+        assert get_text(restarted.url, doc_id).content.decode() == CIRCULAR_TEXT
+        assert restarted.sim.documents[doc_id].metadata["department"] == "Finance"
+        restarted.sim.reset()
+        assert list(restarted.sim.store.text_dir.iterdir()) == []
 
 
 # ----- provenance, deletion, health -----------------------------------------------------------
