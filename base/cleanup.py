@@ -108,7 +108,7 @@ def purge_orphaned_bytes(state: StateStore, deadletter_dir: str, *, older_than: 
     (an entry dropped by hand, a copy interrupted mid-way)."""
     if not os.path.isdir(deadletter_dir):
         return 0
-    kept = {os.path.abspath(e.bytes_path) for e in state.list_dead_letters() if e.bytes_path}
+    kept = {os.path.abspath(path) for e in state.list_dead_letters() for path in (e.bytes_path, e.text_path) if path}
     removed = 0
     for folder, _dirs, files in os.walk(deadletter_dir):
         for name in files:

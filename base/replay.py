@@ -1,10 +1,11 @@
 """Dead-letter replay: send a failed document again from the bytes kept for it.
 
 When the pipeline dead-letters a document it already downloaded (the Hub refused it, say), it keeps
-the bytes beside the entry together with the document's Hub metadata. ``replay`` rebuilds that
+the bytes (and the text extracted from them, ``DeadLetter.text_path``) beside the entry together with
+the document's Hub metadata. ``replay`` rebuilds that
 Document and hands it to the connector's own delivery step, so content dedup, provenance links,
 ``previous_sha256``, the item record, metrics and the audit line are exactly the pipeline's. On
-success the entry and its bytes are removed and the audit log says ``replayed``.
+success the entry, its bytes and its text are removed and the audit log says ``replayed``.
 
 An entry without kept bytes (the source could not be read) cannot be replayed from here: a full
 sync of its scope reads the item from the source again (``kmrl-connectors sync SOURCE --full``).
@@ -58,6 +59,14 @@ def _sha256_of(path: str) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def _kept_text(entry: DeadLetter) -> str:
+    try:
+        with open(entry.text_path, encoding="utf-8") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return ""
+
+
 def _document(entry: DeadLetter, meta: dict[str, Any], path: str) -> Document:
     return Document(
         source=entry.connector, scope=entry.scope, source_id=entry.source_id,
@@ -67,6 +76,9 @@ def _document(entry: DeadLetter, meta: dict[str, Any], path: str) -> Document:
         department=str(meta.get("department") or ""),
         department_confidence=float(meta.get("department_confidence") or 0.0),
         department_terms=list(meta.get("department_terms") or []), author=str(meta.get("author") or ""),
+        language_script=str(meta.get("language_script") or ""), content_text=_kept_text(entry),
+        extraction=dict(meta["extraction"]) if isinstance(meta.get("extraction"), dict) else None,
+        sensitive=dict(meta.get("sensitive") or {}),
         created_at=meta.get("created_at"), modified_at=meta.get("modified_at"), source_url=meta.get("source_url"),
         metadata=dict(meta.get("extra") or {}),
         _content=open(path, "rb"),  # owned and closed by the Document
@@ -75,9 +87,11 @@ def _document(entry: DeadLetter, meta: dict[str, Any], path: str) -> Document:
 
 def _forget(connector: BaseConnector, entry: DeadLetter) -> None:
     connector.state.remove_dead_letter(entry.connector, entry.id)
-    if entry.bytes_path:
+    for path in (entry.bytes_path, entry.text_path):
+        if not path:
+            continue
         try:
-            os.remove(entry.bytes_path)
+            os.remove(path)
         except FileNotFoundError:
             pass
     connector.state.set_gauge("kmrl_dead_letters", {"source": entry.connector},

@@ -712,7 +712,8 @@ class Runner:
             self._done(run, item)
 
     def _keep_bytes(self, entry_id: str, document: Document) -> str:
-        """Copies a failed document's bytes beside the dead-letter entry so a replay needs no source."""
+        """Copies a failed document's bytes (and its extracted text, ``DeadLetter.text_path``) beside
+        the dead-letter entry so a replay needs neither the source nor extraction again."""
         folder = os.path.join(self.settings.deadletter_dir, self.source.name)
         os.makedirs(folder, exist_ok=True)
         path = os.path.abspath(os.path.join(folder, f"{entry_id}.bin"))
@@ -720,6 +721,13 @@ class Runner:
         with open(tmp, "wb") as out:
             shutil.copyfileobj(document.open_content(), out, 1024 * 1024)
         os.replace(tmp, path)
+        text_path = f"{path}.txt"  # DeadLetter.text_path
+        if document.content_text:
+            with open(tmp, "w", encoding="utf-8", errors="replace") as out:
+                out.write(document.content_text)
+            os.replace(tmp, text_path)
+        elif os.path.exists(text_path):
+            os.remove(text_path)  # an earlier failure of this item had text; this version has none
         return path
 
     def _done(self, run: _Run, item: Item) -> None:

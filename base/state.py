@@ -59,6 +59,12 @@ class DeadLetter:
         if not self.id:
             self.id = dead_letter_id(self.scope, self.source_id)
 
+    @property
+    def text_path(self) -> str:
+        """Where the document's extracted text is kept beside its bytes (UTF-8; the file exists only
+        when the document had text); "" when no bytes are kept."""
+        return f"{self.bytes_path}.txt" if self.bytes_path else ""
+
 
 def dead_letter_id(scope: str, source_id: str) -> str:
     """A short stable id for the dead-letter entry of (scope, source_id)."""

@@ -14,6 +14,7 @@ from base.contract import Item
 from base.document import Document
 from base.hub_client import HttpHub
 from base.refusals import HubRefusesEveryDocument
+from base.replay import replay
 from base.runner import Runner
 from config.settings import Settings
 from sandbox.hub import RunningHub, running_hub
@@ -158,3 +159,21 @@ def test_the_error_names_the_answer() -> None:
     assert str(error).startswith("the Hub refused 3 documents in a row with 400 'unknown multipart part: text': "
                                  "set HUB_TEXT_PART=0 or upgrade the Hub")
     assert "\n" not in str(error)
+
+
+def test_a_dead_lettered_document_keeps_its_text_and_replay_sends_it(
+        tmp_path: Path, redis_url: str, hub: Any) -> None:
+    settings = make_settings(tmp_path, redis_url, hub_refusals_to_stop=3)
+    files = circulars(2)
+    hub.sim.set_fault("reject", match=sha(files[0].content), status=415)
+    source = TextConnector({"drive-1": files}, settings=settings, hub=HttpHub(hub.url, hub.token))
+    assert source.sync_documents({}).totals["dead_lettered"] == 1
+    (entry,) = source.state.list_dead_letters("fake")
+    assert Path(entry.text_path).read_text(encoding="utf-8") == files[0].text
+    hub.sim.clear_faults()
+    outcome = replay(source, entry)
+    assert outcome.result == "replayed", outcome.detail
+    stored = hub.sim.document_by_sha256(sha(files[0].content))
+    assert stored is not None and stored.text() == files[0].text
+    assert stored.metadata["extraction"]["method"] == "text-layer"
+    assert not Path(entry.bytes_path).exists() and not Path(entry.text_path).exists()

@@ -83,14 +83,14 @@ def test_cleanup_leaves_the_outbox_alone_without_an_outbox_retention(tmp_path, r
 def test_orphaned_kept_bytes_go_once_old_and_unreferenced(tmp_path, state):
     folder = tmp_path / "deadletter" / "email"
     folder.mkdir(parents=True)
-    for name in ("kept.bin", "orphan.bin", "copy.bin.tmp", "fresh-orphan.bin"):
+    for name in ("kept.bin", "kept.bin.txt", "orphan.bin", "orphan.bin.txt", "copy.bin.tmp", "fresh-orphan.bin"):
         (folder / name).write_bytes(b"x")
-    for name in ("kept.bin", "orphan.bin", "copy.bin.tmp"):
+    for name in ("kept.bin", "kept.bin.txt", "orphan.bin", "orphan.bin.txt", "copy.bin.tmp"):
         aged(folder / name, 5)
     state.add_dead_letter(DeadLetter("email", "ops/INBOX", "uid-1", "422", bytes_path=str(folder / "kept.bin")))
     removed = purge_orphaned_bytes(state, str(tmp_path / "deadletter"), older_than=time.time() - DAY)
-    assert removed == 2
-    assert sorted(p.name for p in folder.iterdir()) == ["fresh-orphan.bin", "kept.bin"]
+    assert removed == 3
+    assert sorted(p.name for p in folder.iterdir()) == ["fresh-orphan.bin", "kept.bin", "kept.bin.txt"]
 
 
 def test_only_results_without_a_ttl_and_past_expiry_are_deleted(redis_client: redis.Redis):
