@@ -78,9 +78,10 @@ class Hub(Protocol):
         """Records that another source item carries the content of document ``hub_id``."""
 
     def update_enrichment(self, hub_id: str, enrichment: Mapping[str, Any], text: str | None) -> None:
-        """Replaces the enrichment fields (base.hub_parts.ENRICHMENT_FIELDS) of document ``hub_id``
-        and, unless ``text`` is None, its text ("" means it has none). Idempotent. Raises
-        ``HubDocumentMissing`` when there is no such document, ValueError for an unknown field."""
+        """Replaces the enrichment fields (base.document.ENRICHMENT_FIELDS, as ``Document.enrichment()``
+        gives them) of document ``hub_id`` and, unless ``text`` is None, its text ("" means it has
+        none). Idempotent. Raises ``HubDocumentMissing`` when there is no such document, ValueError
+        for an unknown field."""
 
     def delete(self, source: str, source_id: str) -> None:
         """Tells the Hub that a source item was deleted."""

@@ -3,8 +3,8 @@
 - The ``text`` part: a document's extracted text (``Document.content_text``) as UTF-8, capped at a
   number of bytes and cut on a character boundary (``capped_utf8``); when the cut happens here the
   metadata's ``extraction.truncated`` says so (``metadata_for_text``).
-- The enrichment an update sends for a document already in the Hub (``enrichment_of``,
-  ``enrichment_body``): the fields a new extraction or classification can change.
+- The body of an enrichment update for a document already in the Hub (``enrichment_body``): the
+  fields a new extraction or classification can change (``Document.enrichment()``), and the text.
 - ``MultipartBody``: the multipart/form-data upload, parts in this order: ``metadata`` (JSON),
   ``text`` (when there is one), ``file``. The text goes before the file so that a Hub which refuses
   it (an older Hub) can answer before the file's bytes are sent, and so that a Hub indexing the text
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
-from base.document import Document
+from base.document import ENRICHMENT_FIELDS, Document
 
 #: Upload block size when streaming a multipart body.
 UPLOAD_BLOCK = 256 * 1024  # bytes
@@ -30,9 +30,6 @@ DEFAULT_TEXT_MAX_BYTES = 1024 * 1024  # bytes of UTF-8
 TEXT_PART = "text"
 TEXT_FILENAME = "text.txt"
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
-#: The fields an enrichment update may carry, as named in the upload's metadata.
-ENRICHMENT_FIELDS = ("language", "language_script", "department", "department_confidence", "department_terms",
-                     "extraction", "sensitive")
 
 
 def capped_utf8(text: str, max_bytes: int) -> tuple[bytes, bool]:
@@ -72,12 +69,6 @@ def metadata_for_text(metadata: Mapping[str, Any], part: TextPart | None) -> dic
     if part is not None and part.truncated:
         out["extraction"] = {**dict(out.get("extraction") or {}), "truncated": True}
     return out
-
-
-def enrichment_of(document: Document) -> dict[str, Any]:
-    """The enrichment fields of ``document``, as its upload metadata gives them (``update_enrichment``'s input)."""
-    metadata = document.hub_metadata()
-    return {name: metadata.get(name) for name in ENRICHMENT_FIELDS if name in metadata}
 
 
 def enrichment_body(enrichment: Mapping[str, Any], text: str | None, max_bytes: int) -> dict[str, Any]:

@@ -25,7 +25,8 @@ TOKEN = "hub-token-for-refusal-tests"
 
 
 class _TextRunner(Runner):
-    """The pipeline, with each item's text standing for what extraction read from its content."""
+    """The pipeline, with each item's text standing for what extraction read from its content (the
+    extraction step itself is off in these tests, which are about delivery)."""
 
     def build_document(self, scope: str, item: Item, **options: Any) -> Document | None:
         document = super().build_document(scope, item, **options)
@@ -65,7 +66,7 @@ def connector(files: Mapping[str, list[FakeFile]], settings: Settings, hub: Runn
 
 def test_older_hub_stops_the_run_as_a_config_error_then_text_part_off_delivers_everything_once(
         tmp_path: Path, redis_url: str, old_hub: RunningHub) -> None:
-    settings = make_settings(tmp_path, redis_url, hub_refusals_to_stop=3)
+    settings = make_settings(tmp_path, redis_url, extract_text=False, hub_refusals_to_stop=3)
     files = circulars(6)
     first = connector({"drive-1": files}, settings, old_hub, text_part=True)
     summary = first.sync_documents({})
@@ -95,7 +96,7 @@ def test_older_hub_stops_the_run_as_a_config_error_then_text_part_off_delivers_e
 
 def test_a_run_stopped_by_refusals_stops_again_without_dead_letters_until_fixed(
         tmp_path: Path, redis_url: str, old_hub: RunningHub) -> None:
-    settings = make_settings(tmp_path, redis_url, hub_refusals_to_stop=2)
+    settings = make_settings(tmp_path, redis_url, extract_text=False, hub_refusals_to_stop=2)
     files = circulars(4)
     for _ in range(3):  # every tick of the schedule meets the same answer
         summary = connector({"drive-1": files}, settings, old_hub, text_part=True).sync_documents({})
@@ -108,7 +109,7 @@ def test_a_run_stopped_by_refusals_stops_again_without_dead_letters_until_fixed(
 
 def test_refusals_in_a_row_that_end_before_the_limit_are_dead_lettered_in_order(
         tmp_path: Path, redis_url: str, hub: Any) -> None:
-    settings = make_settings(tmp_path, redis_url, hub_refusals_to_stop=3)
+    settings = make_settings(tmp_path, redis_url, extract_text=False, hub_refusals_to_stop=3)
     files = circulars(4)
     hub.sim.set_fault("error", status=422, count=2, endpoint="upload")  # one answer, twice
     source = TextConnector({"drive-1": files}, settings=settings, hub=HttpHub(hub.url, hub.token))
@@ -125,7 +126,7 @@ def test_refusals_in_a_row_that_end_before_the_limit_are_dead_lettered_in_order(
 
 def test_refusals_at_the_end_of_the_feed_are_dead_lettered_and_the_cursor_moves(
         tmp_path: Path, redis_url: str, old_hub: RunningHub) -> None:
-    settings = make_settings(tmp_path, redis_url, hub_refusals_to_stop=3)
+    settings = make_settings(tmp_path, redis_url, extract_text=False, hub_refusals_to_stop=3)
     files = circulars(2)
     source = connector({"drive-1": files}, settings, old_hub, text_part=True)
     summary = source.sync_documents({})
@@ -134,7 +135,7 @@ def test_refusals_at_the_end_of_the_feed_are_dead_lettered_and_the_cursor_moves(
 
 
 def test_different_refusals_do_not_add_up(tmp_path: Path, redis_url: str, hub: Any) -> None:
-    settings = make_settings(tmp_path, redis_url, hub_refusals_to_stop=2)
+    settings = make_settings(tmp_path, redis_url, extract_text=False, hub_refusals_to_stop=2)
     files = circulars(3)
     for fake in files:  # each refusal names its document: three answers, not one
         hub.sim.set_fault("reject", match=sha(fake.content), status=422)
@@ -146,7 +147,7 @@ def test_different_refusals_do_not_add_up(tmp_path: Path, redis_url: str, hub: A
 
 def test_refusals_to_stop_zero_dead_letters_every_refusal_as_before(
         tmp_path: Path, redis_url: str, old_hub: RunningHub) -> None:
-    settings = make_settings(tmp_path, redis_url, hub_refusals_to_stop=0)
+    settings = make_settings(tmp_path, redis_url, extract_text=False, hub_refusals_to_stop=0)
     files = circulars(5)
     source = connector({"drive-1": files}, settings, old_hub, text_part=True)
     summary = source.sync_documents({})
@@ -163,7 +164,7 @@ def test_the_error_names_the_answer() -> None:
 
 def test_a_dead_lettered_document_keeps_its_text_and_replay_sends_it(
         tmp_path: Path, redis_url: str, hub: Any) -> None:
-    settings = make_settings(tmp_path, redis_url, hub_refusals_to_stop=3)
+    settings = make_settings(tmp_path, redis_url, extract_text=False, hub_refusals_to_stop=3)
     files = circulars(2)
     hub.sim.set_fault("reject", match=sha(files[0].content), status=415)
     source = TextConnector({"drive-1": files}, settings=settings, hub=HttpHub(hub.url, hub.token))
