@@ -1,6 +1,7 @@
 """``kmrl-connectors``: run, inspect and repair the service from a shell.
 
     kmrl-connectors sync SOURCE|all [--scope S] [--dry-run] [--full]
+    kmrl-connectors reprocess SOURCE|all [--scope S] [--since DAY] [--until DAY]
     kmrl-connectors status [--json]
     kmrl-connectors check [SOURCE]
     kmrl-connectors deadletter list|retry|drop [SOURCE] [--id ID]
@@ -25,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,7 +34,7 @@ import redis
 
 from base.base_connector import BaseConnector
 from base.health import load_report
-from base.runner import ScopeSummary
+from base.runner import Reprocess, ScopeSummary
 from base.schema import migrate
 from base.state import DeadLetter
 from config.redis_tls import redis_tls_kwargs
@@ -42,6 +44,7 @@ from connectors.service import Service
 from utils.errors import ConfigError, TransientError
 from utils.logging import configure_logging, mask_text
 from utils.progress import SyncProgress
+from utils.tables import DISPLAY_ZONE as IST
 from utils.tables import ago, format_duration, format_time, render_table, safe_url
 
 #: A worker's liveness file older than this fails ``probe worker``.
@@ -120,7 +123,9 @@ def _without_database(url: str) -> str:
 # -- sync -----------------------------------------------------------------------------------------
 
 def _scope_line(result: ScopeSummary) -> str:
-    counts = " ".join(f"{k}={v}" for k, v in result.counts.items() if k != "dead_lettered")
+    # dead_lettered is within failed; reprocessed shows only in the runs that do it.
+    counts = " ".join(f"{k}={v}" for k, v in result.counts.items()
+                      if k != "dead_lettered" and (v or k != "reprocessed"))
     line = f"{result.connector} {result.scope}: {result.state}  {counts}  {result.seconds:.1f} s"
     return line + (f"  error: {result.error}" if result.error else "")
 
@@ -140,6 +145,30 @@ def _owned_scope(connector: BaseConnector, scope: str) -> bool:
 
 
 def cmd_sync(args: argparse.Namespace, service: Service) -> int:
+    return _sync_sources(args, service)
+
+
+def _day(value: str) -> datetime:
+    """A day (YYYY-MM-DD: its midnight in IST, the zone status shows) or an ISO 8601 timestamp (UTC
+    when it names no zone)."""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD) or an ISO 8601 time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=IST if len(value) == 10 else UTC)
+    return when
+
+
+def cmd_reprocess(args: argparse.Namespace, service: Service) -> int:
+    if args.since and args.until and args.since >= args.until:
+        out(f"--since ({args.since.isoformat()}) must be before --until ({args.until.isoformat()})")
+        return 2
+    args.dry_run, args.full = False, False
+    return _sync_sources(args, service, reprocess=Reprocess(since=args.since, until=args.until))
+
+
+def _sync_sources(args: argparse.Namespace, service: Service, *, reprocess: Reprocess | None = None) -> int:
     names = list(service.sources) if args.source == "all" else [args.source]
     sources = registry.configured_sources(service.settings, names=names, sources=service.sources)
     for name in names:
@@ -163,11 +192,15 @@ def cmd_sync(args: argparse.Namespace, service: Service) -> int:
             failed = True
             continue
         for connector in connectors:
+            if reprocess is not None and connector.cannot_list_again:
+                out(f"{source}: not reprocessed: {connector.cannot_list_again}")
+                break
             scopes = [args.scope] if args.scope else None
             if args.scope and len(connectors) > 1 and not _owned_scope(connector, args.scope):
                 continue
             progress.watch(connector)
-            summary = connector.sync_documents(scopes=scopes, dry_run=args.dry_run, full=args.full)
+            summary = connector.sync_documents(scopes=scopes, dry_run=args.dry_run, full=args.full,
+                                               reprocess=reprocess)
             for result in summary.scopes:
                 if args.dry_run:
                     _print_decisions(result)
@@ -508,6 +541,14 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true", help="list what would happen; change nothing")
     sync.add_argument("--full", action="store_true", help="ignore cursors and re-read everything (dedup still holds)")
     sync.set_defaults(handler=cmd_sync)
+
+    again = commands.add_parser("reprocess", help="read ingested documents again; send the Hub their text and "
+                                "new language, department and extraction")
+    again.add_argument("source", help="a source name, or 'all' for every configured source")
+    again.add_argument("--scope", help="only this scope (folder, drive id, site)")
+    again.add_argument("--since", type=_day, help="only documents dated (modified) on or after this day (IST)")
+    again.add_argument("--until", type=_day, help="only documents dated before this day (IST)")
+    again.set_defaults(handler=cmd_reprocess)
 
     status = commands.add_parser("status", help="each connector's scopes: state, last success, lag, counts")
     status.add_argument("--json", action="store_true", help="machine-readable output")

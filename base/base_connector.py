@@ -21,7 +21,7 @@ from base.contract import Change, HealthResult, Item, ScopeState, SourceClients
 from base.document import Document
 from base.enrichment.rules import ContentRules
 from base.hub_client import Hub, hub_from_settings
-from base.runner import COUNT_FIELDS, Decision, Runner, ScopeSummary, SyncSummary, TimeUp
+from base.runner import COUNT_FIELDS, Decision, Reprocess, Runner, ScopeSummary, SyncSummary, TimeUp
 from base.state import StateStore
 from config.settings import Settings, get_settings
 from utils.audit import AuditLog
@@ -50,6 +50,9 @@ class BaseConnector(ABC):
 
     #: Short, stable name of the source ("email", "maximo", "sharepoint", "whatsapp").
     name: ClassVar[str] = ""
+    #: Why a full run cannot list what was ingested before (a stream whose entries are gone once
+    #: taken), or "" when it can: ``kmrl-connectors reprocess`` reads documents again only then.
+    cannot_list_again: ClassVar[str] = ""
 
     def __init__(self, *, state: StateStore | None = None, hub: Hub | None = None,
                  settings: Settings | None = None, rules: ContentRules | None = None,
@@ -126,7 +129,7 @@ class BaseConnector(ABC):
 
     def sync_documents(self, credentials: Mapping[str, Any] | None = None, *, scopes: list[str] | None = None,
                        dry_run: bool = False, full: bool = False, deadline: float | None = None,
-                       time_up: TimeUp = ()) -> SyncSummary:
+                       time_up: TimeUp = (), reprocess: Reprocess | None = None) -> SyncSummary:
         """Runs the pipeline over every scope (or ``scopes``); returns what happened.
 
         dry_run: list what would be ingested, skipped, deleted; download, upload and change nothing.
@@ -134,6 +137,8 @@ class BaseConnector(ABC):
         deadline: ``time.monotonic()`` value after which each scope stops at its next safe point.
         time_up: exception types that mean the caller's own time limit struck (the Celery task gives
             ``SoftTimeLimitExceeded``): inside a scope's run one ends it as ``partial``; outside, it is raised.
+        reprocess: read already-ingested documents again and update their enrichment in the Hub
+            (``kmrl-connectors reprocess``; see ``base.runner.Reprocess``).
         Classified failures end up in the summary's states; they are not raised.
         """
         creds = credentials if credentials is not None else self.default_credentials()
@@ -145,7 +150,8 @@ class BaseConnector(ABC):
                 # Connected and listed: a scope-less failure recorded by an earlier run no longer holds.
                 self.state.clear_status(self.name, "*")
                 for scope in selected:
-                    result = runner.run_scope(scope, dry_run=dry_run, full=full, deadline=deadline, time_up=time_up)
+                    result = runner.run_scope(scope, dry_run=dry_run, full=full, deadline=deadline, time_up=time_up,
+                                              reprocess=reprocess)
                     summary.scopes.append(result)
                     if result.state == ScopeState.AUTH_FAILED:
                         break  # the same credentials would fail on every other scope

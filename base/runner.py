@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
 import redis
@@ -38,7 +39,6 @@ import requests
 from base.contract import Change, Checkpoint, Item, ItemFailure, ScopeState
 from base.document import Document, flat_hints, sanitize_filename, spool_chunks
 from base.enrichment.steps import enrich
-from base.extraction.step import DeadlineReached as ExtractionDeadline
 from base.extraction.step import extract_document
 from base.hub_client import Hub, HubDocumentMissing, HubRefused
 from base.pool import pool_for
@@ -62,8 +62,36 @@ log = get_logger(__name__)
 #: Exception types that mean the caller's time limit struck (e.g. Celery's ``SoftTimeLimitExceeded``).
 TimeUp = tuple[type[BaseException], ...]
 
+
+@dataclass(frozen=True)
+class Reprocess:
+    """A run that reads already-ingested documents again and sends the Hub their new enrichment
+    (``Hub.update_enrichment``) instead of skipping them: ``kmrl-connectors reprocess``.
+
+    since / until: only items whose source date (modified, else created) falls in [since, until)
+    are read again; an item without a date always is. New items met on the way are ingested as in
+    any sync."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def covers(self, item: Item) -> bool:
+        """Whether ``item`` falls in the dates (always, when none are set or it has no date)."""
+        if self.since is None and self.until is None:
+            return True
+        stamp = item.modified_at or item.created_at
+        if not stamp:
+            return True
+        try:
+            when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            return True
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return (self.since is None or when >= self.since) and (self.until is None or when < self.until)
+
 #: The counters every run reports, per scope and in total.
-COUNT_FIELDS = ("fetched", "new", "duplicate", "skipped", "failed", "dead_lettered", "deleted")
+COUNT_FIELDS = ("fetched", "new", "duplicate", "skipped", "failed", "dead_lettered", "deleted", "reprocessed")
 #: Free space in the spool folder is looked at again after every this many bytes of one download.
 SPOOL_RECHECK_BYTES = 64 * 1024 * 1024  # bytes
 #: The run's deadline is looked at after every this many bytes of one download. Connectors read in
@@ -167,8 +195,11 @@ class _Run:
 
     def __init__(self, summary: ScopeSummary, *, dry_run: bool, full: bool, batch_size: int = 1,
                  tracker: _CursorTracker | None = None, deadline: float | None = None, time_up: TimeUp = (),
-                 failing: Mapping[str, Any] | None = None, refusals_to_stop: int = 0) -> None:
+                 failing: Mapping[str, Any] | None = None, refusals_to_stop: int = 0,
+                 reprocess: Reprocess | None = None) -> None:
         self.summary = summary
+        #: Set for a reprocess run: known documents are read again and their enrichment updated.
+        self.reprocess = reprocess
         self.dry_run = dry_run
         self.full = full
         self.batch_size = batch_size
@@ -248,13 +279,16 @@ class Runner:
         return failed
 
     def run_scope(self, scope: str, *, dry_run: bool = False, full: bool = False, deadline: float | None = None,
-                  time_up: TimeUp = ()) -> ScopeSummary:
+                  time_up: TimeUp = (), reprocess: Reprocess | None = None) -> ScopeSummary:
         """Runs the pipeline for one scope under its lease; returns what happened (never raises for a
         classified failure, which ends up in the summary's state; ``time_up`` ends it as ``partial``).
 
         dry_run: decide only (download, upload and change nothing). full: ignore the stored cursor.
         deadline: ``time.monotonic()`` value after which the run stops at its next safe point.
+        reprocess: read already-ingested documents again (from the start, as ``full``) and update their
+        enrichment in the Hub (see ``Reprocess``).
         """
+        full = full or reprocess is not None
         summary = ScopeSummary(self.source.name, scope, uuid.uuid4().hex[:12])
         lease = self.state.lease(self.source.name, scope, ttl=self.settings.lock_ttl)
         if not lease.acquire():
@@ -276,7 +310,7 @@ class Runner:
             batched = callable(getattr(self.hub, "flush", None)) and not dry_run
             run = _Run(summary, dry_run=dry_run, full=full, tracker=tracker, deadline=deadline, time_up=time_up,
                        batch_size=self.settings.ack_batch_size if batched else 1,
-                       refusals_to_stop=self.settings.hub_refusals_to_stop)
+                       refusals_to_stop=self.settings.hub_refusals_to_stop, reprocess=reprocess)
             try:
                 if not dry_run:
                     run.failing = self.state.item_failures(self.source.name, scope)
@@ -412,6 +446,11 @@ class Runner:
         if known and known.version == item.version and not run.full:
             run.count("duplicate")
             self._decide(run, "duplicate", item, reason="already ingested")
+            self._done(run, item)
+            return
+        if known and run.reprocess is not None and not run.reprocess.covers(item):
+            run.count("duplicate")
+            self._decide(run, "duplicate", item, reason="outside the dates to reprocess")
             self._done(run, item)
             return
         filename = sanitize_filename(item.filename)
@@ -573,12 +612,9 @@ class Runner:
             raise
 
     def _extract(self, document: Document, deadline: float | None) -> None:
-        """The document's text, read on the process pool (base/extraction/step.py); only the run's
-        deadline stops the document here, anything the file does is reported in its ``extraction``."""
-        try:
-            extract_document(document, self.settings, pool_for(self.settings), deadline=deadline)
-        except ExtractionDeadline as exc:
-            raise _DeadlineReached(str(exc)) from exc
+        """The document's text, read on the process pool (base/extraction/step.py); whatever the file
+        does is reported in its ``extraction``, never raised."""
+        extract_document(document, self.settings, pool_for(self.settings), deadline=deadline)
 
     def _stream_guard(self, deadline: float | None) -> Callable[[int], None]:
         """What ``spool_chunks`` calls every ``DEADLINE_CHECK_BYTES`` of one download."""
@@ -595,6 +631,10 @@ class Runner:
         return guard
 
     def deliver(self, run: _Run, scope: str, item: Item, document: Document, known: ItemRecord | None) -> None:
+        if known and known.sha256 == document.sha256 and run.reprocess is not None and known.hub_id:
+            if self._reprocessed(run, scope, item, document, known):
+                return
+            known = None  # the Hub lost it: upload it again below
         if known and known.sha256 == document.sha256:
             # Same bytes under a new version (a metadata edit, a rescan): remember the version only.
             self._settle(run, scope, item, ItemRecord(item.version, document.sha256, known.hub_id),
@@ -657,6 +697,19 @@ class Runner:
                 entry.document.close()
         for cursor, checkpoint in cursors:
             self._advance(run, cursor, checkpoint=checkpoint)
+
+    def _reprocessed(self, run: _Run, scope: str, item: Item, document: Document, known: ItemRecord) -> bool:
+        """Sends the Hub the new enrichment of a document it holds; False when the Hub no longer has it."""
+        try:
+            self.hub.update_enrichment(known.hub_id, document.enrichment(), document.content_text or None)
+        except HubDocumentMissing:
+            return False
+        self._refusals_end(run, scope)
+        self._settle(run, scope, item, ItemRecord(item.version, document.sha256, known.hub_id),
+                     outcome="reprocessed", size=document.size)
+        run.count("reprocessed")
+        self._audit(run, "reprocessed", document, reason=f"enrichment of {known.hub_id} updated")
+        return True
 
     def _handle_deletion(self, run: _Run, scope: str, item: Item) -> None:
         if self.state.get_item(self.source.name, scope, item.source_id) is None:

@@ -115,6 +115,8 @@ class WhatsAppConnector(BaseConnector):
     """
 
     name = "whatsapp"
+    cannot_list_again = ("its media arrive once, through the webhook's inbox, and a Cloud API media id can "
+                         "be downloaded for 30 days only")
 
     def __init__(self, *, access_token: str = "", phone_number_id: str = "",
                  api_version: str = DEFAULT_API_VERSION, graph_base_url: str = DEFAULT_GRAPH_URL,

@@ -3,7 +3,7 @@
 ``extract_document`` fills ``Document.content_text`` and ``Document.extraction`` and never fails the
 document: a file no extractor reads, a corrupt or hostile file, a child killed at its memory or time
 limit, all end in ``extraction.method == 'none'`` with ``error`` saying why, and the document goes on
-to the Hub. Only the run's own deadline stops it (``DeadlineReached``, raised before any work).
+to the Hub.
 
 Files that cannot hold text (random or compressed binary: the head has no known signature and is not
 text) are recognised in this process from their first bytes and never cost a trip to the pool.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from typing import IO, Any
 
 from base.document import Document
@@ -26,17 +27,15 @@ HEAD_BYTES = 4096
 #: Seconds the pool gives an extraction beyond its own limit before killing the child: extraction
 #: stops itself at EXTRACT_SECONDS and returns what it has; the kill is the backstop.
 POOL_GRACE_SECONDS = 15.0
-#: Seconds kept in hand before the run's deadline: an extraction is not started with less.
+#: Seconds kept in hand before the run's deadline when an extraction is shortened to fit it.
 DEADLINE_MARGIN_SECONDS = 5.0
+#: Shortest time an extraction is given, whatever the run's deadline.
+MIN_SECONDS = 5.0
 
 # First bytes of the formats an extractor reads: PDF, PNG, JPEG, TIFF (both byte orders), ZIP (Office
 # Open XML and OpenDocument), OLE compound files (Outlook .msg), RTF.
 _SIGNATURES = (b"%PDF-", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"PK\x03\x04",
                b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", b"{\\rtf")
-
-
-class DeadlineReached(Exception):
-    """The run's deadline leaves no time for this document's extraction."""
 
 
 def limits_from(settings: Settings) -> ExtractionLimits:
@@ -87,7 +86,7 @@ def extract_document(document: Document, settings: Settings, pool: ProcessPool, 
     """Reads ``document``'s text on ``pool`` and records it on the document (see the module docstring).
 
     Returns the ``Extraction``; ``document.extraction`` holds its metadata (languages are added by the
-    language step). Raises ``DeadlineReached`` when ``deadline`` (monotonic) leaves too little time."""
+    language step). ``deadline`` (monotonic), when given, shortens the extraction to fit the run."""
     if not settings.extract_text:
         result = Extraction(error="text extraction is turned off (EXTRACT_TEXT=0)")
         document.extraction = result.metadata()
@@ -100,11 +99,11 @@ def extract_document(document: Document, settings: Settings, pool: ProcessPool, 
         return result
     limits = limits_from(settings)
     if deadline is not None:
-        left = deadline - time.monotonic() - DEADLINE_MARGIN_SECONDS
-        if left <= 1:
-            raise DeadlineReached("the run's deadline leaves no time to read this document's text")
+        # A document under way is finished (the run stops at its next safe point), but its extraction
+        # is shortened to what is left of the run's time, down to MIN_SECONDS.
+        left = max(MIN_SECONDS, deadline - time.monotonic() - DEADLINE_MARGIN_SECONDS)
         if left < limits.seconds:
-            limits = ExtractionLimits(**{**limits.__dict__, "seconds": left})
+            limits = replace(limits, seconds=left)
     started = time.monotonic()
     try:
         result = pool.run(extract, _request(content, document, limits),
