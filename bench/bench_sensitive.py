@@ -1,0 +1,181 @@
+"""Sensitive-content detection benchmark: speed, false positives on text without personal data, and
+true positives on synthetic personal data (base.enrichment.sensitive.find_sensitive).
+
+- speed: µs per KB on about 1 MB of mixed text (English and Malayalam prose, timetables, invoices,
+  and a sprinkling of synthetic personal numbers), best of a few rounds;
+- false positives, per corpus, as documents flagged out of documents read: the bodies of the real
+  messages in ../shared/testdata/mime, this repository's own docs and test data (README, env.example,
+  config/, tests/data, the demo's sample texts), the look-alike lines of sandbox/personal_data.py
+  (timetables, train, tender, invoice, PO numbers, dates, amounts), and random 12-digit numbers
+  (the share Verhoeff alone passes, and the share flagged as Aadhaar when written bare);
+- true positives: synthetic sentences with valid numbers (sandbox/personal_data.py), exact answers
+  and per kind found.
+
+    .venv/bin/python -m bench.bench_sensitive [--mb 1] [--show]
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import email.policy
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from base.enrichment.sensitive import find_sensitive, verhoeff_valid
+from sandbox.personal_data import lookalike_texts, personal_texts, random_twelve_digit_numbers
+
+ROOT = Path(__file__).resolve().parent.parent
+MIME_DIR = ROOT.parent / "shared" / "testdata" / "mime"
+
+
+def mime_bodies(folder: Path = MIME_DIR) -> Iterator[tuple[str, str]]:
+    """(file name, every text part of the message joined) for each message in ``folder``."""
+    for path in sorted(folder.iterdir()):
+        if path.name == "MANIFEST.tsv" or not path.is_file():
+            continue
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.compat32)
+        texts = []
+        for part in message.walk():
+            if part.get_content_maintype() != "text":
+                continue
+            payload = part.get_payload(decode=True)
+            if not isinstance(payload, bytes):
+                continue
+            charset = part.get_content_charset() or "utf-8"
+            try:
+                texts.append(payload.decode(charset, errors="replace"))
+            except LookupError:
+                texts.append(payload.decode("latin-1"))
+        yield path.name, "\n".join(texts)
+
+
+def repository_texts(root: Path = ROOT) -> Iterator[tuple[str, str]]:
+    """(name, text) of the repository's docs and test data, and the demo's sample texts."""
+    import json
+
+    from sandbox.samples import kmrl_samples
+
+    for pattern in ("*.md", "env.example", "config/*.toml", "tests/data/*.md"):
+        for path in sorted(root.glob(pattern)):
+            yield str(path.relative_to(root)), path.read_text(encoding="utf-8")
+    for path in sorted(root.glob("tests/data/*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            yield f"{path.name}:{row['id']}", row["text"]
+    for seed in (1, 2, 3):
+        for round_no in (1, 2):
+            samples = kmrl_samples(seed, round_no)
+            for mail in samples.mails:
+                yield f"samples:{seed}:{round_no}:{mail.key}", f"{mail.subject}\n{mail.body}"
+            for wo in samples.work_orders:
+                yield f"samples:{seed}:{round_no}:{wo.wonum}", f"{wo.description}\n{wo.long_description}"
+            for message in samples.whatsapp:
+                yield f"samples:{seed}:{round_no}:{message.file.key}", message.caption
+
+
+def flagged(texts: Sequence[tuple[str, str]]) -> list[tuple[str, dict[str, int]]]:
+    found = [(name, find_sensitive(text)) for name, text in texts]
+    return [(name, kinds) for name, kinds in found if kinds]
+
+
+def megabyte_of_text(mb: float) -> str:
+    """About ``mb`` MB of mixed text (UTF-8 bytes), with personal numbers in one line of fifty."""
+    prose = ("Minutes of the meeting held at Muttom depot on the maintenance of rolling stock and the "
+             "escalators at Aluva, Edappally and Vyttila stations. ")
+    malayalam = "മുട്ടം ഡിപ്പോയിലെ ബ്രേക്ക് സിസ്റ്റത്തിൽ തകരാർ കണ്ടെത്തി, ഉടൻ പരിഹരിക്കണം. "
+    lines = [s.text for s in lookalike_texts(7, 400)]
+    personal = [s.text for s in personal_texts(7, 40)]
+    parts: list[str] = []
+    size = 0
+    i = 0
+    while size < mb * 1024 * 1024:
+        line = prose if i % 3 == 0 else malayalam if i % 3 == 1 else lines[i % len(lines)]
+        if i % 50 == 49:
+            line = personal[i % len(personal)]
+        parts.append(line + "\n")
+        size += len(line.encode("utf-8")) + 1
+        i += 1
+    return "".join(parts)
+
+
+def prose_text(mb: float) -> str:
+    """About ``mb`` MB of English and Malayalam prose, a number or two a paragraph (no personal data)."""
+    from sandbox.samples import kmrl_samples
+
+    paragraphs = [f"{m.subject}\n{m.body}\n" for seed in (1, 2, 3) for m in kmrl_samples(seed, 1).mails]
+    out: list[str] = []
+    size = 0
+    while size < mb * 1024 * 1024:
+        paragraph = paragraphs[len(out) % len(paragraphs)]
+        out.append(paragraph)
+        size += len(paragraph.encode("utf-8"))
+    return "".join(out)
+
+
+def speed(text: str, rounds: int = 5) -> float:
+    """µs per KB (UTF-8) of ``find_sensitive`` on ``text``, best of ``rounds``."""
+    kb = len(text.encode("utf-8")) / 1024
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        find_sensitive(text)
+        best = min(best, time.perf_counter() - started)
+    return best * 1e6 / kb
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mb", type=float, default=1.0, help="size of the speed text in MB")
+    parser.add_argument("--show", action="store_true", help="list each flagged document of the clean corpora")
+    args = parser.parse_args(argv)
+
+    text = megabyte_of_text(args.mb)
+    print(f"speed: {speed(text):.1f} µs/KB on {len(text.encode('utf-8')) / 1048576:.2f} MB of number-dense mixed text")
+    prose = prose_text(args.mb)
+    print(f"speed: {speed(prose):.1f} µs/KB on {len(prose.encode('utf-8')) / 1048576:.2f} MB of English and Malayalam "
+          "prose (a few numbers)")
+
+    print("false positives (documents flagged / documents read):")
+    corpora: list[tuple[str, list[tuple[str, str]]]] = []
+    if MIME_DIR.is_dir():
+        corpora.append(("mime bodies (../shared/testdata/mime)", list(mime_bodies())))
+    corpora.append(("repository docs, test data, sample texts", list(repository_texts())))
+    corpora.append(("look-alikes (timetables, tenders, invoices, dates, amounts)",
+                    [(f"lookalike-{i}", s.text) for i, s in enumerate(lookalike_texts(1, 2000))]))
+    for title, texts in corpora:
+        hits = flagged(texts)
+        kinds = Counter(kind for _, found in hits for kind in found)
+        print(f"  {title}: {len(hits)} / {len(texts)}  {dict(kinds) or ''}")
+        if args.show:
+            for name, found in hits:
+                print(f"    {name}: {found}")
+
+    numbers = random_twelve_digit_numbers(1, 100000)
+    passing = sum(verhoeff_valid(n) for n in numbers)
+    bare = sum("aadhaar" in find_sensitive(f"number {n}") for n in numbers)
+    labelled = sum("aadhaar" in find_sensitive(f"Invoice No. {n}") for n in numbers)
+    in_runs = sum(bool(find_sensitive(f"serial {n}{n[:5]}")) for n in numbers)
+    print(f"  random 12-digit numbers: Verhoeff alone passes {passing / len(numbers):.2%}; "
+          f"flagged as Aadhaar written bare {bare / len(numbers):.2%} (shape: first digit 2-9), "
+          f"after an invoice label {labelled / len(numbers):.2%}, inside a 17-digit run {in_runs / len(numbers):.2%}")
+
+    samples = personal_texts(1, 3000)
+    exact = 0
+    per_kind: Counter[str] = Counter()
+    expected_kind: Counter[str] = Counter()
+    for sample in samples:
+        found = find_sensitive(sample.text)
+        exact += found == sample.expected
+        for kind, count in sample.expected.items():
+            expected_kind[kind] += count
+            per_kind[kind] += min(count, found.get(kind, 0))
+    print(f"true positives: {exact} / {len(samples)} synthetic texts answered exactly; per kind found: "
+          + ", ".join(f"{k} {per_kind[k]}/{expected_kind[k]}" for k in sorted(expected_kind)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
