@@ -17,63 +17,22 @@ true positives on synthetic personal data (base.enrichment.sensitive.find_sensit
 from __future__ import annotations
 
 import argparse
-import email
-import email.policy
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from base.enrichment.sensitive import find_sensitive, verhoeff_valid
-from sandbox.personal_data import lookalike_texts, personal_texts, random_twelve_digit_numbers
+from sandbox.personal_data import (
+    lookalike_texts,
+    message_texts,
+    personal_texts,
+    random_twelve_digit_numbers,
+    repository_texts,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 MIME_DIR = ROOT.parent / "shared" / "testdata" / "mime"
-
-
-def mime_bodies(folder: Path = MIME_DIR) -> Iterator[tuple[str, str]]:
-    """(file name, every text part of the message joined) for each message in ``folder``."""
-    for path in sorted(folder.iterdir()):
-        if path.name == "MANIFEST.tsv" or not path.is_file():
-            continue
-        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.compat32)
-        texts = []
-        for part in message.walk():
-            if part.get_content_maintype() != "text":
-                continue
-            payload = part.get_payload(decode=True)
-            if not isinstance(payload, bytes):
-                continue
-            charset = part.get_content_charset() or "utf-8"
-            try:
-                texts.append(payload.decode(charset, errors="replace"))
-            except LookupError:
-                texts.append(payload.decode("latin-1"))
-        yield path.name, "\n".join(texts)
-
-
-def repository_texts(root: Path = ROOT) -> Iterator[tuple[str, str]]:
-    """(name, text) of the repository's docs and test data, and the demo's sample texts."""
-    import json
-
-    from sandbox.samples import kmrl_samples
-
-    for pattern in ("*.md", "env.example", "config/*.toml", "tests/data/*.md"):
-        for path in sorted(root.glob(pattern)):
-            yield str(path.relative_to(root)), path.read_text(encoding="utf-8")
-    for path in sorted(root.glob("tests/data/*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            yield f"{path.name}:{row['id']}", row["text"]
-    for seed in (1, 2, 3):
-        for round_no in (1, 2):
-            samples = kmrl_samples(seed, round_no)
-            for mail in samples.mails:
-                yield f"samples:{seed}:{round_no}:{mail.key}", f"{mail.subject}\n{mail.body}"
-            for wo in samples.work_orders:
-                yield f"samples:{seed}:{round_no}:{wo.wonum}", f"{wo.description}\n{wo.long_description}"
-            for message in samples.whatsapp:
-                yield f"samples:{seed}:{round_no}:{message.file.key}", message.caption
 
 
 def flagged(texts: Sequence[tuple[str, str]]) -> list[tuple[str, dict[str, int]]]:
@@ -141,8 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("false positives (documents flagged / documents read):")
     corpora: list[tuple[str, list[tuple[str, str]]]] = []
     if MIME_DIR.is_dir():
-        corpora.append(("mime bodies (../shared/testdata/mime)", list(mime_bodies())))
-    corpora.append(("repository docs, test data, sample texts", list(repository_texts())))
+        corpora.append(("mime bodies (../shared/testdata/mime)", list(message_texts(MIME_DIR))))
+    corpora.append(("repository docs, test data, sample texts", list(repository_texts(ROOT))))
     corpora.append(("look-alikes (timetables, tenders, invoices, dates, amounts)",
                     [(f"lookalike-{i}", s.text) for i, s in enumerate(lookalike_texts(1, 2000))]))
     for title, texts in corpora:

@@ -10,8 +10,13 @@ and work-order numbers, dates, times, amounts, random long digit strings. Determ
 
 from __future__ import annotations
 
+import email
+import email.policy
+import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from base.enrichment.sensitive import verhoeff_check_digit, verhoeff_valid
 
@@ -177,3 +182,48 @@ def random_twelve_digit_numbers(seed: int = 1, n: int = 10000) -> list[str]:
     """``n`` uniformly random 12-digit numbers (leading zeros allowed): what Verhoeff alone would pass."""
     rng = random.Random(seed)
     return [_digits(rng, 12) for _ in range(n)]
+
+
+# -- text without personal data, from real files ----------------------------------------------------
+
+def message_texts(folder: Path) -> Iterator[tuple[str, str]]:
+    """(file name, every text part of the message joined) for each message in ``folder``."""
+    for path in sorted(folder.iterdir()):
+        if path.name == "MANIFEST.tsv" or not path.is_file():
+            continue
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.compat32)
+        texts = []
+        for part in message.walk():
+            if part.get_content_maintype() != "text":
+                continue
+            payload = part.get_payload(decode=True)
+            if not isinstance(payload, bytes):
+                continue
+            charset = part.get_content_charset() or "utf-8"
+            try:
+                texts.append(payload.decode(charset, errors="replace"))
+            except LookupError:
+                texts.append(payload.decode("latin-1"))
+        yield path.name, "\n".join(texts)
+
+
+def repository_texts(root: Path) -> Iterator[tuple[str, str]]:
+    """(name, text) of the repository's docs and test data, and the demo's sample texts."""
+    from sandbox.samples import kmrl_samples
+
+    for pattern in ("*.md", "env.example", "config/*.toml", "tests/data/*.md"):
+        for path in sorted(root.glob(pattern)):
+            yield str(path.relative_to(root)), path.read_text(encoding="utf-8")
+    for path in sorted(root.glob("tests/data/*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            yield f"{path.name}:{row['id']}", row["text"]
+    for seed in (1, 2, 3):
+        for round_no in (1, 2):
+            samples = kmrl_samples(seed, round_no)
+            for mail in samples.mails:
+                yield f"samples:{seed}:{round_no}:{mail.key}", f"{mail.subject}\n{mail.body}"
+            for wo in samples.work_orders:
+                yield f"samples:{seed}:{round_no}:{wo.wonum}", f"{wo.description}\n{wo.long_description}"
+            for message in samples.whatsapp:
+                yield f"samples:{seed}:{round_no}:{message.file.key}", message.caption
