@@ -5,6 +5,7 @@
     kmrl-connectors status [--json]
     kmrl-connectors check [SOURCE]
     kmrl-connectors deadletter list|retry|drop [SOURCE] [--id ID]
+    kmrl-connectors held list [SOURCE] | held release ID | held drop ID
     kmrl-connectors web [--host H] [--port P]
     kmrl-connectors run [--concurrency N]
     kmrl-connectors probe [worker|beat|web]
@@ -220,7 +221,7 @@ def _number(value: str | None) -> float:
 
 def status_data(service: Service) -> dict[str, Any]:
     """Every connector's scopes: state, last success, lag, the last run's counts, the items recorded
-    as ingested, and the last error; with each connector's health and dead-letter count."""
+    as ingested, and the last error; with each connector's health, dead-letter and held counts."""
     now = time.time()
     state = service.state
     report = load_report(state) or {}
@@ -242,6 +243,7 @@ def status_data(service: Service) -> dict[str, Any]:
         })
     for name, entry in sources.items():
         entry["dead_letters"] = state.dead_letter_count(name)
+        entry["held"] = state.held_count(name)
         source_health = health.get(name)
         entry["health"] = ({"state": source_health["state"], "detail": source_health["detail"],
                             "checked_at": report.get("checked_at")} if source_health else None)
@@ -262,7 +264,7 @@ def cmd_status(args: argparse.Namespace, service: Service) -> int:
         health = entry["health"]
         health_text = (f"health {health['state']} (checked {format_duration(ago(health['checked_at']))} ago)"
                        if health else "health not checked yet")
-        out(f"{entry['source']}  ·  {health_text}  ·  dead letters: {entry['dead_letters']}")
+        out(f"{entry['source']}  ·  {health_text}  ·  dead letters: {entry['dead_letters']}  ·  held: {entry['held']}")
         rows = [(s["scope"], s["state"], format_time(s["last_success"]), format_duration(s["lag_seconds"]),
                  s["items"], *(s["counts"][k] for k in ("new", "duplicate", "skipped", "failed", "deleted")),
                  s["last_error"] or "") for s in entry["scopes"]]
@@ -308,7 +310,7 @@ def _check_settings(settings: Settings, sources: Mapping[str, registry.Source]) 
         raise ConfigError(f"CELERY_VISIBILITY_TIMEOUT {vt} s is not above the longest hard limit "
                           f"{scheduler.longest_hard_limit()} s")
     return (f"{len(table)} beat entries, visibility timeout {vt} s, "
-            f"{len(rules.exclude)} exclude / {len(rules.include)} include content rules")
+            f"{len(rules.exclude)} exclude / {len(rules.include)} include / {len(rules.hold)} hold content rules")
 
 
 def _check_redis(url: str, ca_file: str = "") -> str:
@@ -452,6 +454,49 @@ def _retry(entries: Sequence[DeadLetter], service: Service) -> int:
     return 1 if failed else 0
 
 
+# -- held documents -------------------------------------------------------------------------------
+
+def _kinds_text(kinds: Mapping[str, int]) -> str:
+    return ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items())) or "-"
+
+
+def cmd_held(args: argparse.Namespace, service: Service) -> int:
+    from base.held import RELEASED, RESOLVED, drop, release
+    from utils.audit import AuditLog
+
+    state = service.state
+    if args.action == "list":
+        rows = [(e.id, e.connector, e.scope, e.filename, _kinds_text(e.kinds), e.rule.removeprefix("rule:"),
+                 format_duration(ago(e.held_at)), e.state) for e in state.list_held(args.target)]
+        out(render_table(("ID", "SOURCE", "SCOPE", "FILENAME", "KINDS", "RULE", "AGE", "STATE"), rows, max_width=40)
+            if rows else "No held documents.")
+        return 0
+    if not args.target:
+        out(f"held {args.action} needs the ID of a held document (`kmrl-connectors held list` shows them)")
+        return 2
+    entry = state.get_held(args.target)
+    if entry is None:
+        out(f"No held document with id {args.target}.")
+        return 1
+    label = f"{entry.id} {entry.connector} {entry.source_id}"
+    if args.action == "drop":
+        drop(state, AuditLog(service.settings.audit_log), entry)
+        out(f"{label}: dropped (bytes and entry deleted; the item stays done and is not fetched again)")
+        return 0
+    try:
+        connector = service.connectors(entry.connector)[0]
+    except ConfigError as exc:
+        out(f"{label}: kept: cannot build the connector: {exc}")
+        return 1
+    try:
+        outcome = release(connector, entry)
+    except (ConfigError, TransientError) as exc:
+        out(f"{label}: kept: {mask_text(str(exc))}")
+        return 1
+    out(f"{label}: {outcome.result}: {outcome.detail}")
+    return 0 if outcome.result in (RELEASED, RESOLVED) else 1
+
+
 # -- processes ------------------------------------------------------------------------------------
 
 def cmd_web(args: argparse.Namespace, service: Service) -> int:
@@ -564,6 +609,11 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--id", help="only the entry with this id")
     dead.set_defaults(handler=cmd_deadletter)
 
+    held = commands.add_parser("held", help="list, release or drop documents a [[hold]] content rule kept back")
+    held.add_argument("action", choices=("list", "release", "drop"))
+    held.add_argument("target", nargs="?", metavar="SOURCE|ID", help="list: only this source's; release, drop: the id")
+    held.set_defaults(handler=cmd_held)
+
     web = commands.add_parser("web", help="serve the webhook, probes and /metrics (development server)")
     web.add_argument("--host", default="127.0.0.1", help="the public listener's address")
     web.add_argument("--port", type=int, default=None, help="the public listener's port (default WEB_PUBLIC_PORT)")
@@ -592,7 +642,7 @@ def main(argv: Sequence[str] | None = None, *, sources: Mapping[str, registry.So
     except ValueError as exc:
         out(f"settings: {exc}")
         return 2
-    quiet = args.command in ("sync", "status", "check", "deadletter", "probe", "migrate") and not args.verbose
+    quiet = args.command in ("sync", "status", "check", "deadletter", "held", "probe", "migrate") and not args.verbose
     configure_logging(log_file=settings.log_file, level="WARNING" if quiet else settings.log_level,
                       console_format=settings.log_format)
     try:

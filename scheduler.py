@@ -41,11 +41,14 @@ from base.base_connector import BaseConnector
 from base.cleanup import (
     DAY,
     Retention,
+    expire_held,
     purge_abandoned_outbox_writes,
     purge_abandoned_scopes,
     purge_dead_letters,
+    purge_expired_held,
     purge_files,
     purge_orphaned_bytes,
+    purge_orphaned_held_bytes,
     purge_outbox,
     purge_stale_results,
 )
@@ -424,6 +427,10 @@ def cleanup(self: Any) -> dict[str, int]:
         "dead_letters": purge_dead_letters(state, older_than=now - retention.deadletter_days * DAY),
         # A day's grace: a kept-bytes copy may be in progress when its entry is not yet written.
         "orphaned_bytes": purge_orphaned_bytes(state, settings.deadletter_dir, older_than=now - DAY),
+        "held_expired": expire_held(state, older_than=now - settings.held_retention_days * DAY, now=now),
+        "held_forgotten": purge_expired_held(state, older_than=now - settings.held_retention_days * DAY),
+        # The same day's grace as for dead letters: a copy may be in progress before its entry exists.
+        "held_orphaned_bytes": purge_orphaned_held_bytes(state, settings.held_dir, older_than=now - DAY),
         "spool_files": purge_files(settings.spool_dir, older_than=now - retention.spool_days * DAY),
         "history": state.trim_history(now - retention.history_days * DAY),
         "abandoned_scopes": purge_abandoned_scopes(state, older_than=now - retention.scope_days * DAY),

@@ -196,3 +196,9 @@ class BaseConnector(ABC):
             return f"too-large:{size}>{limit}"
         return self.rules.decide(self.name, filename, mime_type, size, hints)
 
+    def hold_reason(self, document: Document, hints: Mapping[str, str]) -> str | None:
+        """Why an enriched document is to be held back from the Hub (a ``[[hold]]`` content rule
+        matched the personal data found in it, ``Document.sensitive``), or None to deliver it."""
+        return self.rules.hold_reason(self.name, document.filename, document.mime_type, document.size, hints,
+                                      document.sensitive)
+

@@ -2,6 +2,9 @@
 
 - dead-letter entries older than their retention, with the bytes kept for them;
 - kept-bytes files no entry points to any more, and half-written ``.tmp`` files;
+- the bytes of held documents held longer than HELD_RETENTION_DAYS (the entry stays, marked
+  ``expired``), expired entries another HELD_RETENTION_DAYS later, and held-bytes files no entry
+  points to (a crash between keeping the bytes and writing the entry);
 - spool files older than their retention (a run never lasts that long, so nothing in use);
 - run history older than its retention (``StateStore.trim_history``);
 - everything kept for a scope no run has touched within its retention (a scope gone at the source
@@ -22,7 +25,8 @@ from datetime import UTC, datetime
 
 import redis
 
-from base.state import StateStore
+from base.held import remove_kept_files
+from base.state import EXPIRED, HELD, StateStore
 from config.settings import Settings
 from utils.logging import get_logger
 
@@ -106,11 +110,49 @@ def purge_abandoned_scopes(state: StateStore, *, older_than: float) -> int:
 def purge_orphaned_bytes(state: StateStore, deadletter_dir: str, *, older_than: float) -> int:
     """Removes files under ``deadletter_dir`` older than ``older_than`` that no entry keeps
     (an entry dropped by hand, a copy interrupted mid-way)."""
-    if not os.path.isdir(deadletter_dir):
-        return 0
     kept = {os.path.abspath(path) for e in state.list_dead_letters() for path in (e.bytes_path, e.text_path) if path}
+    return _purge_unkept(deadletter_dir, kept, older_than=older_than)
+
+
+def expire_held(state: StateStore, *, older_than: float, now: float) -> int:
+    """Deletes the bytes of documents held since before ``older_than`` (Unix time) and marks their
+    entries ``expired`` at ``now``; returns how many. The entry stays, so ``held list`` still says
+    what was held and that its bytes are gone."""
+    expired = 0
+    for entry in state.list_held():
+        if entry.state != HELD or entry.held_at >= older_than:
+            continue
+        entry.state, entry.expired_at = EXPIRED, now
+        remove_kept_files(entry)  # the bytes and the extracted text: both carry the personal data
+        state.update_held(entry)
+        expired += 1
+        log.info("held_expired", connector=entry.connector, entry_id=entry.id, source_id=entry.source_id)
+    return expired
+
+
+def purge_expired_held(state: StateStore, *, older_than: float) -> int:
+    """Removes the entries of held documents that expired before ``older_than`` (Unix time)."""
     removed = 0
-    for folder, _dirs, files in os.walk(deadletter_dir):
+    for entry in state.list_held():
+        if entry.state == EXPIRED and entry.expired_at < older_than and state.remove_held(entry.connector, entry.id):
+            removed += 1
+    return removed
+
+
+def purge_orphaned_held_bytes(state: StateStore, held_dir: str, *, older_than: float) -> int:
+    """Removes files under ``held_dir`` older than ``older_than`` that no held entry keeps (a crash
+    between keeping a document's bytes and recording its entry, a drop cut short)."""
+    kept = {os.path.abspath(path) for e in state.list_held() if e.state == HELD
+            for path in (e.bytes_path, e.text_path) if path}
+    return _purge_unkept(held_dir, kept, older_than=older_than)
+
+
+def _purge_unkept(directory: str, kept: set[str], *, older_than: float) -> int:
+    """Removes files under ``directory`` last modified before ``older_than`` whose paths are not in ``kept``."""
+    if not os.path.isdir(directory):
+        return 0
+    removed = 0
+    for folder, _dirs, files in os.walk(directory):
         for name in files:
             path = os.path.abspath(os.path.join(folder, name))
             try:

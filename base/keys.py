@@ -15,6 +15,7 @@ each kind.
 | lock           | lock:{connector}:{scope}              | string | lease token (SET NX PX)                            |
 | failing        | failing:{connector}:{scope}           | hash   | source_id -> runs in which its download failed     |
 | deadletter     | deadletter:{connector}                | hash   | entry id -> dead-letter entry (JSON)               |
+| held           | held:{connector}                      | hash   | entry id -> held-document entry (JSON)             |
 | throttle       | throttle:{service}:{tenant}           | string | Unix time before which nobody calls the service    |
 | metrics        | metrics:counters / metrics:gauges     | hash   | "name|label=value,..." -> number                   |
 | scopes         | scopes:{source}:{instance}            | string | the instance's scope list (JSON), a shared cache   |
@@ -32,8 +33,9 @@ from __future__ import annotations
 from config.settings import Settings
 
 #: The version of the schema above. Version 1 is the state written before the version was stored
-#: (up to e3367a7: the same key names, no ``schema:version``); base/schema.py migrates to this one.
-SCHEMA_VERSION = 2
+#: (up to e3367a7: the same key names, no ``schema:version``); version 3 added ``held:{connector}``
+#: and the ``held`` field of an item record; base/schema.py migrates to this one.
+SCHEMA_VERSION = 3
 
 #: The prefix of every key unless ``KMRL_KEY_PREFIX`` says otherwise (the setting's default).
 DEFAULT_PREFIX = Settings.key_prefix
@@ -99,6 +101,16 @@ class KeySchema:
     def connector_of_dead_letters(self, key: str) -> str:
         """The connector whose dead-letter hash ``key`` is."""
         return key[len(self.join("deadletter", "")):]
+
+    def held(self, connector: str) -> str:
+        return self.join("held", connector)
+
+    def held_pattern(self) -> str:
+        return self.join("held", "*")
+
+    def connector_of_held(self, key: str) -> str:
+        """The connector whose held-document hash ``key`` is."""
+        return key[len(self.join("held", "")):]
 
     def content(self, sha256: str) -> str:
         return self.join("content", sha256)

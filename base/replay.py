@@ -49,7 +49,8 @@ def full_sync_hint(entry: DeadLetter) -> str:
     return f"kmrl-connectors sync {entry.connector} --scope {entry.scope} --full"
 
 
-def _sha256_of(path: str) -> tuple[str, int]:
+def sha256_of_file(path: str) -> tuple[str, int]:
+    """(sha256, size) of the file at ``path``, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     size = 0
     with open(path, "rb") as fh:
@@ -59,24 +60,31 @@ def _sha256_of(path: str) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _kept_text(entry: DeadLetter) -> str:
+def kept_text(path: str) -> str:
+    """The extracted text kept at ``path`` beside a document's bytes; empty when none was kept."""
+    if not path:
+        return ""
     try:
-        with open(entry.text_path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8") as fh:
             return fh.read()
     except FileNotFoundError:
         return ""
 
 
-def _document(entry: DeadLetter, meta: dict[str, Any], path: str) -> Document:
+def rebuild_document(connector: str, scope: str, source_id: str, version: str, meta: dict[str, Any], path: str, *,
+                     text_path: str = "") -> Document:
+    """The Document whose Hub metadata was ``meta``, its content the kept bytes at ``path`` (opened
+    here, closed by the Document) and its text the one kept at ``text_path``: what a dead-letter
+    replay and a held-document release deliver."""
     return Document(
-        source=entry.connector, scope=entry.scope, source_id=entry.source_id,
-        version=str(meta.get("version") or entry.version), filename=str(meta.get("filename") or "unnamed"),
+        source=connector, scope=scope, source_id=source_id,
+        version=str(meta.get("version") or version), filename=str(meta.get("filename") or "unnamed"),
         mime_type=str(meta.get("mime_type") or "application/octet-stream"), size=int(meta["size"]),
         sha256=str(meta["sha256"]), title=str(meta.get("title") or ""), language=str(meta.get("language") or "unknown"),
         department=str(meta.get("department") or ""),
         department_confidence=float(meta.get("department_confidence") or 0.0),
         department_terms=list(meta.get("department_terms") or []), author=str(meta.get("author") or ""),
-        language_script=str(meta.get("language_script") or ""), content_text=_kept_text(entry),
+        language_script=str(meta.get("language_script") or ""), content_text=kept_text(text_path),
         extraction=dict(meta["extraction"]) if isinstance(meta.get("extraction"), dict) else None,
         sensitive=dict(meta.get("sensitive") or {}),
         created_at=meta.get("created_at"), modified_at=meta.get("modified_at"), source_url=meta.get("source_url"),
@@ -115,14 +123,15 @@ def replay(connector: BaseConnector, entry: DeadLetter) -> ReplayOutcome:
     if not meta or not entry.bytes_path or not os.path.isfile(entry.bytes_path):
         return ReplayOutcome(entry, NO_BYTES, f"no bytes were kept for it; `{full_sync_hint(entry)}` "
                                               "reads it from the source again")
-    sha256, size = _sha256_of(entry.bytes_path)
+    sha256, size = sha256_of_file(entry.bytes_path)
     if sha256 != meta.get("sha256") or size != meta.get("size"):
         return ReplayOutcome(entry, FAILED, f"the kept bytes at {entry.bytes_path} no longer match their sha256; "
                                             f"`{full_sync_hint(entry)}` reads it from the source again")
     run_id = "replay-" + uuid.uuid4().hex[:8]
     item = Item(source_id=entry.source_id, version=str(meta.get("version") or entry.version),
                 filename=str(meta.get("filename") or ""), metadata=dict(entry.metadata.get("source") or {}))
-    document = _document(entry, meta, entry.bytes_path)
+    document = rebuild_document(entry.connector, entry.scope, entry.source_id, entry.version, meta, entry.bytes_path,
+                                text_path=entry.text_path)
     with bind_context(connector=connector.name, scope=entry.scope, run_id=run_id,
                       source_id=entry.source_id):
         try:

@@ -5,7 +5,9 @@ For each scope:
 1. take the scope's lease (skip the scope when another worker holds it); renew it as the run goes;
 2. read the cursor; for each change: skip early when (source_id, version) was already ingested;
    apply the content rules and size limits; stream the bytes into a spool file while hashing;
-   read its text on the process pool (base/extraction); enrich (language, department, sensitive data);
+   read its text on the process pool (base/extraction); enrich (language, department, personal
+   data); a ``[[hold]]`` content rule may hold the document back here instead (its bytes kept, an
+   entry in the held store, the item done);
 3. content dedup: bytes already in the Hub are linked as provenance instead of uploaded again;
 4. upload (``Idempotency-Key: sha256``); on acknowledgement record the item and its hash, then
    ``acknowledge(item)``;
@@ -43,7 +45,7 @@ from base.extraction.step import extract_document
 from base.hub_client import Hub, HubDocumentMissing, HubRefused
 from base.pool import pool_for
 from base.refusals import RefusalStreak
-from base.state import DeadLetter, ItemRecord, StateStore
+from base.state import DeadLetter, HeldDocument, ItemRecord, StateStore
 from config.settings import Settings
 from utils.audit import AuditLog
 from utils.errors import (
@@ -91,7 +93,8 @@ class Reprocess:
         return (self.since is None or when >= self.since) and (self.until is None or when < self.until)
 
 #: The counters every run reports, per scope and in total.
-COUNT_FIELDS = ("fetched", "new", "duplicate", "skipped", "failed", "dead_lettered", "deleted", "reprocessed")
+COUNT_FIELDS = ("fetched", "new", "duplicate", "skipped", "failed", "dead_lettered", "deleted", "reprocessed",
+                "held")
 #: Free space in the spool folder is looked at again after every this many bytes of one download.
 SPOOL_RECHECK_BYTES = 64 * 1024 * 1024  # bytes
 #: The run's deadline is looked at after every this many bytes of one download. Connectors read in
@@ -237,6 +240,8 @@ class Source(Protocol):
 
     def skip_reason(self, filename: str, mime_type: str, size: int | None,
                     hints: Mapping[str, str]) -> str | None: ...
+
+    def hold_reason(self, document: Document, hints: Mapping[str, str]) -> str | None: ...
 
 
 class Runner:
@@ -445,12 +450,18 @@ class Runner:
         known = self.state.get_item(self.source.name, scope, item.source_id)
         if known and known.version == item.version and not run.full:
             run.count("duplicate")
-            self._decide(run, "duplicate", item, reason="already ingested")
+            self._decide(run, "duplicate", item, reason="already held" if known.held else "already ingested")
             self._done(run, item)
             return
         if known and run.reprocess is not None and not run.reprocess.covers(item):
             run.count("duplicate")
             self._decide(run, "duplicate", item, reason="outside the dates to reprocess")
+            self._done(run, item)
+            return
+        if known and known.held and known.version == item.version and run.reprocess is not None:
+            # Held back from the Hub (or dropped): the Hub has no enrichment of it to update.
+            run.count("duplicate")
+            self._decide(run, "duplicate", item, reason="held, not in the Hub")
             self._done(run, item)
             return
         filename = sanitize_filename(item.filename)
@@ -469,6 +480,10 @@ class Runner:
             reason = self.source.skip_reason(filename, item.mime_type, document.size, hints)
             if reason:
                 self._skip(run, scope, item, filename, reason)
+                return
+            rule = self.source.hold_reason(document, hints)
+            if rule:
+                self._hold(run, scope, item, document, rule, known)
                 return
             self.deliver(run, scope, item, document, known)
         except ItemTooLarge as exc:
@@ -764,10 +779,30 @@ class Runner:
         if item is not None:
             self._done(run, item)
 
-    def _keep_bytes(self, entry_id: str, document: Document) -> str:
-        """Copies a failed document's bytes (and its extracted text, ``DeadLetter.text_path``) beside
-        the dead-letter entry so a replay needs neither the source nor extraction again."""
-        folder = os.path.join(self.settings.deadletter_dir, self.source.name)
+    def _hold(self, run: _Run, scope: str, item: Item, document: Document, rule: str,
+              known: ItemRecord | None) -> None:
+        """Holds ``document`` back from the Hub: its bytes are kept under HELD_DIR, then the entry and
+        the item's record (done, held) are written in one transaction, so the cursor moves past it.
+        A crash between the two leaves a bytes file no entry names: the next run meets the item
+        again and writes the same file, or the daily cleanup removes it."""
+        entry = HeldDocument(connector=self.source.name, scope=scope, source_id=item.source_id, version=item.version,
+                             rule=rule, kinds=dict(document.sensitive), filename=document.filename,
+                             sha256=document.sha256, size=document.size,
+                             metadata={"hub": document.hub_metadata(), "source": dict(item.metadata)})
+        entry.bytes_path = self._keep_bytes(entry.id, document, root=self.settings.held_dir)
+        self.state.add_held(entry, known)
+        run.count("held")
+        kinds = ",".join(f"{kind}={count}" for kind, count in sorted(entry.kinds.items()))
+        log.info("document_held", rule=rule, kinds=kinds, filename=document.filename, sha256=document.sha256,
+                 entry_id=entry.id)
+        self._audit(run, "held", document, reason=f"{rule} (personal data: {kinds})")
+        self._done(run, item)
+
+    def _keep_bytes(self, entry_id: str, document: Document, *, root: str | None = None) -> str:
+        """Copies a document's bytes (and its extracted text, ``DeadLetter.text_path`` /
+        ``HeldDocument.text_path``) to ``root`` (default: DEADLETTER_DIR, beside the dead-letter entry)
+        so a replay or a release needs neither the source nor extraction again."""
+        folder = os.path.join(root or self.settings.deadletter_dir, self.source.name)
         os.makedirs(folder, exist_ok=True)
         path = os.path.abspath(os.path.join(folder, f"{entry_id}.bin"))
         tmp = path + ".tmp"

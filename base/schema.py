@@ -19,6 +19,11 @@ Migration steps, one function per version, each safe to run again after a crash 
   empty. The step checks that every key of a kind this code knows has the type it expects
   before stamping the version (a key that has not stops the migration); keys of other kinds
   under the prefix are not the service's: they are counted as "other" and left alone.
+- 2 -> 3: ``held:{connector}`` (documents a ``[[hold]]`` content rule kept back) starts empty, and
+  an item record may carry a ``held`` field (the item is done, held, not in the Hub); every record
+  written before reads as it did. Checked like 1 -> 2, then stamped. The version moves so that an
+  older release, which would neither expire held bytes nor know that a held item is not in the
+  Hub, refuses this state instead of running on it.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ MIGRATION_WAIT_SECONDS = 120.0
 #: key kind (the part after the prefix, up to the first ':') -> the Redis type it must have.
 KNOWN_KINDS = {
     "cursor": "string", "item": "hash", "content": "string", "status": "hash", "history": "list",
-    "lock": "string", "failing": "hash", "deadletter": "hash", "throttle": "string", "metrics": "hash",
+    "lock": "string", "failing": "hash", "deadletter": "hash", "held": "hash", "throttle": "string", "metrics": "hash",
     "scopes": "string", "health": "string", "schema": "string",
 }
 #: Keys under ``whatsapp:`` and their types.
@@ -126,8 +131,14 @@ def _from_1_to_2(store: StateStore) -> dict[str, int]:
     return check_keys(store)
 
 
+def _from_2_to_3(store: StateStore) -> dict[str, int]:
+    """Version 2 to 3: a new kind (``held``) that starts empty, an optional field in item records
+    (module docstring); checked, then stamped."""
+    return check_keys(store)
+
+
 #: version -> the step that migrates state in that version to the next one.
-STEPS: dict[int, Callable[[StateStore], dict[str, int]]] = {1: _from_1_to_2}
+STEPS: dict[int, Callable[[StateStore], dict[str, int]]] = {1: _from_1_to_2, 2: _from_2_to_3}
 
 
 def migrate(store: StateStore, *, wait: float = MIGRATION_WAIT_SECONDS) -> MigrationResult:

@@ -32,11 +32,17 @@ FAILING_TTL = 30 * 86400  # seconds
 
 @dataclass(frozen=True)
 class ItemRecord:
-    """What was ingested for one source item."""
+    """What was ingested for one source item.
+
+    ``held``: the id of the held-document entry when this version was held back by a content rule
+    instead of delivered; ``sha256`` and ``hub_id`` then still name what the Hub has of the item
+    (an earlier version), empty when it has nothing.
+    """
 
     version: str
     sha256: str
     hub_id: str
+    held: str = ""
 
 
 @dataclass
@@ -64,6 +70,52 @@ class DeadLetter:
         """Where the document's extracted text is kept beside its bytes (UTF-8; the file exists only
         when the document had text); "" when no bytes are kept."""
         return f"{self.bytes_path}.txt" if self.bytes_path else ""
+
+
+#: States of a held-document entry: its bytes are kept, or the retention deleted them.
+HELD, EXPIRED = "held", "expired"
+
+
+@dataclass
+class HeldDocument:
+    """A document a ``[[hold]]`` content rule kept back from the Hub: where it came from, which rule
+    and which kinds of personal data (counts, never values), where its bytes are kept, and the Hub
+    metadata a release sends (``metadata["hub"]``, with the item's ``metadata["source"]``).
+
+    ``state`` is ``held`` while the bytes are kept, ``expired`` once the retention deleted them
+    (``expired_at``)."""
+
+    connector: str
+    scope: str
+    source_id: str
+    version: str
+    rule: str
+    kinds: dict[str, int] = field(default_factory=dict)
+    filename: str = ""
+    sha256: str = ""
+    size: int = 0
+    held_at: float = field(default_factory=time.time)
+    bytes_path: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    state: str = HELD
+    expired_at: float = 0.0
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            self.id = held_id(self.connector, self.scope, self.source_id)
+
+    @property
+    def text_path(self) -> str:
+        """Where the document's extracted text is kept beside its bytes (UTF-8; the file exists only
+        when the document had text); "" when no bytes are kept."""
+        return f"{self.bytes_path}.txt" if self.bytes_path else ""
+
+
+def held_id(connector: str, scope: str, source_id: str) -> str:
+    """A short stable id for the held entry of (connector, scope, source_id), unique across
+    connectors (the ``held`` commands take an id alone)."""
+    return hashlib.sha1(f"{connector}\x00{scope}\x00{source_id}".encode(), usedforsecurity=False).hexdigest()[:16]
 
 
 def dead_letter_id(scope: str, source_id: str) -> str:
@@ -209,7 +261,8 @@ class StateStore:
         if not raw:
             return None
         data = json.loads(raw)
-        return ItemRecord(version=data.get("v", ""), sha256=data.get("sha256", ""), hub_id=data.get("hub_id", ""))
+        return ItemRecord(version=data.get("v", ""), sha256=data.get("sha256", ""), hub_id=data.get("hub_id", ""),
+                          held=data.get("held", ""))
 
     def get_content(self, sha256: str) -> str | None:
         value = self.redis.get(self.keys.content(sha256))
@@ -355,6 +408,62 @@ class StateStore:
                           1)
         pipe.execute()
         return entry
+
+    # -- held documents ------------------------------------------------------------------------------
+    def add_held(self, entry: HeldDocument, previous: ItemRecord | None) -> HeldDocument:
+        """Stores ``entry`` and records its item as done (held) in one transaction, so the cursor may
+        pass it and no run fetches this version again. The item record keeps what the Hub has of the
+        item (``previous``: its last delivered version) beside the ``held`` mark. The same version
+        held again (a full run, a crash before the cursor moved) keeps its first ``held_at``. A
+        dead-letter entry or failed downloads of the item are resolved by it."""
+        key = self.keys.held(entry.connector)
+        old = self.redis.hget(key, entry.id)
+        if old:
+            data = json.loads(old)
+            if data.get("version") == entry.version and data.get("state") == HELD:
+                entry.held_at = float(data.get("held_at", entry.held_at))
+        # A held ``previous`` names what the Hub has too (its own sha256 and hub_id were kept from before).
+        record = {"v": entry.version, "sha256": previous.sha256 if previous else "",
+                  "hub_id": previous.hub_id if previous else "", "held": entry.id}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, entry.id, json.dumps(asdict(entry), sort_keys=True, default=str))
+        pipe.hset(self.keys.items(entry.connector, entry.scope), entry.source_id, json.dumps(record))
+        pipe.hdel(self.keys.dead_letters(entry.connector), dead_letter_id(entry.scope, entry.source_id))
+        pipe.hdel(self.keys.failing(entry.connector, entry.scope), entry.source_id)
+        pipe.hincrbyfloat(self.keys.counters(),
+                          metric_field("kmrl_documents_total", {"source": entry.connector, "outcome": "held"}), 1)
+        pipe.execute()
+        return entry
+
+    def update_held(self, entry: HeldDocument) -> None:
+        """Writes ``entry`` back (its state changed), only if it is still stored."""
+        key = self.keys.held(entry.connector)
+        if self.redis.hexists(key, entry.id):
+            self.redis.hset(key, entry.id, json.dumps(asdict(entry), sort_keys=True, default=str))
+
+    def get_held(self, entry_id: str) -> HeldDocument | None:
+        """The held entry with ``entry_id`` in any connector's store, or None."""
+        for key in self.held_keys():
+            raw = self.redis.hget(key, entry_id)
+            if raw:
+                return HeldDocument(**json.loads(raw))
+        return None
+
+    def list_held(self, connector: str | None = None) -> list[HeldDocument]:
+        """Held entries (of ``connector``, or every one), oldest first."""
+        keys = [self.keys.held(connector)] if connector else self.held_keys()
+        entries = [HeldDocument(**json.loads(raw)) for key in keys for raw in self.redis.hvals(key)]
+        return sorted(entries, key=lambda e: e.held_at)
+
+    def held_keys(self) -> list[str]:
+        """Every connector's held-document hash key, sorted."""
+        return sorted(self.redis.scan_iter(match=self.keys.held_pattern(), count=100))
+
+    def remove_held(self, connector: str, entry_id: str) -> bool:
+        return bool(self.redis.hdel(self.keys.held(connector), entry_id))
+
+    def held_count(self, connector: str) -> int:
+        return int(self.redis.hlen(self.keys.held(connector)))
 
     # -- items whose downloads fail transiently ----------------------------------------------------
     def item_failures(self, connector: str, scope: str) -> dict[str, dict[str, Any]]:

@@ -66,6 +66,8 @@ class Settings:
     spool_dir: str = "./var/spool"
     spool_min_free_mb: int = 512  # MiB
     deadletter_dir: str = "./var/deadletter"
+    held_dir: str = "./var/held"  # bytes of documents a [[hold]] content rule kept back
+    held_retention_days: float = 30.0  # days held bytes are kept before the daily cleanup deletes them
     max_document_mb: float = 4096.0  # MiB; 0 means no limit (the spool free-space guard still holds)
     lock_ttl: float = 120.0  # seconds; renewed while a run lasts
     cursor_save_every: int = 50  # items
@@ -125,6 +127,8 @@ class Settings:
             spool_min_free_mb=read.whole("SPOOL_MIN_FREE_MB", cls.spool_min_free_mb, what="a whole number of MB",
                                          minimum=0),
             deadletter_dir=read.text("DEADLETTER_DIR", cls.deadletter_dir),
+            held_dir=read.text("HELD_DIR", cls.held_dir),
+            held_retention_days=read.duration("HELD_RETENTION_DAYS", cls.held_retention_days, unit="days", above=0),
             max_document_mb=read.number("MAX_DOCUMENT_MB", cls.max_document_mb, what="a number of MB (0: no cap)",
                                         minimum=0),
             lock_ttl=seconds("LOCK_TTL_SECONDS", cls.lock_ttl),

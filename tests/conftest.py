@@ -81,6 +81,7 @@ def make_settings(root: Path, state_url: str, **overrides: Any) -> Settings:
         "hub_outbox_dir": str(root / "outbox"),
         "spool_dir": str(root / "spool"),
         "deadletter_dir": str(root / "deadletter"),
+        "held_dir": str(root / "held"),
         "log_file": str(root / "logs" / "kmrl-connectors.log"),
         "audit_log": str(root / "logs" / "audit.log"),
         "spool_min_free_mb": 1,

@@ -1,6 +1,7 @@
 """The audit log: one append-only JSON line per document decision, never a secret.
 
-Decisions: ingested, duplicate, skipped, dead_lettered, deleted, replayed. Each line carries the time,
+Decisions: ingested, duplicate, skipped, dead_lettered, deleted, replayed, held (with the hold rule
+and the kinds of personal data found, never their values), released, held_dropped. Each line carries the time,
 source, scope, source_id, sha256, filename, department, the rule or reason, and the run id. The file
 (``AUDIT_LOG``, default ./logs/audit.log) is rotated like the service log.
 """

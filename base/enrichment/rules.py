@@ -17,6 +17,19 @@ facts: sender, sender_domain, mailbox, site, library, worktype, status, phone; g
 The first matching ``exclude`` rule skips the document. When a source has ``include`` rules, a
 document of that source must match one of them. Decisions name the rule, so the audit log and
 ``sync --dry-run`` can say why.
+
+``hold`` rules decide, once the document's content was read and enriched, whether it is held back
+from the Hub instead of delivered (``hold_reason``)::
+
+    [[hold]]
+    name = "whatsapp-aadhaar"
+    sources = ["whatsapp"]
+    sensitive = ["aadhaar", "bank_account"]
+
+A hold rule takes the same conditions and must name ``sensitive``: kinds of personal data
+(base/enrichment/sensitive.py ``KINDS``), any one of which found in the document makes it match.
+``sensitive`` belongs to hold rules only (include and exclude rules are decided before the content
+is read). The first matching hold rule holds the document; without one it is delivered, flagged.
 """
 
 from __future__ import annotations
@@ -35,6 +48,8 @@ from utils.errors import ConfigError
 DEFAULT_RULES_FILE = str(PROJECT_ROOT / "config" / "content_rules.toml")
 
 _KNOWN_KEYS = {"name", "sources", "filename_globs", "extensions", "mime_types", "min_size", "max_size", "hints"}
+#: Kinds of personal data a hold rule may name (base/enrichment/sensitive.py ``KINDS``).
+SENSITIVE_KINDS = ("aadhaar", "pan", "mobile", "bank_account")
 
 
 def _lower_list(value: Any) -> tuple[str, ...]:
@@ -57,12 +72,24 @@ class Rule:
     min_size: int | None = None
     max_size: int | None = None
     hints: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Hold rules only: kinds of personal data, any of which found makes the rule match.
+    sensitive: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, raw: Mapping[str, Any], where: str) -> Rule:
-        unknown = set(raw) - _KNOWN_KEYS
+    def parse(cls, raw: Mapping[str, Any], where: str, *, hold: bool = False) -> Rule:
+        unknown = set(raw) - _KNOWN_KEYS - ({"sensitive"} if hold else set())
         if unknown:
-            raise ConfigError(f"content rule {where} has unknown keys: {', '.join(sorted(unknown))}")
+            hint = " (sensitive belongs to [[hold]] rules)" if "sensitive" in unknown else ""
+            raise ConfigError(f"content rule {where} has unknown keys: {', '.join(sorted(unknown))}{hint}")
+        sensitive = _lower_list(raw.get("sensitive"))
+        if hold:
+            if not sensitive:
+                raise ConfigError(f"content rule {where} must name the kinds of personal data it holds: "
+                                  f"sensitive = [{', '.join(repr(k) for k in SENSITIVE_KINDS)}] (any of them)")
+            unknown_kinds = [k for k in sensitive if k not in SENSITIVE_KINDS]
+            if unknown_kinds:
+                raise ConfigError(f"content rule {where} names unknown sensitive kinds {', '.join(unknown_kinds)}: "
+                                  f"use {', '.join(SENSITIVE_KINDS)}")
         return cls(
             name=str(raw.get("name") or where),
             sources=_lower_list(raw.get("sources")),
@@ -72,6 +99,7 @@ class Rule:
             min_size=int(raw["min_size"]) if raw.get("min_size") is not None else None,
             max_size=int(raw["max_size"]) if raw.get("max_size") is not None else None,
             hints={str(k).lower(): _lower_list(v) for k, v in dict(raw.get("hints") or {}).items()},
+            sensitive=sensitive,
         )
 
     def applies_to(self, source: str) -> bool:
@@ -105,10 +133,12 @@ class Rule:
 
 @dataclass(frozen=True)
 class ContentRules:
-    """Include and exclude rules; ``decide`` returns the reason to skip, or None to ingest."""
+    """Include, exclude and hold rules; ``decide`` returns the reason to skip, or None to ingest;
+    ``hold_reason`` the reason to hold an ingested document back, or None to deliver it."""
 
     include: tuple[Rule, ...] = ()
     exclude: tuple[Rule, ...] = ()
+    hold: tuple[Rule, ...] = ()
 
     @classmethod
     def load(cls, path: str | None = None) -> ContentRules:
@@ -129,7 +159,8 @@ class ContentRules:
     def from_mapping(cls, data: Mapping[str, Sequence[Mapping[str, Any]]]) -> ContentRules:
         include = tuple(Rule.parse(r, f"include[{i}]") for i, r in enumerate(data.get("include", [])))
         exclude = tuple(Rule.parse(r, f"exclude[{i}]") for i, r in enumerate(data.get("exclude", [])))
-        return cls(include=include, exclude=exclude)
+        hold = tuple(Rule.parse(r, f"hold[{i}]", hold=True) for i, r in enumerate(data.get("hold", [])))
+        return cls(include=include, exclude=exclude, hold=hold)
 
     def decide(self, source: str, filename: str, mime_type: str, size: int | None,
                hints: Mapping[str, str]) -> str | None:
@@ -146,4 +177,17 @@ class ContentRules:
             if size is None and any(r.min_size is not None or r.max_size is not None for r in includes):
                 return None  # decided again once the size is known
             return "rule:not-included"
+        return None
+
+    def hold_reason(self, source: str, filename: str, mime_type: str, size: int, hints: Mapping[str, str],
+                    sensitive: Mapping[str, int]) -> str | None:
+        """``"rule:<name>"`` of the first hold rule that matches a document whose content holds
+        ``sensitive`` (kind -> count), or None to deliver it."""
+        found = {kind for kind, count in sensitive.items() if count > 0}
+        if not found:
+            return None
+        filename = sanitize_filename(filename)
+        for rule in self.hold:
+            if found.intersection(rule.sensitive) and rule.matches(source, filename, mime_type, size, hints):
+                return f"rule:{rule.name}"
         return None
