@@ -10,8 +10,9 @@ Each fake reads ``{NAME}_*`` variables through ``Settings.env`` so a worker in a
 - ``{NAME}_HOLD_AFTER``: a run that has handed over this many changes stops there (counting
   ``held``) until a test calls ``release_held_runs``, so a test can act while a run is surely under
   way instead of guessing how long it lasts (unset: never);
-- ``{NAME}_EXTRA``: more files by file name (``extra-{name}`` ids); ``{NAME}_DELETED``: source ids
-  reported as deleted after them;
+- ``{NAME}_EXTRA``: more files by file name (``extra-{name}`` ids), each with the text
+  ``{NAME}_EXTRA_TEXT`` for enrichment (default none); ``{NAME}_DELETED``: source ids reported as
+  deleted after them;
 - ``{NAME}_MODE`` (``fakeauth``: ``auth`` unless set): ``auth`` (credentials refused at connect and
   in the health check), ``config`` (the settings cannot build it), ``throttled`` (the source asks
   for a 10-minute pause at connect), ``transient:N`` (the first N connects fail as unreachable).
@@ -64,7 +65,8 @@ class FakeSource(ListConnector):
         for instance in instances:
             names = [f"{instance}-{s}" if instance else s for s in scopes]
             files = {name: [*fake_files(count, prefix=f"{cls.name}-{name}"),
-                            *(FakeFile(f"extra-{n}", f"{name} {n}".encode(), filename=n)
+                            *(FakeFile(f"extra-{n}", f"{name} {n}".encode(), filename=n,
+                                       text=settings.env(f"{prefix}_EXTRA_TEXT"))
                               for n in settings.env_list(f"{prefix}_EXTRA")),
                             *(FakeFile(d, b"", version="gone", deleted=True)
                               for d in settings.env_list(f"{prefix}_DELETED"))]
