@@ -52,9 +52,10 @@ from sandbox.whatsapp import WebhookSender, WhatsAppCloudSimulator
 ALL_SOURCES = ("email", "whatsapp", "maximo", "sharepoint")
 #: Prefixes of the variables the service reads: a child process gets ours, never the caller's.
 SERVICE_VARIABLE_PREFIXES = ("EMAIL_", "MAXIMO_", "SHAREPOINT_", "WHATSAPP_", "HUB_", "CELERY_", "REDBEAT_",
-                             "STATE_REDIS_", "GRAPH_", "ENTRA_", "KMRL_", "SPOOL_", "DEADLETTER_", "LOG_", "AUDIT_",
-                             "REDIS_URL", "CONTENT_RULES_", "DEPARTMENTS_", "MAX_DOCUMENT_", "LOCK_TTL_", "CURSOR_",
-                             "HEALTH_CHECK_", "CLEANUP_", "SCOPE_CACHE_", "BEAT_", "TASK_", "WORKER_", "LANGUAGE_")
+                             "STATE_REDIS_", "GRAPH_", "ENTRA_", "KMRL_", "SPOOL_", "DEADLETTER_", "HELD_", "LOG_",
+                             "AUDIT_", "REDIS_URL", "CONTENT_RULES_", "DEPARTMENTS_", "MAX_DOCUMENT_", "LOCK_TTL_",
+                             "CURSOR_", "HEALTH_CHECK_", "CLEANUP_", "SCOPE_CACHE_", "BEAT_", "TASK_", "WORKER_",
+                             "LANGUAGE_")
 #: Seconds a service process gets to stop after SIGTERM before its whole session is killed.
 STOP_GRACE = 20.0
 #: Seconds to wait for a private redis-server to answer.
@@ -230,7 +231,7 @@ class Stack:
             "KMRL_KEY_PREFIX": self.key_prefix,
             "HUB_API_URL": sims.hub_url, "HUB_API_TOKEN": self._secrets["hub"],
             "SPOOL_DIR": str(root / "spool"), "SPOOL_MIN_FREE_MB": "16", "DEADLETTER_DIR": str(root / "deadletter"),
-            "HUB_OUTBOX_DIR": str(root / "outbox"),
+            "HELD_DIR": str(root / "held"), "HUB_OUTBOX_DIR": str(root / "outbox"),
             "LOG_FILE": str(root / "logs" / "kmrl-connectors.log"), "AUDIT_LOG": str(root / "logs" / "audit.log"),
             "LOG_LEVEL": "INFO", "WORKER_LIVENESS_FILE": str(root / "worker.alive"),
             "HEALTH_CHECK_MINUTES": "0", "BEAT_MAX_LOOP_INTERVAL": "5",

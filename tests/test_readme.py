@@ -43,6 +43,7 @@ EXERCISED_BY: list[tuple[str, str, str]] = [
      'readme_command("kmrl-connectors'),
     (r"kmrl-connectors sync SOURCE$", "tests/test_end_to_end.py", "kmrl-connectors sync email"),
     (r"kmrl-connectors deadletter retry --id", "tests/test_cli.py", "test_deadletter_retry_replays_kept_bytes"),
+    (r"kmrl-connectors held (list|release|drop)", "tests/test_held.py", 'run("held", "list")'),
     (r"kmrl-connectors run$", "tests/test_worker_processes.py", '"run"'),
 ]
 
