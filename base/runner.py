@@ -829,7 +829,8 @@ class Runner:
     def _audit(self, run: _Run, decision: str, document: Document, *, reason: str = "") -> None:
         self.audit.record(decision, source=self.source.name, scope=document.scope, source_id=document.source_id,
                           sha256=document.sha256, filename=document.filename, department=document.department,
-                          language=document.language, reason=reason, run_id=run.summary.run_id)
+                          language=document.language, sensitive=document.sensitive or None, reason=reason,
+                          run_id=run.summary.run_id)
 
     def _guard_free_space(self) -> None:
         folder = self.settings.spool_dir

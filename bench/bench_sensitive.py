@@ -11,18 +11,22 @@ true positives on synthetic personal data (base.enrichment.sensitive.find_sensit
 - true positives: synthetic sentences with valid numbers (sandbox/personal_data.py), exact answers
   and per kind found.
 
-    .venv/bin/python -m bench.bench_sensitive [--mb 1] [--show]
+    .venv/bin/python -m bench.bench_sensitive [--mb 1] [--show] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from base.enrichment.sensitive import find_sensitive, verhoeff_valid
+from bench.report import Figure, Result
 from sandbox.personal_data import (
     lookalike_texts,
     message_texts,
@@ -89,37 +93,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=float, default=1.0, help="size of the speed text in MB")
     parser.add_argument("--show", action="store_true", help="list each flagged document of the clean corpora")
+    parser.add_argument("--json", help="also write the figures to this result file")
     args = parser.parse_args(argv)
+    wall = time.perf_counter()
+    result = Result("sensitive", "Sensitive content: speed, false and true positives",
+                    "python -m bench.bench_sensitive " + shlex.join(argv if argv is not None else sys.argv[1:]),
+                    started_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
 
     text = megabyte_of_text(args.mb)
-    print(f"speed: {speed(text):.1f} µs/KB on {len(text.encode('utf-8')) / 1048576:.2f} MB of number-dense mixed text")
+    result.figures.append(Figure(f"speed, {len(text.encode('utf-8')) / 1048576:.2f} MB of number-dense text",
+                                 round(speed(text), 1), "µs/KB"))
     prose = prose_text(args.mb)
-    print(f"speed: {speed(prose):.1f} µs/KB on {len(prose.encode('utf-8')) / 1048576:.2f} MB of English and Malayalam "
-          "prose (a few numbers)")
+    result.figures.append(Figure(f"speed, {len(prose.encode('utf-8')) / 1048576:.2f} MB of English/Malayalam prose",
+                                 round(speed(prose), 1), "µs/KB"))
 
-    print("false positives (documents flagged / documents read):")
     corpora: list[tuple[str, list[tuple[str, str]]]] = []
     if MIME_DIR.is_dir():
-        corpora.append(("mime bodies (../shared/testdata/mime)", list(message_texts(MIME_DIR))))
+        corpora.append(("mail bodies (../shared/testdata/mime)", list(message_texts(MIME_DIR))))
+    else:
+        result.notes.append(f"{MIME_DIR} is absent: the mail-body corpus was not measured")
     corpora.append(("repository docs, test data, sample texts", list(repository_texts(ROOT))))
     corpora.append(("look-alikes (timetables, tenders, invoices, dates, amounts)",
                     [(f"lookalike-{i}", s.text) for i, s in enumerate(lookalike_texts(1, 2000))]))
     for title, texts in corpora:
         hits = flagged(texts)
         kinds = Counter(kind for _, found in hits for kind in found)
-        print(f"  {title}: {len(hits)} / {len(texts)}  {dict(kinds) or ''}")
+        result.figures.append(Figure(f"false positives: {title}", f"{len(hits)} / {len(texts)}", "documents",
+                                     note=", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))))
         if args.show:
             for name, found in hits:
                 print(f"    {name}: {found}")
 
     numbers = random_twelve_digit_numbers(1, 100000)
-    passing = sum(verhoeff_valid(n) for n in numbers)
-    bare = sum("aadhaar" in find_sensitive(f"number {n}") for n in numbers)
-    labelled = sum("aadhaar" in find_sensitive(f"Invoice No. {n}") for n in numbers)
-    in_runs = sum(bool(find_sensitive(f"serial {n}{n[:5]}")) for n in numbers)
-    print(f"  random 12-digit numbers: Verhoeff alone passes {passing / len(numbers):.2%}; "
-          f"flagged as Aadhaar written bare {bare / len(numbers):.2%} (shape: first digit 2-9), "
-          f"after an invoice label {labelled / len(numbers):.2%}, inside a 17-digit run {in_runs / len(numbers):.2%}")
+    shares = {
+        "random 12-digit numbers passing Verhoeff": sum(verhoeff_valid(n) for n in numbers),
+        "random 12-digit numbers flagged as Aadhaar, written bare": sum(
+            "aadhaar" in find_sensitive(f"number {n}") for n in numbers),
+        "... after an invoice label": sum("aadhaar" in find_sensitive(f"Invoice No. {n}") for n in numbers),
+        "... inside a 17-digit run": sum(bool(find_sensitive(f"serial {n}{n[:5]}")) for n in numbers),
+    }
+    for label, count in shares.items():
+        result.figures.append(Figure(label, round(100 * count / len(numbers), 2), "%"))
 
     samples = personal_texts(1, 3000)
     exact = 0
@@ -131,8 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for kind, count in sample.expected.items():
             expected_kind[kind] += count
             per_kind[kind] += min(count, found.get(kind, 0))
-    print(f"true positives: {exact} / {len(samples)} synthetic texts answered exactly; per kind found: "
-          + ", ".join(f"{k} {per_kind[k]}/{expected_kind[k]}" for k in sorted(expected_kind)))
+    result.figures.append(Figure("true positives: synthetic texts answered exactly", f"{exact} / {len(samples)}"))
+    for kind in sorted(expected_kind):
+        result.figures.append(Figure(f"true positives: {kind}", f"{per_kind[kind]} / {expected_kind[kind]}"))
+    result.seconds = time.perf_counter() - wall
+    result.print_table(value_width=16)
+    if args.json:
+        result.save(args.json)
     return 0
 
 

@@ -237,6 +237,8 @@ BENCHES = (
           adapter=read_language),
     Bench("classifier", "Department classifier", "bench.bench_classifier", quick_args=("--documents", "2000"),
           adapter=read_classifier),
+    Bench("sensitive", "Sensitive content: speed, false and true positives", "bench.bench_sensitive",
+          quick_args=("--mb", "0.2")),
     Bench("demo", "make demo: one round end to end, once installed (README)", "bench.bench_demo",
           needs=("redis-server",)),
 )

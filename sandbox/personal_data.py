@@ -6,6 +6,10 @@ made-up branch. ``personal_texts`` writes them into sentences (English, Malayala
 digits in some) and says which kinds each sentence holds; ``lookalike_texts`` writes text with no
 personal data but many numbers that look like it: timetables, train and tender numbers, invoice, PO
 and work-order numbers, dates, times, amounts, random long digit strings. Deterministic per seed.
+
+``message_texts`` and ``repository_texts`` read real text without personal data: the text parts of a
+folder of mail messages (../shared/testdata/mime) and this repository's docs, test data and the demo's
+sample texts. The sensitive-content tests and ``bench.bench_sensitive`` measure false positives on them.
 """
 
 from __future__ import annotations

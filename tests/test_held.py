@@ -37,6 +37,7 @@ from tests.conftest import make_settings
 from tests.helpers import FakeFile, ListConnector
 from tests.scheduler_fakes import FAKE_SOURCES
 from utils.errors import ConfigError
+from web.metrics import render_metrics
 
 RNG = random.Random(1414)
 AADHAAR = aadhaar(RNG)
@@ -101,6 +102,8 @@ def test_personal_data_is_flagged_by_default_and_the_document_delivered(settings
     delivered = outbox_metadata(settings)
     assert delivered["kyc-2"]["sensitive"] == {"aadhaar": 1, "mobile": 1}
     assert delivered["clean-1"]["sensitive"] == {} and delivered["clean-3"]["sensitive"] == {}
+    (ingested,) = [a for a in audit_lines(settings) if a["source_id"] == "kyc-2"]
+    assert ingested["decision"] == "ingested" and ingested["sensitive"] == {"aadhaar": 1, "mobile": 1}
     # Kinds and counts only: no value in any metadata, log event or audit line.
     assert_no_values(json.dumps(delivered))
     assert_no_values(json.dumps(logs, default=str))
@@ -146,6 +149,9 @@ def test_a_hold_rule_keeps_the_document_back_and_the_scope_moves_on(settings: Se
     assert_no_values(json.dumps(logs, default=str) + Path(settings.audit_log).read_text(encoding="utf-8"))
     assert_no_values(json.dumps(entry.metadata) + json.dumps(conn.state.get_status("fake", "a")))
     assert conn.state.get_status("fake", "a")["held"] == "1"
+    metrics = render_metrics(conn.state)
+    assert 'kmrl_held_documents{source="fake"} 1' in metrics
+    assert 'kmrl_documents_total{outcome="held",source="fake"} 1' in metrics
 
 
 def test_a_held_item_is_not_fetched_again(settings: Settings) -> None:

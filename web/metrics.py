@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import redis
 from flask import Blueprint, Response
 
-from base.state import StateStore
+from base.state import HELD, StateStore
 from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings
 from utils.logging import get_logger
@@ -36,7 +36,7 @@ REDIS_SOCKET_TIMEOUT = 5.0
 #: name -> (type, help) of the families the service writes or computes.
 FAMILIES: dict[str, tuple[str, str]] = {
     "kmrl_documents_total": ("counter", "Documents by source and outcome (new, duplicate, skipped, dead_lettered, "
-                                        "deleted)."),
+                                        "deleted, held)."),
     "kmrl_bytes_total": ("counter", "Bytes of new documents delivered to the Hub, by source."),
     "kmrl_runs_total": ("counter", "Scope runs by source and final state."),
     "kmrl_run_seconds_total": ("counter", "Seconds spent in scope runs, by source."),
@@ -46,11 +46,13 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "kmrl_lag_seconds": ("gauge", "Seconds since each scope's last successful run."),
     "kmrl_last_run_seconds": ("gauge", "Duration of each scope's last run, in seconds."),
     "kmrl_dead_letters": ("gauge", "Dead-letter entries waiting, by source."),
+    "kmrl_held_documents": ("gauge", "Documents held back by a hold rule whose bytes are kept (awaiting release "
+                                     "or drop), by source."),
     "kmrl_source_healthy": ("gauge", "1 when the last health check found the source healthy, else 0."),
     "kmrl_health_checked_timestamp_seconds": ("gauge", "Unix time of the last health check."),
 }
 #: Families computed from live state at scrape time (stored samples of these names are ignored).
-_LIVE = {"kmrl_lag_seconds", "kmrl_last_run_seconds", "kmrl_dead_letters"}
+_LIVE = {"kmrl_lag_seconds", "kmrl_last_run_seconds", "kmrl_dead_letters", "kmrl_held_documents"}
 _LABEL_SPLIT = re.compile(r",(?=[a-zA-Z_][a-zA-Z0-9_]*=)")
 _NAME_OK = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
@@ -131,6 +133,11 @@ def _live_samples(state: StateStore, exposition: Exposition, now: float) -> None
     # Every source that ever ran gets a sample, 0 included, so an alert can tell "none" from "unknown".
     for source in sorted(sources):
         exposition.add("kmrl_dead_letters", (("source", source),), float(state.dead_letter_count(source)))
+    waiting: dict[str, int] = {}
+    for entry in state.list_held():
+        waiting[entry.connector] = waiting.get(entry.connector, 0) + (entry.state == HELD)
+    for source in sorted(waiting):
+        exposition.add("kmrl_held_documents", (("source", source),), float(waiting[source]))
 
 
 def render_metrics(state: StateStore, *, now: float | None = None) -> str:
