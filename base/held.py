@@ -1,8 +1,9 @@
 """Held documents: what an operator does with a document a ``[[hold]]`` content rule kept back.
 
-A held document's bytes (and its extracted text) are kept under HELD_DIR and its entry (rule, kinds of personal data found,
-the Hub metadata it would have been sent with) in the held store; its item is recorded as done,
-held, so no run fetches that version again and the scope's cursor moves on (base/runner.py).
+A held document's bytes (and its extracted text) are kept under HELD_DIR and its entry (rule, kinds
+of personal data found, the Hub metadata it would have been sent with) in the held store; its item
+is recorded as done, held, so no run fetches that version again and the scope's cursor moves on
+(base/runner.py).
 
 - ``release`` sends it to the Hub through the pipeline's own delivery step, the one a dead-letter
   replay uses (content dedup, ``previous_sha256``, upload, item record, metrics, audit), then

@@ -154,6 +154,49 @@ def test_a_hold_rule_keeps_the_document_back_and_the_scope_moves_on(settings: Se
     assert 'kmrl_documents_total{outcome="held",source="fake"} 1' in metrics
 
 
+def needs_plain_text_extraction() -> None:
+    """Skips (saying why) where base/extraction has no extractor for plain text yet."""
+    from base.extraction import ExtractionLimits, ExtractionRequest, extract
+
+    probe = extract(ExtractionRequest(filename="probe.txt", mime_type="text/plain", limits=ExtractionLimits(),
+                                      data=b"plain text probe\n"))
+    if "plain text probe" not in probe.text:
+        pytest.skip("base/extraction reads no plain text in this build: content_text stays empty")
+
+
+def test_personal_data_in_the_extracted_text_holds_the_document_and_its_text_is_kept_and_released(
+        settings: Settings) -> None:
+    needs_plain_text_extraction()
+    content = f"Staff KYC register\nName: Contract staff 7\nAadhaar: {AADHAAR_SPACED}\n".encode()
+    conn = connector(settings, HOLD_AADHAAR, [FakeFile("register-1", content, filename="register.txt",
+                                                       mime_type="text/plain")])
+    assert conn.sync_documents({}).totals["held"] == 1  # the connector's text says nothing: the content does
+    (entry,) = conn.state.list_held()
+    assert entry.kinds == {"aadhaar": 1} and entry.metadata["hub"]["extraction"]["chars"] > 0
+    assert AADHAAR_SPACED in Path(entry.text_path).read_text(encoding="utf-8")
+    assert release(conn, entry).result == RELEASED
+    folder = Path(settings.hub_outbox_dir) / entry.sha256
+    assert AADHAAR_SPACED in (folder / "text.txt").read_text(encoding="utf-8")  # the text part, as any document's
+    assert json.loads((folder / "metadata.json").read_text(encoding="utf-8"))["sensitive"] == {"aadhaar": 1}
+    assert not Path(entry.bytes_path).exists() and not Path(entry.text_path).exists()
+
+
+def test_retention_deletes_the_kept_text_with_the_bytes(settings: Settings) -> None:
+    needs_plain_text_extraction()
+    content = f"Aadhaar: {AADHAAR_SPACED}\n".encode()
+    conn = connector(settings, HOLD_AADHAAR,
+                     [FakeFile("register-1", content, filename="r.txt", mime_type="text/plain")])
+    conn.sync_documents({})
+    (entry,) = conn.state.list_held()
+    assert Path(entry.text_path).exists()
+    now = time.time()
+    assert purge_orphaned_held_bytes(conn.state, settings.held_dir, older_than=now + DAY) == 0  # both kept
+    entry.held_at = now - settings.held_retention_days * DAY - 1
+    conn.state.update_held(entry)
+    assert expire_held(conn.state, older_than=now - settings.held_retention_days * DAY, now=now) == 1
+    assert held_files(settings) == []
+
+
 def test_a_held_item_is_not_fetched_again(settings: Settings) -> None:
     conn = connector(settings, HOLD_AADHAAR)
     conn.sync_documents({})
