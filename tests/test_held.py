@@ -207,6 +207,19 @@ def test_a_held_item_is_not_fetched_again(settings: Settings) -> None:
     assert len(conn.state.list_held()) == 1
 
 
+def test_a_reprocess_run_leaves_held_and_dropped_items_alone(settings: Settings) -> None:
+    from base.runner import Reprocess
+
+    conn = connector(settings, HOLD_AADHAAR)
+    conn.sync_documents({})
+    (entry,) = conn.state.list_held()
+    summary = conn.sync_documents({}, reprocess=Reprocess())
+    assert summary.totals["held"] == 0 and conn.opened["kyc-2"] == 1
+    assert conn.state.list_held() == [entry]
+    drop(conn.state, conn.audit, entry)
+    assert conn.sync_documents({}, reprocess=Reprocess()).totals["held"] == 0 and conn.state.list_held() == []
+
+
 def test_a_dry_run_says_the_held_item_is_held(settings: Settings) -> None:
     conn = connector(settings, HOLD_AADHAAR)
     conn.sync_documents({})
