@@ -155,7 +155,20 @@ Extractor = Callable[[Job], None]
 
 #: kind -> "module:function" of its extractor, imported on first use (a worker that never sees a PDF
 #: never imports the PDF code).
-EXTRACTORS: dict[str, str] = {}
+EXTRACTORS: dict[str, str] = {
+    "docx": "base.extraction.office:extract_docx",
+    "pptx": "base.extraction.office:extract_pptx",
+    "xlsx": "base.extraction.spreadsheet:extract_xlsx",
+    "odt": "base.extraction.opendocument:extract_opendocument",
+    "ods": "base.extraction.opendocument:extract_opendocument",
+    "odp": "base.extraction.opendocument:extract_opendocument",
+    "rtf": "base.extraction.rtf:extract_rtf",
+    "html": "base.extraction.markup:extract_html",
+    "text": "base.extraction.plain:extract_plain",
+    "csv": "base.extraction.plain:extract_plain",
+    "eml": "base.extraction.message:extract_eml",
+    "msg": "base.extraction.message:extract_msg",
+}
 
 
 def _extractor(kind: str) -> Extractor | None:
