@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from base.extraction import ExtractionCut
+from base.extraction import ExtractionCut, Job
 
 #: Members an archive may list; office files have tens to a few thousand (one per image, slide, sheet).
 MAX_MEMBERS = 20_000
@@ -259,3 +259,12 @@ class BoundedZip:
                     out = inflater.decompress(inflater.unconsumed_tail, CHUNK)
             except zlib.error as exc:
                 raise ArchiveError(f"member {name} is damaged: {exc}") from exc
+
+
+def open_package(job: Job) -> BoundedZip:
+    """The job's file as a ``BoundedZip`` under its limits; a damaged central directory is noted on the
+    job (the document is then read from its local headers, as far as it goes)."""
+    package = BoundedZip(job.path, max_expanded_bytes=job.limits.max_expanded_bytes)
+    if package.damage:
+        job.notes.append(package.damage)
+    return package

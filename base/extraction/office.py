@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from base.extraction import TEXT_LAYER, Job
-from base.extraction.archive import BoundedZip
+from base.extraction.archive import BoundedZip, open_package
 from base.extraction.ooxml import MC_NAMESPACE, main_part, r_id, relationships
 from base.extraction.xmlstream import TextHandler, parse, split_name
 
@@ -114,7 +114,7 @@ def _saved_pages(package: BoundedZip) -> int:
 def extract_docx(job: Job) -> None:
     """The text of a DOCX (see the module docstring)."""
     job.method = TEXT_LAYER
-    with BoundedZip(job.path, max_expanded_bytes=job.limits.max_expanded_bytes) as package:
+    with open_package(job) as package:
         document = main_part(package, job, "word/document.xml")
         related = relationships(package, document, job)
         by_kind: dict[str, list[str]] = {}
@@ -185,7 +185,7 @@ class _SlideListHandler(TextHandler):
 def extract_pptx(job: Job) -> None:
     """The text of a PPTX (see the module docstring)."""
     job.method = TEXT_LAYER
-    with BoundedZip(job.path, max_expanded_bytes=job.limits.max_expanded_bytes) as package:
+    with open_package(job) as package:
         presentation = main_part(package, job, "ppt/presentation.xml")
         related = relationships(package, presentation, job)
         listing = _SlideListHandler(job)

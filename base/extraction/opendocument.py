@@ -9,7 +9,7 @@ pages (ODP) count as pages.
 from __future__ import annotations
 
 from base.extraction import TEXT_LAYER, Job
-from base.extraction.archive import BoundedZip
+from base.extraction.archive import open_package
 from base.extraction.xmlstream import TextHandler, parse, split_name
 
 TEXT_NS = "urn:oasis:names:tc:opendocument:xmlns:text:1.0"
@@ -100,7 +100,7 @@ class _ContentHandler(TextHandler):
 def extract_opendocument(job: Job) -> None:
     """The text of an ODT, ODS or ODP (see the module docstring)."""
     job.method = TEXT_LAYER
-    with BoundedZip(job.path, max_expanded_bytes=job.limits.max_expanded_bytes) as package:
+    with open_package(job) as package:
         handler = _ContentHandler(job)
         try:
             parse(package.chunks("content.xml"), handler, job)

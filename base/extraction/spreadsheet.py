@@ -13,7 +13,7 @@ index); they are kept up to ``MAX_SHARED_STRINGS`` and ``SHARED_CHARS_FACTOR`` x
 from __future__ import annotations
 
 from base.extraction import TEXT_LAYER, Job
-from base.extraction.archive import BoundedZip
+from base.extraction.archive import open_package
 from base.extraction.ooxml import main_part, r_id, relationships
 from base.extraction.xmlstream import TextHandler, XmlHandler, parse, split_name
 
@@ -186,7 +186,7 @@ class _WorkbookHandler(XmlHandler):
 def extract_xlsx(job: Job) -> None:
     """The text of an XLSX (see the module docstring)."""
     job.method = TEXT_LAYER
-    with BoundedZip(job.path, max_expanded_bytes=job.limits.max_expanded_bytes) as package:
+    with open_package(job) as package:
         workbook_part = main_part(package, job, "xl/workbook.xml")
         related = relationships(package, workbook_part, job)
         workbook = _WorkbookHandler()
