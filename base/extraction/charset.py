@@ -2,8 +2,8 @@
 
 ``encoding_of(head)``: a byte-order mark decides; then strict UTF-8; then UTF-16 without a mark
 (found by its shape: one byte of each pair taking few values, as Malayalam's 0x0D or Latin's 0x00);
-then charset-normalizer's best guess; then windows-1252, which decodes every byte. Decoding is
-always done with ``errors="replace"`` afterwards, so a wrong guess costs characters, never the file.
+then charset-normalizer's best guess (windows-1252 among equals); then windows-1252, which decodes
+every byte. Decoding is always done with ``errors="replace"`` afterwards, so a wrong guess costs characters, never the file.
 
 ``looks_binary(head)``: NUL bytes or many control characters that no text encoding produces.
 """
@@ -106,12 +106,24 @@ def encoding_of(head: bytes, declared: str | None = None) -> str:
     utf16 = _utf16_without_bom(head)
     if utf16 is not None:
         return utf16
+    guessed = _normalizer_guess(head)
+    return guessed or "cp1252"
+
+
+def _normalizer_guess(head: bytes) -> str | None:
+    """charset-normalizer's best encoding for ``head``; among candidates it scores alike (short Latin
+    text often scores cp1250, cp1252 and cp1257 the same) windows-1252 wins, as Windows writes it."""
     try:
         from charset_normalizer import from_bytes
 
-        best = from_bytes(head).best()
+        matches = list(from_bytes(head))
     except Exception:  # noqa: BLE001 - a guesser failing leaves the fallback, never the file unread
-        best = None
-    if best is not None and best.encoding:
-        return str(best.encoding)
-    return "cp1252"
+        return None
+    if not matches:
+        return None
+    best = matches[0]
+    for match in matches:
+        alike = abs(match.chaos - best.chaos) <= 0.01 and abs(match.coherence - best.coherence) <= 0.01
+        if alike and "cp1252" in match.could_be_from_charset:
+            return "cp1252"
+    return str(best.encoding) if best.encoding else None

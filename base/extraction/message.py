@@ -21,7 +21,7 @@ import struct
 from email.message import EmailMessage, Message
 
 from base.extraction import TEXT_LAYER, Job
-from base.extraction.markup import html_to_text
+from base.extraction.markup import html_encoding, html_to_text
 
 #: Bytes of an .eml read at most (a larger message is read up to here: its attachments' bytes carry
 #: no text we extract, only their names).
@@ -128,25 +128,24 @@ _PR_INTERNET_CPID = 0x3FDE
 _PT_UNICODE, _PT_STRING8, _PT_BINARY, _PT_LONG = 0x001F, 0x001E, 0x0102, 0x0003
 
 
-def _code_page(ole: object, storage: str) -> str:
-    """The code page of 8-bit strings (the message's, else windows-1252)."""
-    stream = f"{storage}__properties_version1.0"
+def _code_pages(ole: object) -> tuple[str, str | None]:
+    """(codec of 8-bit strings, codec of the HTML body if the message names one): PR_MESSAGE_CODEPAGE
+    else PR_INTERNET_CPID else windows-1252 for the first; PR_INTERNET_CPID for the second."""
     try:
-        data = ole.openstream(stream).read(64 * 1024)  # type: ignore[attr-defined]
+        with ole.openstream("__properties_version1.0") as handle:  # type: ignore[attr-defined]
+            data = handle.read(64 * 1024)
     except OSError:
-        return "cp1252"
-    header = 32 if not storage else 8  # the top-level message's header is longer than an attachment's
-    found: dict[int, int] = {}
-    for offset in range(header, len(data) - 15, 16):
+        return "cp1252", None
+    found: dict[int, str] = {}
+    # The top-level stream's entries follow a 32-byte header; each is (tag, flags, 8-byte value).
+    for offset in range(32, len(data) - 15, 16):
         tag, _flags, value = struct.unpack_from("<IIi", data, offset)
         if tag & 0xFFFF == _PT_LONG and tag >> 16 in (_PR_MESSAGE_CODEPAGE, _PR_INTERNET_CPID):
-            found[tag >> 16] = value
-    for prop in (_PR_INTERNET_CPID, _PR_MESSAGE_CODEPAGE):
-        if prop in found:
-            name = "utf-8" if found[prop] == 65001 else f"cp{found[prop]}"
+            name = "utf-8" if value == 65001 else f"cp{value}"
             if _known(name):
-                return name
-    return "cp1252"
+                found[tag >> 16] = name
+    strings = found.get(_PR_MESSAGE_CODEPAGE) or found.get(_PR_INTERNET_CPID) or "cp1252"
+    return strings, found.get(_PR_INTERNET_CPID)
 
 
 def _stream(ole: object, name: str, limit: int) -> bytes | None:
@@ -175,13 +174,15 @@ def extract_msg(job: Job) -> None:
     job.method = TEXT_LAYER
     limit = STREAM_BYTES_FACTOR * job.limits.max_chars
     with olefile.OleFileIO(job.path) as ole:
-        code_page = _code_page(ole, "")
+        code_page, html_code_page = _code_pages(ole)
         subject = _string(ole, "", _PR_SUBJECT, code_page, 64 * 1024) or ""
         body = _string(ole, "", _PR_BODY, code_page, limit) or ""
         if not body.strip():
             html_bytes = _stream(ole, f"__substg1.0_{_PR_HTML:04X}{_PT_BINARY:04X}", limit)
-            html = (html_bytes.decode(code_page, "replace") if html_bytes is not None
-                    else _string(ole, "", _PR_HTML, code_page, limit))
+            if html_bytes is not None:
+                html: str | None = html_bytes.decode(html_code_page or html_encoding(html_bytes, ""), "replace")
+            else:
+                html = _string(ole, "", _PR_HTML, code_page, limit)
             body = html_to_text(html, max_chars=job.limits.max_chars) if html else ""
         job.check_time()
         storages = sorted({entry[0] for entry in ole.listdir(streams=False, storages=True)

@@ -12,9 +12,9 @@ extractor reads. Magic bytes decide whenever they are distinctive (a PDF named .
   compound files (legacy .doc, .xls) are 'binary'.
 - HTML by a doctype or ``<html`` at the start; an RFC 822 message by header lines at the start.
 
-Formats without magic fall back to the extension and the declared MIME type (HTML, .eml, CSV,
-text), and only when the first bytes read as text in some encoding (``charset.is_text``): a NUL-filled
-'report.txt' is 'binary'.
+Formats without magic fall back to the extension and the declared MIME type: .eml whatever its
+bytes (a message may carry binary parts); HTML, CSV and text only when the first bytes read as text in
+some encoding (``charset.is_text``): a NUL-filled 'report.txt' is 'binary'.
 """
 
 from __future__ import annotations
@@ -140,17 +140,17 @@ def sniff(path: str, filename: str, mime_type: str) -> str:
     stripped = head[len(b"\xef\xbb\xbf"):] if bom == "utf-8-sig" else head
     if stripped.lstrip().startswith(b"{\\rtf"):
         return "rtf"
-    if not is_text(head):
-        return "binary"
-    if bom in (None, "utf-8-sig"):
-        if _HTML_START.match(stripped[:4096]):
-            return "html"
-        if mime not in _CSV_MIME_TYPES and extension not in _CSV_EXTENSIONS and _looks_like_message(stripped):
-            return "eml"
-    if extension in _HTML_EXTENSIONS or mime in _HTML_MIME_TYPES:
-        return "html"
+    # A message's header lines are ASCII whatever its parts carry (8-bit or binary bodies included).
+    if mime not in _CSV_MIME_TYPES and extension not in _CSV_EXTENSIONS and _looks_like_message(stripped):
+        return "eml"
     if extension == "eml" or mime in _MESSAGE_MIME_TYPES:
         return "eml"
+    if not is_text(head):
+        return "binary"
+    if bom in (None, "utf-8-sig") and _HTML_START.match(stripped[:4096]):
+        return "html"
+    if extension in _HTML_EXTENSIONS or mime in _HTML_MIME_TYPES:
+        return "html"
     if extension in _CSV_EXTENSIONS or mime in _CSV_MIME_TYPES:
         return "csv"
     if extension in _TEXT_EXTENSIONS or mime.startswith("text/"):
