@@ -67,12 +67,29 @@ def listed_members(handle: BinaryIO) -> int | None:
     return int(total)
 
 
+class _Member:
+    """Where a member's data is and what the archive claims of it."""
+
+    __slots__ = ("compressed", "crc", "data_at", "flags", "header_at", "method")
+
+    def __init__(self, *, header_at: int, method: int, compressed: int, flags: int, crc: int | None,
+                 data_at: int | None = None) -> None:
+        self.header_at = header_at
+        self.method = method
+        self.compressed = compressed
+        self.flags = flags
+        self.crc = crc
+        self.data_at = data_at
+
+
 class BoundedZip:
     """The members of one ZIP file, read under a budget of inflated bytes.
 
     ``max_expanded_bytes`` bounds each member and the sum of all members read; ``names`` lists the
-    members; ``chunks(name)`` yields a member's bytes. Raises ``ExtractionCut`` at a bound,
-    ``ArchiveError`` for a file that is no ZIP archive or lacks the member asked for.
+    members; ``chunks(name)`` yields a member's bytes, inflated here (zlib, raw deflate) so that the
+    compressed bytes consumed are known and the ratio is judged as the member is read, and checked
+    against its CRC at its end. Raises ``ExtractionCut`` at a bound, ``ArchiveError`` for a file that
+    is no ZIP archive, a damaged or encrypted member, or a member that is not there.
     """
 
     def __init__(self, path: str, *, max_expanded_bytes: int) -> None:
@@ -82,8 +99,7 @@ class BoundedZip:
         #: Why the archive is read from its local headers (None when the central directory is sound).
         self.damage: str | None = None
         self._handle = open(path, "rb")  # noqa: SIM115 - closed by close() / the context manager
-        self._zip: zipfile.ZipFile | None = None
-        self._local: dict[str, tuple[int, int, int, int]] = {}
+        self._members: dict[str, _Member] = {}
         try:
             listed = listed_members(self._handle)
             if listed is not None and listed > MAX_MEMBERS:
@@ -93,12 +109,17 @@ class BoundedZip:
             else:
                 self._handle.seek(0)
                 try:
-                    self._zip = zipfile.ZipFile(self._handle)
+                    with zipfile.ZipFile(self._handle) as directory:
+                        for info in directory.infolist():
+                            self._members.setdefault(info.filename, _Member(
+                                header_at=info.header_offset, method=info.compress_type,
+                                compressed=info.compress_size, flags=info.flag_bits, crc=info.CRC))
                 except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, struct.error) as exc:
                     self.damage = f"the ZIP central directory is unreadable ({exc})"
-            if self._zip is None:
-                self._local = self._scan_local_headers()
-                if not self._local:
+                    self._members = {}
+            if self.damage is not None:
+                self._members = self._scan_local_headers()
+                if not self._members:
                     raise ArchiveError(f"not a ZIP archive: {self.damage}")
         except BaseException:
             self.close()
@@ -111,45 +132,36 @@ class BoundedZip:
         self.close()
 
     def close(self) -> None:
-        if self._zip is not None:
-            self._zip.close()
         self._handle.close()
 
     @property
     def names(self) -> list[str]:
-        if self._zip is not None:
-            return self._zip.namelist()
-        return list(self._local)
+        return list(self._members)
 
     def __contains__(self, name: str) -> bool:
-        if self._zip is not None:
-            try:
-                self._zip.getinfo(name)
-            except KeyError:
-                return False
-            return True
-        return name in self._local
+        return name in self._members
 
     def chunks(self, name: str) -> Iterator[bytes]:
         """The inflated bytes of member ``name``, CHUNK at a time, each counted against the budget."""
-        if name not in self:
+        member = self._members.get(name)
+        if member is None:
             raise ArchiveError(f"the archive has no member {name!r}")
+        if member.flags & 0x01:
+            raise ArchiveError(f"member {name} is encrypted")
         produced = 0
-        compressed = 1
-        source = self._zip_chunks(name) if self._zip is not None else self._local_chunks(name)
-        if self._zip is not None:
-            compressed = max(1, self._zip.getinfo(name).compress_size)
-        else:
-            compressed = max(1, self._local[name][2])
-        for chunk in source:
+        crc = 0
+        for chunk, consumed in self._inflate(name, member):
             produced += len(chunk)
             self.expanded += len(chunk)
             if produced > self.max_expanded_bytes or self.expanded > self.max_expanded_bytes:
                 raise ExtractionCut(
                     f"the archive expands past {self.max_expanded_bytes} bytes (a decompression bomb?)")
-            if produced > RATIO_GRACE and produced > MAX_RATIO * compressed:
+            if produced > RATIO_GRACE and produced > MAX_RATIO * max(consumed, 1):
                 raise ExtractionCut(f"member {name} inflates more than {MAX_RATIO}:1 (a decompression bomb?)")
+            crc = zlib.crc32(chunk, crc)
             yield chunk
+        if member.crc is not None and crc != member.crc:
+            raise ArchiveError(f"member {name} is damaged (its CRC does not match)")
 
     def read(self, name: str, *, limit: int) -> bytes:
         """A whole member, for the small ones (relationships, manifests); ``limit`` bytes at most."""
@@ -162,19 +174,20 @@ class BoundedZip:
             parts.append(chunk)
         return b"".join(parts)
 
-    def _zip_chunks(self, name: str) -> Iterator[bytes]:
-        assert self._zip is not None
-        try:
-            with self._zip.open(name) as member:
-                while chunk := member.read(CHUNK):
-                    yield chunk
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
-            raise ArchiveError(f"member {name} is damaged: {exc}") from exc
+    def _data_at(self, name: str, member: _Member) -> int:
+        if member.data_at is None:
+            self._handle.seek(member.header_at)
+            header = self._handle.read(_LOCAL_HEADER.size)
+            if len(header) < _LOCAL_HEADER.size or header[:4] != _LOCAL_SIGNATURE:
+                raise ArchiveError(f"member {name} has no local header where the directory says")
+            name_len, extra_len = _LOCAL_HEADER.unpack(header)[-2:]
+            member.data_at = member.header_at + _LOCAL_HEADER.size + name_len + extra_len
+        return member.data_at
 
-    def _scan_local_headers(self) -> dict[str, tuple[int, int, int, int]]:
-        """name -> (data offset, method, compressed size, flags) for every local header found in order
-        from the start (where the central directory cannot be trusted)."""
-        found: dict[str, tuple[int, int, int, int]] = {}
+    def _scan_local_headers(self) -> dict[str, _Member]:
+        """Every member found by its local header, in order from the start (where the central
+        directory cannot be trusted)."""
+        found: dict[str, _Member] = {}
         handle = self._handle
         handle.seek(0, os.SEEK_END)
         size = handle.tell()
@@ -182,23 +195,27 @@ class BoundedZip:
         while offset + _LOCAL_HEADER.size <= size and len(found) < MAX_MEMBERS:
             handle.seek(offset)
             header = handle.read(_LOCAL_HEADER.size)
-            (signature, _version, flags, method, _time, _date, _crc, compressed, _size, name_len,
+            (signature, _version, flags, method, _time, _date, crc, compressed, _size, name_len,
              extra_len) = _LOCAL_HEADER.unpack(header)
             if signature != _LOCAL_SIGNATURE or name_len > MAX_NAME:
                 break
             name = handle.read(name_len).decode("utf-8" if flags & 0x800 else "cp437", "replace")
             data_at = offset + _LOCAL_HEADER.size + name_len + extra_len
-            found.setdefault(name, (data_at, method, compressed, flags))
-            if flags & 0x08 and compressed == 0:
+            sizes_follow = bool(flags & 0x08)
+            found.setdefault(name, _Member(header_at=offset, method=method, compressed=compressed, flags=flags,
+                                           crc=None if sizes_follow else crc, data_at=data_at))
+            if sizes_follow and compressed == 0:
                 # Sizes follow the data (a data descriptor): find the end by inflating the member.
                 end = self._deflate_end(data_at) if method == zipfile.ZIP_DEFLATED else None
                 if end is None:
+                    # Cut inside this member: read it to the end of the file, as far as it goes.
+                    found[name].compressed = size - data_at
                     break
-                offset = end
+                found[name].compressed = end - data_at
                 # Skip the data descriptor: optional signature, CRC, two sizes (32-bit).
-                handle.seek(offset)
+                handle.seek(end)
                 descriptor = handle.read(16)
-                offset += 16 if descriptor[:4] == b"PK\x07\x08" else 12
+                offset = end + (16 if descriptor[:4] == b"PK\x07\x08" else 12)
             else:
                 offset = data_at + compressed
         return found
@@ -222,38 +239,40 @@ class BoundedZip:
             consumed += len(block) - len(inflater.unused_data)
         return start + consumed
 
-    def _local_chunks(self, name: str) -> Iterator[bytes]:
-        data_at, method, compressed, flags = self._local[name]
+    def _inflate(self, name: str, member: _Member) -> Iterator[tuple[bytes, int]]:
+        """(inflated chunk, compressed bytes consumed so far) of one member."""
         handle = self._handle
-        handle.seek(data_at)
-        known_size = not (flags & 0x08 and compressed == 0)
-        if method == zipfile.ZIP_STORED:
-            left = compressed if known_size else 0
+        position = self._data_at(name, member)
+        left = member.compressed
+        consumed = 0
+        if member.method == zipfile.ZIP_STORED:
             while left > 0:
+                handle.seek(position)
                 block = handle.read(min(CHUNK, left))
                 if not block:
                     raise ArchiveError(f"member {name} is cut short (truncated file)")
+                position += len(block)
                 left -= len(block)
-                yield block
+                consumed += len(block)
+                yield block, consumed
             return
-        if method != zipfile.ZIP_DEFLATED:
-            raise ArchiveError(f"member {name} uses compression method {method}, which is not read")
+        if member.method != zipfile.ZIP_DEFLATED:
+            raise ArchiveError(f"member {name} uses compression method {member.method}, which is not read")
         inflater = zlib.decompressobj(-15)
-        remaining: int | None = compressed if known_size else None
-        position = data_at
         while not inflater.eof:
+            # Re-seek each time: the caller may read another member between two chunks of this one.
             handle.seek(position)
-            block = handle.read(CHUNK if remaining is None else min(CHUNK, remaining))
+            block = handle.read(min(CHUNK, left)) if left > 0 else b""
             if not block:
                 raise ArchiveError(f"member {name} is cut short (truncated file)")
             position += len(block)
-            if remaining is not None:
-                remaining -= len(block)
+            left -= len(block)
+            consumed += len(block)
             try:
                 out = inflater.decompress(block, CHUNK)
                 while True:
                     if out:
-                        yield out
+                        yield out, consumed - len(inflater.unconsumed_tail)
                     if not inflater.unconsumed_tail:
                         break
                     out = inflater.decompress(inflater.unconsumed_tail, CHUNK)

@@ -3,7 +3,8 @@
 ``encoding_of(head)``: a byte-order mark decides; then strict UTF-8; then UTF-16 without a mark
 (found by its shape: one byte of each pair taking few values, as Malayalam's 0x0D or Latin's 0x00);
 then charset-normalizer's best guess (windows-1252 among equals); then windows-1252, which decodes
-every byte. Decoding is always done with ``errors="replace"`` afterwards, so a wrong guess costs characters, never the file.
+every byte. Decoding is always done with ``errors="replace"`` afterwards, so a wrong guess costs
+characters, never the file.
 
 ``looks_binary(head)``: NUL bytes or many control characters that no text encoding produces.
 """
