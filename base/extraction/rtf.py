@@ -31,6 +31,11 @@ _TOKEN = re.compile(
     rb"|([^\\{}\r\n]+)",  # 6: literal text
     re.DOTALL)
 
+#: A run of \uN escapes each followed by one literal fallback character: how writers put non-ASCII
+#: text under \uc1 (the default). Taken in one match instead of one token per escape.
+_UNICODE_RUN = re.compile(rb"(?:\\u-?\d{1,6} ?[^\\{}\r\n])+")
+_UNICODE_VALUE = re.compile(rb"\\u(-?\d{1,6})")
+
 #: Destinations whose content is not the document's text.
 _SKIPPED = frozenset({
     "fonttbl", "colortbl", "stylesheet", "info", "pict", "object", "objdata", "fldinst", "themedata",
@@ -95,10 +100,12 @@ class _Reader:
             data = bytes(self.bytes_pending)
             self.bytes_pending.clear()
             self.out.append(data.decode(self.codec or self.document_codec, "replace"))
+            self.out_chars += len(self.out[-1])
         if self.units_pending:
             joined = "".join(self.units_pending)
             self.units_pending.clear()
             self.out.append(joined.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace"))
+            self.out_chars += len(self.out[-1])
 
     def flush(self) -> None:
         self.flush_pending()
@@ -112,6 +119,19 @@ class _Reader:
         data, size, position = self.data, len(self.data), 0
         group_start = False
         while position < size and not self.full:
+            if self.uc == 1 and not self.fallback and data[position:position + 2] == b"\\u":
+                run = _UNICODE_RUN.match(data, position)
+                if run is not None:
+                    position = run.end()
+                    group_start = False
+                    if not self.skipping:
+                        if self.bytes_pending:
+                            self.flush_pending()
+                        self.units_pending.extend(chr(int(value) % 65536)
+                                                  for value in _UNICODE_VALUE.findall(run.group()))
+                        if len(self.units_pending) >= FLUSH_CHARS:
+                            self.emit("")
+                    continue
             match = _TOKEN.match(data, position)
             if match is None:
                 position += 1  # a lone backslash at the very end

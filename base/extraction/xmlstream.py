@@ -79,7 +79,18 @@ class TextHandler(XmlHandler):
             self.stop = True
 
 
+#: Element names split so far: documents repeat a few dozen names millions of times.
+_SPLIT: dict[str, tuple[str, str]] = {}
+#: Names remembered at most (a hostile part could invent endless names).
+MAX_SPLIT_NAMES = 4096
+
+
 def split_name(name: str) -> tuple[str, str]:
     """``"uri local"`` -> ``("uri", "local")``; a name without a namespace -> ``("", name)``."""
-    uri, _, local = name.rpartition(" ")
-    return uri, local
+    found = _SPLIT.get(name)
+    if found is None:
+        uri, _, local = name.rpartition(" ")
+        found = (uri, local)
+        if len(_SPLIT) < MAX_SPLIT_NAMES:
+            _SPLIT[name] = found
+    return found
