@@ -218,6 +218,14 @@ def test_html_declared_charset_wins_over_the_meta(tmp_path: Path) -> None:
     assert _extract(path, mime_type="text/html; charset=utf-8").text == MALAYALAM + "\n"
 
 
+def test_html_left_open_stops_the_read_where_a_browser_stops_showing(tmp_path: Path) -> None:
+    path = tmp_path / "broken.html"
+    path.write_bytes(f"<p>{MALAYALAM}</p><!--".encode() + b"never closed " * 200_000)
+    result = _extract(path)
+    assert result.text == MALAYALAM + "\n"
+    assert result.error == "markup left open for over 1048576 characters: the rest not read"
+
+
 # --- text and CSV ------------------------------------------------------------------------------------
 
 def test_csv_in_utf16_with_a_bom(tmp_path: Path) -> None:
@@ -476,3 +484,35 @@ def test_an_xlsx_of_a_million_cells_streams_in_bounded_memory(tmp_path: Path) ->
     assert str(outcome["tail"]).endswith("\t".join(str(1_000_000 + n) for n in range(10)) + "\n")
     # The text itself (about 7.9 million characters) is held by the sink; the sheet's 35 MB of XML is not.
     assert float(outcome["peak_mb"]) < _baseline_peak_mb() + 60  # type: ignore[arg-type]
+
+
+def _one_of_each(folder: Path) -> dict[str, Path]:
+    files = {
+        "docx": write_docx(folder / "a.docx", paragraphs=[MALAYALAM]),
+        "xlsx": write_xlsx(folder / "a.xlsx", {"S": [[MALAYALAM]]}),
+        "pptx": write_pptx(folder / "a.pptx", [("T", MALAYALAM, None)]),
+        "odt": write_odf(folder / "a.odt", "odt", f"<office:text><text:p>{MALAYALAM}</text:p></office:text>"),
+        "msg": folder / "a.msg", "eml": folder / "a.eml", "rtf": folder / "a.rtf", "html": folder / "a.html",
+        "csv": folder / "a.csv",
+    }
+    files["msg"].write_bytes(outlook_message(subject="S", body=MALAYALAM))
+    files["eml"].write_bytes(_malayalam_eml())
+    files["rtf"].write_text("{\\rtf1\\ansi " + rtf_unicode(MALAYALAM) + "}", encoding="ascii")
+    files["html"].write_text(f"<p>{MALAYALAM}</p>", encoding="utf-8")
+    files["csv"].write_text(f"a,{MALAYALAM}\n", encoding="utf-8")
+    return files
+
+
+@pytest.mark.parametrize("kind", ["docx", "xlsx", "pptx", "odt", "msg", "eml", "rtf", "html", "csv"])
+def test_a_spent_time_limit_ends_every_extractor_with_a_reason(tmp_path: Path, kind: str) -> None:
+    path = _one_of_each(tmp_path)[kind]
+    assert _extract(path).error is None
+    result = _extract(path, limits=ExtractionLimits(seconds=0))
+    assert (result.kind, result.error) == (kind, "time limit of 0 s reached")
+    assert result.truncated
+
+
+@pytest.mark.parametrize("kind", ["docx", "xlsx", "pptx", "odt", "msg", "eml", "rtf", "html", "csv"])
+def test_the_text_cap_truncates_every_format(tmp_path: Path, kind: str) -> None:
+    result = _extract(_one_of_each(tmp_path)[kind], limits=ExtractionLimits(max_chars=10))
+    assert (result.chars, result.truncated) == (10, True)

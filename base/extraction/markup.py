@@ -3,8 +3,10 @@
 The title comes first on its own line; scripts, styles, templates and other non-text elements are
 dropped; block elements (paragraphs, headings, list items, table rows, ``<br>``) end lines, table
 cells are separated by tabs, and other whitespace collapses to single spaces as a browser does
-(except inside ``<pre>``). The encoding is the byte-order mark's, else the declared MIME charset,
-else a ``<meta>`` charset in the first bytes, else ``charset.encoding_of``'s guess.
+(except inside ``<pre>``). Markup left open for over ``MAX_PENDING_MARKUP`` characters (an unclosed
+comment or tag) ends the read there, with a note, as it ends what a browser shows. The encoding is
+the byte-order mark's, else the declared MIME charset, else a ``<meta>`` charset in the first bytes,
+else ``charset.encoding_of``'s guess.
 
 ``html_to_text(markup)`` is the same conversion for markup already in memory (an email's HTML body).
 """
@@ -31,6 +33,9 @@ _BLOCKS = frozenset({"address", "article", "aside", "blockquote", "br", "caption
                      "dialog", "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1",
                      "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre",
                      "section", "summary", "table", "tbody", "thead", "tfoot", "tr", "ul", "title"})
+#: Characters of one unfinished construct (a comment, tag or attribute never closed) the parser may hold;
+#: html.parser rescans it on every feed, so an unclosed '<!--' would cost quadratic time.
+MAX_PENDING_MARKUP = 1024 * 1024
 _CELLS = frozenset({"td", "th"})
 _VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
                    "track", "wbr"})
@@ -126,7 +131,7 @@ def html_to_text(markup: str, *, max_chars: int) -> str:
     parser = _TextParser(write)
     for start in range(0, len(markup), CHUNK):
         parser.feed(markup[start:start + CHUNK])
-        if parser.stop:
+        if parser.stop or len(parser.rawdata) > MAX_PENDING_MARKUP:
             break
     else:
         parser.close()
@@ -159,6 +164,10 @@ def extract_html(job: Job) -> None:
             parser.feed(decoder.decode(block, final=not block))
             if parser.stop:
                 job.sink.truncated = True
+                return
+            if len(parser.rawdata) > MAX_PENDING_MARKUP:
+                # A browser shows nothing past an unclosed comment or tag; neither do we.
+                job.notes.append(f"markup left open for over {MAX_PENDING_MARKUP} characters: the rest not read")
                 return
             if not block:
                 parser.close()

@@ -21,6 +21,8 @@ from base.extraction import TEXT_LAYER, Job
 MAX_DEPTH = 512
 #: Characters gathered before they go to the sink (and the time is checked).
 FLUSH_CHARS = 32 * 1024
+#: Bytes of the file read between two checks of the time.
+TIME_CHECK_BYTES = 1024 * 1024
 
 _TOKEN = re.compile(
     rb"\\([a-zA-Z]{1,32})(-?\d{1,10})? ?"  # 1, 2: control word and parameter (one space is its delimiter)
@@ -118,7 +120,12 @@ class _Reader:
     def run(self) -> None:
         data, size, position = self.data, len(self.data), 0
         group_start = False
+        next_check = TIME_CHECK_BYTES
         while position < size and not self.full:
+            if position >= next_check:
+                # Skipped destinations (pictures, objects) write nothing, so time is checked by bytes too.
+                self.job.check_time()
+                next_check = position + TIME_CHECK_BYTES
             if self.uc == 1 and not self.fallback and data[position:position + 2] == b"\\u":
                 run = _UNICODE_RUN.match(data, position)
                 if run is not None:
