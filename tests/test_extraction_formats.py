@@ -326,6 +326,30 @@ def test_every_real_message_extracts_without_error_and_names_its_attachments(mim
     assert with_text >= 85
 
 
+def test_every_real_attachment_goes_through_the_pool_task_by_its_content(mime_corpus: Path) -> None:
+    from connectors.email_mime import iter_attachments
+
+    kinds: dict[tuple[str, str], str] = {}
+    seen = 0
+    for message in sorted(mime_corpus.glob("*")):
+        if message.name == "MANIFEST.tsv":
+            continue
+        for attachment in iter_attachments(message.read_bytes()):
+            result = extract(ExtractionRequest(filename=attachment.filename, mime_type=attachment.mime_type,
+                                               limits=LIMITS, data=attachment.payload))
+            assert result.error is None, (message.name, attachment.filename, result.error)
+            kinds[(message.name, attachment.filename)] = result.kind
+            seen += 1
+    assert seen >= 60
+    # Named .pdf but not a PDF: "blah blah blah", and a PKCS #7 blob.
+    assert kinds[("mail__fixtures_emails_mime_emails_raw_email7.eml", "test.pdf")] == "binary"
+    assert kinds[("mail__fixtures_emails_attachment_emails_attachment_with_base64_encoded_name.eml",
+                  "This is a test.pdf")] == "binary"
+    # A Lisp listing sent as application/octet-stream without an extension is text.
+    assert kinds[("flanker__fixtures_messages_torture.eml", "Alices_PDP-10")] == "text"
+    assert kinds[("flanker__fixtures_messages_attached-pdf.eml", "test.pdf")] == "pdf"
+
+
 def test_a_real_message_sniffed_without_name_or_type(mime_corpus: Path, tmp_path: Path) -> None:
     data = (mime_corpus / "flanker__fixtures_messages_attached-pdf.eml").read_bytes()
     path = tmp_path / "attachment"
