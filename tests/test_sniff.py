@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from base.extraction.sniff import sniff
+from base.extraction.step import HEAD_BYTES, may_hold_text
 from tests.compound_file import compound_file, outlook_message
 from tests.document_builders import MALAYALAM, write_docx, write_odf, write_pptx, write_xlsx
 
@@ -131,3 +132,11 @@ def test_a_nameless_untyped_file_that_reads_as_text_is_text(tmp_path: Path) -> N
 def test_a_declared_text_type_does_not_make_a_zip_text(tmp_path: Path) -> None:
     path = write_xlsx(tmp_path / "data.csv", {"S": [["a", 1]]})
     assert sniff(str(path), "data.csv", "text/csv") == "xlsx"
+
+
+def test_the_pipeline_sends_utf16_without_a_bom_and_messages_with_binary_parts_to_the_pool() -> None:
+    utf16 = ((MALAYALAM + " ") * 200).encode("utf-16-le")[:HEAD_BYTES]
+    message = (b"From: a@example.org\r\nSubject: x\r\nContent-Type: text/plain; charset=utf-16le\r\n"
+               b"Content-Transfer-Encoding: binary\r\n\r\n" + "Test message".encode("utf-16-le"))
+    assert may_hold_text(utf16) and may_hold_text(message)
+    assert not may_hold_text(bytes((i * 7919 + 13) % 256 for i in range(HEAD_BYTES)))

@@ -118,6 +118,16 @@ def _looks_like_message(head: bytes) -> bool:
     return known >= 2
 
 
+def head_may_be_text(head: bytes) -> bool:
+    """Whether a file starting with ``head`` (no known signature) may still be one that ``sniff`` gives an
+    extractor: text in some encoding (UTF-16 without a mark included), or a message whose header lines
+    come first (its parts may carry NULs)."""
+    if is_text(head):
+        return True
+    bom = bom_encoding(head)
+    return _looks_like_message(head[3:] if bom == "utf-8-sig" else head)
+
+
 def sniff(path: str, filename: str, mime_type: str) -> str:
     """The kind of the file at ``path`` (see the module docstring). Raises OSError if it cannot be read."""
     with open(path, "rb") as handle:

@@ -19,6 +19,7 @@ from typing import IO, Any
 from base.document import Document
 from base.extraction import NONE, Extraction, ExtractionLimits, ExtractionRequest, extract
 from base.extraction.normalize import normalize_text
+from base.extraction.sniff import head_may_be_text
 from base.pool import PoolError, ProcessPool
 from config.settings import Settings
 
@@ -65,7 +66,7 @@ def _looks_like_text(head: bytes) -> bool:
 
 def may_hold_text(head: bytes) -> bool:
     """Whether a file starting with ``head`` is worth sending to an extractor."""
-    return head.startswith(_SIGNATURES) or _looks_like_text(head)
+    return head.startswith(_SIGNATURES) or _looks_like_text(head) or head_may_be_text(head)
 
 
 def _request(content: IO[bytes], document: Document, limits: ExtractionLimits) -> ExtractionRequest:
