@@ -139,7 +139,7 @@ def make_eml(folder: Path, scale: float) -> Path:
 
 
 def make_msg(folder: Path, scale: float) -> Path:
-    body = "".join(f"{n} {LINE}\r\n" for n in range(int(40_000 * scale)))
+    body = "".join(f"{n} {LINE}\r\n" for n in range(int(20_000 * scale)))
     path = folder / "large.msg"
     path.write_bytes(outlook_message(subject="Large", body=body, attachments=[("data.bin", bytes(1_000_000))]))
     return path

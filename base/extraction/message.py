@@ -14,7 +14,7 @@ page (``PR_MESSAGE_CODEPAGE``, ``PR_INTERNET_CPID``).
 
 from __future__ import annotations
 
-import email
+import email.parser
 import email.policy
 import os
 import struct
@@ -26,6 +26,8 @@ from base.extraction.markup import html_encoding, html_to_text
 #: Bytes of an .eml read at most (a larger message is read up to here: its attachments' bytes carry
 #: no text we extract, only their names).
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+#: Bytes fed to the parser per step.
+FEED_BYTES = 1024 * 1024
 #: MIME parts walked at most.
 MAX_PARTS = 1000
 #: Bytes of one .msg property stream read at most, as a multiple of the text cap.
@@ -76,12 +78,18 @@ def extract_eml(job: Job) -> None:
     """The text of an RFC 822 message (see the module docstring)."""
     job.method = TEXT_LAYER
     size = os.path.getsize(job.path)
+    # Fed a chunk at a time: the parser then holds the message once, as its parts, instead of the raw
+    # bytes and their decoded copy together (measured: 23 MB message, +61 MB against +190 MB).
+    feeder = email.parser.BytesFeedParser(policy=email.policy.default)
     with open(job.path, "rb") as handle:
-        raw = handle.read(MAX_MESSAGE_BYTES)
+        left = MAX_MESSAGE_BYTES
+        while left > 0 and (block := handle.read(min(FEED_BYTES, left))):
+            feeder.feed(block)
+            left -= len(block)
+            job.check_time()
     if size > MAX_MESSAGE_BYTES:
         job.notes.append(f"message larger than {MAX_MESSAGE_BYTES} bytes: the rest not read")
-    message = email.message_from_bytes(raw, policy=email.policy.default)
-    del raw
+    message = feeder.close()
     plain: str | None = None
     html: str | None = None
     attachments: list[str] = []
