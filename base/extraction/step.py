@@ -46,27 +46,9 @@ def limits_from(settings: Settings) -> ExtractionLimits:
                             ocr_dpi=settings.ocr_dpi, seconds=settings.extract_seconds)
 
 
-def _looks_like_text(head: bytes) -> bool:
-    """True when ``head`` reads as text: UTF-16 with a BOM, or no NUL and valid UTF-8 (a character cut
-    at the end allowed), or a single-byte charset's printable range."""
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return True
-    if b"\x00" in head:
-        return False
-    try:
-        head.decode("utf-8")
-        return True
-    except UnicodeDecodeError as exc:
-        if exc.start >= len(head) - 3 and exc.reason.startswith("unexpected end"):
-            return True
-    # cp1252 and similar: text has few control bytes besides tab, newline, carriage return, form feed.
-    controls = sum(1 for byte in head if byte < 32 and byte not in (9, 10, 12, 13))
-    return controls <= len(head) // 100
-
-
 def may_hold_text(head: bytes) -> bool:
     """Whether a file starting with ``head`` is worth sending to an extractor."""
-    return head.startswith(_SIGNATURES) or _looks_like_text(head) or head_may_be_text(head)
+    return head.startswith(_SIGNATURES) or head_may_be_text(head)
 
 
 def _request(content: IO[bytes], document: Document, limits: ExtractionLimits) -> ExtractionRequest:
