@@ -96,8 +96,8 @@ def build() -> list[dict[str, str]]:
 
     def translit(group: str, text: str, source: str) -> None:
         for style in rng.sample(STYLES, 2):
-            add(group, transliterate(text, style, rng), "ml", "manglish-translit", f"{source}, transliterated ({style})",
-                "Latn")
+            add(group, transliterate(text, style, rng), "ml", "manglish-translit",
+                f"{source}, transliterated ({style})", "Latn")
 
     for number, line in enumerate(lines("sentences_script.txt"), start=1):
         kind, text = line.split("\t", 1)
