@@ -102,7 +102,8 @@ _FOREIGN_WORDS = _words(
     il di che gli della sono non sulla
     da dos das em não uma com
     het een en ik niet zijn op dat voor
-    yang dan ini itu untuk dengan tidak
+    yang dan ini itu untuk dengan tidak akan saya sudah belum karena sedang dalam pada
+    ang mga ng ako hindi ngayon kwa hadi naar tot wordt
     och att det som är og er ikke jeg på
     ve bir bu için ile"""
 )
@@ -257,8 +258,11 @@ def _both_scripts(sample: str, malayalam: int, latin: int, mixed_threshold: floa
     # Latin letters of acronyms, codes, URLs and file names weigh nothing in a language's favour: a
     # Malayalam notice that ends with www.kochimetro.org is Malayalam. They are only counted out (a
     # regex over the text) when the raw letter count says Latin is heavier.
-    if malayalam >= latin or malayalam >= _english_words(sample)[1]:
-        if share_allows_mixed and english_word_count(sample, MIXED_MIN_ENGLISH_WORDS) >= MIXED_MIN_ENGLISH_WORDS:
+    english_words, english_letters = _english_words(sample) if latin > malayalam else (-1, 0)
+    if malayalam >= english_letters:
+        if english_words < 0:
+            english_words = english_word_count(sample)
+        if share_allows_mixed and english_words >= MIXED_MIN_ENGLISH_WORDS:
             return _MIXED_ML_EN_RESULT
         return _MALAYALAM_RESULT
     phrase = share_allows_mixed and malayalam_word_count(sample, MIXED_MIN_MALAYALAM_WORDS) >= MIXED_MIN_MALAYALAM_WORDS
@@ -274,40 +278,32 @@ def _both_scripts(sample: str, malayalam: int, latin: int, mixed_threshold: floa
     return latin_result
 
 
-# Latin-script runs that are not words of a language: URLs, e-mail addresses, domain and file names.
-_LATIN_NOISE = re.compile(
-    r"(?:https?://|www\.)\S+|\S+@\S+|[\w.-]+\.(?:pdf|docx?|xlsx?|pptx?|od[tsp]|rtf|txt|csv|jpe?g|png|tiff?|zip"
-    r"|eml|msg|html?|xml|json)\b|\b[\w-]+(?:\.[\w-]+)*\.(?:in|com|org|net|gov|edu|co|io)\b",
-    re.IGNORECASE,
+# An English word: Latin letters, with at least one small letter (KMRL, CMRS, PDF are acronyms), not
+# touching a digit or another Latin letter (TS-09, DCC-04, TS11 are codes), nor a dot, @, slash or
+# colon that makes it part of a URL, an e-mail address, a domain or a file name (www.kochimetro.org,
+# info@kmrl.co.in, report.pdf); a dot before a space ends a sentence, not a name. A hyphenated compound
+# or a file-name stem ("fire-audit", "fire_audit") is one word; a hyphen before Malayalam ("station-ലെ")
+# ends the word. Lookarounds instead of a pass that first strips URLs: one regex scan of the text.
+_ENGLISH_WORD = re.compile(
+    r"(?<![A-Za-z0-9_'\u2019.@/\\])(?<![A-Za-z0-9][-_])(?=[A-Za-z_-]*[a-z])[A-Za-z]+(?:[-_][A-Za-z]+)*"
+    r"(?![A-Za-z0-9_@/\\]|[-_.][A-Za-z0-9]|:/)"
 )
-# A Latin token with the digits, apostrophes, hyphens and underscores it is typed with ("TS-09",
-# "don't", "fire-audit"): a hyphenated compound or a file-name stem is one word, not two.
-_LATIN_TOKEN = re.compile(r"[A-Za-z0-9\u00c0-\u024f]+(?:['\u2019_-][A-Za-z0-9\u00c0-\u024f]+)*")
 _MALAYALAM_WORD = re.compile(r"[\u0d00-\u0d7f][\u0d00-\u0d7f\u200c\u200d]*")
 # Abbreviations written in letters that are not English words of the text: "Rs 1,200", "No. 45", "Dr.".
 _ABBREVIATIONS = _words("rs no nos dr mr mrs ms sri shri smt st km kg hrs hr am pm ph tel fax ref dt ltd pvt co vs etc")
 
 
-def english_word_count(text: str, enough: int) -> int:
-    """English words in Latin letters in ``text``, counted up to ``enough``: tokens of two or more letters
+def english_word_count(text: str) -> int:
+    """English words in Latin letters in ``text``: tokens of two or more letters
     that are neither acronyms (all capitals: KMRL, CMRS, PDF), nor codes (with digits: DCC-04, TS11),
     nor abbreviations (Rs, No, Dr), nor parts of URLs, e-mail addresses or file names."""
-    return _english_words(text, enough)[0]
+    return _english_words(text)[0]
 
 
-def _english_words(text: str, enough: int = MAX_SAMPLE_CHARS) -> tuple[int, int]:
-    """(words, their letters) as ``english_word_count`` counts them, reading until ``enough`` words."""
-    count = letters = 0
-    for match in _LATIN_TOKEN.finditer(_LATIN_NOISE.sub(" ", text) if ("." in text or "@" in text) else text):
-        word = match.group().split("'", 1)[0].split("\u2019", 1)[0]
-        letters_only = word.replace("-", "").replace("_", "")
-        if len(word) < 2 or not letters_only.isalpha() or word.isupper() or word.lower() in _ABBREVIATIONS:
-            continue
-        count += 1
-        letters += len(letters_only)
-        if count >= enough:
-            break
-    return count, letters
+def _english_words(text: str) -> tuple[int, int]:
+    """(words, their letters) as ``english_word_count`` counts them."""
+    words = [word for word in _ENGLISH_WORD.findall(text) if len(word) > 1 and word.lower() not in _ABBREVIATIONS]
+    return len(words), sum(map(len, words)) - sum(word.count("-") + word.count("_") for word in words)
 
 
 def malayalam_word_count(text: str, enough: int) -> int:
@@ -354,7 +350,8 @@ def _latin_language(sample: str, *, undecided: LanguageResult | None = None) -> 
         if words >= MAX_WORDS_CHECKED:
             break
     # Plain English (function words, no Manglish word) skips the n-gram model; everything else is
-    # weighed by it, short texts included: "njan naale leave edukkum" has no English function word.
+    # weighed by it, short texts included: "njan naale leave edukkum" has no English function word,
+    # and Malayalam transliterated from formal text ("suraksha parishodhanayil ...") has no marker.
     evidence = manglish.evidence(sample) if markers or english < ENOUGH_ENGLISH_WORDS else None
     if evidence is not None and evidence.is_manglish:
         return _MANGLISH_RESULT

@@ -24,6 +24,8 @@ from pathlib import Path
 MODEL_PATH = Path(__file__).with_name("manglish_ngrams.json")
 #: Characters of a text the n-gram model reads at most; its answer settles well before this.
 MAX_SCORED_CHARS = 600
+#: Distinct words whose n-gram scores are kept (about 200 bytes each).
+WORD_CACHE_SIZE = 65_536
 #: Fewest words for any answer: one or two words are too few to tell Manglish from a name or a code.
 MIN_WORDS = 2
 #: Average n-gram log-ratio of Manglish over English and over the other Latin-script languages (nats per
@@ -52,7 +54,7 @@ MARKER_WORDS = frozenset(
     seri mathi venam venda vendi vannu poyi varum pokum varam pokam kitti kittum kittiyilla kittiyo paranju
     parayu parayam cheyyanam cheyanam cheythu cheithu cheyyu cheyu cheyyam cheyam thanne onnu randu moonnu
     manikku maniku il ilu nu inu ku kku ne ye ennu enna ennal enkil pakshe karanam kaaranam vare muthal kondu
-    koode ille ivan chetta chechi saare saar sarinu aarum aarenkilum arenkilum entho enthokke"""
+    koode ille ivan oru ee aa chetta chechi saare saar sarinu aarum aarenkilum arenkilum entho enthokke"""
     )
 )
 # Endings of Malayalam verbs and nouns as typed in Latin letters: present (-unnu), negative (-unnilla,
@@ -60,7 +62,7 @@ MARKER_WORDS = frozenset(
 # (-ilekku, -il is too English: 'until', 'council').
 _MARKER_ENDING = re.compile(
     r"(?:unnu|unnilla|unnila|unnund|unnundu|ittundu|ittund|ittilla|ittila|illa|anam|enam|kkanam|inte|ilekku|ikku|"
-    r"aakum|akkum|ikkum|ukkum|aayi|aanu|irunnu|uvan|aanam|aamo|illallo)$"
+    r"aakum|akkum|ikkum|ukkum|aayi|aanu|irunnu|uvan|aanam|aamo|illallo|ittu|ichu|umo)$"
 )
 _WORD = re.compile(r"[a-z]+")
 
@@ -106,24 +108,35 @@ def is_marker(word: str) -> bool:
     return word in MARKER_WORDS or (len(word) >= 5 and _MARKER_ENDING.search(word) is not None)
 
 
+@lru_cache(maxsize=WORD_CACHE_SIZE)
+def _word_score(word: str) -> tuple[int, int, float, float]:
+    """(1 if a marker else 0, n-grams, summed log-ratio against English, against the others) of one
+    lower-case word; cached, because a document repeats its words."""
+    model = _model()
+    padded = f" {word} "
+    grams = 0
+    vs_english = vs_other = 0.0
+    for n in (1, 2, 3):
+        for start in range(len(padded) - n + 1):
+            pair = model.get(padded[start:start + n])
+            grams += 1
+            if pair is not None:
+                vs_english += pair[0]
+                vs_other += pair[1]
+    return int(is_marker(word)), grams, vs_english, vs_other
+
+
 def evidence(text: str) -> ManglishEvidence:
     """The lexicon and n-gram evidence for ``text`` (only its first MAX_SCORED_CHARS characters are read)."""
-    model = _model()
     words = markers = grams = 0
     vs_english = vs_other = 0.0
-    for match in _WORD.finditer(text[:MAX_SCORED_CHARS].lower()):
-        word = match.group()
+    for word in _WORD.findall(text[:MAX_SCORED_CHARS].lower()):
+        marker, word_grams, word_english, word_other = _word_score(word)
         words += 1
-        if is_marker(word):
-            markers += 1
-        padded = f" {word} "
-        for n in (1, 2, 3):
-            for start in range(len(padded) - n + 1):
-                pair = model.get(padded[start:start + n])
-                grams += 1
-                if pair is not None:
-                    vs_english += pair[0]
-                    vs_other += pair[1]
+        markers += marker
+        grams += word_grams
+        vs_english += word_english
+        vs_other += word_other
     if not grams:
         return ManglishEvidence(0, 0, 0.0, 0.0)
     return ManglishEvidence(words, markers, vs_english / grams, vs_other / grams)
