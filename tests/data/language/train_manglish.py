@@ -16,6 +16,7 @@ The model file keeps, for each n-gram that is frequent in some class, two log-ra
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -91,7 +92,10 @@ def clip(value: float) -> float:
     return round(max(-MAX_LOG_RATIO, min(MAX_LOG_RATIO, value)), 2)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT, help=f"model file to write (default {OUT.relative_to(ROOT)})")
+    out: Path = parser.parse_args(argv).out
     tuning = [json.loads(line) for line in (HERE / "tuning.jsonl").read_text(encoding="utf-8").splitlines()]
     departments = [json.loads(line) for half in ("train", "heldout")
                    for line in (ROOT / "tests" / "data" / f"departments_{half}.jsonl").read_text(encoding="utf-8")
@@ -124,8 +128,8 @@ def main() -> None:
         "ngrams": {g: [clip(logp("ml", g) - logp("en", g)), clip(logp("ml", g) - logp("other", g))]
                    for g in sorted(kept)},
     }
-    OUT.write_text(json.dumps(model, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
-    print(f"{len(kept)} n-grams -> {OUT.relative_to(ROOT)} ({OUT.stat().st_size:,} bytes)")
+    out.write_text(json.dumps(model, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
+    print(f"{len(kept)} n-grams -> {out} ({out.stat().st_size:,} bytes)")
 
 
 if __name__ == "__main__":
