@@ -270,6 +270,10 @@ def test_manglish_with_english_words_is_malayalam_in_latin_script() -> None:
     )
 
 
+def test_malayalam_romanised_with_diacritics_is_malayalam_in_latin_script() -> None:
+    assert detect_language_details("kēraḷa sarkkārinṟe uttaravu prakāraṁ śampaḷaṁ varddhippiccu").script == "Latn"
+
+
 def test_manglish_with_some_malayalam_script_is_malayalam() -> None:
     assert detect_language("innu vaikittu train late aayirunnu, ട്രെയിൻ വൈകി") == "ml"
 

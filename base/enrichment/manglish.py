@@ -65,6 +65,12 @@ _MARKER_ENDING = re.compile(
     r"aakum|akkum|ikkum|ukkum|aayi|aanu|irunnu|uvan|aanam|aamo|illallo|ittu|ichu|umo)$"
 )
 _WORD = re.compile(r"[a-z]+")
+# Malayalam romanised with diacritics (ISO 15919 and its kin: ādāyaṁ, kēraḷaṁ, paṭṭika) read as the same
+# letters typed plainly; these marks are rare in the European languages the model tells Manglish from.
+_PLAIN_LETTERS = str.maketrans(
+    "āīūēōṭḍṇḷḻṣśṛṟṉṁṃñṅĀĪŪĒŌṬḌṆḶḺṢŚṚṞṈṀṂṄ",
+    "aiueotdnllssrrnmmnnAIUEOTDNLLSSRRNMMN",
+)
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,10 @@ def evidence(text: str) -> ManglishEvidence:
     """The lexicon and n-gram evidence for ``text`` (only its first MAX_SCORED_CHARS characters are read)."""
     words = markers = grams = 0
     vs_english = vs_other = 0.0
-    for word in _WORD.findall(text[:MAX_SCORED_CHARS].lower()):
+    head = text[:MAX_SCORED_CHARS]
+    if not head.isascii():
+        head = head.translate(_PLAIN_LETTERS)
+    for word in _WORD.findall(head.lower()):
         marker, word_grams, word_english, word_other = _word_score(word)
         words += 1
         markers += marker
