@@ -289,6 +289,7 @@ def test_manglish_with_some_malayalam_script_is_malayalam() -> None:
         "Sreekumar and Anitha will inspect the Thrippunithura viaduct on Monday.",
         "Driver Rajeev Nair reported a door fault at Edappally.",
         "Vinod Chandran, Depot Manager, Muttom.",
+        "Aluva to Thrippunithura",
         "Service will run as usual during the hartal tomorrow.",
         "The staff sadya for Onam will be served in the depot canteen at noon.",
     ],

@@ -353,7 +353,9 @@ def _latin_language(sample: str, *, undecided: LanguageResult | None = None) -> 
     # weighed by it, short texts included: "njan naale leave edukkum" has no English function word,
     # and Malayalam transliterated from formal text ("suraksha parishodhanayil ...") has no marker.
     evidence = manglish.evidence(sample) if markers or english < ENOUGH_ENGLISH_WORDS else None
-    if evidence is not None and evidence.is_manglish:
+    # English function words outnumbering the Manglish ones make it English with Malayalam names
+    # ("Aluva to Thrippunithura"), whatever the n-grams of the names say.
+    if evidence is not None and evidence.is_manglish and markers >= english:
         return _MANGLISH_RESULT
     if english >= 2 and english > 3 * foreign:
         return _ENGLISH_RESULT
