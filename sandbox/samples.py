@@ -324,7 +324,7 @@ def _round_one_work_orders(w: _Writer) -> list[WorkOrderSample]:
     photo = w.png("maximo-2-photo", f"WO{base + 1} bearing photo.png", "photo", EN, "Engineering",
                   title="Traction motor bearing", description="Worn traction motor bearing removed at Muttom depot")
     inspection = w.pdf(
-        "maximo-3-inspection", f"WO{base + 2} fire equipment inspection.pdf", "incident report", ML, "Safety",
+        "maximo-3-inspection", f"WO{base + 2} fire equipment inspection.pdf", "incident report", MIXED, "Safety",
         title=f"Fire equipment inspection, Aluva station (work order {base + 2})",
         lines=["Malayalam report: the full text is in the document properties.",
                f"Extinguishers checked: {w.number(20, 40)}; hydrant pressure recorded."],

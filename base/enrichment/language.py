@@ -1,10 +1,18 @@
 """Language of a document's text: 'en', 'ml', 'mixed', another ISO 639-1 code, or 'unknown'.
 
-``detect_language`` decides by script first, because script is cheap and certain: Malayalam is its
-own Unicode block (U+0D00-U+0D7F), so Malayalam, English-with-Malayalam and other single-language
-scripts (Tamil, Kannada, ...) never reach a statistical model. Only Latin-script text that a small
-English stopword check cannot call English, and scripts shared by several languages (Devanagari,
-Arabic, Cyrillic, Han), go to langdetect, seeded so the same text always gets the same answer.
+``detect_language_details`` decides by script first, because script is cheap and certain: Malayalam is
+its own Unicode block (U+0D00-U+0D7F), so Malayalam, English-with-Malayalam and other single-language
+scripts (Tamil, Kannada, ...) never reach a statistical model. Latin-script text is read word by word:
+English by its function words; Malayalam typed in Latin letters ("Manglish") by a lexicon of its
+function words and endings and a character n-gram model (``manglish.py``); what neither claims, and
+scripts shared by several languages (Devanagari, Arabic, Cyrillic, Han), go to langdetect, seeded so
+the same text always gets the same answer.
+
+Mixed is defined by words, not by a share of letters: Malayalam text that embeds two or more English
+words in Latin letters (acronyms such as KMRL, codes such as DCC-04, numbers, URLs, e-mail addresses
+and file names are not words), and English text that carries two or more Malayalam words. Manglish
+that borrows English nouns ("train late aayi, passengers complaint cheythu") is Malayalam: its grammar
+and endings are Malayalam, and a reader needs Malayalam to read it.
 
 Counting is done on the UTF-8 bytes, in C: a Malayalam character is any code point of its block
 (letters, vowel signs, viramas: so a Malayalam word weighs about what its transliteration weighs
@@ -20,9 +28,11 @@ import threading
 import unicodedata
 from bisect import bisect_right
 from collections import Counter
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from base.enrichment import manglish
 from utils.env import EnvReader, parse_number
 
 ENGLISH = "en"
@@ -30,11 +40,21 @@ MALAYALAM = "ml"
 MIXED = "mixed"
 UNKNOWN = "unknown"
 
-#: Environment variable holding the mixed threshold; read by each call that needs it (a text with both
-#: scripts), so a change needs no restart.
+#: ISO 15924 codes for ``LanguageResult.script``.
+LATIN = "Latn"
+MALAYALAM_SCRIPT = "Mlym"
+
+#: Environment variable holding an optional floor for 'mixed': the share (0..1] of Latin + Malayalam
+#: characters the minority script must also hold. Read by each call that needs it (a text with both
+#: scripts), so a change needs no restart. Unset: no floor, the word rule alone decides.
 MIXED_THRESHOLD_ENV = "LANGUAGE_MIXED_THRESHOLD"
-#: Share (0..1] of Latin + Malayalam characters the minority script must hold for 'mixed'.
-DEFAULT_MIXED_THRESHOLD = 0.2
+#: No floor by default: a share of letters misses short English terms in Malayalam text ("ആദായ നികുതി
+#: (Income tax)"), which the word rule counts.
+DEFAULT_MIXED_THRESHOLD: float | None = None
+#: English words in Latin letters that make Malayalam text 'mixed' (one is a loan, not a second language).
+MIXED_MIN_ENGLISH_WORDS = 2
+#: Malayalam words that make English text 'mixed'.
+MIXED_MIN_MALAYALAM_WORDS = 2
 #: Fewer letters than this and nothing can be said: 'unknown'.
 MIN_LETTERS = 3
 #: Latin text shorter than this (letters) that the stopword check cannot call English is 'unknown':
@@ -44,6 +64,9 @@ LANGDETECT_MIN_LETTERS = 10
 #: short Latin-script texts (titles, filenames, captions) are, and on a few nouns langdetect guesses
 #: ("Leave application casual leave" -> 'it').
 SHORT_TEXT_WORDS = 12
+#: ... unless its n-grams read this much more like another Latin-script language than like English
+#: (nats per n-gram; Tagalog and Swahili messages score 0.4 to 0.8, English titles below 0).
+SHORT_TEXT_MAX_OTHER_OVER_ENGLISH = 0.3
 #: English function words after which the check stops reading, when no foreign one was seen.
 ENOUGH_ENGLISH_WORDS = 6
 #: Only the head of a long text is looked at (characters); a document's language shows in its first pages.
@@ -79,7 +102,8 @@ _FOREIGN_WORDS = _words(
     il di che gli della sono non sulla
     da dos das em não uma com
     het een en ik niet zijn op dat voor
-    yang dan ini itu untuk dengan tidak
+    yang dan ini itu untuk dengan tidak akan saya sudah belum karena sedang dalam pada
+    ang mga ng ako hindi ngayon kwa hadi naar tot wordt
     och att det som är og er ikke jeg på
     ve bir bu için ile"""
 )
@@ -149,28 +173,60 @@ _langdetect_lock = threading.Lock()
 _langdetect_factory: Any = None
 
 
-def detect_language(text: str, *, mixed_threshold: float | None = None) -> str:
-    """Returns the language of ``text``.
+@dataclass(frozen=True)
+class LanguageResult:
+    """What ``detect_language_details`` found.
 
-    'ml' for Malayalam, 'en' for English, 'mixed' when Latin and Malayalam are both present and the
-    smaller of the two holds at least ``mixed_threshold`` of their characters (default from the
-    environment variable LANGUAGE_MIXED_THRESHOLD, else 0.2; above 0.5 nothing is mixed), another
-    ISO 639-1 code ('de', 'ta', 'hi', ...) for other languages, and 'unknown' for empty text, text
-    with fewer than three letters, symbols and emoji only, and short Latin text that cannot be
-    told. The same text always gets the same answer. Only the first 10,000 characters are read.
+    code: 'en', 'ml', 'mixed', another ISO 639-1 code, or 'unknown' (what ``detect_language`` returns).
+    script: '' when the text is in its language's own script (English in Latin letters, Malayalam in
+    Malayalam script, mixed in both) or nothing applies; 'Latn' for Malayalam typed in Latin letters
+    (Manglish). languages: the languages present, heaviest first: ('ml', 'en') for Malayalam with English
+    words, ('en', 'ml') for English with a Malayalam phrase, one code otherwise, () for 'unknown'.
+    """
+
+    code: str
+    script: str = ""
+    languages: tuple[str, ...] = ()
+
+
+_UNKNOWN_RESULT = LanguageResult(UNKNOWN)
+_ENGLISH_RESULT = LanguageResult(ENGLISH, "", (ENGLISH,))
+_MALAYALAM_RESULT = LanguageResult(MALAYALAM, "", (MALAYALAM,))
+_MANGLISH_RESULT = LanguageResult(MALAYALAM, LATIN, (MALAYALAM,))
+_MIXED_ML_EN_RESULT = LanguageResult(MIXED, "", (MALAYALAM, ENGLISH))
+_MIXED_EN_ML_RESULT = LanguageResult(MIXED, "", (ENGLISH, MALAYALAM))
+
+
+def detect_language(text: str, *, mixed_threshold: float | None = None) -> str:
+    """Returns the language code of ``text``: ``detect_language_details(text).code``."""
+    return detect_language_details(text, mixed_threshold=mixed_threshold).code
+
+
+def detect_language_details(text: str, *, mixed_threshold: float | None = None) -> LanguageResult:
+    """Returns the language of ``text``, its script when unusual, and the languages present.
+
+    'ml' for Malayalam, in Malayalam script or typed in Latin letters (then script 'Latn'); 'en' for
+    English; 'mixed' for Malayalam text with two or more English words in Latin letters (acronyms, codes,
+    numbers, URLs, e-mail addresses and file names do not count) and for English text with two or more
+    Malayalam words; another ISO 639-1 code ('de', 'ta', 'hi', ...) for other languages; 'unknown' for
+    empty text, text with fewer than three letters, symbols and emoji only, and short Latin text that
+    cannot be told. ``mixed_threshold`` (default from the environment variable
+    LANGUAGE_MIXED_THRESHOLD, else none) is an extra floor: 'mixed' also needs the smaller script to
+    hold at least that share of the Latin + Malayalam letters. The same text always gets the same
+    answer. Only the first 10,000 characters are read.
 
     Raises ValueError for ``mixed_threshold`` outside (0, 1], and ConfigError when it comes from an
     environment variable that is not such a number.
     """
     if not text:
-        return UNKNOWN
+        return _UNKNOWN_RESULT
     if mixed_threshold is not None:
         _checked_threshold(mixed_threshold)
     sample = text[:MAX_SAMPLE_CHARS]
     if sample.isascii():
         # The common case (English mail, filenames): no script to weigh.
         if _count(sample.encode("ascii"), _ASCII_LETTERS) < MIN_LETTERS:
-            return UNKNOWN
+            return _UNKNOWN_RESULT
         return _latin_language(sample)
     data = sample.encode("utf-8", "surrogatepass")
     malayalam = data.count(_MALAYALAM_UTF8[0]) + data.count(_MALAYALAM_UTF8[1])
@@ -180,20 +236,87 @@ def detect_language(text: str, *, mixed_threshold: float | None = None) -> str:
     # symbols (curly quotes, the rupee sign, emoji).
     other = _count(data, _NON_ASCII_LEADS) - malayalam - latin_extended
     if other > malayalam + latin:
-        return _other_script_language(sample, data, other)
+        return _single(_other_script_language(sample, data, other))
     if malayalam + latin < MIN_LETTERS:
-        return UNKNOWN
+        return _UNKNOWN_RESULT
     if malayalam and latin:
-        # Only a text with both scripts reads the threshold (an environment look-up costs microseconds).
-        threshold = _mixed_threshold() if mixed_threshold is None else mixed_threshold
-        if min(malayalam, latin) >= threshold * (malayalam + latin):
-            return MIXED
-    if malayalam >= latin:
-        return MALAYALAM
+        return _both_scripts(sample, malayalam, latin, mixed_threshold)
+    if malayalam:
+        return _MALAYALAM_RESULT
     return _latin_language(sample)
 
 
-def _mixed_threshold() -> float:
+def _single(code: str) -> LanguageResult:
+    return _UNKNOWN_RESULT if code == UNKNOWN else LanguageResult(code, "", (code,))
+
+
+def _both_scripts(sample: str, malayalam: int, latin: int, mixed_threshold: float | None) -> LanguageResult:
+    """A text with Malayalam and Latin letters: the heavier script's language, or 'mixed' by the word rule."""
+    # Only a text with both scripts reads the threshold (an environment look-up costs microseconds).
+    threshold = _mixed_threshold() if mixed_threshold is None else mixed_threshold
+    share_allows_mixed = threshold is None or min(malayalam, latin) >= threshold * (malayalam + latin)
+    # Latin letters of acronyms, codes, URLs and file names weigh nothing in a language's favour: a
+    # Malayalam notice that ends with www.kochimetro.org is Malayalam. They are only counted out (a
+    # regex over the text) when the raw letter count says Latin is heavier.
+    english_words, english_letters = _english_words(sample) if latin > malayalam else (-1, 0)
+    if malayalam >= english_letters:
+        if english_words < 0:
+            english_words = english_word_count(sample)
+        if share_allows_mixed and english_words >= MIXED_MIN_ENGLISH_WORDS:
+            return _MIXED_ML_EN_RESULT
+        return _MALAYALAM_RESULT
+    phrase = share_allows_mixed and malayalam_word_count(sample, MIXED_MIN_MALAYALAM_WORDS) >= MIXED_MIN_MALAYALAM_WORDS
+    # Latin text beside a Malayalam phrase in KMRL's documents is English (or Manglish, which the Latin
+    # check finds first): langdetect is not asked to tell it.
+    latin_result = _latin_language(sample, undecided=_MIXED_EN_ML_RESULT if phrase else None)
+    if latin_result.code in (MALAYALAM, UNKNOWN):
+        # Manglish with some Malayalam script is Malayalam still; too little Latin to tell leaves
+        # the Malayalam words to speak.
+        return latin_result if latin_result.code == MALAYALAM else _MALAYALAM_RESULT
+    if phrase and latin_result.code == ENGLISH:
+        return _MIXED_EN_ML_RESULT
+    return latin_result
+
+
+# An English word: Latin letters, with at least one small letter (KMRL, CMRS, PDF are acronyms), not
+# touching a digit or another Latin letter (TS-09, DCC-04, TS11 are codes), nor a dot, @, slash or
+# colon that makes it part of a URL, an e-mail address, a domain or a file name (www.kochimetro.org,
+# info@kmrl.co.in, report.pdf); a dot before a space ends a sentence, not a name. A hyphenated compound
+# or a file-name stem ("fire-audit", "fire_audit") is one word; a hyphen before Malayalam ("station-ലെ")
+# ends the word. Lookarounds instead of a pass that first strips URLs: one regex scan of the text.
+_ENGLISH_WORD = re.compile(
+    r"(?<![A-Za-z0-9_'\u2019.@/\\])(?<![A-Za-z0-9][-_])(?=[A-Za-z_-]*[a-z])[A-Za-z]+(?:[-_][A-Za-z]+)*"
+    r"(?![A-Za-z0-9_@/\\]|[-_.][A-Za-z0-9]|:/)"
+)
+_MALAYALAM_WORD = re.compile(r"[\u0d00-\u0d7f][\u0d00-\u0d7f\u200c\u200d]*")
+# Abbreviations written in letters that are not English words of the text: "Rs 1,200", "No. 45", "Dr.".
+_ABBREVIATIONS = _words("rs no nos dr mr mrs ms sri shri smt st km kg hrs hr am pm ph tel fax ref dt ltd pvt co vs etc")
+
+
+def english_word_count(text: str) -> int:
+    """English words in Latin letters in ``text``: tokens of two or more letters
+    that are neither acronyms (all capitals: KMRL, CMRS, PDF), nor codes (with digits: DCC-04, TS11),
+    nor abbreviations (Rs, No, Dr), nor parts of URLs, e-mail addresses or file names."""
+    return _english_words(text)[0]
+
+
+def _english_words(text: str) -> tuple[int, int]:
+    """(words, their letters) as ``english_word_count`` counts them."""
+    words = [word for word in _ENGLISH_WORD.findall(text) if len(word) > 1 and word.lower() not in _ABBREVIATIONS]
+    return len(words), sum(map(len, words)) - sum(word.count("-") + word.count("_") for word in words)
+
+
+def malayalam_word_count(text: str, enough: int) -> int:
+    """Malayalam words (runs of Malayalam letters and signs) in ``text``, counted up to ``enough``."""
+    count = 0
+    for _ in _MALAYALAM_WORD.finditer(text):
+        count += 1
+        if count >= enough:
+            break
+    return count
+
+
+def _mixed_threshold() -> float | None:
     """LANGUAGE_MIXED_THRESHOLD from the environment, read at each call; the parsed value is cached."""
     raw = EnvReader(os.environ).raw(MIXED_THRESHOLD_ENV)
     return DEFAULT_MIXED_THRESHOLD if raw is None else _parse_threshold(raw)
@@ -210,27 +333,44 @@ def _checked_threshold(value: float) -> float:
     return value
 
 
-def _latin_language(sample: str) -> str:
-    """English by its function words, or as a short plain-ASCII text; otherwise langdetect, if there
-    is enough text for it."""
-    english = foreign = words = 0
+def _latin_language(sample: str, *, undecided: LanguageResult | None = None) -> LanguageResult:
+    """Manglish by its lexicon and n-grams; English by its function words, or as a short plain-ASCII
+    text; otherwise ``undecided`` when given, else langdetect if there is enough text for it."""
+    english = foreign = markers = words = 0
     for words, match in enumerate(_WORD.finditer(sample.lower()), start=1):
         token = match.group()
         if token in _ENGLISH_WORDS:
             english += 1
-            if english >= ENOUGH_ENGLISH_WORDS and not foreign:
-                return ENGLISH
+            if english >= ENOUGH_ENGLISH_WORDS and not foreign and not markers:
+                return _ENGLISH_RESULT
         elif token in _FOREIGN_WORDS:
             foreign += 1
+        elif manglish.is_marker(token):
+            markers += 1
         if words >= MAX_WORDS_CHECKED:
             break
+    # Plain English (function words, no Manglish word) skips the n-gram model; everything else is
+    # weighed by it, short texts included: "njan naale leave edukkum" has no English function word,
+    # and Malayalam transliterated from formal text ("suraksha parishodhanayil ...") has no marker.
+    evidence = manglish.evidence(sample) if markers or english < ENOUGH_ENGLISH_WORDS else None
+    # English function words outnumbering the Manglish ones make it English with Malayalam names
+    # ("Aluva to Thrippunithura"), whatever the n-grams of the names say.
+    if evidence is not None and evidence.is_manglish and markers >= english:
+        return _MANGLISH_RESULT
     if english >= 2 and english > 3 * foreign:
-        return ENGLISH
-    if not foreign and words <= SHORT_TEXT_WORDS and not _NON_ASCII_LATIN_LETTER.search(sample):
-        return ENGLISH
+        return _ENGLISH_RESULT
+    if (
+        not foreign
+        and words <= SHORT_TEXT_WORDS
+        and not _NON_ASCII_LATIN_LETTER.search(sample)
+        and (evidence is None or evidence.other_over_english < SHORT_TEXT_MAX_OTHER_OVER_ENGLISH)
+    ):
+        return _ENGLISH_RESULT
+    if undecided is not None:
+        return undecided
     if len(_LATIN_LETTER.findall(sample)) < LANGDETECT_MIN_LETTERS:
-        return UNKNOWN
-    return _langdetect(sample)
+        return _UNKNOWN_RESULT
+    return _single(_langdetect(sample))
 
 
 def _other_script_language(sample: str, data: bytes, other: int) -> str:
