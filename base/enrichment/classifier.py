@@ -25,12 +25,12 @@ from base.enrichment.department_rules import (
     MALAYALAM,
     WORD,
     Rule,
-    collapse_spaces,
     configured_path,
     hint_keys,
     load_rules,
     normalise,
 )
+from base.enrichment.malayalam_terms import MALAYALAM_WORD
 
 __all__ = ["DEPARTMENTS_FILE_ENV", "HINT_KINDS", "Classification", "Classifier", "classify", "get_classifier"]
 
@@ -68,19 +68,28 @@ class Classifier:
     def classify(self, text: str, hints: Mapping[str, str] | None = None) -> Classification:
         """The department of ``text`` given the source ``hints`` (keys as in HINT_KINDS; others ignored).
 
+        Content and hints are added up per department, but hints give way as the content speaks:
+        they count in full while the text's terms score at most ``content_enough_score`` points in
+        all, and beyond that in proportion (``content_enough_score / content points``), so a folder
+        name decides a title or an empty body but not a document that says what it is.
+
         Confidence is the winner's share of all points times how strong its score is on its own
         (``score / (score + half_confidence_score)``): 0 with nothing matched, near 1 only for much
         unopposed evidence.
         """
+        rules = self._keyword_matches(normalise(text[: self.max_chars])) if text else []
+        content = [(rule.label, rule.weights) for rule in rules]
+        hinted = self._hint_matches(hints or {})
+        content_points = sum(weight for _, weights in content for _, weight in weights)
+        enough = self.rules.content_enough_score
+        hint_factor = 1.0 if content_points <= enough else enough / content_points
         scores: dict[str, float] = {}
         evidence: dict[str, list[tuple[float, str]]] = {}
-        matches = self._hint_matches(hints or {})
-        if text:
-            matches += [(rule.label, rule.weights) for rule in self._keyword_matches(normalise(text[: self.max_chars]))]
-        for label, weights in matches:
-            for department, weight in weights:
-                scores[department] = scores.get(department, 0.0) + weight
-                evidence.setdefault(department, []).append((weight, label))
+        for matches, factor in ((hinted, hint_factor), (content, 1.0)):
+            for label, weights in matches:
+                for department, weight in weights:
+                    scores[department] = scores.get(department, 0.0) + weight * factor
+                    evidence.setdefault(department, []).append((weight * factor, label))
         if not scores:
             return Classification(self.default_department, 0.0, [])
         department = max(scores, key=lambda name: (scores[name], -self._order[name]))
@@ -119,12 +128,43 @@ class Classifier:
             if rule.label not in found:
                 found[rule.label] = rule
             position += len(rule.words)
-        pattern = self.rules.malayalam_pattern
-        if pattern is not None and MALAYALAM.search(text):
-            for match in pattern.finditer(text):
-                rule = self.rules.malayalam[collapse_spaces(match.group())]
+        if MALAYALAM.search(text):
+            for rule in self._malayalam_matches(MALAYALAM_WORD.findall(text)):
                 found.setdefault(rule.label, rule)
         return list(found.values())
+
+    def _malayalam_matches(self, words: list[str]) -> list[Rule]:
+        """Malayalam rules found in a text's Malayalam words (see base/enrichment/malayalam_terms.py)."""
+        found: list[Rule] = []
+        heads: dict[str, tuple[Rule, ...]] = {}
+        position, count = 0, len(words)
+        while position < count:
+            word = words[position]
+            if word not in heads:
+                heads[word] = self._malayalam_rules_starting(word)
+            rule = next((rule for rule in heads[word] if _malayalam_words_match(rule, words, position)), None)
+            if rule is None:
+                position += 1
+                continue
+            found.append(rule)
+            position += len(rule.words)
+        if self.rules.malayalam_tails:
+            for word in set(words):
+                for rule in self.rules.malayalam_tails:
+                    if len(rule.words) == 1 and _closes_compound(rule, word):
+                        found.append(rule)
+        return found
+
+    def _malayalam_rules_starting(self, word: str) -> tuple[Rule, ...]:
+        """Rules whose first word ``word`` may be, longest rule then longest base first."""
+        table = self.rules.malayalam_heads
+        candidates: list[Rule] = []
+        for length in range(min(len(word), self.rules.malayalam_longest_base), 0, -1):
+            for rule in table.get(word[:length], ()):
+                if rule.malayalam[0].matches(word):
+                    candidates.append(rule)
+        candidates.sort(key=lambda rule: -len(rule.words))  # stable: longer bases stay first among equals
+        return tuple(candidates)
 
     def _rules_starting_with(self, token: str) -> _Starts:
         phrases = self.rules.phrases.get(token, ())
@@ -162,6 +202,25 @@ class Classifier:
                     matches.append((f"hint:sender_domain={domain}", (table[key],)))
                     break
         return matches
+
+
+def _malayalam_words_match(rule: Rule, words: list[str], position: int) -> bool:
+    """Whether ``rule``'s words are the Malayalam words from ``position`` on (its first already is)."""
+    if position + len(rule.words) > len(words):
+        return False
+    return all(term.matches(words[position + offset]) for offset, term in enumerate(rule.malayalam) if offset)
+
+
+def _closes_compound(rule: Rule, word: str) -> bool:
+    """Whether a may-close-a-compound rule's word appears after the start of ``word``, with its ending."""
+    term = rule.malayalam[0]
+    for base in (term.base, *term.alternates):
+        start = word.find(base, 1)
+        while start > 0:
+            if term.matches(word, start):
+                return True
+            start = word.find(base, start + 1)
+    return False
 
 
 def _words_match(rule: Rule, tokens: list[str], position: int) -> bool:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from base.enrichment.malayalam_terms import MALAYALAM_WORD, MalayalamTerm, canonical_malayalam, parse_term_word
 from utils.env import EnvReader
 from utils.errors import ConfigError
 
@@ -29,23 +30,12 @@ HINT_KINDS = ("worktype", "mailbox", "sender", "sender_domain", "site", "library
 #: Defaults for the [classifier] table.
 DEFAULT_HALF_CONFIDENCE_SCORE = 4.0  # score points
 DEFAULT_MAX_CHARS = 20_000  # characters
+DEFAULT_CONTENT_ENOUGH_SCORE = 8.0  # score points of a text's terms up to which hints count in full
 
 #: A Latin word (of normalised text): what English terms must match whole.
 WORD = re.compile(r"[a-z0-9]+")
 MALAYALAM = re.compile(r"[\u0d00-\u0d7f]")
-_VIRAMA = "\u0d4d"
 _ZWJ, _ZWNJ = "\u200d", "\u200c"
-# Older Malayalam input methods write a chillu as consonant + virama + ZWJ; Unicode 5.1 added one
-# code point for each, and NFC does not map one to the other.
-_LEGACY_CHILLU = {
-    "\u0d23\u0d4d\u200d": "\u0d7a",  # ണ്‍ -> ൺ
-    "\u0d28\u0d4d\u200d": "\u0d7b",  # ന്‍ -> ൻ
-    "\u0d30\u0d4d\u200d": "\u0d7c",  # ര്‍ -> ർ
-    "\u0d32\u0d4d\u200d": "\u0d7d",  # ല്‍ -> ൽ
-    "\u0d33\u0d4d\u200d": "\u0d7e",  # ള്‍ -> ൾ
-    "\u0d15\u0d4d\u200d": "\u0d7f",  # ക്‍ -> ൿ
-}
-_LEGACY_CHILLU_RE = re.compile("|".join(_LEGACY_CHILLU))
 # Characters that change a word's code points but not its letters: joiners and the soft hyphen.
 _INVISIBLE = (_ZWJ, _ZWNJ, "\u00ad")
 
@@ -55,9 +45,11 @@ class Rule:
     """One keyword or phrase and what it is worth to each department that lists it."""
 
     label: str  # "keyword:<term as written>"
-    words: tuple[str, ...]  # normalised Latin words, or one Malayalam stem
-    prefix: bool  # the last word may run on ("invoice*"); always true for a Malayalam stem
+    words: tuple[str, ...]  # normalised words (Latin, or canonical Malayalam)
+    prefix: bool  # the last word may run on ("invoice*", "ശമ്പള*")
     weights: tuple[tuple[str, float], ...]  # (department, score points)
+    malayalam: tuple[MalayalamTerm, ...] = ()  # how each Malayalam word matches (empty for Latin)
+    tail: bool = False  # a Malayalam term that may also close a compound ("*സുരക്ഷ")
 
 
 @dataclass(frozen=True)
@@ -69,22 +61,25 @@ class DepartmentRules:
     default_department: str
     half_confidence_score: float  # score points at which an unopposed department has confidence 0.5
     max_chars: int  # characters of a text that are read
+    content_enough_score: float  # score points of content beyond which hints count in proportion
     phrases: Mapping[str, tuple[Rule, ...]]  # Latin word and phrase rules by first word, longest first
     stems: Mapping[str, tuple[Rule, ...]]  # Latin one-word stems by their first stem_key_length letters
     stem_key_length: int
-    malayalam: Mapping[str, Rule]  # by stem
-    malayalam_pattern: re.Pattern[str] | None  # every Malayalam stem, longest first
+    malayalam_heads: Mapping[str, tuple[Rule, ...]]  # Malayalam rules by each spelling of their first word's base
+    malayalam_longest_base: int  # characters
+    malayalam_tails: tuple[Rule, ...]  # Malayalam rules that may also close a compound
     hints: Mapping[str, Mapping[str, tuple[str, float]]]  # kind -> hint key -> (department, points)
 
 
 def normalise(text: str) -> str:
-    """The form both rules and texts are matched in: NFC, case-folded, atomic chillus, no joiners."""
+    """The form both rules and texts are matched in: NFC, case-folded, no joiners, and Malayalam
+    chillus as consonant + virama (atomic ർ, legacy ര്‍ and joiner-less ര് all read the same)."""
     text = unicodedata.normalize("NFC", text)
-    if _ZWJ in text:
-        text = _LEGACY_CHILLU_RE.sub(lambda match: _LEGACY_CHILLU[match.group()], text)
     for character in _INVISIBLE:
         if character in text:
             text = text.replace(character, "")
+    if MALAYALAM.search(text):
+        text = canonical_malayalam(text)
     return text.casefold()
 
 
@@ -132,28 +127,33 @@ def load_rules(path: Path) -> DepartmentRules:
     stems_by_key: dict[str, tuple[Rule, ...]] = {}
     for stem, rule in sorted(stems.items(), key=lambda item: -len(item[0])):
         stems_by_key[stem[:stem_key_length]] = (*stems_by_key.get(stem[:stem_key_length], ()), rule)
-    alternatives = sorted(malayalam, key=len, reverse=True)
+    heads: dict[str, list[Rule]] = {}
+    for rule in malayalam:
+        for spelling in (rule.malayalam[0].base, *rule.malayalam[0].alternates):
+            heads.setdefault(spelling, []).append(rule)
     return DepartmentRules(
         path=path,
         departments=departments,
         default_department=default_department,
         half_confidence_score=_positive(path, settings, "half_confidence_score", DEFAULT_HALF_CONFIDENCE_SCORE),
         max_chars=int(_positive(path, settings, "max_chars", DEFAULT_MAX_CHARS)),
+        content_enough_score=_positive(path, settings, "content_enough_score", DEFAULT_CONTENT_ENOUGH_SCORE),
         phrases=phrases,
         stems=stems_by_key,
         stem_key_length=stem_key_length,
-        malayalam=malayalam,
-        malayalam_pattern=re.compile("|".join(map(_malayalam_regex, alternatives))) if alternatives else None,
+        malayalam_heads={key: tuple(sorted(found, key=lambda rule: -len(rule.words))) for key, found in heads.items()},
+        malayalam_longest_base=max((len(base) for base in heads), default=0),
+        malayalam_tails=tuple(rule for rule in malayalam if rule.tail),
         hints=_hint_tables(path, config.get("hints", {}), departments),
     )
 
 
 def _keyword_tables(
     path: Path, departments: Mapping[str, Any]
-) -> tuple[dict[str, tuple[Rule, ...]], dict[str, Rule], dict[str, Rule]]:
-    """(Latin rules by first word, longest first; Latin stem rules by stem; Malayalam rules by stem)."""
+) -> tuple[dict[str, tuple[Rule, ...]], dict[str, Rule], list[Rule]]:
+    """(Latin rules by first word, longest first; Latin stem rules by stem; Malayalam rules)."""
     # Terms are merged by their normalised form, so "top-up" and "top up" are one rule.
-    merged: dict[tuple[tuple[str, ...], bool], tuple[str, dict[str, float]]] = {}
+    merged: dict[tuple[tuple[str, ...], bool, bool], tuple[str, dict[str, float]]] = {}
     for department, body in departments.items():
         keywords = body.get("keywords") if isinstance(body, dict) else None
         if not isinstance(keywords, dict) or not keywords:
@@ -161,18 +161,21 @@ def _keyword_tables(
         for term, weight in keywords.items():
             if not _is_positive(weight):
                 raise ConfigError(f"{path}: weight of {term!r} in {department} must be a positive number")
-            label, weights = merged.setdefault(_rule_key(path, term), ("keyword:" + term.rstrip("*").strip(), {}))
+            label, weights = merged.setdefault(_rule_key(path, term), ("keyword:" + term.strip("*").strip(), {}))
             if department in weights:
                 raise ConfigError(f"{path}: {term!r} is listed twice in {department} (after normalising)")
             weights[department] = float(weight)
     phrases: dict[str, tuple[Rule, ...]] = {}
     stems: dict[str, Rule] = {}
-    malayalam: dict[str, Rule] = {}
-    for (words, prefix), (label, weights) in merged.items():
+    malayalam: list[Rule] = []
+    for (words, prefix, tail), (label, weights) in merged.items():
+        if MALAYALAM.search(" ".join(words)):
+            last = len(words) - 1
+            terms = tuple(parse_term_word(word, runs_on=prefix and index == last) for index, word in enumerate(words))
+            malayalam.append(Rule(label, words, prefix, tuple(weights.items()), terms, tail))
+            continue
         rule = Rule(label, words, prefix, tuple(weights.items()))
-        if MALAYALAM.search(words[0]):
-            malayalam[words[0]] = rule
-        elif prefix and len(words) == 1:
+        if prefix and len(words) == 1:
             stems[words[0]] = rule
         else:
             phrases[words[0]] = (*phrases.get(words[0], ()), rule)
@@ -180,16 +183,21 @@ def _keyword_tables(
     return longest_first, stems, malayalam
 
 
-def _rule_key(path: Path, term: str) -> tuple[tuple[str, ...], bool]:
-    """(words, last word may run on) of a term; a Malayalam term is one stem that always may."""
+def _rule_key(path: Path, term: str) -> tuple[tuple[str, ...], bool, bool]:
+    """(words, last word may run on, may close a compound) of a term.
+
+    A Malayalam term's words are its runs of Malayalam letters; a leading ``*`` (may close a
+    compound) is only meaningful for Malayalam."""
     key = normalise(term).strip()
     if MALAYALAM.search(key):
-        # A stem's closing virama gives way to a vowel sign when an ending is glued on.
-        return (collapse_spaces(key.rstrip("*").removesuffix(_VIRAMA)),), True
+        words = tuple(MALAYALAM_WORD.findall(key))
+        if len(words) != len(key.strip("*").split()):
+            raise ConfigError(f"{path}: Malayalam keyword {term!r} mixes scripts within a word")
+        return words, key.endswith("*"), key.startswith("*")
     words = tuple(WORD.findall(key))
     if not words:
         raise ConfigError(f"{path}: keyword {term!r} has no letters or digits")
-    return words, key.endswith("*")
+    return words, key.endswith("*"), False
 
 
 def _hint_tables(
@@ -213,10 +221,6 @@ def _hint_tables(
             entries[hint_keys(kind, value)[0]] = (department, float(weight))
         tables[kind] = entries
     return tables
-
-
-def _malayalam_regex(stem: str) -> str:
-    return r"\s+".join(re.escape(part) for part in stem.split(" "))
 
 
 def _load(path: Path) -> dict[str, Any]:
