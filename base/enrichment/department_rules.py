@@ -30,7 +30,7 @@ HINT_KINDS = ("worktype", "mailbox", "sender", "sender_domain", "site", "library
 #: Defaults for the [classifier] table.
 DEFAULT_HALF_CONFIDENCE_SCORE = 4.0  # score points
 DEFAULT_MAX_CHARS = 20_000  # characters
-DEFAULT_CONTENT_ENOUGH_SCORE = 8.0  # score points of a text's terms up to which hints count in full
+DEFAULT_CONTENT_ENOUGH_SCORE = 4.0  # score points of a text's terms up to which hints count in full
 
 #: A Latin word (of normalised text): what English terms must match whole.
 WORD = re.compile(r"[a-z0-9]+")

@@ -6,22 +6,26 @@ finds it inside unrelated longer words (വൈകി "late" inside വൈകി�
 inside ഉപയോഗം "use"). A term here is matched at the start of a word, and what follows it must
 begin the way a Malayalam ending begins after that kind of word end:
 
-- a word ending in a virama or a chillu (ബ്രേക്ക്, തകരാർ, ബിൽ): the word itself, or a vowel sign in
-  place of the virama (ബ്രേക്കിൽ, തകരാറിൽ: ർ may come back as ര or റ), or the consonant doubled
-  before a vowel (ബില്ലുകൾ), or the personal plural -മാർ (ടെക്നീഷ്യന്മാർ);
-- a word ending in ം (ശമ്പളം): ം, or -ത്ത-, -ങ്ങ-, -മാ-, -മോ-, -വു- (ശമ്പളത്തിന്റെ, ശമ്പളവും);
-- a word ending in a vowel (വൈകി, അവധി, സുരക്ഷ): nothing, a glide യ or വ with its vowel
-  (വൈകിയ, അവധിയിൽ), -ക്ക്/-ക്കു (dative), -കൾ (plural), and after a bare consonant the long ാ of a
-  compound's first part (സുരക്ഷാ); so വൈകിട്ട്, where ട follows, is a different word.
+- a word ending in a virama or a chillu (ബ്രേക്ക്, തകരാർ, ബിൽ): the word itself, a vowel sign in
+  place of the virama (ബ്രേക്കിൽ, തകരാറിൽ: ർ may come back as ര or റ; ബില്ലുകൾ once doubled
+  consonants are read as one), or the personal plural -മാർ (ടെക്നീഷ്യന്മാർ);
+- a word ending in ം (ശമ്പളം): ം, or -ത്ത-, -ങ്ങ-, -മാ-, -മോ-, -മെ-, -മി-, -വു- (ശമ്പളത്തിന്റെ,
+  ശമ്പളങ്ങൾ, ശമ്പളവും);
+- a word ending in a vowel (വൈകി, അവധി, സുരക്ഷ): nothing, the glide യ (വൈകിയ, അവധിയിൽ) or വ with
+  its vowel (ഗഡുവായി), the dative -ക്ക്/-ക്കു or the plural -കൾ, and after a bare consonant the long
+  ാ of a compound's first part (സുരക്ഷാ); so വൈകിട്ട്, where ട follows, is a different word.
+
+A known limit: after a virama or chillu any vowel sign is taken for an ending, so a rare unrelated
+word that continues the term with a vowel sign matches it.
 
 Operators may loosen a term in config/departments.toml: ``stem*`` runs on into anything after it
 (ശമ്പള* also matches ശമ്പളസ്കെയിൽ), and a leading ``*`` lets it close a compound as well
-(``*സുരക്ഷ`` matches അഗ്നിസുരക്ഷ). A term of several words matches those words in a row, the
-last one with its ending.
+(``*സുരക്ഷ`` matches അഗ്നിസുരക്ഷ). A term of several words matches those words in a row, each
+with its endings.
 
 Every string here is in the canonical form of ``canonical_malayalam``: chillus written as
 consonant + virama, so text typed with atomic chillus (ർ), with legacy joiners (ര്‍) or with
-none (ര്, common in older web pages) reads the same.
+none (ര്, common in older web pages) reads the same; doubled consonants written once.
 """
 
 from __future__ import annotations
@@ -57,7 +61,9 @@ _ANUSVARA_ENDINGS = ("\u0d02", "ത", "ങ", "മാ", "മോ", "മെ", "മ�
 # How a word ending in a vowel may continue without a glide: dative -ക്ക്/-ക്കു and plural -കൾ
 # (geminates already read as one consonant).
 _VOWEL_ENDING = "ക"
-_GLIDES = frozenset("യവ")
+# The glide that joins an ending to a vowel end: യ (വൈകിയ, അവധിയിൽ), or വ with its vowel after u/o
+# (ഗഡുവായി); വ then a virama (പിഴവ്, "error", after പിഴ "fine") is another word.
+_Y_GLIDE, _V_GLIDE = "യ", "വ"
 _PERSONAL_PLURAL = VIRAMA + "മാ"
 
 
@@ -101,7 +107,7 @@ class MalayalamTerm:
         if self.ending == "anusvara":
             return rest.startswith(_ANUSVARA_ENDINGS)
         # A vowel end: a glide and its vowel, the dative or plural, or (bare consonant) a compound's ാ.
-        if rest[0] in _GLIDES and (len(rest) == 1 or rest[1] in _VOWEL_SIGNS or rest[1] == VIRAMA):
+        if rest[0] == _Y_GLIDE or (rest[0] == _V_GLIDE and len(rest) > 1 and rest[1] in _VOWEL_SIGNS):
             return True
         if rest[0] == _VOWEL_ENDING:
             return True
