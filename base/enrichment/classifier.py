@@ -38,6 +38,8 @@ __all__ = ["DEPARTMENTS_FILE_ENV", "HINT_KINDS", "Classification", "Classifier",
 # rules whose first word it is, longest first; the stem rule it starts with).
 _Starts = Rule | tuple[tuple[Rule, ...], Rule | None] | None
 _Weights = tuple[tuple[str, float], ...]
+#: Distinct words (per script) whose rule look-up is kept between calls; past it the memo starts over.
+WORD_CACHE_SIZE = 100_000  # words
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ class Classifier:
         self.default_department = self.rules.default_department
         self.max_chars = self.rules.max_chars
         self._order = {name: index for index, name in enumerate(self.departments)}
+        # What each word seen so far can start (see _keyword_matches); bounded by WORD_CACHE_SIZE.
+        self._latin_starts: dict[str, _Starts] = {}
+        self._malayalam_words: dict[str, tuple[tuple[Rule, ...], tuple[Rule, ...]]] = {}
 
     def classify(self, text: str, hints: Mapping[str, str] | None = None) -> Classification:
         """The department of ``text`` given the source ``hints`` (keys as in HINT_KINDS; others ignored).
@@ -103,9 +108,11 @@ class Classifier:
         """Distinct rules found in normalised ``text``, in order of first appearance."""
         found: dict[str, Rule] = {}
         tokens = WORD.findall(text)
-        # A document repeats its words: what can start at each distinct token is worked out once
-        # per call. Most tokens start nothing; many start exactly one single-word rule.
-        starts: dict[str, _Starts] = {}
+        # Documents repeat their words and share most of them: what can start at a distinct token is
+        # worked out once and kept. Most tokens start nothing; many start exactly one word rule.
+        starts = self._latin_starts
+        if len(starts) > WORD_CACHE_SIZE:
+            starts.clear()
         position, count = 0, len(tokens)
         while position < count:
             token = tokens[position]
@@ -136,24 +143,30 @@ class Classifier:
     def _malayalam_matches(self, words: list[str]) -> list[Rule]:
         """Malayalam rules found in a text's Malayalam words (see base/enrichment/malayalam_terms.py)."""
         found: list[Rule] = []
-        heads: dict[str, tuple[Rule, ...]] = {}
+        known = self._malayalam_words
+        if len(known) > WORD_CACHE_SIZE:
+            known.clear()
         position, count = 0, len(words)
         while position < count:
             word = words[position]
-            if word not in heads:
-                heads[word] = self._malayalam_rules_starting(word)
-            rule = next((rule for rule in heads[word] if _malayalam_words_match(rule, words, position)), None)
+            analysis = known.get(word)
+            if analysis is None:
+                analysis = known[word] = (self._malayalam_rules_starting(word), self._compounds_closed(word))
+            heads, tails = analysis
+            found += tails
+            rule = next((rule for rule in heads if _malayalam_words_match(rule, words, position)), None)
             if rule is None:
                 position += 1
                 continue
             found.append(rule)
             position += len(rule.words)
-        if self.rules.malayalam_tails:
-            for word in set(words):
-                for rule in self.rules.malayalam_tails:
-                    if len(rule.words) == 1 and _closes_compound(rule, word):
-                        found.append(rule)
         return found
+
+    def _compounds_closed(self, word: str) -> tuple[Rule, ...]:
+        """Single-word may-close-a-compound rules found after the start of ``word``."""
+        return tuple(
+            rule for rule in self.rules.malayalam_tails if len(rule.words) == 1 and _closes_compound(rule, word)
+        )
 
     def _malayalam_rules_starting(self, word: str) -> tuple[Rule, ...]:
         """Rules whose first word ``word`` may be, longest rule then longest base first."""
