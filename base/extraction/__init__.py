@@ -156,6 +156,10 @@ Extractor = Callable[[Job], None]
 #: kind -> "module:function" of its extractor, imported on first use (a worker that never sees a PDF
 #: never imports the PDF code).
 EXTRACTORS: dict[str, str] = {
+    "pdf": "base.extraction.pdf:extract_pdf",
+    "png": "base.extraction.ocr:extract_image",
+    "jpeg": "base.extraction.ocr:extract_image",
+    "tiff": "base.extraction.ocr:extract_image",
     "docx": "base.extraction.office:extract_docx",
     "pptx": "base.extraction.office:extract_pptx",
     "xlsx": "base.extraction.spreadsheet:extract_xlsx",
