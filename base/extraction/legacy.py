@@ -75,11 +75,15 @@ def gibberish_share(text: str) -> tuple[float, int]:
     return (suspicious / considered if considered else 0.0), considered
 
 
+def page_share(text: str) -> float:
+    """``gibberish_share`` of one page, or 0.0 when the page has too few words to judge (or no sign
+    at all, which one regex pass over the page tells)."""
+    if not _ANY_SIGN.search(text):
+        return 0.0
+    share, words = gibberish_share(text)
+    return share if words >= MIN_WORDS else 0.0
+
+
 def looks_legacy(text: str, *, legacy_font_in_document: bool = False) -> bool:
     """Whether ``text`` (one page) reads as ASCII-mapped Malayalam (see the module docstring)."""
-    if not _ANY_SIGN.search(text):
-        return False  # the usual page: no word of it can be suspicious, and one regex pass says so
-    share, words = gibberish_share(text)
-    if words < MIN_WORDS:
-        return False
-    return share >= (WEAK_SHARE if legacy_font_in_document else STRONG_SHARE)
+    return page_share(text) >= (WEAK_SHARE if legacy_font_in_document else STRONG_SHARE)

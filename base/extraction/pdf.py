@@ -1,16 +1,17 @@
 """Text out of PDFs: poppler's text layer, and OCR for the pages that have no usable one.
 
-Per document: ``pdfinfo`` gives the page count and page sizes, ``pdffonts`` the fonts (a legacy
-ASCII-mapped Malayalam font among them makes the text sign below stricter), and ``pdftotext``
-streams the text layer, page after page (pages end at a form feed). Each page is then:
+Per document: ``pdfinfo`` gives the page count and page sizes, and ``pdftotext`` streams the text
+layer, page after page (pages end at a form feed). Each page is then:
 
 - kept as it is, when it has a text layer in Unicode;
 - OCRed (``pdftoppm -r DPI -f N -l N -gray``, then Tesseract: base/extraction/ocr.py) when its text
   layer is empty or nearly so (under ``MIN_TEXT_CHARS`` characters: a scan), or reads as legacy
-  ASCII-mapped Malayalam (base/extraction/legacy.py: by its text, with a lower bar when pdffonts
-  named a legacy font in the document). At most ``limits.ocr_max_pages`` pages per document; the
-  rest are counted in a note ("N pages over the OCR page limit") and ``truncated`` is set. A legacy
-  page that is not OCRed contributes nothing: its gibberish would only mislead language detection.
+  ASCII-mapped Malayalam (base/extraction/legacy.py): by its text alone when a large share of its
+  words is gibberish, or with a lower bar when ``pdffonts`` names a legacy font (ML-TTKarthika,
+  FML-TT*, ...) in the document (asked only once a page shows some gibberish). At most
+  ``limits.ocr_max_pages`` pages per document; the rest are counted in a note ("N pages over the
+  OCR page limit") and ``truncated`` is set. A legacy page that is not OCRed contributes nothing:
+  its gibberish would only mislead language detection.
 
 What a caller may rely on: text pages are separated by a form feed; ``job.pages`` is the document's
 page count (pdfinfo), whether or not every page was read; pages past ``limits.max_pages`` are not
@@ -53,16 +54,31 @@ _PAGE_SIZE = re.compile(rb"^Page\s+(\d+) size:\s+([\d.]+) x ([\d.]+) pts", re.MU
 
 @dataclass
 class DocumentInfo:
-    """What pdfinfo and pdffonts say about a document."""
+    """What pdfinfo says about a document, and pdffonts when asked (``legacy_fonts``)."""
 
+    path: str
     pages: int
+    last_page: int
     #: Page number -> (width, height) in points, for the pages that may be read.
     sizes: dict[int, tuple[float, float]] = field(default_factory=dict)
-    legacy_fonts: list[str] = field(default_factory=list)
+    _legacy_fonts: list[str] | None = None
+
+    def legacy_fonts(self, job: Job) -> list[str]:
+        """The legacy ASCII-mapped fonts among the fonts of the pages to be read. Asked of pdffonts on
+        first use only: a document whose every page reads as ordinary text never needs it (pdffonts
+        costs about half of pdftotext's time on a long document, a font per page)."""
+        if self._legacy_fonts is None:
+            try:
+                fonts = commands.run(["pdffonts", "-l", str(self.last_page), self.path], job, max_bytes=INFO_BYTES)
+            except commands.CommandFailed:
+                fonts = b""  # fonts are a hint; the text sign still works without them
+            names = (line.split(" ", 1)[0] for line in fonts.decode("utf-8", "replace").splitlines()[2:])
+            self._legacy_fonts = sorted({name for name in names if name and legacy.is_legacy_font(name)})
+        return self._legacy_fonts
 
 
 def read_info(job: Job) -> DocumentInfo:
-    """Page count, page sizes and legacy fonts of the PDF (``ValueError`` if poppler cannot open it)."""
+    """Page count and page sizes of the PDF (``ValueError`` if poppler cannot open it)."""
     last = max(1, job.limits.max_pages)
     try:
         out = commands.run(["pdfinfo", "-f", "1", "-l", str(last), job.path], job, max_bytes=INFO_BYTES)
@@ -71,17 +87,9 @@ def read_info(job: Job) -> DocumentInfo:
     found = _PAGES.search(out)
     if found is None:
         raise ValueError("not a readable PDF: pdfinfo found no page count")
-    info = DocumentInfo(pages=int(found.group(1)))
-    info.sizes = {int(n): (float(w), float(h)) for n, w, h in _PAGE_SIZE.findall(out)}
-    try:
-        fonts = commands.run(["pdffonts", "-l", str(min(last, info.pages)), job.path], job, max_bytes=INFO_BYTES)
-    except commands.CommandFailed:
-        fonts = b""  # fonts are a hint; the text sign still works without them
-    for line in fonts.decode("utf-8", "replace").splitlines()[2:]:
-        name = line.split(" ", 1)[0]
-        if name and legacy.is_legacy_font(name):
-            info.legacy_fonts.append(name)
-    return info
+    pages = int(found.group(1))
+    sizes = {int(n): (float(w), float(h)) for n, w, h in _PAGE_SIZE.findall(out)}
+    return DocumentInfo(job.path, pages, min(pages, last), sizes)
 
 
 def _reason(exc: commands.CommandFailed) -> str:
@@ -151,15 +159,14 @@ def extract_pdf(job: Job) -> None:
     """The extractor of kind pdf (see the module docstring)."""
     info = read_info(job)
     job.pages = info.pages
-    last_page = min(info.pages, job.limits.max_pages)
-    legacy_font = bool(info.legacy_fonts)
     text_chars = ocr_chars = over_ocr_limit = 0
     first = True
     with tempfile.TemporaryDirectory(prefix="kmrl-pdf-") as scratch:
-        for number, text in text_pages(job, last_page):
+        for number, text in text_pages(job, info.last_page):
             job.check_time()
             scanned = len(text) - text.count(" ") - text.count("\n") < MIN_TEXT_CHARS
-            gibberish = not scanned and legacy.looks_legacy(text, legacy_font_in_document=legacy_font)
+            share = 0.0 if scanned else legacy.page_share(text)
+            gibberish = share >= legacy.STRONG_SHARE or (share >= legacy.WEAK_SHARE and bool(info.legacy_fonts(job)))
             if (scanned or gibberish) and job.ocr_pages >= job.limits.ocr_max_pages:
                 over_ocr_limit += 1
                 if gibberish:
@@ -176,8 +183,8 @@ def extract_pdf(job: Job) -> None:
             if not job.sink.write(text.strip("\n")) and job.sink.full:
                 break  # the sink is full: the rest could not be kept
     job.method = OCR if ocr_chars > text_chars else TEXT_LAYER
-    if info.pages > last_page:
-        job.notes.append(f"{info.pages - last_page} pages over the page limit")
+    if info.pages > info.last_page:
+        job.notes.append(f"{info.pages - info.last_page} pages over the page limit")
         job.sink.truncated = True
     if over_ocr_limit:
         job.notes.append(f"{over_ocr_limit} page{'s' if over_ocr_limit != 1 else ''} over the OCR page limit")
