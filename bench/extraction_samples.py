@@ -67,12 +67,13 @@ def _run(argv: Sequence[str], env: dict[str, str] | None = None) -> None:
 
 
 def render_pdf(text: str, path: str | Path, *, font: str = "Manjari 14", width_pt: int = 480,
-               env: dict[str, str] | None = None) -> Path:
-    """``text`` shaped in ``font`` into a one-page PDF by cairo (pango-view)."""
+               env: dict[str, str] | None = None, markup: bool = False) -> Path:
+    """``text`` shaped in ``font`` into a one-page PDF by cairo (pango-view); with ``markup``, ``text``
+    is Pango markup (``<span font="...">`` changes the font)."""
     source = Path(path).with_suffix(".txt")
     source.write_text(text, encoding="utf-8")
     _run(["pango-view", "-q", f"--font={font}", f"--width={width_pt}", "--wrap=word", "--margin=36",
-          f"--output={path}", str(source)], env)
+          *(["--markup"] if markup else []), f"--output={path}", str(source)], env)
     source.unlink()
     return Path(path)
 

@@ -48,6 +48,9 @@ PAGE_BREAK = "\f"
 #: Bytes of pdfinfo's and pdffonts' output read at most (a line per page and per font).
 INFO_BYTES = 4 * 1024 * 1024
 
+# pdftotext sometimes splits a word before a Malayalam vowel sign ("പ്ലാറ്റ്ഫ ോമിൽ", seen with Rachana):
+# a dependent sign never follows a space in real text.
+_SPACE_BEFORE_SIGN = re.compile("[ \n]+(?=[\u0d3e-\u0d4d\u0d57])")
 _PAGES = re.compile(rb"^Pages:\s+(\d+)", re.MULTILINE)
 _PAGE_SIZE = re.compile(rb"^Page\s+(\d+) size:\s+([\d.]+) x ([\d.]+) pts", re.MULTILINE)
 
@@ -176,6 +179,8 @@ def extract_pdf(job: Job) -> None:
                 job.ocr_pages += 1
                 ocr_chars += len(text)
             else:
+                if max(text, default="") >= "\u0d00" and _SPACE_BEFORE_SIGN.search(text):
+                    text = _SPACE_BEFORE_SIGN.sub("", text)
                 text_chars += len(text)
             if not first:
                 job.sink.write(PAGE_BREAK)
