@@ -241,6 +241,10 @@ BENCHES = (
           quick_args=("--mb", "0.2")),
     Bench("demo", "make demo: one round end to end, once installed (README)", "bench.bench_demo",
           needs=("redis-server",)),
+    Bench("extraction", "Extraction: PDF text layer and OCR beside poppler and Tesseract (issue 14)",
+          "bench.bench_extraction", args=("--compare-pdfium",),
+          quick_args=("--pages", "100", "--images", "1", "--rounds", "1"),
+          needs=("pdftotext", "pdfinfo", "pdfunite", "tesseract", "pango-view")),
 )
 
 
