@@ -236,3 +236,19 @@ def test_huge_pages_are_rendered_at_a_lower_resolution() -> None:
     poster = (200 * 72, 200 * 72)  # a 200-inch square MediaBox
     dpi = render_dpi(poster, 300)
     assert (200 * dpi) ** 2 <= MAX_RENDER_PIXELS and dpi >= 29
+
+
+def test_without_tesseract_the_text_layers_are_still_read(docs: dict[str, Path], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    united = samples.unite([docs["en"], docs["scan"], docs["ml"]], tmp_path / "no-ocr.pdf")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for program in ("pdfinfo", "pdftotext", "pdffonts", "pdftoppm"):
+        (tools / program).symlink_to(f"/usr/bin/{program}")
+    monkeypatch.setenv("PATH", str(tools))
+    result = extract_file(united)
+    pages = result.text.split("\f")
+    assert (result.method, result.ocr_pages, result.truncated) == (TEXT_LAYER, 0, True)
+    assert pages[0].split() == samples.ENGLISH_NOTE.split() and pages[2].split() == samples.MALAYALAM_CIRCULAR.split()
+    assert result.error == ("tesseract is not installed or not on PATH "
+                            "(Debian packages: tesseract-ocr, tesseract-ocr-mal, tesseract-ocr-eng)")

@@ -20,12 +20,13 @@ address-space limit (RLIMIT_AS) as well.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import selectors
 import signal
 import subprocess
 from collections.abc import Generator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from base.extraction import Job
@@ -65,23 +66,27 @@ def missing_message(program: str) -> str:
     return f"{program} is not installed or not on PATH{hint}"
 
 
-_libc: ctypes.CDLL | None = None
+_prctl: Any = None
 
 
-def _die_with_parent() -> None:
-    """Runs in the forked child before exec: the kernel sends it SIGKILL when its parent dies."""
-    if _libc is not None:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _die_with_parent(parent: int) -> None:
+    """Runs in the forked child before exec: the kernel sends it SIGKILL when its parent dies. If the
+    parent died before the request took effect (between fork and prctl), the child exits at once."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
-def _load_libc() -> None:
-    # Loaded in the parent: a forked child must not import or allocate before exec.
-    global _libc
-    if _libc is None:
+def _load_prctl() -> None:
+    # Resolved in the parent: the forked child only calls it (preexec_fn runs between fork and exec,
+    # where as little as possible should happen; the pool child that runs extractions has one thread).
+    global _prctl
+    if _prctl is None:
         try:
-            _libc = ctypes.CDLL(None, use_errno=True)
-        except OSError:  # not Linux: the process-group kill on timeout still holds
-            _libc = None
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):  # not Linux: the process-group kill on timeout still holds
+            _prctl = None
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
@@ -105,12 +110,12 @@ def stream(argv: Sequence[str], job: Job, *, env: Mapping[str, str] | None = Non
     program = os.path.basename(argv[0])
     if job.time_left() <= 0:
         raise _time_cut(job, program)
-    _load_libc()
+    _load_prctl()
     try:
         process = subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=dict(env) if env is not None else None, start_new_session=True,
-            preexec_fn=_die_with_parent)
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()))
     except FileNotFoundError:
         raise CommandMissing(missing_message(program)) from None
     assert process.stdout is not None and process.stderr is not None

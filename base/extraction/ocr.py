@@ -16,7 +16,6 @@ caller may rely on:
 from __future__ import annotations
 
 import codecs
-import functools
 import os
 import re
 import unicodedata
@@ -50,12 +49,21 @@ def tesseract_environ() -> dict[str, str]:
     return {**os.environ, "OMP_THREAD_LIMIT": "1"}
 
 
-@functools.lru_cache(maxsize=8)
+#: (languages, TESSDATA_PREFIX) whose models were found: checked once per process while present, and
+#: again each time while missing (an operator may install them while the worker runs).
+_models_found: set[tuple[str, str | None]] = set()
+
+
 def _missing_models(languages: str, tessdata_prefix: str | None) -> tuple[str, ...]:
+    if (languages, tessdata_prefix) in _models_found:
+        return ()
     folders = [tessdata_prefix] if tessdata_prefix else list(TESSDATA_DIRS)
     wanted = [lang for lang in languages.split("+") if lang]
-    return tuple(lang for lang in wanted
-                 if not any(os.path.isfile(os.path.join(d, f"{lang}.traineddata")) for d in folders))
+    missing = tuple(lang for lang in wanted
+                    if not any(os.path.isfile(os.path.join(d, f"{lang}.traineddata")) for d in folders))
+    if not missing:
+        _models_found.add((languages, tessdata_prefix))
+    return missing
 
 
 def check_models(languages: str) -> None:

@@ -29,10 +29,11 @@ library that reads ActualText) is in BENCHMARKS.md ("PDF text layer: poppler aga
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 from base.extraction import OCR, TEXT_LAYER, Job, commands, legacy, ocr
@@ -100,7 +101,7 @@ def _reason(exc: commands.CommandFailed) -> str:
     return lines[-1].strip() if lines else f"{exc.program} exited with status {exc.returncode}"
 
 
-def text_pages(job: Job, last_page: int) -> Iterator[tuple[int, str]]:
+def text_pages(job: Job, last_page: int) -> Generator[tuple[int, str], None, None]:
     """(page number, text layer) of pages 1..``last_page``, streamed from pdftotext. A page is kept up
     to the room left in the sink plus one character (enough for the sink to see it was cut)."""
     argv = ["pdftotext", "-enc", "UTF-8", "-f", "1", "-l", str(last_page), job.path, "-"]
@@ -164,20 +165,33 @@ def extract_pdf(job: Job) -> None:
     job.pages = info.pages
     text_chars = ocr_chars = over_ocr_limit = 0
     first = True
-    with tempfile.TemporaryDirectory(prefix="kmrl-pdf-") as scratch:
-        for number, text in text_pages(job, info.last_page):
+    ocr_failure: str | None = None
+    with tempfile.TemporaryDirectory(prefix="kmrl-pdf-") as scratch, \
+            contextlib.closing(text_pages(job, info.last_page)) as pages:
+        for number, text in pages:
             job.check_time()
             scanned = len(text) - text.count(" ") - text.count("\n") < MIN_TEXT_CHARS
             share = 0.0 if scanned else legacy.page_share(text)
             gibberish = share >= legacy.STRONG_SHARE or (share >= legacy.WEAK_SHARE and bool(info.legacy_fonts(job)))
-            if (scanned or gibberish) and job.ocr_pages >= job.limits.ocr_max_pages:
-                over_ocr_limit += 1
+            if (scanned or gibberish) and (job.ocr_pages >= job.limits.ocr_max_pages or ocr_failure):
+                over_ocr_limit += ocr_failure is None
                 if gibberish:
                     text = ""
             elif scanned or gibberish:
-                text = ocr_page(job, number, info.sizes.get(number), scratch)
-                job.ocr_pages += 1
-                ocr_chars += len(text)
+                try:
+                    text = ocr_page(job, number, info.sizes.get(number), scratch)
+                except commands.CommandMissing as exc:
+                    ocr_failure = str(exc)  # no OCR for the rest; the text layers are still read
+                    job.notes.append(ocr_failure)
+                    job.sink.truncated = True
+                    text = "" if gibberish else text
+                except commands.CommandFailed as exc:
+                    job.notes.append(f"page {number} not OCRed: {_reason(exc)}")
+                    job.sink.truncated = True
+                    text = "" if gibberish else text
+                else:
+                    job.ocr_pages += 1
+                    ocr_chars += len(text)
             else:
                 if max(text, default="") >= "\u0d00" and _SPACE_BEFORE_SIGN.search(text):
                     text = _SPACE_BEFORE_SIGN.sub("", text)
