@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from base.extraction import OCR, TEXT_LAYER, ExtractionLimits, ExtractionRequest, extract, legacy
-from base.extraction.pdf import MAX_RENDER_PIXELS, render_dpi
+from base.extraction.pdf import MAX_RENDER_PIXELS, render_dpi, sweep_scratch
 from base.pool import ProcessPool, TaskTimedOut
 from bench import extraction_samples as samples
 from tests.extraction_fixtures import extract as extract_file
@@ -220,6 +220,7 @@ def test_the_pool_killing_an_extraction_leaves_no_program_running(docs: dict[str
         time.sleep(0.1)
         left = processes_mentioning(str(tmp_path))
     assert left == []
+    assert sweep_scratch(str(tmp_path)) == 1 and not list(tmp_path.glob("kmrl-pdf-*"))  # its page images
 
 
 def test_missing_poppler_is_a_clear_error(docs: dict[str, Path], tmp_path: Path,

@@ -18,7 +18,10 @@ page count (pdfinfo), whether or not every page was read; pages past ``limits.ma
 read (a note says how many); the process holds at most about the sink's cap of text (pdftotext's
 output is read in chunks, a page is kept only up to the room left in the sink, and reading stops
 when the sink is full); ``job.method`` is "ocr" when OCR gave more characters than the text layer,
-else "text-layer". A file poppler cannot open raises ``ValueError`` with poppler's reason.
+else "text-layer". A file poppler cannot open raises ``ValueError`` with poppler's reason. A page that
+cannot be OCRed (no Tesseract, pdftoppm failing on it) is noted and the other pages are still read.
+Page images live in ``$TMPDIR/kmrl-pdf-<pid>-*`` while OCRed; folders left by a killed process are
+removed by the next PDF extraction (``sweep_scratch``).
 
 Why pdftotext: cairo, Word and LibreOffice write shaped Malayalam with its glyphs in visual order
 and the Unicode text in an ``ActualText`` span; pypdf, pdfminer and PyMuPDF ignore that span and
@@ -36,8 +39,10 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import glob
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -52,6 +57,8 @@ MIN_TEXT_CHARS = 16
 MAX_RENDER_PIXELS = 36_000_000
 #: What separates pages in the extracted text.
 PAGE_BREAK = "\f"
+#: Name of the temporary folders that hold page images while they are OCRed.
+SCRATCH_PREFIX = "kmrl-pdf-"
 #: Bytes of pdfinfo's and pdffonts' output read at most (a line per page and per font).
 INFO_BYTES = 4 * 1024 * 1024
 
@@ -165,14 +172,29 @@ def ocr_page(job: Job, number: int, size: tuple[float, float] | None, scratch: s
     return texts[0] if texts else ""
 
 
+def sweep_scratch(folder: str | None = None) -> int:
+    """Removes the page-image folders of extractions whose process is gone (a pool child killed at its
+    time or memory limit cannot clean up after itself); returns how many. Each folder is named for
+    the process that made it (``kmrl-pdf-<pid>-...``)."""
+    removed = 0
+    for path in glob.glob(os.path.join(folder or tempfile.gettempdir(), f"{SCRATCH_PREFIX}*-*")):
+        owner = os.path.basename(path)[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if not owner.isdigit() or os.path.exists(f"/proc/{owner}"):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
 def extract_pdf(job: Job) -> None:
     """The extractor of kind pdf (see the module docstring)."""
     info = read_info(job)
+    sweep_scratch()
     job.pages = info.pages
     text_chars = ocr_chars = over_ocr_limit = 0
     first = True
     ocr_failure: str | None = None
-    with tempfile.TemporaryDirectory(prefix="kmrl-pdf-") as scratch, \
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch, \
             contextlib.closing(text_pages(job, info.last_page)) as pages:
         for number, text in pages:
             job.check_time()
