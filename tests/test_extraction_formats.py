@@ -337,7 +337,10 @@ def test_every_real_attachment_goes_through_the_pool_task_by_its_content(mime_co
         for attachment in iter_attachments(message.read_bytes()):
             result = extract(ExtractionRequest(filename=attachment.filename, mime_type=attachment.mime_type,
                                                limits=LIMITS, data=attachment.payload))
-            assert result.error is None, (message.name, attachment.filename, result.error)
+            if attachment.filename == "broken.pdf":  # a damaged PDF in the corpus: reported, never raised
+                assert result.kind == "pdf" and "not a readable PDF" in (result.error or ""), result.error
+            else:
+                assert result.error is None, (message.name, attachment.filename, result.error)
             kinds[(message.name, attachment.filename)] = result.kind
             seen += 1
     assert seen >= 60

@@ -12,7 +12,7 @@ import pytest
 
 from base.extraction import OCR
 from base.extraction.images import MAX_IMAGE_PIXELS, image_pages
-from base.extraction.ocr import normalise
+from base.extraction.ocr import MIN_OCR_PIXELS, normalise
 from bench import extraction_samples as samples
 from tests.extraction_fixtures import extract as extract_file
 from tests.extraction_fixtures import programs, similarity
@@ -114,6 +114,16 @@ def test_image_headers_give_their_size_without_decoding(images: dict[str, Path])
                          capture_output=True, check=True).stdout.split(maxsplit=3)
     assert (width, height) == (int(pgm[1]), int(pgm[2]))
     assert len(image_pages(str(images["tiff"]), "tiff")) == 4
+
+
+def test_an_icon_is_not_ocred(tmp_path: Path) -> None:
+    icon = tmp_path / "bullet.png"
+    subprocess.run(["pango-view", "-q", "--font=DejaVu Sans 6", "--dpi=72", "--margin=2", f"--output={icon}",
+                    "--text=A"], check=True)
+    width, height = image_pages(str(icon), "png")[0]
+    assert width * height < MIN_OCR_PIXELS
+    result = extract_file(icon)
+    assert (result.kind, result.method, result.pages, result.ocr_pages, result.error) == ("png", "none", 1, 0, None)
 
 
 def test_a_damaged_header_is_an_error_not_a_traceback(tmp_path: Path) -> None:

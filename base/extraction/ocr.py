@@ -9,6 +9,7 @@ caller may rely on:
   ``MAX_IMAGE_PIXELS`` is refused with an error and never decoded (a decompression bomb);
 - every page of a multi-page TIFF counts against ``limits.ocr_max_pages``; pages beyond it are not
   OCRed and a note says how many ("3 pages over the OCR page limit"), with ``truncated`` set;
+- an image under ``MIN_OCR_PIXELS`` (an icon) is not OCRed, and that is no error;
 - a missing ``tesseract`` or language model is an error naming the Debian packages, not a traceback;
 - the text is Unicode NFC Malayalam with atomic chillus (ൽ, not ല്‍ as Tesseract writes them).
 """
@@ -28,6 +29,9 @@ PSM = "3"
 #: Where Tesseract looks for models when TESSDATA_PREFIX does not say (Debian's tesseract-ocr 5).
 TESSDATA_DIRS = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata",
                  "/usr/share/tessdata", "/usr/local/share/tessdata")
+#: Images with fewer pixels than this (e.g. 64 x 64) are icons, bullets or tracking pixels: not OCRed
+#: (Tesseract reads noise into them).
+MIN_OCR_PIXELS = 4096
 #: Tesseract writes a form feed after each page of a multi-page image.
 PAGE_SEPARATOR = "\f"
 
@@ -117,6 +121,8 @@ def extract_image(job: Job) -> None:
                                 "not OCRed")
         if width == 0 or height == 0:
             raise ValueError(f"unreadable {job.kind.upper()} header: an image of {width} x {height} pixels")
+    if all(width * height < MIN_OCR_PIXELS for width, height in sizes):
+        return  # an icon: nothing to read, nothing wrong
     budget = max(0, job.limits.ocr_max_pages - job.ocr_pages)
     over = len(sizes) - budget
     if budget:
