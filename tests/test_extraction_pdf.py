@@ -253,3 +253,23 @@ def test_without_tesseract_the_text_layers_are_still_read(docs: dict[str, Path],
     assert pages[0].split() == samples.ENGLISH_NOTE.split() and pages[2].split() == samples.MALAYALAM_CIRCULAR.split()
     assert result.error == ("tesseract is not installed or not on PATH "
                             "(Debian packages: tesseract-ocr, tesseract-ocr-mal, tesseract-ocr-eng)")
+
+
+def test_legacy_font_names_are_known_under_their_subset_prefix() -> None:
+    for name in ("DGZSQI+ML-TTKarthika", "FML-TTRevathi", "MLW-TTKarthika", "Manorama", "ABCDEF+Matweb"):
+        assert legacy.is_legacy_font(name), name
+    for name in ("Kartika", "ABCDEF+Manjari-Regular", "NotoSansMalayalam", "Helvetica", "DejaVuSans"):
+        assert not legacy.is_legacy_font(name), name
+
+
+def test_english_technical_prose_is_not_taken_for_a_legacy_font() -> None:
+    prose = ("Set REDIS_URL and HUB_OUTBOX_DIR in the env file, then run `make install` and `make test`. "
+             "The McDonald report on the iPhone app and JavaScript widgets lists 12 items [see 3.1]; "
+             "temperature 25°C, cost £5, the café at Aluva is open. ") * 3
+    assert not legacy.looks_legacy(prose) and not legacy.looks_legacy(prose, legacy_font_in_document=True)
+
+
+def test_ml_tt_typed_text_is_taken_for_a_legacy_font(tmp_path: Path) -> None:
+    typed = samples.build_legacy_font(tmp_path).encode(samples.LEGACY_SOURCE)
+    assert legacy.looks_legacy(typed)
+    assert legacy.looks_legacy("tIcf kÀ¡mÀ s]mXpacma¯v hIp¸v D¯chv DS³ \\S¸m¡Ww")  # as ML-TTKarthika types it

@@ -35,10 +35,11 @@ STRONG_SHARE = 0.30
 #: The share that suffices on a page of a document that uses a legacy font (its name was seen).
 WEAK_SHARE = 0.12
 
-# Symbols ML-TT fonts give to consonants ([\]^_`) and signs ({|}~), and Latin-1 for conjuncts and
-# chillus; inside a word, Latin-script writing has none of them.
-_ODD_INSIDE = re.compile(r"[A-Za-z\u00a1-\u00ff][\[\\\]^_`{|}~\u00a1-\u00bf\u00d7\u00f7]"
-                         r"|[\[\\\]^_`{|}~\u00a1-\u00bf\u00d7\u00f7][A-Za-z\u00c0-\u00ff]")
+# Symbols ML-TT fonts give to consonants ([\]^) and signs ({|}~), and Latin-1 for conjuncts and
+# chillus; inside a word, Latin-script writing has none of them. (They also use _ and `, but those
+# are everyday characters of identifiers and code in English technical text: REDIS_URL, `make`.)
+_ODD_INSIDE = re.compile(r"[A-Za-z\u00a1-\u00ff][\[\\\]^{|}~\u00a1-\u00bf\u00d7\u00f7]"
+                         r"|[\[\\\]^{|}~\u00a1-\u00bf\u00d7\u00f7][A-Za-z\u00c0-\u00ff]")
 # A capital after a small letter inside a word: a pre-base vowel sign (small) typed before its
 # consonant (capital), "tIcf" for കേരള. (camelCase in English prose is rare; see the measurement.)
 _CASE_FLIP = re.compile(r"[a-z\u00df-\u00ff][A-Z\u00c0-\u00de]")
@@ -46,7 +47,7 @@ _CASE_FLIP = re.compile(r"[a-z\u00df-\u00ff][A-Z\u00c0-\u00de]")
 _LATIN1_RUN = re.compile(r"[\u00a1-\u00ff]{2}|[A-Za-z][\u00a1-\u00ff]+[A-Za-z]")
 _ANY_SIGN = re.compile(r"[\u00a1-\u00ff\[\\\]^_`{|}~]|[a-z][A-Z]")
 _WORD = re.compile(r"\S+")
-_EDGE = "\"'()[]<>.,;:!?*-–—“”‘’"
+_EDGE = "\"'`()[]<>.,;:!?*-–—“”‘’"
 
 
 def is_legacy_font(name: str) -> bool:
