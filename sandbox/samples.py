@@ -8,8 +8,10 @@ minutes and rosters in English, Malayalam and both, as real PDF, DOCX, XLSX and 
 second round of the end-to-end test) and names the SharePoint file that round deletes.
 
 Every file carries the text a connector hands to enrichment (the mail's subject and body, the work
-order's description, the WhatsApp caption, the SharePoint file and library names), so each
-``SampleFile`` states the language and department the pipeline is expected to find.
+order's description, the WhatsApp caption, the SharePoint file and library names) and most carry
+text of their own that the extraction step reads, so each ``SampleFile`` states the language and
+department the pipeline is expected to find. The content-only documents (sandbox/samples_content.py)
+have neutral names: only their text, read by a text layer or OCR, can say what they are.
 
 Deterministic: the same ``(seed, round_no)`` gives the same bytes; numbers, dates and amounts come
 from ``random.Random`` seeded with both, so different seeds give different documents. Within one
@@ -39,6 +41,7 @@ from sandbox.sample_formats import (
     png_image,
     xlsx_document,
 )
+from sandbox.samples_content import LIBRARY, SITE, content_documents
 
 #: The mailbox the demo's mails are delivered to: a records desk that no department hint claims,
 #: so the department comes from what each mail says.
@@ -57,9 +60,10 @@ class SampleFile:
 
     key: unique within the set (``email-1-invoice``). kind: work order, invoice, incident report,
     circular, board minutes, roster, leave application, photo. language / department: what
-    enrichment is expected to find from the text its source gives (see the module docstring): a
-    Malayalam file in a SharePoint library with an English name is "mixed", because the library and
-    site names are part of that text.
+    enrichment is expected to find from what the file says when its text can be read (a Malayalam
+    workbook in a library with an English name is Malayalam; a PDF drawn in Helvetica, whose page can
+    show English only and whose Malayalam is in its document properties, is English), else from the
+    text its source gives (see the module docstring).
     """
 
     key: str
@@ -324,14 +328,14 @@ def _round_one_work_orders(w: _Writer) -> list[WorkOrderSample]:
     photo = w.png("maximo-2-photo", f"WO{base + 1} bearing photo.png", "photo", EN, "Engineering",
                   title="Traction motor bearing", description="Worn traction motor bearing removed at Muttom depot")
     inspection = w.pdf(
-        "maximo-3-inspection", f"WO{base + 2} fire equipment inspection.pdf", "incident report", MIXED, "Safety",
+        "maximo-3-inspection", f"WO{base + 2} fire equipment inspection.pdf", "incident report", EN, "Safety",
         title=f"Fire equipment inspection, Aluva station (work order {base + 2})",
         lines=["Malayalam report: the full text is in the document properties.",
                f"Extinguishers checked: {w.number(20, 40)}; hydrant pressure recorded."],
         subject="ആലുവ സ്റ്റേഷനിലെ അഗ്നിശമന ഉപകരണങ്ങളുടെ സുരക്ഷാ പരിശോധന",
         keywords="സുരക്ഷ, അഗ്നിശമന, പരിശോധന")
     escalator = w.pdf(
-        "maximo-4-escalator", f"WO{base + 3} escalator ES-04 repair.pdf", "work order", MIXED, "Engineering",
+        "maximo-4-escalator", f"WO{base + 3} escalator ES-04 repair.pdf", "work order", EN, "Engineering",
         title=f"Emergency repair of escalator ES-04, Edappally (work order {base + 3})",
         lines=["Step chain fault; escalator stopped at 07:42 and restarted after repair."],
         subject="എസ്കലേറ്റർ തകരാർ - അറ്റകുറ്റപ്പണി", keywords="escalator, repair")
@@ -362,7 +366,7 @@ def _round_one_sharepoint(w: _Writer) -> list[SharePointSample]:
                 for shift in ("Morning", "Evening")]],
         subject="Duty roster of station controllers")
     roster_ml = w.xlsx(
-        "sharepoint-2-roster", "ഡ്യൂട്ടി റോസ്റ്റർ മെയ് 2024 - ആലുവ സ്റ്റേഷൻ.xlsx", "roster", MIXED, "Operations",
+        "sharepoint-2-roster", "ഡ്യൂട്ടി റോസ്റ്റർ മെയ് 2024 - ആലുവ സ്റ്റേഷൻ.xlsx", "roster", ML, "Operations",
         sheet="റോസ്റ്റർ",
         rows=[["സ്റ്റേഷൻ", "ഷിഫ്റ്റ്", "കൺട്രോളർ"],
               *[["ആലുവ", shift, f"SC-{w.number(100, 999)}"] for shift in ("രാവിലെ", "വൈകുന്നേരം")]],
@@ -375,7 +379,7 @@ def _round_one_sharepoint(w: _Writer) -> list[SharePointSample]:
                "Root cause: wet floor after cleaning; safety signage added."],
         subject="Incident report", keywords="incident, injury, first aid, safety")
     incident_ml = w.docx(
-        "sharepoint-4-incident", "സംഭവ റിപ്പോർട്ട് - എസ്കലേറ്റർ അപകടം ഇടപ്പള്ളി.docx", "incident report", MIXED, "Safety",
+        "sharepoint-4-incident", "സംഭവ റിപ്പോർട്ട് - എസ്കലേറ്റർ അപകടം ഇടപ്പള്ളി.docx", "incident report", ML, "Safety",
         title="സംഭവ റിപ്പോർട്ട്: ഇടപ്പള്ളി സ്റ്റേഷനിലെ എസ്കലേറ്റർ അപകടം",
         paragraphs=["ഒരു യാത്രക്കാരന് എസ്കലേറ്ററിൽ ചെറിയ പരിക്ക് പറ്റി.",
                     f"പ്രഥമശുശ്രൂഷ നൽകി. സമയം {w.number(7, 21)}:{w.number(10, 59)}."],
@@ -400,10 +404,13 @@ def _round_one_sharepoint(w: _Writer) -> list[SharePointSample]:
                     "3. Any other item with the permission of the Chairman."],
         subject="Board meeting agenda")
     board_ml = w.pdf(
-        "sharepoint-8-minutes", "ഡയറക്ടർ ബോർഡ് യോഗം - മിനിറ്റ്സ്.pdf", "board minutes", MIXED, "Executive",
+        "sharepoint-8-minutes", "ഡയറക്ടർ ബോർഡ് യോഗം - മിനിറ്റ്സ്.pdf", "board minutes", EN, "Executive",
         title=f"Board of Directors: minutes in Malayalam ({w.number(1, 99)})",
         lines=["Malayalam minutes: the full text is in the document properties."],
         subject="ഡയറക്ടർ ബോർഡ് യോഗത്തിന്റെ മിനിറ്റ്സ്", keywords="ഡയറക്ടർ ബോർഡ്, മിനിറ്റ്സ്")
+    content = [SharePointSample(SITE, LIBRARY, f"2024/{filename}", SampleFile(key, filename, mime, data, kind, language,
+                                                                           department))
+               for key, filename, mime, kind, language, department, data in content_documents(w.reference)]
     return [
         SharePointSample("sites/operations", "Rosters", "April/Duty roster April 2024 - station controllers.xlsx",
                          roster),
@@ -415,6 +422,7 @@ def _round_one_sharepoint(w: _Writer) -> list[SharePointSample]:
         SharePointSample("sites/finance", "Invoices", f"Budget/{budget.filename}", budget),
         SharePointSample("sites/boardsecretariat", "Board Papers", f"2024/{board.filename}", board),
         SharePointSample("sites/boardsecretariat", "Board Papers", f"2024/{board_ml.filename}", board_ml),
+        *content,
     ]
 
 
@@ -429,7 +437,7 @@ def _round_one_whatsapp(w: _Writer) -> list[WhatsAppSample]:
     pantograph = w.png("whatsapp-1-photo", "pantograph.png", "photo", EN, "Engineering",
                        title="Pantograph damage", description=f"Pantograph damage on TS-{w.number(1, 25):02d}")
     leak = w.pdf(
-        "whatsapp-2-circular", "സുരക്ഷാ മുന്നറിയിപ്പ്.pdf", "circular", ML, "Safety",
+        "whatsapp-2-circular", "സുരക്ഷാ മുന്നറിയിപ്പ്.pdf", "circular", EN, "Safety",
         title="Safety warning: water leak on platform 2, Edappally",
         lines=["Malayalam warning: the full text is in the document properties.",
                f"Warning number {w.number(100, 999)}."],

@@ -45,6 +45,7 @@ EXERCISED_BY: list[tuple[str, str, str]] = [
     (r"kmrl-connectors deadletter retry --id", "tests/test_cli.py", "test_deadletter_retry_replays_kept_bytes"),
     (r"kmrl-connectors held (list|release|drop)", "tests/test_held.py", 'run("held", "list")'),
     (r"kmrl-connectors run$", "tests/test_worker_processes.py", '"run"'),
+    (r"kmrl-connectors reprocess( |$)", "tests/test_extraction_step.py", '["reprocess", "sharepoint"'),
 ]
 
 

@@ -7,6 +7,7 @@ import io
 import re
 import struct
 import subprocess
+import tempfile
 import zipfile
 import zlib
 from email import message_from_bytes, policy
@@ -15,9 +16,10 @@ from xml.etree import ElementTree
 
 import pytest
 
-from base.document import merged_text
-from base.enrichment.classifier import classify
-from base.enrichment.language import detect_language
+from base.document import Document, merged_text
+from base.enrichment.steps import enrich
+from base.extraction import ExtractionLimits, extract_path
+from base.extraction.normalize import normalize_text
 from connectors.email_mime import parse_message
 from sandbox.sample_formats import pdf_document, png_image
 from sandbox.samples import DEMO_MAILBOX, SampleFile, kmrl_samples
@@ -140,36 +142,51 @@ def test_contents_are_distinct_except_the_forwarded_minutes():
 
 
 def expect(sample: SampleFile, title: str, text: str, hints: dict[str, str]) -> None:
-    enrichment_text = merged_text([title, text, sample.filename.rsplit(".", 1)[0]])
-    assert detect_language(enrichment_text) == sample.language, sample.key
-    assert classify(enrichment_text, hints).department == sample.department, sample.key
+    """What the pipeline makes of ``sample``: its text read as the extraction step reads it (in this
+    process), then the enrichment steps on that text, the title and the source's text."""
+    with tempfile.NamedTemporaryFile(prefix="kmrl-sample-") as handle:
+        handle.write(sample.data)
+        handle.flush()
+        extraction = extract_path(handle.name, filename=sample.filename, mime_type=sample.mime_type,
+                                  limits=ExtractionLimits())
+    document = Document(source="test", scope="samples", source_id=sample.key, version="1", filename=sample.filename,
+                        mime_type=sample.mime_type, size=sample.size, sha256=sample.sha256, title=title, text=text)
+    document.content_text, document.extraction = normalize_text(extraction.text), extraction.metadata()
+    enrich(document, hints)
+    assert (document.language, document.department) == (sample.language, sample.department), (
+        sample.key, extraction.method, document.department_terms)
 
 
 @pytest.mark.parametrize("round_no", [1, 2])
-def test_each_source_text_carries_the_expected_language_and_department(round_no):
-    """The text each connector hands to enrichment (subject+body, description, caption, names)."""
+def test_each_document_gets_the_expected_language_and_department(round_no):
+    """Each sample through extraction and enrichment, with the text its connector hands over
+    (subject+body, description, caption, names) and the hints its source gives."""
     samples = kmrl_samples(2024, round_no)
     for mail in samples.mails:
         sender = parseaddr(mail.sender)[1]
         parsed = parse_message(mail.to_bytes())
-        names = " ".join(a.filename for a in parsed.attachments)
         assert sorted(a.filename for a in parsed.attachments) == sorted(a.filename for a in mail.attachments)
         for attachment in mail.attachments:
-            expect(attachment, parsed.summary.subject, merged_text([parsed.summary.subject, parsed.summary.body_text,
-                                                                    names]),
+            expect(attachment, parsed.summary.subject, merged_text([parsed.summary.subject, parsed.summary.body_text]),
                    {"mailbox": DEMO_MAILBOX, "sender": sender, "sender_domain": sender.split("@")[1]})
     for wo in samples.work_orders:
         for doc, description in wo.doclinks:
             expect(doc, description, merged_text([wo.description, wo.long_description]), {"worktype": wo.worktype})
     for entry in samples.sharepoint:
-        if entry.site == CONTENT_SITE:
-            continue  # their names say nothing: tests/test_content_samples.py reads them as the pipeline does
         site = entry.site.rsplit("/", 1)[1]
         folder = entry.path.rsplit("/", 1)[0]
         expect(entry.file, entry.file.filename.rsplit(".", 1)[0], merged_text([folder, entry.library, site.title()]),
                {"site": site, "library": entry.library})
     for message in samples.whatsapp:
         expect(message.file, message.caption, message.caption, {"phone": message.sender})
+
+
+def test_content_only_documents_are_in_the_set_with_neutral_names():
+    content = [entry for entry in kmrl_samples(2024, 1).sharepoint if entry.site == CONTENT_SITE]
+    assert {entry.file.language for entry in content} == {"en", "ml", "mixed"}
+    assert len({entry.file.department for entry in content}) == 6
+    assert all(not any(d.lower() in entry.file.filename.lower() for d in ("safety", "finance", "hr", "operation"))
+               for entry in content)
 
 
 def test_mails_carry_malayalam_subjects_and_attachment_names_intact():
