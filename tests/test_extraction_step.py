@@ -156,3 +156,56 @@ def test_reprocess_command_refuses_whatsapp_and_bad_dates(capsys):
     assert "must be before" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["reprocess", "sharepoint", "--since", "yesterday"])
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
+
+
+def test_a_pool_child_killed_mid_ocr_costs_the_text_only(settings, state):
+    import signal
+    import threading
+    import time
+
+    from sandbox import rendering
+
+    if not rendering.available():
+        pytest.skip("pango-view and pdftoppm are needed to draw a scan")
+    scan = rendering.scan_png("സുരക്ഷാ സർക്കുലർ: അഗ്നിശമന മോക്ക് ഡ്രിൽ തിങ്കളാഴ്ച.\nFire drill on Monday at all stations.")
+    files = {"a": [FakeFile("scan", scan, filename="scan-1.png", mime_type="image/png"),
+                   text_file("ok", MALAYALAM_CIRCULAR, "after.txt")]}
+    killed: list[int] = []
+    orphans: list[int] = []
+
+    def kill_the_child_once_tesseract_runs() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            for pid in pool_for(settings).pids:
+                programs = _children(pid)
+                if programs:  # the child has started Tesseract: it is mid-OCR
+                    orphans.extend(programs)
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_the_child_once_tesseract_runs, daemon=True)
+    killer.start()
+    summary = ListConnector(files, settings=settings, state=state).sync_documents({})
+    killer.join(timeout=5)
+    assert killed, "Tesseract never ran in a pool child"
+    assert summary.state == "ok" and summary.totals["new"] == 2 and summary.totals["failed"] == 0
+    docs = outbox_documents(settings)
+    scan_meta, scan_text = docs["scan-1.png"]
+    assert scan_meta["extraction"]["method"] == "none" and scan_text is None
+    assert scan_meta["extraction"]["error"].startswith("extraction stopped")
+    assert docs["after.txt"][0]["extraction"]["method"] == "text-layer"
+    # The killed child's Tesseract died with it (PR_SET_PDEATHSIG): nothing is left behind.
+    gone_by = time.monotonic() + 5
+    while time.monotonic() < gone_by and any(Path(f"/proc/{pid}").exists() for pid in orphans):
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in orphans)
