@@ -5,7 +5,7 @@ a local outbox, and each document's ``language`` and ``department`` in its Hub m
 the passage's label.
 
     .venv/bin/python -m bench.bench_content [--passages FILE ...] [--formats pdf,docx,xlsx,png,scanned-pdf]
-                                            [--limit N] [--json PATH]
+                                            [--limit N] [--json PATH] [--raw PATH]
 
 A passages file is JSON lines with ``text``, ``department`` and ``language`` (en, ml, mixed; Malayalam
 typed in Latin letters is ``ml`` with ``script: "Latn"``, or ``language: "manglish"``); other fields are
@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--passages", nargs="+", default=list(DEFAULT_SETS))
     parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--limit", type=int, default=0, help="first N passages only (0: all)")
-    parser.add_argument("--json", help="write the figures to this file as JSON")
+    parser.add_argument("--json", help="also write the figures to this result file (make bench)")
+    parser.add_argument("--raw", help="write every score, confusions included, to this file as JSON")
     args = parser.parse_args(argv)
     formats = [f for f in args.formats.split(",") if f]
     unknown = set(formats) - set(FORMATS)
@@ -239,8 +240,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["seconds"] = seconds
     print(report(result, seconds))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+        as_result(result, args).save(Path(args.json))
+    if args.raw:
+        Path(args.raw).write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     return result
+
+
+def as_result(result: dict[str, Any], args: argparse.Namespace) -> Any:
+    """The figures as a ``bench.report.Result`` (what ``make bench`` reads), with the issue's targets."""
+    from bench.report import Figure, Result, met
+
+    def share(value: float | None) -> float | None:
+        return None if value is None else round(100 * value, 1)
+
+    language = share(result["language_accuracy"])
+    manglish = share(result["manglish_recall"])
+    english_ml = share(result["english_called_ml"])
+    f1 = round(result["department_macro_f1"], 3)
+    figures = [
+        Figure("documents read", result["documents"], "", "", None, f"sync {result['seconds']:.1f} s"),
+        Figure("language right", language, "%", ">= 97% (issue 14)", met(language, at_least=97.0)),
+        Figure("Manglish recognised as Malayalam", manglish, "%", ">= 90% (issue 14)", met(manglish, at_least=90.0)),
+        Figure("English called Malayalam", english_ml, "%", "<= 1% (issue 14)",
+               None if english_ml is None else english_ml <= 1.0),
+        Figure("department macro-F1", f1, "", ">= 0.85 (issue 14)", met(f1, at_least=0.85)),
+    ]
+    figures += [Figure(f"department macro-F1, {lang}", round(value, 3)) for lang, value
+                in result["department_f1_by_language"].items()]
+    figures += [Figure(f"department macro-F1, as {fmt}", round(value, 3)) for fmt, value
+                in result["department_f1_by_format"].items()]
+    figures += [Figure(f"language right, {cls}", share(value), "%") for cls, value
+                in result["language_by_class"].items() if value is not None]
+    notes = [f"passages: {', '.join(args.passages)} (held-out halves unless named otherwise)",
+             f"read as: {result['methods_by_format']}",
+             f"department confusions: {result['confusions']}",
+             f"language confusions: {result['language_confusions']}"]
+    return Result("content", "Reading documents: language and department from their content", "", figures,
+                  notes=notes)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,15 @@ and sets one thing on the Document. They run after the bytes are hashed and thei
 and before the upload.
 
 Language is decided on the content alone once it holds ``CONTENT_LANGUAGE_MIN_LETTERS`` letters (a
-Malayalam circular in a folder with an English name is Malayalam, not mixed); with less (a photo, an
-empty form, a file no extractor reads) the names and the source's text decide, with what content
-there is. Department weighs the content together with the names and the source's hints.
+Malayalam circular in a folder with an English name is Malayalam, not mixed; a one-line Manglish note
+named ``document-0012.pdf`` is Malayalam, not English); with less (a photo, an empty form, a file no
+extractor reads) the names and the source's text decide, with what content there is. Department
+weighs the content together with the names and the source's hints.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 
 from base.document import Document, merged_text
@@ -21,8 +23,10 @@ from base.extraction.normalize import normalize_text
 
 Enricher = Callable[[Document, Mapping[str, str]], None]
 
-#: Letters of extracted text from which the content alone decides the language.
-CONTENT_LANGUAGE_MIN_LETTERS = 40
+#: Letters (vowel signs and viramas counted, so a Malayalam word weighs what its transliteration does) of
+#: extracted text from which the content alone decides the language: a short line of text says more
+#: about its language than a file name does.
+CONTENT_LANGUAGE_MIN_LETTERS = 12
 #: Characters of the extracted text the language and department steps read (a document's language
 #: and owner show in its first pages; the classifier's cost grows with its input).
 CONTENT_SAMPLE_CHARS = 20_000
@@ -38,10 +42,10 @@ def _content_sample(document: Document) -> str:
 
 
 def _letters(text: str, enough: int) -> bool:
-    """Whether ``text`` holds at least ``enough`` letters (stops counting there)."""
+    """Whether ``text`` holds at least ``enough`` letters or combining marks (stops counting there)."""
     count = 0
     for ch in text:
-        if ch.isalpha():
+        if ch.isalpha() or unicodedata.category(ch) in ("Mn", "Mc"):
             count += 1
             if count >= enough:
                 return True
