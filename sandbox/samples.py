@@ -214,8 +214,10 @@ class _Writer:
         return f"Reference: KMRL/{key}/{self.number(10_000, 100_000)}"
 
     def pdf(self, key: str, filename: str, kind: str, language: str, department: str, *, title: str,
-            lines: list[str], subject: str, keywords: str, author: str = "Kochi Metro Rail Limited") -> SampleFile:
-        lang = {EN: "en-IN", ML: "ml-IN", MIXED: "ml-IN"}[language]
+            lines: list[str], subject: str, keywords: str, author: str = "Kochi Metro Rail Limited",
+            lang: str = "") -> SampleFile:
+        # The PDF's /Lang: the language of its document properties, which may differ from its page's.
+        lang = lang or {EN: "en-IN", ML: "ml-IN", MIXED: "ml-IN"}[language]
         data = pdf_document(title=title, lines=[*lines, self.reference(key)], subject=subject, keywords=keywords,
                             author=author, lang=lang)
         return SampleFile(key, filename, MIME_PDF, data, kind, language, department)
@@ -333,12 +335,12 @@ def _round_one_work_orders(w: _Writer) -> list[WorkOrderSample]:
         lines=["Malayalam report: the full text is in the document properties.",
                f"Extinguishers checked: {w.number(20, 40)}; hydrant pressure recorded."],
         subject="ആലുവ സ്റ്റേഷനിലെ അഗ്നിശമന ഉപകരണങ്ങളുടെ സുരക്ഷാ പരിശോധന",
-        keywords="സുരക്ഷ, അഗ്നിശമന, പരിശോധന")
+        keywords="സുരക്ഷ, അഗ്നിശമന, പരിശോധന", lang="ml-IN")
     escalator = w.pdf(
         "maximo-4-escalator", f"WO{base + 3} escalator ES-04 repair.pdf", "work order", EN, "Engineering",
         title=f"Emergency repair of escalator ES-04, Edappally (work order {base + 3})",
         lines=["Step chain fault; escalator stopped at 07:42 and restarted after repair."],
-        subject="എസ്കലേറ്റർ തകരാർ - അറ്റകുറ്റപ്പണി", keywords="escalator, repair")
+        subject="എസ്കലേറ്റർ തകരാർ - അറ്റകുറ്റപ്പണി", keywords="escalator, repair", lang="ml-IN")
     return [
         WorkOrderSample(str(base), "MUTTOM", "PM", f"Preventive maintenance of bogie and brakes, trainset TS-{ts:02d}",
                         "Quarterly preventive maintenance: bogie inspection and brake pad readings.", "MUTTOM-DEPOT",
@@ -407,7 +409,7 @@ def _round_one_sharepoint(w: _Writer) -> list[SharePointSample]:
         "sharepoint-8-minutes", "ഡയറക്ടർ ബോർഡ് യോഗം - മിനിറ്റ്സ്.pdf", "board minutes", EN, "Executive",
         title=f"Board of Directors: minutes in Malayalam ({w.number(1, 99)})",
         lines=["Malayalam minutes: the full text is in the document properties."],
-        subject="ഡയറക്ടർ ബോർഡ് യോഗത്തിന്റെ മിനിറ്റ്സ്", keywords="ഡയറക്ടർ ബോർഡ്, മിനിറ്റ്സ്")
+        subject="ഡയറക്ടർ ബോർഡ് യോഗത്തിന്റെ മിനിറ്റ്സ്", keywords="ഡയറക്ടർ ബോർഡ്, മിനിറ്റ്സ്", lang="ml-IN")
     content = [SharePointSample(SITE, LIBRARY, f"2024/{filename}", SampleFile(key, filename, mime, data, kind, language,
                                                                            department))
                for key, filename, mime, kind, language, department, data in content_documents(w.reference)]
@@ -441,7 +443,7 @@ def _round_one_whatsapp(w: _Writer) -> list[WhatsAppSample]:
         title="Safety warning: water leak on platform 2, Edappally",
         lines=["Malayalam warning: the full text is in the document properties.",
                f"Warning number {w.number(100, 999)}."],
-        subject="സുരക്ഷാ മുന്നറിയിപ്പ്: പ്ലാറ്റ്ഫോം 2 ൽ ചോർച്ച", keywords="സുരക്ഷ, മുന്നറിയിപ്പ്")
+        subject="സുരക്ഷാ മുന്നറിയിപ്പ്: പ്ലാറ്റ്ഫോം 2 ൽ ചോർച്ച", keywords="സുരക്ഷ, മുന്നറിയിപ്പ്", lang="ml-IN")
     leave = w.docx(
         "whatsapp-3-leave", "Casual leave - അവധി അപേക്ഷ.docx", "leave application", MIXED, "HR",
         title="Casual leave application",
