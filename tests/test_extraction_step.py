@@ -209,3 +209,18 @@ def test_a_pool_child_killed_mid_ocr_costs_the_text_only(settings, state):
     while time.monotonic() < gone_by and any(Path(f"/proc/{pid}").exists() for pid in orphans):
         time.sleep(0.05)
     assert not any(Path(f"/proc/{pid}").exists() for pid in orphans)
+
+
+def test_the_head_check_passes_text_of_any_script_and_stops_opaque_bytes() -> None:
+    import random
+
+    from base.extraction.step import HEAD_BYTES, may_hold_text
+
+    rng = random.Random(7)
+    assert not any(may_hold_text(rng.randbytes(HEAD_BYTES)) for _ in range(500))  # compressed, encrypted
+    chinese = "".join(chr(rng.randint(0x4E00, 0x9FFF)) for _ in range(3000))
+    for text, encoding in ((MALAYALAM_CIRCULAR * 20, "utf-8"), (MALAYALAM_CIRCULAR * 20, "utf-16"),
+                           (FINANCE_NOTE * 20, "cp1252"), (chinese, "utf-16"), (chinese, "utf-8-sig")):
+        assert may_hold_text(text.encode(encoding)[:HEAD_BYTES]), encoding
+    for signature in (b"%PDF-1.7\n", b"\x89PNG\r\n\x1a\n", b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        assert may_hold_text(signature + rng.randbytes(HEAD_BYTES - len(signature)))
