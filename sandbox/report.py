@@ -152,7 +152,9 @@ def content_table(hub: HubSimulator, site: str) -> str:
         language = str(meta.get("language") or "-")
         if meta.get("language_script"):
             language += f" ({meta['language_script']})"
-        why = ", ".join(str(term) for term in (meta.get("department_terms") or [])[:4]) or "-"
+        # "keyword:bogie" -> "bogie"; a hint keeps its name ("hint:site=finance").
+        terms = [str(term).removeprefix("keyword:") for term in meta.get("department_terms") or []]
+        why = ", ".join(terms[:3]) or "-"
         rows.append([meta.get("filename", "-"), read, language, meta.get("department") or "-", why])
     rows.sort(key=lambda row: str(row[0]))
     return render_table(["DOCUMENT", "TEXT READ BY", "LANGUAGE", "DEPARTMENT", "WHY"], rows, max_width=48)
