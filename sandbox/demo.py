@@ -19,7 +19,9 @@
    overdue (``fire_beat_entries_now``): beat itself sends the ticks within seconds, the worker
    fans them out per scope and runs the pipeline. The demo waits until
    every seeded item is settled (the service's own run history in Redis says so), prints a table
-   per source (fetched, new, duplicate, failed; by language; by department), where the documents
+   per source (fetched, new, duplicate, failed; by language; by department), one row per
+   content-only document (neutral names: how its text was read, by text layer or OCR, its language,
+   its department and the terms that decided it), where the documents
    landed and ``kmrl-connectors status``, then stops beat, the worker, the simulators and Dovecot
    (and its private redis-server) and checks that none of their processes is left.
 
