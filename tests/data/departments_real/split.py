@@ -3,8 +3,9 @@
 The split is stratified by (department, language) and fixed by SEED: within each stratum the
 passages are sorted by id, shuffled with ``random.Random(SEED)``, and the first half (rounded
 up: an odd one out, and a stratum of one, goes to the held-out half, because the Malayalam and
-mixed strata are small and the held-out figure is the one that has to speak for them) is held out. Re-running on the union of both
-halves gives the same two files, so ``--check`` can prove the committed split is the seeded one.
+mixed strata are small and the held-out figure is the one that has to speak for them) is held
+out. Re-running on the union of both halves gives the same two files, so ``--check`` can prove the
+committed split is the seeded one.
 
     python tests/data/departments_real/split.py --check          # the committed halves are the seeded split
     python tests/data/departments_real/split.py --from all.jsonl  # (re)write tuning.jsonl and heldout.jsonl
