@@ -224,3 +224,12 @@ def test_the_head_check_passes_text_of_any_script_and_stops_opaque_bytes() -> No
         assert may_hold_text(text.encode(encoding)[:HEAD_BYTES]), encoding
     for signature in (b"%PDF-1.7\n", b"\x89PNG\r\n\x1a\n", b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
         assert may_hold_text(signature + rng.randbytes(HEAD_BYTES - len(signature)))
+
+
+def test_a_file_no_extractor_reads_is_told_in_this_process(settings, state):
+    # Text bytes under a name and type no extractor takes (a .pdf that is not a PDF): no pool trip.
+    files = {"a": [FakeFile("fake", FINANCE_NOTE.encode() * 10, filename="ledger.pdf", mime_type="application/pdf")]}
+    assert ListConnector(files, settings=settings, state=state).sync_documents({}).totals["new"] == 1
+    meta, _ = outbox_documents(settings)["ledger.pdf"]
+    assert meta["extraction"]["method"] == "none" and meta["extraction"]["type"] == "binary"
+    assert pool_for(settings).pids == []

@@ -132,6 +132,17 @@ def sniff(path: str, filename: str, mime_type: str) -> str:
     """The kind of the file at ``path`` (see the module docstring). Raises OSError if it cannot be read."""
     with open(path, "rb") as handle:
         head = handle.read(HEAD_BYTES)
+    kind = sniff_head(head, filename, mime_type)
+    if kind is not None:
+        return kind
+    if head.startswith(b"PK\x03\x04"):
+        return _zip_kind(path, _extension(filename), mime_type.split(";", 1)[0].strip().lower())
+    return "msg" if _is_outlook_message(path) else "binary"
+
+
+def sniff_head(head: bytes, filename: str, mime_type: str) -> str | None:
+    """The kind of a file from its first ``HEAD_BYTES`` bytes, name and declared type; None for a
+    container (ZIP, OLE compound file) whose kind only its members tell (``sniff`` reads them)."""
     extension = _extension(filename)
     mime = mime_type.split(";", 1)[0].strip().lower()
     if head.startswith(b"%PDF-"):
@@ -142,10 +153,8 @@ def sniff(path: str, filename: str, mime_type: str) -> str:
         return "jpeg"
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return "tiff"
-    if head.startswith(b"PK\x03\x04"):
-        return _zip_kind(path, extension, mime)
-    if head.startswith(_OLE_MAGIC):
-        return "msg" if _is_outlook_message(path) else "binary"
+    if head.startswith((b"PK\x03\x04", _OLE_MAGIC)):
+        return None
     bom = bom_encoding(head)
     stripped = head[len(b"\xef\xbb\xbf"):] if bom == "utf-8-sig" else head
     if stripped.lstrip().startswith(b"{\\rtf"):

@@ -17,9 +17,9 @@ from dataclasses import replace
 from typing import IO, Any
 
 from base.document import Document
-from base.extraction import NONE, Extraction, ExtractionLimits, ExtractionRequest, extract
+from base.extraction import EXTRACTORS, NONE, Extraction, ExtractionLimits, ExtractionRequest, extract
 from base.extraction.normalize import normalize_text
-from base.extraction.sniff import head_may_be_text
+from base.extraction.sniff import head_may_be_text, sniff_head
 from base.pool import PoolError, ProcessPool
 from config.settings import Settings
 
@@ -66,6 +66,19 @@ def may_hold_text(head: bytes) -> bool:
     return head_may_be_text(head)
 
 
+def _kind_here(head: bytes, document: Document) -> str | None:
+    """The file's kind when it is known in this process to be one no extractor reads (empty, binary,
+    a name and type no extractor takes): the pool is not asked. None: the pool reads it."""
+    if not head:
+        return "empty"
+    if not may_hold_text(head):
+        return "binary"
+    kind = sniff_head(head, document.filename, document.mime_type)
+    if kind is None or kind in EXTRACTORS:
+        return None
+    return kind
+
+
 def _request(content: IO[bytes], document: Document, limits: ExtractionLimits) -> ExtractionRequest:
     """The pool request for ``content``: a path the child can open when the spool is a file on disk
     (``/proc/<our pid>/fd/<fd>`` opens the same unlinked file, nothing is copied), else its bytes (a
@@ -91,8 +104,9 @@ def extract_document(document: Document, settings: Settings, pool: ProcessPool, 
         return result
     content = document.open_content()
     head = content.read(HEAD_BYTES)
-    if not head or not may_hold_text(head):
-        result = Extraction(kind="binary" if head else "empty")
+    kind = _kind_here(head, document)
+    if kind is not None:
+        result = Extraction(kind=kind)
         document.extraction = result.metadata()
         return result
     limits = limits_from(settings)
