@@ -201,13 +201,32 @@ def read_webhook(output: str, result: Result) -> None:
 def read_language(output: str, result: Result) -> None:
     """bench_language: texts/s per detection path (script paths: 50,000 short texts/s)."""
     for line in output.splitlines():
-        match = re.match(r"^(script: [\w +]+?|english|langdetect \(foreign Latin\))\s{2,}([\d,]+)\s+([\d,]+)\s+([\d,]+)",
+        match = re.match(r"^(script: [\w +]+?|english|manglish \(Latin\)|langdetect \(foreign Latin\))\s{2,}"
+                         r"([\d,]+)\s+([\d,]+)\s+([\d,]+)",
                          line.strip())
         if not match:
             continue
         name, rate = match.group(1).strip(), _number(match.group(3))
         target = ">= 50,000 texts/s (bench_language)" if name.startswith("script") else ""
         _add(result, f"{name}: texts/s", rate, "texts/s", target, met(rate, at_least=50_000) if target else None)
+    # The held-out half of the labelled language set (tests/data/language), by class.
+    counts = {label: (int(right), int(total)) for label, right, total in
+              re.findall(r"^  (en|ml|mixed|Manglish|other Latin|all)\s+(\d+)/(\d+)", output, re.MULTILINE)}
+    for label, (right, total) in counts.items():
+        share = round(100 * right / total, 1)
+        target, verdict = (">= 90% (issue 14)", met(share, at_least=90.0)) if label == "Manglish" else ("", None)
+        _add(result, f"held-out {label}: right", share, "%", target, verdict, note=f"{right} of {total}")
+    # The issue's language target is on English, Malayalam (either script) and mixed text.
+    ours = [counts[label] for label in ("en", "ml", "mixed", "Manglish") if label in counts]
+    if ours:
+        right, total = sum(r for r, _ in ours), sum(t for _, t in ours)
+        share = round(100 * right / total, 1)
+        _add(result, "held-out en + ml + mixed + Manglish: right", share, "%", ">= 97% (issue 14)",
+             met(share, at_least=97.0), note=f"{right} of {total}")
+    english_ml = re.search(r"English called ml: (\d+)/(\d+)", output)
+    if english_ml:
+        share = round(100 * int(english_ml.group(1)) / int(english_ml.group(2)), 1)
+        _add(result, "held-out English called Malayalam", share, "%", "<= 1% (issue 14)", share <= 1.0)
     if not result.figures:
         result.notes.append("no figures found in the output")
 
