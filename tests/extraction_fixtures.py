@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,17 @@ def similarity(expected: str, got: str) -> float:
 
 def extract(path: Path, **limits: object) -> Extraction:
     return extract_path(str(path), filename=path.name, mime_type="", limits=ExtractionLimits(**limits))  # type: ignore[arg-type]
+
+
+def left_running(marker: str, *, within: float = 5.0) -> list[tuple[int, str]]:
+    """The processes mentioning ``marker`` still alive after waiting up to ``within`` seconds for them to go:
+    a process sent SIGKILL is gone once the kernel has torn it down, a moment after the signal."""
+    give_up = time.monotonic() + within
+    while True:
+        found = processes_mentioning(marker)
+        if not found or time.monotonic() >= give_up:
+            return found
+        time.sleep(0.02)
 
 
 def processes_mentioning(marker: str) -> list[tuple[int, str]]:

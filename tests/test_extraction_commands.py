@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from base.extraction import ExtractionCut, ExtractionLimits, Job, TextSink, commands
-from tests.extraction_fixtures import processes_mentioning
+from tests.extraction_fixtures import left_running, processes_mentioning
 
 
 def _job(seconds: float) -> Job:
@@ -40,14 +40,14 @@ def test_the_time_limit_kills_the_whole_process_group() -> None:
     marker = _marker()
     with pytest.raises(ExtractionCut, match=r"time limit of 0.5 s reached \(in sh\)"):
         commands.run(["sh", "-c", f"sleep {marker} & sleep {marker}; wait"], _job(0.5))
-    assert processes_mentioning(f"sleep {marker}") == []
+    assert left_running(f"sleep {marker}") == []
 
 
 def test_a_reader_that_stops_early_stops_the_program() -> None:
     marker = _marker()
     out = commands.run(["sh", "-c", f"yes; sleep {marker}"], _job(30), max_bytes=1000)
     assert out == b"y\n" * 500
-    assert processes_mentioning(marker) == []
+    assert left_running(marker) == []
 
 
 def test_a_missing_program_is_named_with_its_package() -> None:
@@ -72,8 +72,4 @@ def test_a_program_dies_with_the_process_that_started_it() -> None:
     assert len(processes_mentioning(f"sleep {marker}")) == 1
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    for _ in range(10):
-        if not processes_mentioning(f"sleep {marker}"):
-            break
-        time.sleep(0.05)
-    assert processes_mentioning(f"sleep {marker}") == []
+    assert left_running(f"sleep {marker}") == []

@@ -7,7 +7,6 @@ import html
 import os
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from base.extraction.pdf import MAX_RENDER_PIXELS, render_dpi, sweep_scratch
 from base.pool import ProcessPool, TaskTimedOut
 from bench import extraction_samples as samples
 from tests.extraction_fixtures import extract as extract_file
-from tests.extraction_fixtures import processes_mentioning, programs, similarity
+from tests.extraction_fixtures import left_running, programs, similarity
 
 pytestmark = pytest.mark.usefixtures(programs.__name__)
 
@@ -199,7 +198,7 @@ def test_the_time_limit_mid_document_keeps_the_text_read_so_far(docs: dict[str, 
     assert result.error is not None and result.error.startswith("time limit of 2 s reached"), result.error
     assert result.truncated and result.ocr_pages < 30
     assert result.text.split("\f")[0].split() == samples.ENGLISH_NOTE.split()
-    assert processes_mentioning(str(tmp_path)) == []  # the tesseract or pdftoppm it stopped is gone
+    assert left_running(str(tmp_path)) == []  # the tesseract or pdftoppm it stopped is gone
 
 
 def test_the_pool_killing_an_extraction_leaves_no_program_running(docs: dict[str, Path], tmp_path: Path,
@@ -213,13 +212,8 @@ def test_the_pool_killing_an_extraction_leaves_no_program_running(docs: dict[str
     with ProcessPool(size=1, seconds=2, memory_mb=2048) as pool:
         with pytest.raises(TaskTimedOut):
             pool.run(extract, request)
-    left = processes_mentioning(str(tmp_path))
-    for _ in range(10):  # the kernel delivers PDEATHSIG at once (an orphan would go on OCRing for seconds)
-        if not left:
-            break
-        time.sleep(0.1)
-        left = processes_mentioning(str(tmp_path))
-    assert left == []
+    # The kernel delivers PDEATHSIG at once; an orphan would go on OCRing for many seconds.
+    assert left_running(str(tmp_path), within=1.0) == []
     assert sweep_scratch(str(tmp_path)) == 1 and not list(tmp_path.glob("kmrl-pdf-*"))  # its page images
 
 
