@@ -5,8 +5,9 @@ document: a file no extractor reads, a corrupt or hostile file, a child killed a
 limit, all end in ``extraction.method == 'none'`` with ``error`` saying why, and the document goes on
 to the Hub.
 
-Files that cannot hold text (random or compressed binary: the head has no known signature and is not
-text) are recognised in this process from their first bytes and never cost a trip to the pool.
+Files no extractor reads are recognised in this process from their first bytes, name and declared type
+(random or compressed bytes; text under a name and type no extractor takes, such as a ``.pdf`` that is
+no PDF) and never cost a trip to the pool.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import replace
-from typing import IO, Any
+from typing import IO
 
 from base.document import Document
 from base.extraction import EXTRACTORS, NONE, Extraction, ExtractionLimits, ExtractionRequest, extract
@@ -128,8 +129,3 @@ def extract_document(document: Document, settings: Settings, pool: ProcessPool, 
     document.extraction = result.metadata()
     return result
 
-
-def extraction_summary(document: Document) -> dict[str, Any]:
-    """The few fields of ``document.extraction`` a log line or a table shows."""
-    meta = document.extraction or {}
-    return {key: meta.get(key) for key in ("method", "type", "pages", "chars", "truncated", "error")}
