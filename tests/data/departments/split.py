@@ -31,18 +31,20 @@ def read(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def split(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(tuning, held-out), each in id order."""
+def split(rows: list[dict[str, Any]], *, seed: int = SEED,
+          odd_to_heldout: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(tuning, held-out), each in id order; a stratum's odd one out goes to the tuning half, or to the
+    held-out half with ``odd_to_heldout``."""
     strata: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         strata[(row["department"], row["language"])].append(row)
-    generator = random.Random(SEED)
+    generator = random.Random(seed)
     tuning: list[dict[str, Any]] = []
     heldout: list[dict[str, Any]] = []
     for key in sorted(strata):
         members = sorted(strata[key], key=lambda row: row["id"])
         generator.shuffle(members)
-        half = len(members) // 2
+        half = (len(members) + odd_to_heldout) // 2
         heldout += members[:half]
         tuning += members[half:]
     return sorted(tuning, key=lambda row: row["id"]), sorted(heldout, key=lambda row: row["id"])
@@ -54,23 +56,25 @@ def write(path: Path, rows: list[dict[str, Any]]) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(folder: Path = HERE, *, seed: int = SEED, odd_to_heldout: bool = False, what: str = "") -> int:
+    """The command line of a split script: ``--check`` or ``--from FILE`` for the set in ``folder``."""
+    parser = argparse.ArgumentParser(description=what or __doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--check", action="store_true", help="verify the committed halves")
     group.add_argument("--from", dest="source", type=Path, help="jsonl of all passages to split")
     args = parser.parse_args()
+    tuning_path, heldout_path = folder / TUNING.name, folder / HELDOUT.name
     if args.check:
-        tuning, heldout = read(TUNING), read(HELDOUT)
-        expected = split(tuning + heldout)
+        tuning, heldout = read(tuning_path), read(heldout_path)
+        expected = split(tuning + heldout, seed=seed, odd_to_heldout=odd_to_heldout)
         if (tuning, heldout) != expected:
             print("the committed halves are not the seeded split", file=sys.stderr)
             return 1
         print(f"ok: {len(tuning)} tuning, {len(heldout)} held out")
         return 0
-    tuning, heldout = split(read(args.source))
-    write(TUNING, tuning)
-    write(HELDOUT, heldout)
+    tuning, heldout = split(read(args.source), seed=seed, odd_to_heldout=odd_to_heldout)
+    write(tuning_path, tuning)
+    write(heldout_path, heldout)
     print(f"wrote {len(tuning)} tuning and {len(heldout)} held-out passages")
     return 0
 
