@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from base.base_connector import BaseConnector
 from base.contract import Item
-from base.replay import rebuild_document, sha256_of_file
+from base.replay import deliver_kept, rebuild_document, sha256_of_file
 from base.state import EXPIRED, HeldDocument, StateStore
 from utils.audit import AuditLog
 from utils.errors import ItemError
@@ -108,15 +108,11 @@ def release(connector: BaseConnector, entry: HeldDocument) -> ReleaseOutcome:
     with bind_context(connector=connector.name, scope=entry.scope, run_id=run_id, source_id=entry.source_id):
         try:
             # The pipeline's own delivery step, as a dead-letter replay: dedup, upload, record, audit.
-            connector.redeliver(entry.scope, item, document, run_id=run_id)
+            hub_id = deliver_kept(connector, entry.scope, item, document, run_id=run_id)
         except ItemError as exc:
             reason = mask_text(str(exc))
             log.warning("held_release_refused", entry_id=entry.id, reason=reason)
             return ReleaseOutcome(entry, FAILED, reason)
-        finally:
-            document.close()
-        delivered = state.get_item(entry.connector, entry.scope, entry.source_id)
-        hub_id = delivered.hub_id if delivered else ""
         _forget(state, entry)
         connector.audit.record("released", source=entry.connector, scope=entry.scope, source_id=entry.source_id,
                                sha256=entry.sha256, filename=entry.filename,

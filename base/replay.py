@@ -93,6 +93,18 @@ def rebuild_document(connector: str, scope: str, source_id: str, version: str, m
     )
 
 
+def deliver_kept(connector: BaseConnector, scope: str, item: Item, document: Document, *, run_id: str) -> str:
+    """Delivers a document rebuilt from kept bytes through the pipeline's own delivery step (dedup, upload,
+    item record, metrics, audit) and closes it; returns the Hub id now recorded for the item. Raises
+    ``ItemError`` when the Hub refuses this document, ConfigError / TransientError when it refuses all."""
+    try:
+        connector.redeliver(scope, item, document, run_id=run_id)
+    finally:
+        document.close()
+    record = connector.state.get_item(connector.name, scope, item.source_id)
+    return record.hub_id if record else ""
+
+
 def _forget(connector: BaseConnector, entry: DeadLetter) -> None:
     connector.state.remove_dead_letter(entry.connector, entry.id)
     for path in (entry.bytes_path, entry.text_path):
@@ -135,16 +147,11 @@ def replay(connector: BaseConnector, entry: DeadLetter) -> ReplayOutcome:
     with bind_context(connector=connector.name, scope=entry.scope, run_id=run_id,
                       source_id=entry.source_id):
         try:
-            # The pipeline's own delivery step: dedup, upload, item record, metrics, audit.
-            connector.redeliver(entry.scope, item, document, run_id=run_id)
+            hub_id = deliver_kept(connector, entry.scope, item, document, run_id=run_id)
         except ItemError as exc:
             reason = mask_text(str(exc))
             log.warning("dead_letter_replay_refused", entry_id=entry.id, reason=reason)
             return ReplayOutcome(entry, FAILED, reason)
-        finally:
-            document.close()
-        record = state.get_item(entry.connector, entry.scope, entry.source_id)
-        hub_id = record.hub_id if record else ""
         _forget(connector, entry)
         connector.audit.record("replayed", source=entry.connector, scope=entry.scope, source_id=entry.source_id,
                                sha256=sha256, filename=document.filename, department=document.department,
