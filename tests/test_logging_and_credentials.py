@@ -94,3 +94,29 @@ def test_dotenv_values_apply_but_real_variables_win(tmp_path, monkeypatch):
 
     assert os.environ["KMRL_TEST_ONLY_VAR"] == "dotenv"  # modules reading os.environ see it too
     monkeypatch.delenv("KMRL_TEST_ONLY_VAR")
+
+
+def test_a_line_below_the_level_is_dropped_before_any_processor_builds_it() -> None:
+    from utils.logging import configure_logging, get_logger
+
+    class Watched:
+        """Counts how often a processor looks at it (the redaction step compares secret-named values)."""
+
+        looks = 0
+
+        def __eq__(self, other: object) -> bool:
+            Watched.looks += 1
+            return False
+
+        __hash__ = object.__hash__
+
+    log = get_logger("kmrl.test.levels")
+    try:
+        configure_logging(log_file="", level="INFO", force=True)
+        log.debug("document_ingested", token=Watched())
+        assert Watched.looks == 0
+        configure_logging(log_file="", level="DEBUG", force=True)
+        log.debug("document_ingested", token=Watched())
+        assert Watched.looks > 0  # at DEBUG the line is built, and redacted
+    finally:
+        configure_logging(force=True)
