@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,14 +77,8 @@ def load_passages(paths: Sequence[str]) -> list[Passage]:
 def render(passage: Passage, fmt: str) -> tuple[str, bytes]:
     """(MIME type, bytes) of ``passage`` drawn as ``fmt``."""
     from sandbox import rendering
-    from sandbox.sample_formats import MIME_DOCX, MIME_PDF, MIME_PNG, MIME_XLSX
 
-    makers: dict[str, tuple[str, Callable[[str], bytes]]] = {
-        "pdf": (MIME_PDF, rendering.text_pdf), "scanned-pdf": (MIME_PDF, rendering.scanned_pdf),
-        "png": (MIME_PNG, rendering.scan_png), "docx": (MIME_DOCX, rendering.office_docx),
-        "xlsx": (MIME_XLSX, rendering.office_xlsx)}
-    mime_type, make = makers[fmt]
-    return mime_type, make(passage.text)
+    return rendering.document(fmt, passage.text)
 
 
 def macro_f1(pairs: Iterable[tuple[str, str]]) -> float:

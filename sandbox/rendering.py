@@ -17,9 +17,10 @@ import shutil
 import struct
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from sandbox.sample_formats import docx_document, xlsx_document
+from sandbox.sample_formats import MIME_DOCX, MIME_PDF, MIME_PNG, MIME_XLSX, docx_document, xlsx_document
 
 #: Font pango-view draws with (fontconfig name and size in points); Latin falls back to DejaVu.
 DEFAULT_FONT = "Rachana 13"
@@ -145,3 +146,16 @@ def office_docx(text: str) -> bytes:
 def office_xlsx(text: str) -> bytes:
     """``text`` as a one-sheet workbook, one line per row (a register or a report table)."""
     return xlsx_document(sheet="Sheet1", rows=[[line] for line in text.splitlines() if line.strip()])
+
+
+#: The formats ``document`` draws: name -> (MIME type, drawer).
+FORMATS: dict[str, tuple[str, Callable[[str], bytes]]] = {
+    "pdf": (MIME_PDF, text_pdf), "scanned-pdf": (MIME_PDF, scanned_pdf), "png": (MIME_PNG, scan_png),
+    "docx": (MIME_DOCX, office_docx), "xlsx": (MIME_XLSX, office_xlsx),
+}
+
+
+def document(fmt: str, text: str) -> tuple[str, bytes]:
+    """``text`` drawn as ``fmt`` (a key of ``FORMATS``): its MIME type and bytes."""
+    mime_type, draw = FORMATS[fmt]
+    return mime_type, draw(text)

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from sandbox import rendering
-from sandbox.sample_formats import MIME_DOCX, MIME_PDF, MIME_PNG, MIME_XLSX
 
 #: Site and library of the content-only documents (no department hint names either).
 SITE = "sites/records"
@@ -64,13 +63,7 @@ _DOCUMENTS: tuple[tuple[str, str, str, str, str, str, str], ...] = (
 
 @lru_cache(maxsize=64)
 def _render(fmt: str, text: str) -> tuple[str, bytes]:
-    makers: dict[str, tuple[str, Callable[[str], bytes]]] = {
-        "pdf": (MIME_PDF, rendering.text_pdf), "scanned-pdf": (MIME_PDF, rendering.scanned_pdf),
-        "png": (MIME_PNG, rendering.scan_png), "docx": (MIME_DOCX, rendering.office_docx),
-        "xlsx": (MIME_XLSX, rendering.office_xlsx),
-    }
-    mime_type, make = makers[fmt]
-    return mime_type, make(text)
+    return rendering.document(fmt, text)
 
 
 def content_documents(reference: Callable[[str], str]) -> list[tuple[str, str, str, str, str, str, bytes]]:

@@ -13,10 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-import base.runner
-from base.enrichment import steps
 from base.enrichment.rules import ContentRules
-from base.enrichment.sensitive import flag_sensitive
 from base.state import StateStore
 from tests.conftest import make_settings
 from tests.helpers import FakeFile, ListConnector
@@ -26,9 +23,6 @@ HOLD_AADHAAR = ContentRules.from_mapping({"hold": [{"name": "aadhaar", "sensitiv
 
 def main() -> None:
     state_url, root, text = sys.argv[1:4]
-    if flag_sensitive not in steps.DEFAULT_ENRICHERS:
-        enrichers = (*steps.DEFAULT_ENRICHERS, flag_sensitive)
-        base.runner.enrich = lambda document, hints: steps.enrich(document, hints, enrichers)  # type: ignore[assignment]
     state = StateStore.from_url(state_url)
 
     def die(*args: object, **kwargs: object) -> None:

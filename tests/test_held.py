@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 import structlog
 
-import base.runner
 import cli
 from base.cleanup import DAY, expire_held, purge_expired_held, purge_orphaned_held_bytes
 from base.enrichment import steps
@@ -49,12 +48,8 @@ VALUES = (AADHAAR, AADHAAR_SPACED, MOBILE, MOBILE.replace(" ", ""))
 HOLD_AADHAAR = {"hold": [{"name": "kyc-aadhaar", "sources": ["fake"], "sensitive": ["aadhaar", "pan"]}]}
 
 
-@pytest.fixture(autouse=True)
-def flagging(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The pipeline's enrichment with the personal-data step, wherever DEFAULT_ENRICHERS does not list it."""
-    if flag_sensitive not in steps.DEFAULT_ENRICHERS:
-        enrichers = (*steps.DEFAULT_ENRICHERS, flag_sensitive)
-        monkeypatch.setattr(base.runner, "enrich", lambda document, hints: steps.enrich(document, hints, enrichers))
+def test_the_pipeline_flags_personal_data() -> None:
+    assert flag_sensitive in steps.DEFAULT_ENRICHERS
 
 
 def files() -> list[FakeFile]:
@@ -154,19 +149,8 @@ def test_a_hold_rule_keeps_the_document_back_and_the_scope_moves_on(settings: Se
     assert 'kmrl_documents_total{outcome="held",source="fake"} 1' in metrics
 
 
-def needs_plain_text_extraction() -> None:
-    """Skips (saying why) where base/extraction has no extractor for plain text yet."""
-    from base.extraction import ExtractionLimits, ExtractionRequest, extract
-
-    probe = extract(ExtractionRequest(filename="probe.txt", mime_type="text/plain", limits=ExtractionLimits(),
-                                      data=b"plain text probe\n"))
-    if "plain text probe" not in probe.text:
-        pytest.skip("base/extraction reads no plain text in this build: content_text stays empty")
-
-
 def test_personal_data_in_the_extracted_text_holds_the_document_and_its_text_is_kept_and_released(
         settings: Settings) -> None:
-    needs_plain_text_extraction()
     content = f"Staff KYC register\nName: Contract staff 7\nAadhaar: {AADHAAR_SPACED}\n".encode()
     conn = connector(settings, HOLD_AADHAAR, [FakeFile("register-1", content, filename="register.txt",
                                                        mime_type="text/plain")])
@@ -182,7 +166,6 @@ def test_personal_data_in_the_extracted_text_holds_the_document_and_its_text_is_
 
 
 def test_retention_deletes_the_kept_text_with_the_bytes(settings: Settings) -> None:
-    needs_plain_text_extraction()
     content = f"Aadhaar: {AADHAAR_SPACED}\n".encode()
     conn = connector(settings, HOLD_AADHAAR,
                      [FakeFile("register-1", content, filename="r.txt", mime_type="text/plain")])
