@@ -126,13 +126,16 @@ class HttpHub:
         off, neither uploads nor enrichment updates carry text, for a Hub that does not take it.
     text_max_bytes: cap of that text in UTF-8 bytes (``HUB_TEXT_MAX_BYTES``, default 1 MiB), cut on
         a character boundary; metadata ``extraction.truncated`` is then true.
+    uploads_in_flight: how many uploads the pipeline may send at once (``HUB_UPLOADS_IN_FLIGHT``);
+        ``upload`` is safe to call from that many threads together.
     """
 
     def __init__(self, base_url: str, token: str, *, timeout: tuple[float, float] = (5.0, 120.0),
                  ca_bundle: str | None = None, gate: ThrottleGate | None = None,
                  client: HttpClient | None = None, text_part: bool = True,
-                 text_max_bytes: int = DEFAULT_TEXT_MAX_BYTES) -> None:
+                 text_max_bytes: int = DEFAULT_TEXT_MAX_BYTES, uploads_in_flight: int = 1) -> None:
         self.base_url = base_url.rstrip("/")
+        self.uploads_in_flight = max(1, uploads_in_flight)
         self.text_part = text_part
         self.text_max_bytes = text_max_bytes
         register_secret(token)
@@ -262,6 +265,9 @@ class OutboxHub:
     tombstone files in ``_deleted/``. The Hub id of a document is its sha256. ``update_enrichment``
     replaces text.txt, then metadata.json, each by a fsynced temporary file renamed over it.
     """
+
+    #: The pipeline writes to the outbox from its own thread: threads would only share one GIL and one disk.
+    uploads_in_flight = 1
 
     def __init__(self, directory: str, *, fsync: bool = True, group_commit: bool = False,
                  text_max_bytes: int = DEFAULT_TEXT_MAX_BYTES) -> None:
@@ -498,6 +504,7 @@ def hub_from_settings(settings: Settings, *, gate: ThrottleGate | None = None) -
         return HttpHub(settings.hub_api_url, settings.hub_api_token,
                        timeout=(settings.hub_connect_timeout, settings.hub_read_timeout),
                        ca_bundle=settings.hub_ca_file or None, gate=gate, text_part=settings.hub_text_part,
-                       text_max_bytes=settings.hub_text_max_bytes)
+                       text_max_bytes=settings.hub_text_max_bytes,
+                       uploads_in_flight=settings.hub_uploads_in_flight)
     return OutboxHub(settings.hub_outbox_dir, fsync=settings.hub_fsync, group_commit=settings.ack_batch_size > 1,
                      text_max_bytes=settings.hub_text_max_bytes)

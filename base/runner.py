@@ -30,7 +30,9 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
@@ -97,6 +99,10 @@ COUNT_FIELDS = ("fetched", "new", "duplicate", "skipped", "failed", "dead_letter
                 "held")
 #: Free space in the spool folder is looked at again after every this many bytes of one download.
 SPOOL_RECHECK_BYTES = 64 * 1024 * 1024  # bytes
+#: Changes read ahead from the source are cut into windows of at most ``ACK_BATCH_SIZE`` changes and
+#: this many bytes (by the sizes the source announces): one window's versions are looked up in one
+#: round trip, and the documents read for it wait, spooled, to be delivered together.
+WINDOW_BYTES = 16 * 1024 * 1024  # bytes
 #: The run's deadline is looked at after every this many bytes of one download. Connectors read in
 #: chunks of about this size, so the pipeline could not look more often anyway.
 DEADLINE_CHECK_BYTES = 1024 * 1024  # bytes
@@ -188,6 +194,26 @@ class _Pending:
     size: int
 
 
+@dataclass
+class _Queued:
+    """A document read and spooled, waiting in ``_Run.queue`` to be delivered with its group."""
+
+    item: Item
+    document: Document
+    known: ItemRecord | None
+    upload: Future[str] | None = None
+    #: The document was handed on (a refusal waiting in ``run.refusals``): not closed with the queue.
+    taken: bool = False
+
+
+@dataclass
+class _QueuedCursor:
+    """A cursor move that waits in ``_Run.queue`` behind documents not yet delivered."""
+
+    cursor: Any
+    checkpoint: bool
+
+
 class _Run:
     """Mutable state of one scope run (kept off the connector so runs never share it).
 
@@ -222,6 +248,21 @@ class _Run:
         self.held_cursors: list[tuple[Any, bool]] = []
         #: Documents the Hub refused in a row with one answer (base/refusals.py).
         self.refusals = RefusalStreak(refusals_to_stop)
+        #: The current window's item records, looked up together (None: never recorded), kept up to
+        #: date as the run settles items; an id not in it is looked up on its own.
+        self.known: dict[str, ItemRecord | None] = {}
+        #: Documents read and waiting to be delivered together, with the cursor moves behind them, in
+        #: source order (``_Queued`` and ``_QueuedCursor``).
+        self.queue: list[_Queued | _QueuedCursor] = []
+        self.queued_ids: set[str] = set()
+        self.queued_shas: set[str] = set()
+        self.queued_bytes = 0
+        #: Hub ids by sha256 for the documents being delivered (one lookup for the group).
+        self.contents: dict[str, str | None] = {}
+        #: Free space in the spool folder was checked for the current window.
+        self.space_checked = False
+        #: Threads that send uploads while the run reads on (None: uploads are sent one at a time).
+        self.uploads: ThreadPoolExecutor | None = None
 
     def count(self, name: str, n: int = 1) -> None:
         self.summary.counts[name] += n
@@ -312,10 +353,11 @@ class Runner:
             start_cursor = None if full else self.state.get_cursor(self.source.name, scope)
             tracker = _CursorTracker(self.state, self.source.name, scope, start_cursor,
                                      save_every=self.settings.cursor_save_every, enabled=not dry_run)
-            batched = callable(getattr(self.hub, "flush", None)) and not dry_run
             run = _Run(summary, dry_run=dry_run, full=full, tracker=tracker, deadline=deadline, time_up=time_up,
-                       batch_size=self.settings.ack_batch_size if batched else 1,
+                       batch_size=1 if dry_run else self.settings.ack_batch_size,
                        refusals_to_stop=self.settings.hub_refusals_to_stop, reprocess=reprocess)
+            run.uploads = self._upload_threads(dry_run)
+            self.audit.begin_batch()
             try:
                 if not dry_run:
                     run.failing = self.state.item_failures(self.source.name, scope)
@@ -324,9 +366,14 @@ class Runner:
                 if summary.state == ScopeState.RUNNING:
                     summary.state = ScopeState.OK
             except time_up:
-                # The caller's time limit (Celery's soft limit): stop at once, keep what is done; the
-                # next tick resumes.
+                # The caller's time limit (Celery's soft limit): stop at once, keep what is done (the
+                # documents read already are delivered: at most one window, bounded in bytes, well
+                # inside the hard limit's margin); the next tick resumes.
                 summary.state, summary.error = ScopeState.PARTIAL, "stopped by the task's soft time limit"
+                try:
+                    self._deliver_queue(run, scope)
+                except Exception as exc:  # noqa: BLE001 - they stay before the cursor: read again next run
+                    log.warning("read_documents_not_delivered", error=mask_text(f"{type(exc).__name__}: {exc}"))
             except _DeadlineReached as exc:
                 summary.state = ScopeState.PARTIAL
                 log.info("run_time_budget_reached", during="download", detail=str(exc))
@@ -353,8 +400,12 @@ class Runner:
                 summary.ended_at = time.time()
                 # Each write is attempted even when Redis is down for the others; what fails is
                 # redone by the next run (the cursor only ever lags, never runs ahead).
+                self._abandon_queue(run)
+                if run.uploads is not None:
+                    run.uploads.shutdown(wait=True)
                 _best_effort(lambda: self._commit(run), "batch")
                 _best_effort(tracker.save, "cursor")
+                _best_effort(self.audit.end_batch, "audit")
                 if not dry_run:
                     _best_effort(lambda: self._finish_status(summary), "status")
                 _best_effort(lease.release, "lease")
@@ -366,25 +417,30 @@ class Runner:
     def _consume(self, run: _Run, scope: str, cursor: Any, lease: Any, deadline: float | None) -> None:
         changes = self.source.list_changes(scope, cursor)
         try:
-            for change in changes:
-                lease.keep_alive()
-                if isinstance(change, Checkpoint):
-                    self._advance(run, change.cursor, checkpoint=True)
-                elif isinstance(change, ItemFailure):
-                    run.count("fetched")
-                    self._dead_letter(run, scope, change.source_id, change.reason, version=change.version,
-                                      metadata=change.metadata)
-                    self._advance(run, change.cursor_after)
-                else:
-                    with bind_context(source_id=change.source_id):
-                        self._handle_item(run, scope, change)
-                    self._advance(run, change.cursor_after)
-                # After every change, Checkpoints included: a feed of empty pages (or a page link that
-                # loops) must not outlive the run's budget.
-                if deadline is not None and time.monotonic() >= deadline:
-                    run.summary.state = ScopeState.PARTIAL
-                    log.info("run_time_budget_reached", held=len(run.held) or None)
-                    return
+            for window in _windows(changes, max(1, self.settings.ack_batch_size), WINDOW_BYTES, run.time_up):
+                self._look_up_window(run, scope, window)
+                for change in window:
+                    lease.keep_alive()
+                    if isinstance(change, Checkpoint):
+                        self._deliver_queue(run, scope)
+                        self._advance(run, change.cursor, checkpoint=True)
+                    elif isinstance(change, ItemFailure):
+                        run.count("fetched")
+                        self._dead_letter(run, scope, change.source_id, change.reason, version=change.version,
+                                          metadata=change.metadata)
+                        self._advance(run, change.cursor_after)
+                    else:
+                        with bind_context(source_id=change.source_id):
+                            self._handle_item(run, scope, change)
+                        self._advance(run, change.cursor_after)
+                    # After every change, Checkpoints included: a feed of empty pages (or a page link that
+                    # loops) must not outlive the run's budget.
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self._deliver_queue(run, scope)  # read already: delivered, not read again next run
+                        run.summary.state = ScopeState.PARTIAL
+                        log.info("run_time_budget_reached", held=len(run.held) or None)
+                        return
+                self._deliver_queue(run, scope)
             self._refusals_end(run, scope)  # too few in a row to tell: refusals of their own
             if run.held:
                 self._unconfirmed(run)
@@ -394,9 +450,126 @@ class Runner:
             if callable(close):
                 close()
 
+    def _look_up_window(self, run: _Run, scope: str, window: list[Change]) -> None:
+        """Looks up the records of the window's items in one round trip, and lets the next download
+        check the spool folder's free space again."""
+        run.space_checked = False
+        ids = [change.source_id for change in window if isinstance(change, Item)]
+        run.known = self.state.get_items(self.source.name, scope, ids) if ids else {}
+
+    def _known(self, run: _Run, scope: str, source_id: str) -> ItemRecord | None:
+        """The item's record: from the window's lookup, else from Redis."""
+        if source_id in run.known:
+            return run.known[source_id]
+        return self.state.get_item(self.source.name, scope, source_id)
+
+    def _upload_threads(self, dry_run: bool) -> ThreadPoolExecutor | None:
+        """Threads for the Hub's uploads in flight, when the Hub takes more than one at a time."""
+        in_flight = int(getattr(self.hub, "uploads_in_flight", 1) or 1)
+        if dry_run or in_flight <= 1:
+            return None
+        return ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix=f"hub-upload-{self.source.name}")
+
+    def _enqueue(self, run: _Run, scope: str, item: Item, document: Document, known: ItemRecord | None) -> None:
+        """Puts a read document in the queue to be delivered with its group; the group is delivered
+        first when it already holds this item or these bytes (each is then decided knowing the
+        other's outcome), and after it when it reaches its bounds."""
+        if document.sha256 in run.queued_shas:
+            try:
+                self._deliver_queue(run, scope)
+            except BaseException:
+                document.close()
+                raise
+        run.queue.append(_Queued(item, document, known))
+        run.queued_ids.add(item.source_id)
+        run.queued_shas.add(document.sha256)
+        run.queued_bytes += document.size
+        if run.queued_bytes >= WINDOW_BYTES or len(run.queued_ids) >= max(1, run.batch_size):
+            self._deliver_queue(run, scope)
+
+    def _deliver_queue(self, run: _Run, scope: str) -> None:
+        """Delivers the queued documents in source order, making the cursor moves queued behind them
+        as it goes: their contents are looked up in one round trip, and with an HTTP Hub their uploads
+        are sent ``uploads_in_flight`` at a time while the results are taken in order."""
+        if not run.queue:
+            return
+        entries = run.queue
+        run.queue, run.queued_ids, run.queued_shas, run.queued_bytes = [], set(), set(), 0
+        waiting = [entry for entry in entries if isinstance(entry, _Queued)]
+        at = 0
+        try:
+            looked_up = [q.document.sha256 for q in waiting
+                         if not (q.known and q.known.sha256 == q.document.sha256)
+                         and q.document.sha256 not in run.pending_content]
+            run.contents = self.state.get_contents(looked_up)
+            if run.uploads is not None:
+                for queued in waiting:
+                    if queued.document.sha256 in run.contents and not run.contents[queued.document.sha256]:
+                        if queued.known:
+                            queued.document.previous_sha256 = queued.known.sha256  # sent with the upload
+                        queued.upload = run.uploads.submit(self.hub.upload, queued.document)
+            for at, entry in enumerate(entries):  # noqa: B007 - the except clause reads where it stopped
+                if isinstance(entry, _QueuedCursor):
+                    self._advance(run, entry.cursor, checkpoint=entry.checkpoint)
+                    continue
+                with bind_context(source_id=entry.item.source_id):
+                    self._deliver_queued(run, scope, entry)
+            # Recorded with its group: what the Hub took and the state does not yet say is never more
+            # than one group (at most ACK_BATCH_SIZE documents), the bound on repeats after a crash.
+            self._commit(run)
+        except BaseException:
+            try:
+                self._keep_acknowledged(run, scope, [e for e in entries[at + 1:] if isinstance(e, _Queued)])
+            except Exception as exc:  # noqa: BLE001 - the failure being raised matters more; they are sent again
+                log.warning("acknowledged_uploads_not_recorded", error=mask_text(f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            run.contents = {}
+            _close_queued(waiting)
+
+    def _deliver_queued(self, run: _Run, scope: str, queued: _Queued) -> None:
+        """Delivers one queued document; its failures are handled as ``_handle_item`` handles them."""
+        document = queued.document
+        try:
+            self.deliver(run, scope, queued.item, document, queued.known, upload=queued.upload)
+        except Exception as exc:  # noqa: BLE001 - classified, and run-level ones raised again, by _item_failed
+            queued.taken = self._item_failed(run, scope, queued.item, document, exc)
+
+    def _keep_acknowledged(self, run: _Run, scope: str, rest: list[_Queued]) -> None:
+        """The group's delivery failed at a document that ends the run: the uploads behind it not yet
+        started are cancelled, and those the Hub acknowledged are recorded with the batch (so the
+        next run does not send them again); the cursor moves behind them are not made."""
+        for queued in rest:
+            if queued.upload is not None:
+                queued.upload.cancel()
+        for queued in rest:
+            if queued.upload is None or queued.upload.cancelled():
+                continue
+            try:
+                hub_id = queued.upload.result()
+            except Exception:  # noqa: BLE001, S112 - not acknowledged: the next run sends it
+                continue
+            document = queued.document
+            self._settle(run, scope, queued.item, ItemRecord(queued.item.version, document.sha256, hub_id),
+                         outcome="new", size=document.size)
+            run.count("new")
+            run.summary.bytes += document.size
+            self._audit(run, "ingested", document)
+
+    def _abandon_queue(self, run: _Run) -> None:
+        """The run ended with documents read but not delivered: their uploads still in flight are
+        waited for, and their spool files closed; the cursor never passed them."""
+        entries, run.queue = run.queue, []
+        run.queued_ids, run.queued_shas, run.queued_bytes = set(), set(), 0
+        _close_queued([entry for entry in entries if isinstance(entry, _Queued)])
+
     def _advance(self, run: _Run, cursor: Any, *, checkpoint: bool = False) -> None:
         """Moves the cursor, or queues the move behind the documents still waiting for their flush."""
         assert run.tracker is not None
+        if run.queue:
+            # Behind documents read but not yet delivered.
+            run.queue.append(_QueuedCursor(cursor, checkpoint))
+            return
         if run.held:
             # Behind an item that waits for the source to prove it serves other items.
             run.held_cursors.append((cursor, checkpoint))
@@ -413,25 +586,42 @@ class Runner:
             run.tracker.advance(cursor, checkpoint=checkpoint)
 
     def _commit(self, run: _Run) -> None:
-        """Flushes the Hub, records the waiting documents in one round trip, acknowledges them, and
-        applies the cursor moves that waited for them."""
-        if run.pending:
+        """Writes the audit lines, flushes the Hub, then records the waiting documents and moves the
+        cursor over them and past the changes that waited behind them, in one MULTI/EXEC; then
+        acknowledges them."""
+        self.audit.flush()
+        deferred, run.deferred_cursors = run.deferred_cursors, []
+        tracker = run.tracker
+        if not run.pending:
+            if tracker is not None:
+                for cursor, checkpoint in deferred:
+                    tracker.advance(cursor, checkpoint=checkpoint)
+            return
+        try:
             flush = getattr(self.hub, "flush", None)
             if callable(flush):
                 flush()
+            cursor = None
+            if tracker is not None:
+                for moved, _checkpoint in deferred:
+                    tracker.advance(moved, save=False)
+                cursor = tracker.due()
             self.state.record_many(self.source.name, [(p.scope, p.item.source_id, p.record, p.outcome, p.size)
-                                               for p in run.pending])
-            for pending in run.pending:
-                self._done(run, pending.item)
-            run.pending.clear()
-            run.pending_content.clear()
-        deferred, run.deferred_cursors = run.deferred_cursors, []
-        if run.tracker is not None:
-            for cursor, checkpoint in deferred:
-                run.tracker.advance(cursor, checkpoint=checkpoint)
+                                                      for p in run.pending],
+                                   cursor=(run.summary.scope, cursor) if cursor is not None else None)
+        except BaseException:
+            run.deferred_cursors[:0] = deferred  # not recorded: the moves still wait for their documents
+            raise
+        if tracker is not None:
+            tracker.saved(cursor)
+        for pending in run.pending:
+            self._done(run, pending.item)
+        run.pending.clear()
+        run.pending_content.clear()
 
     def _settle(self, run: _Run, scope: str, item: Item, record: ItemRecord, *, outcome: str, size: int) -> None:
         """Records and acknowledges a document the Hub took: now, or with its batch."""
+        run.known[item.source_id] = record
         if run.batch_size <= 1:
             self.state.record_ingested(self.source.name, scope, item.source_id, record, outcome=outcome, size=size)
             self._done(run, item)
@@ -444,10 +634,14 @@ class Runner:
     def _handle_item(self, run: _Run, scope: str, item: Item) -> None:
         run.count("fetched")
         hints = flat_hints(item.hints)
+        if item.source_id in run.queued_ids or item.deleted:
+            # The same item again (a second version), or a deletion: what is queued goes first, so
+            # this change is decided after, and on top of, the earlier ones.
+            self._deliver_queue(run, scope)
         if item.deleted:
             self._handle_deletion(run, scope, item)
             return
-        known = self.state.get_item(self.source.name, scope, item.source_id)
+        known = self._known(run, scope, item.source_id)
         if known and known.version == item.version and not run.full:
             run.count("duplicate")
             self._decide(run, "duplicate", item, reason="already held" if known.held else "already ingested")
@@ -473,6 +667,7 @@ class Runner:
             self._decide(run, "ingest", item, filename=filename)
             return
         document: Document | None = None
+        ready: Document | None = None
         try:
             document = self._read(run, scope, item, filename=filename, hints=hints)
             if document is None:
@@ -485,32 +680,45 @@ class Runner:
             if rule:
                 self._hold(run, scope, item, document, rule, known)
                 return
-            self.deliver(run, scope, item, document, known)
-        except ItemTooLarge as exc:
-            self._skip(run, scope, item, filename, f"too-large:{exc}")
-        except ItemError as exc:
-            if isinstance(exc, HubRefused) and document is not None and self._refused(run, scope, item, document, exc):
+            ready, document = document, None
+        except Exception as exc:  # noqa: BLE001 - classified, and run-level ones raised again, by _item_failed
+            if self._item_failed(run, scope, item, document, exc):
                 document = None  # waits, open, in run.refusals
-                return
-            self._dead_letter(run, scope, item.source_id, str(exc), version=item.version, document=document,
-                              metadata=item.metadata, item=item)
-        except _RUN_LEVEL + run.time_up:
-            raise  # run-level: the next item would fail the same way, or the run must stop now
-        except Exception as exc:
-            log.exception("item_unexpected_error")
-            self._dead_letter(run, scope, item.source_id, f"{type(exc).__name__}: {exc}", version=item.version,
-                              document=document, metadata=item.metadata, item=item)
         finally:
             if document is not None:
                 document.close()
+        if ready is not None:
+            self._enqueue(run, scope, item, ready, known)  # the queue owns it now
 
+    def _item_failed(self, run: _Run, scope: str, item: Item, document: Document | None,
+                     exc: BaseException) -> bool:
+        """Handles what reading or delivering ``item`` raised: a skip (too large), a dead letter (the
+        item's own failure, or an unexpected one), a refusal kept waiting (True: ``run.refusals`` now
+        holds ``document``, open); a run-level failure is raised again."""
+        if isinstance(exc, ItemTooLarge):
+            self._skip(run, scope, item, sanitize_filename(item.filename), f"too-large:{exc}")
+            return False
+        if isinstance(exc, ItemError):
+            if isinstance(exc, HubRefused) and document is not None and self._refused(run, scope, item, document, exc):
+                return True
+            self._dead_letter(run, scope, item.source_id, str(exc), version=item.version, document=document,
+                              metadata=item.metadata, item=item)
+            return False
+        if isinstance(exc, _RUN_LEVEL + run.time_up) or not isinstance(exc, Exception):
+            raise exc  # run-level: the next item would fail the same way, or the run must stop now
+        log.exception("item_unexpected_error")
+        self._dead_letter(run, scope, item.source_id, f"{type(exc).__name__}: {exc}", version=item.version,
+                          document=document, metadata=item.metadata, item=item)
+        return False
 
     def _read(self, run: _Run, scope: str, item: Item, *, filename: str,
               hints: Mapping[str, str]) -> Document | None:
         """The item's Document, or None when a transient failure to read it made it due for the
         dead-letter (see ``_read_failed``); any other failure to read it is raised as it is."""
         try:
-            document = self.build_document(scope, item, filename=filename, hints=hints, deadline=run.deadline)
+            document = self.build_document(scope, item, filename=filename, hints=hints, deadline=run.deadline,
+                                           check_space=not run.space_checked)
+            run.space_checked = True
         except (ThrottledError, SpoolFullError):
             raise  # the whole service or our own disk, never this one item
         except (TransientError, requests.ConnectionError, requests.Timeout,
@@ -601,15 +809,18 @@ class Runner:
         log.warning("items_held_unconfirmed", held=len(run.held), first=first.source_id)
 
     def build_document(self, scope: str, item: Item, *, filename: str | None = None,
-                        hints: Mapping[str, str] | None = None, deadline: float | None = None) -> Document | None:
+                        hints: Mapping[str, str] | None = None, deadline: float | None = None,
+                        check_space: bool = True) -> Document | None:
         """Streams the item's bytes into a spool file, hashes and enriches them.
 
-        Free space in the spool folder is checked before the download and again every
-        ``SPOOL_RECHECK_BYTES`` (``SpoolFullError``), the run's ``deadline`` every
-        ``DEADLINE_CHECK_BYTES`` (``_DeadlineReached``); either removes the spool file."""
+        Free space in the spool folder is checked before the download (unless ``check_space`` is
+        False: the run checked it for this window already) and again every ``SPOOL_RECHECK_BYTES``
+        (``SpoolFullError``), the run's ``deadline`` every ``DEADLINE_CHECK_BYTES``
+        (``_DeadlineReached``); either removes the spool file."""
         if item.open is None:
             raise ItemError("the connector gave no way to read this item's content")
-        self._guard_free_space()
+        if check_space:
+            self._guard_free_space()
         spooled = spool_chunks(item.open(), spool_dir=self.settings.spool_dir, max_bytes=self.source.max_document_bytes,
                                on_progress=self._stream_guard(deadline), progress_every=DEADLINE_CHECK_BYTES)
         try:
@@ -645,7 +856,11 @@ class Runner:
 
         return guard
 
-    def deliver(self, run: _Run, scope: str, item: Item, document: Document, known: ItemRecord | None) -> None:
+    def deliver(self, run: _Run, scope: str, item: Item, document: Document, known: ItemRecord | None, *,
+                upload: Future[str] | None = None) -> None:
+        """Delivers a read document: its enrichment updated (reprocess), its new version remembered
+        (same bytes), linked to the same bytes already in the Hub, or uploaded (``upload``: that upload
+        already sent, on the run's upload threads); then records it with its batch."""
         if known and known.sha256 == document.sha256 and run.reprocess is not None and known.hub_id:
             if self._reprocessed(run, scope, item, document, known):
                 return
@@ -659,7 +874,7 @@ class Runner:
             return
         if known:
             document.previous_sha256 = known.sha256
-        hub_id = run.pending_content.get(document.sha256) or self.state.get_content(document.sha256)
+        hub_id = run.pending_content.get(document.sha256) or self._content(run, document.sha256)
         outcome = "new"
         if hub_id:
             try:
@@ -668,7 +883,7 @@ class Runner:
             except HubDocumentMissing:
                 hub_id = None
         if not hub_id:
-            hub_id = self.hub.upload(document)
+            hub_id = upload.result() if upload is not None else self.hub.upload(document)
         self._refusals_end(run, scope)  # the Hub takes documents: the refusals before were their own
         self._settle(run, scope, item, ItemRecord(item.version, document.sha256, hub_id), outcome=outcome,
                      size=document.size)
@@ -681,6 +896,12 @@ class Runner:
                   department=document.department, hub_id=hub_id)
         self._audit(run, "ingested" if outcome == "new" else "duplicate", document,
                     reason="" if outcome == "new" else f"content already in the Hub as {hub_id}")
+
+    def _content(self, run: _Run, sha256: str) -> str | None:
+        """The Hub id of these bytes: from the group's lookup, else from Redis."""
+        if sha256 in run.contents:
+            return run.contents[sha256]
+        return self.state.get_content(sha256)
 
     def _refused(self, run: _Run, scope: str, item: Item, document: Document, exc: HubRefused) -> bool:
         """Keeps a Hub refusal waiting (True) instead of dead-lettering it, per base/refusals.py;
@@ -727,7 +948,7 @@ class Runner:
         return True
 
     def _handle_deletion(self, run: _Run, scope: str, item: Item) -> None:
-        if self.state.get_item(self.source.name, scope, item.source_id) is None:
+        if self._known(run, scope, item.source_id) is None:
             # Never ingested (a folder, an item the rules skipped, one deleted before we saw it):
             # the Hub has nothing to forget.
             run.count("skipped")
@@ -737,8 +958,10 @@ class Runner:
         if run.dry_run:
             self._decide(run, "delete", item)
             return
+        self._commit(run)  # a record of this item still waiting in the batch must not outlive its deletion
         self.hub.delete(self.source.name, item.source_id)
         self.state.forget_item(self.source.name, scope, item.source_id)
+        run.known[item.source_id] = None
         run.count("deleted")
         log.info("document_deleted")
         self.audit.record("deleted", source=self.source.name, scope=scope, source_id=item.source_id,
@@ -790,7 +1013,9 @@ class Runner:
                              sha256=document.sha256, size=document.size,
                              metadata={"hub": document.hub_metadata(), "source": dict(item.metadata)})
         entry.bytes_path = self._keep_bytes(entry.id, document, root=self.settings.held_dir)
+        self._commit(run)  # an earlier version of this item waiting in the batch is recorded first
         self.state.add_held(entry, known)
+        run.known.pop(item.source_id, None)  # its record now says held: looked up again if met again
         run.count("held")
         kinds = ",".join(f"{kind}={count}" for kind, count in sorted(entry.kinds.items()))
         log.info("document_held", rule=rule, kinds=kinds, filename=document.filename, sha256=document.sha256,
@@ -887,18 +1112,77 @@ class _CursorTracker:
         self._since_save = 0
         self.enabled = enabled
 
-    def advance(self, cursor: Any, *, checkpoint: bool = False) -> None:
+    def advance(self, cursor: Any, *, checkpoint: bool = False, save: bool = True) -> None:
+        """Moves the safe cursor; saves it at a checkpoint or every ``save_every`` moves, unless
+        ``save`` is False (the caller writes it with its batch: ``due`` / ``saved``)."""
         if cursor is not None:
             self.safe = cursor
         self._since_save += 1
-        if checkpoint or self._since_save >= self._save_every:
+        if save and (checkpoint or self._since_save >= self._save_every):
             self.save()
+
+    def due(self) -> Any:
+        """The cursor to write with a batch (None when it is saved already or saving is off)."""
+        if self.enabled and self.safe is not None and self.safe != self._saved:
+            return self.safe
+        return None
+
+    def saved(self, cursor: Any) -> None:
+        """Says that the batch holding ``cursor`` (``due()``'s value; None: no cursor) was written."""
+        if cursor is not None:
+            self._saved = cursor
+        self._since_save = 0
 
     def save(self) -> None:
         if self.enabled and self.safe is not None and self.safe != self._saved:
             self._state.set_cursor(self._connector, self._scope, self.safe)
             self._saved = self.safe
         self._since_save = 0
+
+
+def _windows(changes: Iterable[Change], max_changes: int, max_bytes: int,
+             stop_now: TimeUp = ()) -> Iterator[list[Change]]:
+    """``changes`` in consecutive windows of at most ``max_changes`` changes and, by the sizes items
+    announce, about ``max_bytes``; a window also ends at a Checkpoint (a page's end), so an empty
+    page is handled before the next is fetched. Only what a window holds is read ahead: items are
+    lazy, their bytes are read when the runner opens them.
+
+    When the source fails while a window is being read, the changes read before the failure are
+    yielded first and the failure is raised after them (unless it is one of ``stop_now``: at once),
+    as if they had been handled one by one."""
+    window: list[Change] = []
+    size = 0
+    source = iter(changes)
+    while True:
+        try:
+            change = next(source)
+        except StopIteration:
+            break
+        except stop_now:
+            raise
+        except Exception:
+            if window:
+                yield window
+            raise
+        window.append(change)
+        if isinstance(change, Item) and change.size:
+            size += change.size
+        if len(window) >= max_changes or size >= max_bytes or isinstance(change, Checkpoint):
+            yield window
+            window, size = [], 0
+    if window:
+        yield window
+
+
+def _close_queued(queued: list[_Queued]) -> None:
+    """Cancels the uploads of ``queued`` not started, waits for those in flight (their threads read
+    the spool files), then closes every document not handed on."""
+    running = [q.upload for q in queued if q.upload is not None and not q.upload.cancel()]
+    if running:
+        wait_all(running)
+    for entry in queued:
+        if not entry.taken:
+            entry.document.close()
 
 
 def _best_effort(write: Any, what: str) -> None:

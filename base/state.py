@@ -1,7 +1,10 @@
 """All of the service's state in Redis (DESIGN.md "Redis state"); the keys are base/keys.py's.
 
-The hot path costs at most three round trips per document: the version check (``get_item``), the
-content check (``get_content``) and one pipeline recording the result (``record_ingested``).
+The hot path is batched: the runner looks up a window of items' versions in one round trip
+(``get_items``), the contents of the documents it read in another (``get_contents``), and records a
+batch of results together with the scope's cursor in one MULTI/EXEC (``record_many``): well under
+one round trip per document. ``get_item`` / ``get_content`` / ``record_ingested`` are the same
+operations for one document.
 """
 
 from __future__ import annotations
@@ -121,6 +124,15 @@ def held_id(connector: str, scope: str, source_id: str) -> str:
 def dead_letter_id(scope: str, source_id: str) -> str:
     """A short stable id for the dead-letter entry of (scope, source_id)."""
     return hashlib.sha1(f"{scope}\x00{source_id}".encode(), usedforsecurity=False).hexdigest()[:16]
+
+
+def _item_record(raw: str | bytes | None) -> ItemRecord | None:
+    """An item record from its stored JSON (None when there is none)."""
+    if not raw:
+        return None
+    data = json.loads(raw)
+    return ItemRecord(version=data.get("v", ""), sha256=data.get("sha256", ""), hub_id=data.get("hub_id", ""),
+                      held=data.get("held", ""))
 
 
 def metric_field(name: str, labels: Mapping[str, str] | None = None) -> str:
@@ -257,16 +269,28 @@ class StateStore:
 
     # -- items and content -----------------------------------------------------------------------
     def get_item(self, connector: str, scope: str, source_id: str) -> ItemRecord | None:
-        raw = self.redis.hget(self.keys.items(connector, scope), source_id)
-        if not raw:
-            return None
-        data = json.loads(raw)
-        return ItemRecord(version=data.get("v", ""), sha256=data.get("sha256", ""), hub_id=data.get("hub_id", ""),
-                          held=data.get("held", ""))
+        return _item_record(self.redis.hget(self.keys.items(connector, scope), source_id))
+
+    def get_items(self, connector: str, scope: str, source_ids: list[str]) -> dict[str, ItemRecord | None]:
+        """``get_item`` for many items of one scope in one round trip (HMGET): every id asked for is a
+        key of the answer, None for an item never recorded."""
+        unique = list(dict.fromkeys(source_ids))
+        if not unique:
+            return {}
+        raws = self.redis.hmget(self.keys.items(connector, scope), unique)
+        return {source_id: _item_record(raw) for source_id, raw in zip(unique, raws, strict=True)}
 
     def get_content(self, sha256: str) -> str | None:
         value = self.redis.get(self.keys.content(sha256))
         return str(value) if value else None
+
+    def get_contents(self, sha256s: list[str]) -> dict[str, str | None]:
+        """``get_content`` for many hashes in one round trip (MGET); None where the Hub has no such bytes."""
+        unique = list(dict.fromkeys(sha256s))
+        if not unique:
+            return {}
+        values = self.redis.mget([self.keys.content(sha) for sha in unique])
+        return {sha: (str(value) if value else None) for sha, value in zip(unique, values, strict=True)}
 
     def record_ingested(
         self, connector: str, scope: str, source_id: str, record: ItemRecord, *, outcome: str, size: int
@@ -275,9 +299,12 @@ class StateStore:
         entry left by an earlier failure of the same item is resolved by it and removed."""
         self.record_many(connector, [(scope, source_id, record, outcome, size)])
 
-    def record_many(self, connector: str, records: list[tuple[str, str, ItemRecord, str, int]]) -> None:
-        """``record_ingested`` for a batch of (scope, source_id, record, outcome, size), in one round trip."""
-        if not records:
+    def record_many(self, connector: str, records: list[tuple[str, str, ItemRecord, str, int]], *,
+                    cursor: tuple[str, Any] | None = None) -> None:
+        """``record_ingested`` for a batch of (scope, source_id, record, outcome, size), in one round
+        trip; with ``cursor`` = (scope, value), that scope's cursor is set in the same transaction, so
+        the records and the cursor that passes them are written together or not at all."""
+        if not records and cursor is None:
             return
         pipe = self.redis.pipeline(transaction=True)
         counters = self.keys.counters()
@@ -295,6 +322,8 @@ class StateStore:
                               count)
         if new_bytes:
             pipe.hincrbyfloat(counters, metric_field("kmrl_bytes_total", {"source": connector}), new_bytes)
+        if cursor is not None:
+            pipe.set(self.keys.cursor(connector, cursor[0]), json.dumps(cursor[1], sort_keys=True))
         pipe.execute()
 
     def forget_item(self, connector: str, scope: str, source_id: str) -> None:

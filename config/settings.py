@@ -63,6 +63,7 @@ class Settings:
     hub_text_part: bool = True  # send a document's extracted text as the upload's ``text`` part
     hub_text_max_bytes: int = 1024 * 1024  # bytes of UTF-8; the text part is cut on a character boundary
     hub_refusals_to_stop: int = 3  # documents refused in a row with one 4xx answer that stop a run; 0: never
+    hub_uploads_in_flight: int = 4  # uploads to an HTTP Hub sent at once by one run (the cursor stays in order)
     spool_dir: str = "./var/spool"
     spool_min_free_mb: int = 512  # MiB
     deadletter_dir: str = "./var/deadletter"
@@ -72,7 +73,7 @@ class Settings:
     lock_ttl: float = 120.0  # seconds; renewed while a run lasts
     cursor_save_every: int = 50  # items
     item_transient_runs: int = 3  # runs in which one item's download failed transiently before it is dead-lettered
-    ack_batch_size: int = 64  # documents acknowledged together by a local outbox (one flush, one Redis trip)
+    ack_batch_size: int = 64  # documents read ahead and acknowledged together (one flush, one Redis transaction)
     pool_size: int = 2  # child processes for CPU-heavy work (base/pool.py), per worker process
     pool_task_seconds: float = 120.0  # seconds one task in the pool may run before its child is killed
     pool_task_memory_mb: int = 2048  # MiB of address space one task in the pool may use; 0 means no limit
@@ -123,6 +124,8 @@ class Settings:
                                           what="a whole number of bytes", minimum=1),
             hub_refusals_to_stop=read.whole("HUB_REFUSALS_TO_STOP", cls.hub_refusals_to_stop,
                                             what="a whole number of documents (0: never stop)", minimum=0),
+            hub_uploads_in_flight=read.whole("HUB_UPLOADS_IN_FLIGHT", cls.hub_uploads_in_flight,
+                                             what="a whole number of uploads", minimum=1),
             spool_dir=read.text("SPOOL_DIR", cls.spool_dir),
             spool_min_free_mb=read.whole("SPOOL_MIN_FREE_MB", cls.spool_min_free_mb, what="a whole number of MB",
                                          minimum=0),

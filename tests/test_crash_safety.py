@@ -26,12 +26,17 @@ def run_child(redis_url: str, hub, tmp_path: Path, count: int, kill_at: int = 0,
                           timeout=120)
 
 
+#: The crash child's ACK_BATCH_SIZE: the most documents a kill may leave acknowledged by the Hub and
+#: unrecorded (README "Crashes": one batch, the uploads in flight among them).
+BATCH = 8
+
+
 @pytest.mark.parametrize("kill_at", [1, 13, 30])
-def test_sigkill_after_hub_ack_loses_nothing_and_repeats_at_most_one_upload(redis_url, hub, tmp_path, kill_at):
+def test_sigkill_after_hub_ack_loses_nothing_and_repeats_at_most_one_batch(redis_url, hub, tmp_path, kill_at):
     count = 30
     crashed = run_child(redis_url, hub, tmp_path, count, kill_at=kill_at)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
-    assert len(hub.sim.documents) == kill_at  # the last one reached the Hub, its record did not
+    assert kill_at <= len(hub.sim.documents) <= kill_at + 3  # the k-th reached the Hub, plus those in flight
     finished = run_child(redis_url, hub, tmp_path, count)
     while finished.stdout.startswith("locked"):  # the dead run's lease has not expired yet
         time.sleep(0.3)
@@ -40,7 +45,7 @@ def test_sigkill_after_hub_ack_loses_nothing_and_repeats_at_most_one_upload(redi
     assert finished.stdout.split()[0] == "ok"
     assert len(hub.sim.documents) == count
     repeats = {key: n for key, n in hub.sim.uploads_per_key.items() if n > 1}
-    assert len(repeats) <= 1 and all(n == 2 for n in repeats.values())
+    assert 1 <= len(repeats) <= BATCH and all(n == 2 for n in repeats.values())  # the killed one at least
     assert all(n == 1 for n in hub.sim.stored_per_key.values())
 
 
