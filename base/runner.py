@@ -550,11 +550,11 @@ class Runner:
             except Exception:  # noqa: BLE001, S112 - not acknowledged: the next run sends it
                 continue
             document = queued.document
+            self._audit(run, "ingested", document)
             self._settle(run, scope, queued.item, ItemRecord(queued.item.version, document.sha256, hub_id),
                          outcome="new", size=document.size)
             run.count("new")
             run.summary.bytes += document.size
-            self._audit(run, "ingested", document)
 
     def _abandon_queue(self, run: _Run) -> None:
         """The run ended with documents read but not delivered: their uploads still in flight are
@@ -867,10 +867,11 @@ class Runner:
             known = None  # the Hub lost it: upload it again below
         if known and known.sha256 == document.sha256:
             # Same bytes under a new version (a metadata edit, a rescan): remember the version only.
+            # (Audit lines before the record: a batch written by _settle has them all.)
+            self._audit(run, "duplicate", document, reason="same content as the previous version")
             self._settle(run, scope, item, ItemRecord(item.version, document.sha256, known.hub_id),
                          outcome="duplicate", size=document.size)
             run.count("duplicate")
-            self._audit(run, "duplicate", document, reason="same content as the previous version")
             return
         if known:
             document.previous_sha256 = known.sha256
@@ -885,17 +886,17 @@ class Runner:
         if not hub_id:
             hub_id = upload.result() if upload is not None else self.hub.upload(document)
         self._refusals_end(run, scope)  # the Hub takes documents: the refusals before were their own
-        self._settle(run, scope, item, ItemRecord(item.version, document.sha256, hub_id), outcome=outcome,
-                     size=document.size)
-        run.count(outcome)
-        if outcome == "new":
-            run.summary.bytes += document.size
         # One line per document is the audit log's job; the service log keeps it at DEBUG.
         log.debug("document_ingested" if outcome == "new" else "document_linked", filename=document.filename,
                   sha256=document.sha256, size=document.size, language=document.language,
                   department=document.department, hub_id=hub_id)
         self._audit(run, "ingested" if outcome == "new" else "duplicate", document,
                     reason="" if outcome == "new" else f"content already in the Hub as {hub_id}")
+        self._settle(run, scope, item, ItemRecord(item.version, document.sha256, hub_id), outcome=outcome,
+                     size=document.size)
+        run.count(outcome)
+        if outcome == "new":
+            run.summary.bytes += document.size
 
     def _content(self, run: _Run, sha256: str) -> str | None:
         """The Hub id of these bytes: from the group's lookup, else from Redis."""
@@ -941,10 +942,10 @@ class Runner:
         except HubDocumentMissing:
             return False
         self._refusals_end(run, scope)
+        self._audit(run, "reprocessed", document, reason=f"enrichment of {known.hub_id} updated")
         self._settle(run, scope, item, ItemRecord(item.version, document.sha256, known.hub_id),
                      outcome="reprocessed", size=document.size)
         run.count("reprocessed")
-        self._audit(run, "reprocessed", document, reason=f"enrichment of {known.hub_id} updated")
         return True
 
     def _handle_deletion(self, run: _Run, scope: str, item: Item) -> None:
