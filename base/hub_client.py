@@ -266,12 +266,12 @@ class OutboxHub:
     replaces text.txt, then metadata.json, each by a fsynced temporary file renamed over it.
     """
 
-    #: The pipeline writes to the outbox from its own thread: threads would only share one GIL and one disk.
-    uploads_in_flight = 1
-
     def __init__(self, directory: str, *, fsync: bool = True, group_commit: bool = False,
-                 text_max_bytes: int = DEFAULT_TEXT_MAX_BYTES) -> None:
+                 text_max_bytes: int = DEFAULT_TEXT_MAX_BYTES, uploads_in_flight: int = 1) -> None:
         self.directory = os.path.abspath(directory)
+        #: Writes the pipeline may run at once (``HUB_UPLOADS_IN_FLIGHT``): the file system's work on
+        #: one group's folders overlaps the reading of the next; ``upload`` is thread-safe.
+        self.uploads_in_flight = max(1, uploads_in_flight)
         self.text_max_bytes = text_max_bytes
         self.fsync = fsync
         self.group_commit = group_commit and fsync
@@ -507,4 +507,4 @@ def hub_from_settings(settings: Settings, *, gate: ThrottleGate | None = None) -
                        text_max_bytes=settings.hub_text_max_bytes,
                        uploads_in_flight=settings.hub_uploads_in_flight)
     return OutboxHub(settings.hub_outbox_dir, fsync=settings.hub_fsync, group_commit=settings.ack_batch_size > 1,
-                     text_max_bytes=settings.hub_text_max_bytes)
+                     text_max_bytes=settings.hub_text_max_bytes, uploads_in_flight=settings.hub_uploads_in_flight)

@@ -214,6 +214,20 @@ class _QueuedCursor:
     checkpoint: bool
 
 
+@dataclass
+class _Flight:
+    """A group sent to the Hub: its entries in source order (uploads running on the run's threads)
+    and the Hub ids of its contents as they were looked up."""
+
+    entries: list[_Queued | _QueuedCursor]
+    contents: dict[str, str | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.documents = [entry for entry in self.entries if isinstance(entry, _Queued)]
+        self.source_ids = {queued.item.source_id for queued in self.documents}
+        self.sha256s = {queued.document.sha256 for queued in self.documents}
+
+
 class _Run:
     """Mutable state of one scope run (kept off the connector so runs never share it).
 
@@ -257,7 +271,11 @@ class _Run:
         self.queued_ids: set[str] = set()
         self.queued_shas: set[str] = set()
         self.queued_bytes = 0
-        #: Hub ids by sha256 for the documents being delivered (one lookup for the group).
+        #: The group sent to the Hub and not yet settled (at most one: ``Runner._launch``).
+        self.flight: _Flight | None = None
+        #: Set while a flight is settled: cursor moves then are its own, made at once.
+        self.landing = False
+        #: Hub ids by sha256 for the documents being settled (one lookup for the group).
         self.contents: dict[str, str | None] = {}
         #: Free space in the spool folder was checked for the current window.
         self.space_checked = False
@@ -400,6 +418,7 @@ class Runner:
                 summary.ended_at = time.time()
                 # Each write is attempted even when Redis is down for the others; what fails is
                 # redone by the next run (the cursor only ever lags, never runs ahead).
+                self._land_after_failure(run, scope)
                 self._abandon_queue(run)
                 if run.uploads is not None:
                     run.uploads.shutdown(wait=True)
@@ -422,7 +441,6 @@ class Runner:
                 for change in window:
                     lease.keep_alive()
                     if isinstance(change, Checkpoint):
-                        self._deliver_queue(run, scope)
                         self._advance(run, change.cursor, checkpoint=True)
                     elif isinstance(change, ItemFailure):
                         run.count("fetched")
@@ -440,7 +458,7 @@ class Runner:
                         run.summary.state = ScopeState.PARTIAL
                         log.info("run_time_budget_reached", held=len(run.held) or None)
                         return
-                self._deliver_queue(run, scope)
+            self._deliver_queue(run, scope)
             self._refusals_end(run, scope)  # too few in a row to tell: refusals of their own
             if run.held:
                 self._unconfirmed(run)
@@ -471,10 +489,10 @@ class Runner:
         return ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix=f"hub-upload-{self.source.name}")
 
     def _enqueue(self, run: _Run, scope: str, item: Item, document: Document, known: ItemRecord | None) -> None:
-        """Puts a read document in the queue to be delivered with its group; the group is delivered
-        first when it already holds this item or these bytes (each is then decided knowing the
-        other's outcome), and after it when it reaches its bounds."""
-        if document.sha256 in run.queued_shas:
+        """Puts a read document in the queue. A queue that already holds these bytes is delivered
+        first (the second copy is then linked to the first); a queue that reaches its bounds
+        (ACK_BATCH_SIZE documents, WINDOW_BYTES) is sent to the Hub and the run reads on."""
+        if document.sha256 in run.queued_shas or (run.flight is not None and document.sha256 in run.flight.sha256s):
             try:
                 self._deliver_queue(run, scope)
             except BaseException:
@@ -485,47 +503,67 @@ class Runner:
         run.queued_shas.add(document.sha256)
         run.queued_bytes += document.size
         if run.queued_bytes >= WINDOW_BYTES or len(run.queued_ids) >= max(1, run.batch_size):
-            self._deliver_queue(run, scope)
+            self._launch(run)
 
     def _deliver_queue(self, run: _Run, scope: str) -> None:
-        """Delivers the queued documents in source order, making the cursor moves queued behind them
-        as it goes: their contents are looked up in one round trip, and with an HTTP Hub their uploads
-        are sent ``uploads_in_flight`` at a time while the results are taken in order."""
+        """Delivers everything read so far, in source order: the group in flight, then the queue."""
+        self._launch(run)
+        self._land(run, scope)
+
+    def _launch(self, run: _Run) -> None:
+        """Sends the queue to the Hub as the run's one group in flight, once the group before it is
+        settled and recorded (so what the Hub has and the state does not know is never more than
+        one group, at most ACK_BATCH_SIZE documents: the bound on repeats after a crash). Its
+        contents are looked up in one round trip; with upload threads its uploads start now and
+        run while the run reads the next group."""
         if not run.queue:
             return
+        self._land(run, run.summary.scope)
         entries = run.queue
         run.queue, run.queued_ids, run.queued_shas, run.queued_bytes = [], set(), set(), 0
-        waiting = [entry for entry in entries if isinstance(entry, _Queued)]
+        flight = _Flight(entries)
+        run.flight = flight
+        waiting = flight.documents
+        looked_up = [q.document.sha256 for q in waiting
+                     if not (q.known and q.known.sha256 == q.document.sha256)
+                     and q.document.sha256 not in run.pending_content]
+        flight.contents = self.state.get_contents(looked_up)
+        if run.uploads is None:
+            return
+        for queued in waiting:
+            sha256 = queued.document.sha256
+            if sha256 in flight.contents and not flight.contents[sha256]:
+                if queued.known:
+                    queued.document.previous_sha256 = queued.known.sha256  # sent with the upload
+                queued.upload = run.uploads.submit(self.hub.upload, queued.document)
+
+    def _land(self, run: _Run, scope: str) -> None:
+        """Settles the group in flight in source order (each document's outcome taken as ``deliver``
+        decides it, the cursor moves between them made), then records it with the cursor."""
+        flight = run.flight
+        if flight is None:
+            return
+        run.flight = None
+        run.landing, run.contents = True, flight.contents
         at = 0
         try:
-            looked_up = [q.document.sha256 for q in waiting
-                         if not (q.known and q.known.sha256 == q.document.sha256)
-                         and q.document.sha256 not in run.pending_content]
-            run.contents = self.state.get_contents(looked_up)
-            if run.uploads is not None:
-                for queued in waiting:
-                    if queued.document.sha256 in run.contents and not run.contents[queued.document.sha256]:
-                        if queued.known:
-                            queued.document.previous_sha256 = queued.known.sha256  # sent with the upload
-                        queued.upload = run.uploads.submit(self.hub.upload, queued.document)
-            for at, entry in enumerate(entries):  # noqa: B007 - the except clause reads where it stopped
+            for at, entry in enumerate(flight.entries):  # noqa: B007 - the except clause reads where it stopped
                 if isinstance(entry, _QueuedCursor):
                     self._advance(run, entry.cursor, checkpoint=entry.checkpoint)
                     continue
                 with bind_context(source_id=entry.item.source_id):
                     self._deliver_queued(run, scope, entry)
-            # Recorded with its group: what the Hub took and the state does not yet say is never more
-            # than one group (at most ACK_BATCH_SIZE documents), the bound on repeats after a crash.
             self._commit(run)
         except BaseException:
             try:
-                self._keep_acknowledged(run, scope, [e for e in entries[at + 1:] if isinstance(e, _Queued)])
+                rest = [e for e in flight.entries[at + 1:] if isinstance(e, _Queued)]
+                self._keep_acknowledged(run, scope, rest)
             except Exception as exc:  # noqa: BLE001 - the failure being raised matters more; they are sent again
                 log.warning("acknowledged_uploads_not_recorded", error=mask_text(f"{type(exc).__name__}: {exc}"))
             raise
         finally:
-            run.contents = {}
-            _close_queued(waiting)
+            run.landing, run.contents = False, {}
+            _close_queued(flight.documents)
 
     def _deliver_queued(self, run: _Run, scope: str, queued: _Queued) -> None:
         """Delivers one queued document; its failures are handled as ``_handle_item`` handles them."""
@@ -556,18 +594,33 @@ class Runner:
             run.count("new")
             run.summary.bytes += document.size
 
+    def _land_after_failure(self, run: _Run, scope: str) -> None:
+        """The run failed while reading on: the group in flight was read before the failure, so it is
+        settled as it would have been (its documents recorded, the cursor moved over them); a
+        failure of its own is logged, and what it left is read again by the next run."""
+        if run.flight is None or run.dry_run:
+            return
+        try:
+            self._land(run, scope)
+        except Exception as exc:  # noqa: BLE001 - the run's own failure is the one reported
+            log.warning("group_in_flight_not_settled", error=mask_text(f"{type(exc).__name__}: {exc}"))
+
     def _abandon_queue(self, run: _Run) -> None:
         """The run ended with documents read but not delivered: their uploads still in flight are
         waited for, and their spool files closed; the cursor never passed them."""
         entries, run.queue = run.queue, []
         run.queued_ids, run.queued_shas, run.queued_bytes = set(), set(), 0
-        _close_queued([entry for entry in entries if isinstance(entry, _Queued)])
+        documents = [entry for entry in entries if isinstance(entry, _Queued)]
+        if run.flight is not None:
+            documents += run.flight.documents
+            run.flight = None
+        _close_queued(documents)
 
     def _advance(self, run: _Run, cursor: Any, *, checkpoint: bool = False) -> None:
         """Moves the cursor, or queues the move behind the documents still waiting for their flush."""
         assert run.tracker is not None
-        if run.queue:
-            # Behind documents read but not yet delivered.
+        if (run.queue or run.flight is not None) and not run.landing:
+            # Behind documents read, or sent, but not yet settled.
             run.queue.append(_QueuedCursor(cursor, checkpoint))
             return
         if run.held:
@@ -634,7 +687,8 @@ class Runner:
     def _handle_item(self, run: _Run, scope: str, item: Item) -> None:
         run.count("fetched")
         hints = flat_hints(item.hints)
-        if item.source_id in run.queued_ids or item.deleted:
+        if item.deleted or item.source_id in run.queued_ids or (run.flight is not None
+                                                                and item.source_id in run.flight.source_ids):
             # The same item again (a second version), or a deletion: what is queued goes first, so
             # this change is decided after, and on top of, the earlier ones.
             self._deliver_queue(run, scope)
