@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -50,6 +51,8 @@ SOURCE = "maximo"
 HUB_TOKEN = "scaleout-hub-token-6e2a"
 #: Seconds a worker may take to start (import, connect to the broker) before it is called hung.
 START_TIMEOUT = 60.0
+#: Seconds a worker has to finish its task and exit after SIGTERM.
+STOP_GRACE = 30.0
 #: How often waits look again, seconds.
 POLL = 0.02
 #: The Celery queue the tasks go to (Celery's default; the service sets no other).
@@ -153,9 +156,18 @@ class Fleet:
         worker.killed_at = time.time()
         return worker.killed_at
 
-    def stop(self, index: int) -> int | None:
-        """Stops worker ``index`` as its container would (SIGTERM to its session, then SIGKILL)."""
-        return self.workers[index].process.stop(grace=20)
+    def stop(self, index: int, *, grace: float = STOP_GRACE) -> int | None:
+        """Stops worker ``index`` as its container would: SIGTERM to the main process only, whose warm
+        shutdown lets a task under way finish; whatever is left of its session after ``grace`` seconds
+        is killed. Returns the main process's exit code."""
+        process = self.workers[index].process
+        if process.alive():
+            process.process.send_signal(signal.SIGTERM)
+            try:
+                process.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+        return process.stop(grace=5)
 
     # ----- driving -------------------------------------------------------------------------------
 

@@ -28,12 +28,12 @@ from pathlib import Path
 import pytest
 import redis
 
+from config.settings import Settings
 from tests.conftest import skip_or_fail
 from tests.reliability.checks import assert_delivered_once, assert_settled, repeated_uploads, stored_sha256s
 from tests.reliability.conftest import FULL
 from tests.reliability.netns import Link, NetnsUnavailable, namespaces
 from tests.reliability.scaleout import POLL, SITES, SOURCE, Fleet, Run, drive, fleet
-from tests.reliability.test_kill_worker import IN_FLIGHT
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 
@@ -43,6 +43,8 @@ DOCS_PER_SCOPE = 60 if FULL else 40
 LOCK_TTL = 3.0
 #: Documents acknowledged together (ACK_BATCH_SIZE), below the progress a kill interrupts.
 ACK_BATCH = 16
+#: Uploads one run has in flight to the Hub (HUB_UPLOADS_IN_FLIGHT, left at its default).
+IN_FLIGHT = Settings.hub_uploads_in_flight
 #: Repeated uploads a kill may cause: one batch not yet recorded plus the uploads in flight.
 REPEAT_BOUND = ACK_BATCH + IN_FLIGHT
 #: Redis reports a key's time to live in whole milliseconds.
