@@ -21,6 +21,7 @@ stopping it ends every process it forked; ``RedisServer`` is a private redis-ser
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import shutil
@@ -461,19 +462,28 @@ def celery_argv(*args: str) -> list[str]:
 # -- Redis ---------------------------------------------------------------------------------------------------
 
 class RedisServer:
-    """A private, non-persistent redis-server on a free loopback port (``url`` names database 0)."""
+    """A private, non-persistent redis-server on a free port (``url`` names database 0).
 
-    def __init__(self, directory: str | Path) -> None:
+    bind: the addresses it listens on (default loopback only); ``url`` uses the first. Tests that
+    reach it from another network namespace bind it to their host-side veth addresses.
+    """
+
+    def __init__(self, directory: str | Path, *, bind: Sequence[str] = ("127.0.0.1",)) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+        if not bind:
+            raise ValueError("redis-server needs at least one address to bind")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.port = free_port(bind[0])
+        self.url = f"redis://{bind[0]}:{self.port}/0"
+        # Protected mode answers only loopback clients while no password is set; clients on the
+        # addresses asked for must be answered too (the server listens on those addresses only).
+        protected = "yes" if all(ipaddress.ip_address(a).is_loopback for a in bind) else "no"
         self.process = ServiceProcess(
-            "redis-server", [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                             "no", "--dir", str(self.directory)],
+            "redis-server", [binary, "--port", str(self.port), "--bind", *bind, "--protected-mode", protected,
+                             "--save", "", "--appendonly", "no", "--dir", str(self.directory)],
             env=os.environ, cwd=self.directory, log_path=self.directory / "redis.log")
         deadline = time.monotonic() + REDIS_START_TIMEOUT
         while not redis_answers(self.url):

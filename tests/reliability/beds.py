@@ -116,20 +116,24 @@ def email_bed(dovecot: DovecotServer, count: int, *, size: int = DOCUMENT_BYTES)
 
 
 @contextmanager
-def maximo_bed(count: int, *, serve: Any = None, **options: Any) -> Iterator[Bed]:
-    """A Maximo simulator holding ``count`` attachments on work orders of two attachments each.
+def maximo_bed(count: int, *, serve: Any = None, sites: tuple[str, ...] = ("MUTTOM",), host: str = "127.0.0.1",
+               **options: Any) -> Iterator[Bed]:
+    """A Maximo simulator holding ``count`` attachments on work orders of two attachments each,
+    spread round-robin over ``sites`` (``sims["site_of"]``: sha256 -> site), served on ``host``.
 
     serve: a callable wrapping the simulator's WSGI app (a recorder, a garbler), or None.
     """
     sim = MaximoSimulator(**options)
-    orders = sim.populate((count + 1) // 2, attachments=2, attachment_size=DOCUMENT_BYTES)
+    orders = sim.populate((count + 1) // 2, sites=sites, attachments=2, attachment_size=DOCUMENT_BYTES)
     links = [link for wo in orders for link in wo.doclinks.values()][:count]
     if len(links) < sum(len(wo.doclinks) for wo in orders):  # odd count: drop the spare attachment
         last = orders[-1]
         del last.doclinks[max(last.doclinks)]
-    with ServerThread(serve(sim) if serve else sim) as server:
+    site_of = {link.sha256(): wo.siteid for wo in orders for link in wo.doclinks.values()}
+    with ServerThread(serve(sim) if serve else sim, host=host) as server:
         env = {"MAXIMO_URL": server.url, "MAXIMO_AUTH": "apikey", "MAXIMO_API_KEY": MAXIMO_API_KEY}
-        yield Bed("maximo", env, {link.sha256() for link in links}, (MAXIMO_API_KEY,), {"maximo": sim})
+        yield Bed("maximo", env, {link.sha256() for link in links}, (MAXIMO_API_KEY,),
+                  {"maximo": sim, "site_of": site_of})
 
 
 @contextmanager

@@ -1,8 +1,9 @@
 """WSGI middleware around a simulator: a request log with arrival times, answers garbled on demand, and
 a count of the bytes actually sent.
 
-``Recorder(app)`` logs every request's arrival and answer times (``time.time()``), path, query and
-status, so a test can say what was sent when (e.g. nothing during a throttle window).
+``Recorder(app)`` logs every request's arrival and answer times (``time.time()``), path, query,
+status, client address and idempotency key, so a test can say what was sent when, and by whom (e.g.
+nothing during a throttle window).
 ``Garbler(app)`` rewrites the next answers whose path matches: cut the body short (truncated JSON),
 replace it with text, drop a field from every JSON object in it or set one. ``Metered(app)`` counts the
 body bytes handed to the server per path (a client that stops reading stops the count). The
@@ -31,6 +32,9 @@ class Seen:
     path: str
     query: str
     status: int
+    #: The client's address (REMOTE_ADDR) and the request's Idempotency-Key header, if any.
+    remote: str = ""
+    key: str = ""
 
 
 @dataclass
@@ -50,7 +54,8 @@ class Recorder:
 
         body = self.app(environ, record_status)
         self.seen.append(Seen(arrived, time.time(), environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""),
-                              environ.get("QUERY_STRING", ""), status[0] if status else 0))
+                              environ.get("QUERY_STRING", ""), status[0] if status else 0,
+                              environ.get("REMOTE_ADDR", ""), environ.get("HTTP_IDEMPOTENCY_KEY", "")))
         return body
 
 
