@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -378,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     client = redis.Redis.from_url(state_url)
     client.ping()
     work = Path(tempfile.mkdtemp(prefix="kmrl-bench-webhook-"))
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     try:
         print(f"writing {args.bodies} signed notifications ...", flush=True)
         wamids = write_bodies(work / "bodies.txt", args.bodies)
@@ -431,7 +432,7 @@ def main(argv: list[str] | None = None) -> None:
             outcome = Result("webhook", "WhatsApp webhook under wrk beside a bare endpoint (issues 6, 15)",
                              "python -m bench.bench_webhook " + " ".join(argv if argv is not None else sys.argv[1:]),
                              figures=summary.figures(), seconds=time.perf_counter() - started,
-                             notes=[setting, "medians of the rounds; each round's figures in the output file"])
+                             started_at=started_at, notes=[setting, "medians of the rounds; the printed output has each round's figures"])
             outcome.save(args.json)
     finally:
         remove_keys(client, run_prefix)
