@@ -1,18 +1,26 @@
 """Webhook benchmark: signed WhatsApp notifications from wrk against gunicorn, beside a bare endpoint.
 
-Both apps run under the same gunicorn settings (web/gunicorn_conf.py: 2 workers of 8 threads,
-unless overridden) on loopback, one after the other in the same run, each loaded by ``wrk -t2 -c32 -d30s`` posting the same pre-signed bodies
-(each a notification of one document message with its own wamid, signed like Meta's). Then every
-wamid the webhook answered 200 for must be in the stream exactly once, and nothing else.
-Targets (issue 6): at least half the bare endpoint's requests/s, p99 under 20 ms, nothing lost.
+Both apps are served by the README's command, ``gunicorn -c python:web.gunicorn_conf APP``, with
+nothing added: the same config file, so the same workers, threads, worker class and binds (both
+listeners, on free loopback ports given through WEB_PUBLIC_PORT / WEB_INTERNAL_PORT). The bare app
+(``bench.bench_webhook:bare_app()``) is a minimal Flask app that reads the body and answers 200; the
+webhook is ``web.app:create_app()``. They run alternately, bare then webhook, ``--rounds`` times (3)
+in the same run, each loaded by ``wrk -t2 -c32 -d30s`` posting the same pre-signed bodies (each a
+notification of one document message with its own wamid, signed like Meta's); the figures are the
+medians over the rounds. After each webhook round, every wamid it answered 200 for must be in the
+stream exactly once, and nothing else.
 
-State goes to Redis database 10 under a key prefix of this run only (removed afterwards), so the
+Targets: at least 0.50x the bare endpoint's requests/s, p99 at most 1.5x the bare endpoint's p99,
+0 duplicates (issue 15); p99 under 20 ms (issue 6).
+
+State goes to Redis database 10 under a key prefix of each round only (removed afterwards), so the
 benchmark never flushes a database another run may be using.
 
-    .venv/bin/python -m bench.bench_webhook [--duration 30] [--connections 32] [--threads 2]
-        [--workers 2] [--worker-class gthread] [--worker-threads 8] [--bodies 150000]
+    .venv/bin/python -m bench.bench_webhook [--rounds 3] [--duration 30] [--connections 32] [--threads 2]
+        [--bodies 200000] [--json PATH]
 
-Needs wrk (``apt-get install -y wrk``).
+WEB_CONCURRENCY and WEB_THREADS in the environment change both servers alike, as they change the
+README's command. Needs wrk (``apt-get install -y wrk``).
 """
 
 from __future__ import annotations
@@ -22,18 +30,22 @@ import json
 import os
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
 import requests
-from flask import Flask
+from flask import Flask, Response, request
 
+from bench.report import Figure, Result, met
 from config.settings import redis_db_url
 from connectors.whatsapp_inbox import InboundMedia
 from sandbox.servers import free_port
@@ -44,6 +56,13 @@ BENCH_DB = 10
 #: The app secret the benchmark's webhook checks (a benchmark value, not a credential).
 BENCH_APP_SECRET = "bench-app-secret"
 ROOT = Path(__file__).resolve().parents[1]
+#: The two apps, as gunicorn is given them.
+BARE_APP = "bench.bench_webhook:bare_app()"
+WEBHOOK_APP = "web.app:create_app()"
+#: The targets (issue 15): webhook/bare requests/s, webhook p99 / bare p99; and issue 6's p99.
+MIN_RPS_RATIO = 0.5
+MAX_P99_RATIO = 1.5
+MAX_P99_MS = 20.0
 
 #: wrk script: each thread posts its share of the pre-signed bodies (file lines "signature<TAB>body")
 #: in order, counts 200 answers, and ``done`` prints one JSON line the benchmark parses.
@@ -99,12 +118,13 @@ end
 
 
 def bare_app() -> Flask:
-    """The baseline: a Flask endpoint that only answers 'ok' (gunicorn 'bench.bench_webhook:bare_app()')."""
+    """The baseline: a Flask endpoint that reads the body and answers 200 'ok'."""
     app = Flask("bare")
 
     @app.post("/webhooks/whatsapp")
-    def bare() -> str:
-        return "ok"
+    def bare() -> Response:
+        request.get_data(cache=False)
+        return Response("ok", status=200, mimetype="text/plain")
 
     return app
 
@@ -127,6 +147,18 @@ class WrkResult:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
+@dataclass
+class StreamCheck:
+    """What one webhook round left in the stream, against what wrk posted and was answered."""
+
+    entries: int
+    distinct: int
+    duplicates: int  # entries whose wamid is stored more than once
+    strangers: int  # distinct wamids never posted
+    lost: int  # answered 200 (less repeated posts) but not in the stream: at least this many
+    script_calls: int
+
+
 def write_bodies(path: Path, count: int) -> list[str]:
     """``count`` signed one-document notifications, one per line; returns their wamids in order."""
     wamids: list[str] = []
@@ -144,15 +176,23 @@ def write_bodies(path: Path, count: int) -> list[str]:
     return wamids
 
 
-class Gunicorn:
-    """One gunicorn serving ``app`` on a free loopback port for the ``with`` block."""
+def gunicorn_command() -> list[str]:
+    """The README's command: ``gunicorn -c python:web.gunicorn_conf`` (the app is appended)."""
+    script = Path(sys.executable).with_name("gunicorn")
+    program = [str(script)] if script.is_file() else [sys.executable, "-m", "gunicorn"]
+    return [*program, "-c", "python:web.gunicorn_conf"]
 
-    def __init__(self, app: str, *, overrides: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
+
+class Gunicorn:
+    """One gunicorn serving ``app`` with the README's command for the ``with`` block: both listeners
+    on free loopback ports, chosen through the environment like a deployment chooses them."""
+
+    def __init__(self, app: str, *, env: dict[str, str], log_path: Path) -> None:
+        self.port, self.internal_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.args = [sys.executable, "-m", "gunicorn", "-c", "python:web.gunicorn_conf",
-                     "--bind", f"127.0.0.1:{self.port}", *overrides, app]
-        self.env = env
+        self.args = [*gunicorn_command(), app]
+        self.env = {**env, "WEB_PUBLIC_HOST": "127.0.0.1", "WEB_PUBLIC_PORT": str(self.port),
+                    "WEB_INTERNAL_HOST": "127.0.0.1", "WEB_INTERNAL_PORT": str(self.internal_port)}
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -162,12 +202,15 @@ class Gunicorn:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                requests.get(self.url + "/healthz", timeout=2)
+                # Any answer on both listeners: every worker of the bare app answers 404 there.
+                requests.get(f"http://127.0.0.1:{self.internal_port}/healthz", timeout=2)
+                requests.get(self.url + "/", timeout=2)
                 return self
             except (requests.ConnectionError, requests.Timeout):
                 if self.process.poll() is not None:
                     break
                 time.sleep(0.1)
+        self.__exit__()
         raise SystemExit(f"gunicorn did not start; see {self.log_path}")
 
     def __exit__(self, *exc: object) -> None:
@@ -231,86 +274,168 @@ def remove_keys(client: redis.Redis, prefix: str) -> None:
         client.unlink(*batch)
 
 
+def check_stream(client: redis.Redis, stream: str, wamids: list[str], result: WrkResult, threads: int,
+                 script_calls: int) -> StreamCheck:
+    posted, repeats = sent_wamids(wamids, result.sent_per_thread, threads)
+    queued = stream_wamids(client, stream)
+    unique = set(queued)
+    return StreamCheck(entries=len(queued), distinct=len(unique), duplicates=len(queued) - len(unique),
+                       strangers=len(unique - posted), lost=max(0, result.ok - repeats - len(unique)),
+                       script_calls=script_calls)
+
+
+@dataclass
+class Summary:
+    """The medians over the rounds and what the stream checks found in all of them."""
+
+    bare: list[WrkResult]
+    webhook: list[WrkResult]
+    checks: list[StreamCheck]
+
+    @staticmethod
+    def _median(values: Sequence[float]) -> float:
+        return statistics.median(values) if values else 0.0
+
+    def rps(self, runs: list[WrkResult]) -> float:
+        return self._median([r.rps for r in runs])
+
+    def p50(self, runs: list[WrkResult]) -> float:
+        return self._median([r.p50_ms for r in runs])
+
+    def p99(self, runs: list[WrkResult]) -> float:
+        return self._median([r.p99_ms for r in runs])
+
+    @property
+    def rps_ratio(self) -> float:
+        bare = self.rps(self.bare)
+        return self.rps(self.webhook) / bare if bare else 0.0
+
+    @property
+    def p99_ratio(self) -> float:
+        bare = self.p99(self.bare)
+        return self.p99(self.webhook) / bare if bare else 0.0
+
+    @property
+    def duplicates(self) -> int:
+        return sum(c.duplicates for c in self.checks)
+
+    @property
+    def exactly_once(self) -> bool:
+        return not any(c.duplicates or c.strangers or c.lost for c in self.checks)
+
+    def figures(self) -> list[Figure]:
+        rps_ratio, p99_ratio, p99 = round(self.rps_ratio, 2), round(self.p99_ratio, 2), self.p99(self.webhook)
+        once = "yes" if self.exactly_once else "no"
+        return [
+            Figure("webhook (verify signature + queue): requests/s", round(self.rps(self.webhook)), "req/s"),
+            Figure("bare Flask endpoint (reads the body, answers 200), same command: requests/s",
+                   round(self.rps(self.bare)), "req/s"),
+            Figure("webhook / bare requests/s", rps_ratio, "x", f">= {MIN_RPS_RATIO:.2f}x bare req/s (issue 15)",
+                   met(rps_ratio, at_least=MIN_RPS_RATIO)),
+            Figure("webhook p50 latency", round(self.p50(self.webhook), 2), "ms"),
+            Figure("bare p50 latency", round(self.p50(self.bare), 2), "ms"),
+            Figure("webhook p99 latency", round(p99, 2), "ms", f"< {MAX_P99_MS:g} ms (issue 6)",
+                   met(p99, below=MAX_P99_MS)),
+            Figure("bare p99 latency", round(self.p99(self.bare), 2), "ms"),
+            Figure("webhook p99 / bare p99", p99_ratio, "x", f"p99 <= {MAX_P99_RATIO:g}x bare p99 (issue 15)",
+                   met(p99_ratio, at_most=MAX_P99_RATIO)),
+            Figure("wamids stored more than once", self.duplicates, "", "0 duplicates (issue 15)",
+                   met(self.duplicates, at_most=0)),
+            Figure("every accepted message in the stream exactly once", once, "", "yes (issue 6)",
+                   self.exactly_once),
+        ]
+
+
+def _print_runs(summary: Summary) -> None:
+    print(f"{'round':<6} {'endpoint':<26} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+          f"{'non-200':>8} {'sock err':>8}")
+    for n, (bare, webhook) in enumerate(zip(summary.bare, summary.webhook, strict=True), start=1):
+        for r in (bare, webhook):
+            print(f"{n:<6} {r.label:<26} {r.requests:>9} {r.rps:>8.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
+                  f"{r.max_ms:>7.1f} {r.not_ok:>8} {r.socket_errors:>8}")
+    for n, check in enumerate(summary.checks, start=1):
+        print(f"round {n} stream: {check.entries} entries, {check.distinct} distinct wamids, {check.duplicates} "
+              f"stored twice, {check.strangers} never posted, {check.lost} answered 200 and missing; "
+              f"{check.script_calls} append script calls ({check.entries / check.script_calls if check.script_calls else 0:.1f}"
+              " messages per call; counts every client of this Redis server)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--duration", type=int, default=30, help="seconds per endpoint")
+    parser.add_argument("--rounds", type=int, default=3, help="bare then webhook, this many times; medians")
+    parser.add_argument("--duration", type=int, default=30, help="seconds per endpoint and round")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--workers", type=int, help="gunicorn workers (default: web/gunicorn_conf.py)")
-    parser.add_argument("--worker-class", help="gunicorn worker class, e.g. sync (default: the config's)")
-    parser.add_argument("--worker-threads", type=int, help="threads per worker (default: the config's)")
-    parser.add_argument("--bodies", type=int, default=150000, help="distinct pre-signed notifications")
+    parser.add_argument("--bodies", type=int, default=200000, help="distinct pre-signed notifications")
+    parser.add_argument("--json", help="also write the figures to this result file")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     state_url = redis_db_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), BENCH_DB)
-    prefix = f"kmrl-bench-{secrets.token_hex(4)}:"
-    stream = f"{prefix}whatsapp:inbox"
+    run_prefix = f"kmrl-bench-{secrets.token_hex(4)}"
     client = redis.Redis.from_url(state_url)
     client.ping()
     work = Path(tempfile.mkdtemp(prefix="kmrl-bench-webhook-"))
+    started, started_at = time.perf_counter(), datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     try:
         print(f"writing {args.bodies} signed notifications ...", flush=True)
         wamids = write_bodies(work / "bodies.txt", args.bodies)
         script = work / "post.lua"
         script.write_text(WRK_SCRIPT % {"bodies": work / "bodies.txt", "path": "/webhooks/whatsapp"})
-        env = {**os.environ, "KMRL_ENV_FILE": "", "STATE_REDIS_URL": state_url, "KMRL_KEY_PREFIX": prefix,
+        env = {**os.environ, "KMRL_ENV_FILE": "", "STATE_REDIS_URL": state_url,
                "WHATSAPP_APP_SECRET": BENCH_APP_SECRET, "WHATSAPP_VERIFY_TOKEN": "bench-verify",
                "LOG_FILE": str(work / "web.log"), "LOG_LEVEL": "INFO"}
-        overrides = [flag for option, value in (("--workers", args.workers), ("--worker-class", args.worker_class),
-                                                ("--threads", args.worker_threads)) if value is not None
-                     for flag in (option, str(value))]
         config = subprocess.run([sys.executable, "-c", "import web.gunicorn_conf as c; "
                                  "print(c.workers, c.worker_class, c.threads)"], cwd=ROOT, env=env,
                                 capture_output=True, text=True, check=True).stdout.split()
-        workers = args.workers or int(config[0])
-        worker_class = args.worker_class or config[1]
-        threads = args.worker_threads or int(config[2])
+        setting = (f"gunicorn -c python:web.gunicorn_conf APP: {config[0]} workers, {config[1]}, "
+                   f"{config[2]} threads; wrk -t{args.threads} -c{args.connections} -d{args.duration}s; "
+                   f"{args.rounds} rounds, bare then webhook; {os.cpu_count()} CPUs; "
+                   f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         wrk_options = {"threads": args.threads, "connections": args.connections, "duration": args.duration}
-        load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
-        results: list[WrkResult] = []
-        for label, app in (("bare Flask 'ok'", "bench.bench_webhook:bare_app()"),
-                           ("webhook (verify + queue)", "web.app:create_app()")):
-            print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s against {label} ...", flush=True)
+        summary = Summary([], [], [])
+        for n in range(1, args.rounds + 1):
+            print(f"round {n}: wrk -t{args.threads} -c{args.connections} -d{args.duration}s against the bare "
+                  "endpoint ...", flush=True)
+            with Gunicorn(BARE_APP, env=env, log_path=work / f"gunicorn-bare-{n}.log") as server:
+                summary.bare.append(run_wrk("bare Flask (read, 200)", server.url + "/webhooks/whatsapp", script,
+                                            **wrk_options))
+            print(f"round {n}: ... against the webhook ...", flush=True)
+            prefix = f"{run_prefix}-{n}:"
             calls_before = _script_calls(client)
-            with Gunicorn(app, overrides=overrides, env=env, log_path=work / f"gunicorn-{len(results)}.log") as server:
-                results.append(run_wrk(label, server.url + "/webhooks/whatsapp", script, **wrk_options))
-            script_calls = _script_calls(client) - calls_before
-            if label.startswith("bare"):
-                remove_keys(client, prefix)
-        bare, webhook = results
-
-        posted, repeats = sent_wamids(wamids, webhook.sent_per_thread, args.threads)
-        queued = stream_wamids(client, stream)
-        unique = set(queued)
-        duplicates = len(queued) - len(unique)
-        strangers = len(unique - posted)
-        missing_floor = webhook.ok - repeats - len(unique)  # > 0 means an accepted message is missing
+            with Gunicorn(WEBHOOK_APP, env={**env, "KMRL_KEY_PREFIX": prefix},
+                          log_path=work / f"gunicorn-webhook-{n}.log") as server:
+                result = run_wrk("webhook (verify + queue)", server.url + "/webhooks/whatsapp", script,
+                                 **wrk_options)
+            summary.webhook.append(result)
+            summary.checks.append(check_stream(client, f"{prefix}whatsapp:inbox", wamids, result, args.threads,
+                                               _script_calls(client) - calls_before))
+            remove_keys(client, prefix)
 
         print()
-        print(f"gunicorn -c web/gunicorn_conf.py: {workers} workers, {worker_class}, {threads} threads; "
-              f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s; {os.cpu_count()} CPUs; "
-              f"load average before: {load_before}")
-        print(f"{'endpoint':<26} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-              f"{'non-200':>8} {'sock err':>8}")
-        for r in results:
-            print(f"{r.label:<26} {r.requests:>9} {r.rps:>8.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.max_ms:>7.1f} "
-                  f"{r.not_ok:>8} {r.socket_errors:>8}")
-        ratio = webhook.rps / bare.rps if bare.rps else 0.0
+        print(setting)
+        _print_runs(summary)
         print()
-        print(f"webhook/bare throughput: {ratio:.2f}  (target >= 0.50: {'met' if ratio >= 0.5 else 'NOT met'})")
-        print(f"webhook p99: {webhook.p99_ms:.2f} ms  (target < 20 ms: {'met' if webhook.p99_ms < 20 else 'NOT met'})")
-        print(f"stream: {len(queued)} entries, {len(unique)} distinct wamids, {duplicates} stored twice, "
-              f"{strangers} never posted; {webhook.ok} answered 200 ({repeats} of them repeats of a wamid)")
-        lost = duplicates or strangers or missing_floor > 0
-        print(f"Redis script calls during the webhook run: {script_calls} for {len(queued)} messages "
-              f"({len(queued) / script_calls if script_calls else 0:.1f} per call; counts every client of this "
-              "Redis server)")
-        print(f"exactly once: {'yes' if not lost else 'NO'}"
-              f" (posted and unanswered at the end: {len(posted) - len(unique) if len(posted) >= len(unique) else 0})")
+        print(f"medians of {args.rounds}: webhook {summary.rps(summary.webhook):.0f} req/s, p50 "
+              f"{summary.p50(summary.webhook):.2f} ms, p99 {summary.p99(summary.webhook):.2f} ms; bare "
+              f"{summary.rps(summary.bare):.0f} req/s, p50 {summary.p50(summary.bare):.2f} ms, p99 "
+              f"{summary.p99(summary.bare):.2f} ms")
+        print(f"webhook/bare throughput: {summary.rps_ratio:.2f}  (target >= {MIN_RPS_RATIO:.2f}: "
+              f"{'met' if summary.rps_ratio >= MIN_RPS_RATIO else 'NOT met'})")
+        print(f"webhook p99 / bare p99: {summary.p99_ratio:.2f}  (target <= {MAX_P99_RATIO:g}: "
+              f"{'met' if summary.p99_ratio <= MAX_P99_RATIO else 'NOT met'})")
+        print(f"duplicates: {summary.duplicates}  (target 0); exactly once: {'yes' if summary.exactly_once else 'NO'}")
+        if args.json:
+            outcome = Result("webhook", "WhatsApp webhook under wrk beside a bare endpoint (issues 6, 15)",
+                             "python -m bench.bench_webhook " + " ".join(argv if argv is not None else sys.argv[1:]),
+                             figures=summary.figures(), seconds=time.perf_counter() - started,
+                             started_at=started_at, notes=[setting, "medians of the rounds; the printed output has each round's figures"])
+            outcome.save(args.json)
     finally:
-        remove_keys(client, prefix)
+        remove_keys(client, run_prefix)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -180,24 +180,6 @@ def read_maximo(output: str, result: Result) -> None:
                  "1 per site (issue 5)" + (" + one login per run" if login else ""), met(per_site, at_most=allowed))
 
 
-def read_webhook(output: str, result: Result) -> None:
-    """bench_webhook: requests/s and latency beside the bare endpoint, and exactly-once (issue 6)."""
-    rows = table_rows(output, "endpoint")
-    ratio = _find(output, r"webhook/bare throughput: ([\d.]+)")
-    p99 = _cell(rows, "webhook", "p99 ms")
-    _add(result, "webhook (verify signature + queue): requests/s", _cell(rows, "webhook", "req/s"), "req/s")
-    _add(result, "bare Flask endpoint, same gunicorn: requests/s", _cell(rows, "bare", "req/s"), "req/s")
-    _add(result, "webhook / bare requests/s", ratio, "", ">= 0.50 (issue 6)", met(ratio, at_least=0.5))
-    _add(result, "webhook p50 latency", _cell(rows, "webhook", "p50 ms"), "ms")
-    _add(result, "webhook p99 latency", p99, "ms", "< 20 ms (issue 6)", met(p99, below=20))
-    once = re.search(r"exactly once: (\w+)", output)
-    _add(result, "every accepted message in the stream exactly once", once.group(1) if once else None, "",
-         "yes (issue 6)", (once.group(1) == "yes") if once else None)
-    setting = re.search(r"^(gunicorn .*)$", output, re.MULTILINE)
-    if setting:
-        result.notes.append(setting.group(1))
-
-
 def read_language(output: str, result: Result) -> None:
     """bench_language: texts/s per detection path (script paths: 50,000 short texts/s)."""
     for line in output.splitlines():
@@ -267,8 +249,8 @@ BENCHES = (
           quick_args=("--files", "300", "--large-mb", "64"), adapter=read_sharepoint),
     Bench("maximo", "Maximo: work orders/s and requests (issue 5)", "bench.bench_maximo",
           quick_args=("--work-orders", "200"), adapter=read_maximo),
-    Bench("webhook", "WhatsApp webhook under wrk: requests/s and p99 (issue 6)", "bench.bench_webhook",
-          quick_args=("--duration", "5", "--bodies", "5000"), adapter=read_webhook, needs=("wrk",)),
+    Bench("webhook", "WhatsApp webhook under wrk beside a bare endpoint (issues 6, 15)", "bench.bench_webhook",
+          quick_args=("--duration", "5", "--bodies", "5000", "--rounds", "1"), needs=("wrk",)),
     Bench("core", "Core pipeline: memory, Redis round trips, no-change syncs (issue 9)", "bench.bench_core",
           quick_args=("--large-mb", "64", "--documents", "200")),
     Bench("language", "Language detection", "bench.bench_language", quick_args=("--texts", "5000"),

@@ -27,7 +27,7 @@ from sandbox.whatsapp import (
 from tests.conftest import make_settings
 from utils.errors import ConfigError
 from web.app import REDIS_RETRIES, create_internal_app, create_public_app, redis_for_web
-from web.webhook import WebhookConfig, whatsapp_blueprint
+from web.webhook import WebhookConfig, signature_matches, whatsapp_blueprint
 
 APP_SECRET = "test-app-secret-7f3a"
 VERIFY_TOKEN = "test-verify-token-19c2"
@@ -132,6 +132,20 @@ def test_malformed_signature_header_is_refused_not_an_error(client, redis_client
     for value in ("sha256=", "md5=abc", "sha256=zz" + "0" * 62, "sha256=\u00e9\u00e9"):
         answer = client.post("/webhooks/whatsapp", data=body, headers={"X-Hub-Signature-256": value})
         assert answer.status_code == 403
+
+
+def test_signature_check_ignores_hex_case_and_surrounding_space_and_nothing_else():
+    body = b'{"object":"whatsapp_business_account","entry":[]}'
+    good = signature(APP_SECRET, body)
+    digits = good.removeprefix("sha256=")
+    for key in (APP_SECRET, APP_SECRET.encode()):
+        assert signature_matches(key, body, good)
+        assert signature_matches(key, body, f"  sha256={digits.upper()}\t")
+        assert not signature_matches(key, body, good[:-1] + ("0" if good[-1] != "0" else "1"))
+        assert not signature_matches(key, body + b" ", good)
+        assert not signature_matches(key, body, digits)  # the scheme prefix is required
+        assert not signature_matches(key, body, None)
+    assert not signature_matches("", body, signature("", body))
 
 
 def test_notification_is_refused_when_no_app_secret_is_configured(tmp_path, redis_url, redis_client, sim):

@@ -17,6 +17,7 @@ again; the wamid dedup makes that safe even after a call that failed half-way).
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from connectors.whatsapp_inbox import InboundMedia
@@ -30,13 +31,19 @@ class AppendFailed(Exception):
 
 
 class _Waiter:
-    """One request's messages and the outcome of the call that carried them."""
+    """One request's messages and the outcome of the call that carried them.
 
-    __slots__ = ("error", "event", "messages", "settled")
+    ``lock`` is taken at creation and released once, by the thread that settles this waiter or hands
+    it the lead: a plain lock is the cheapest way to park a thread until then (an ``Event`` costs a
+    Condition, a second lock and their Python code on both sides, for every request).
+    """
+
+    __slots__ = ("error", "lock", "messages", "settled")
 
     def __init__(self, messages: Sequence[InboundMedia]) -> None:
         self.messages = messages
-        self.event = threading.Event()
+        self.lock = threading.Lock()
+        self.lock.acquire()
         self.settled = False
         self.error: BaseException | None = None
 
@@ -52,7 +59,7 @@ class GroupCommit:
         self._append = append
         self._max_batch = max_batch
         self._lock = threading.Lock()
-        self._queue: list[_Waiter] = []
+        self._queue: deque[_Waiter] = deque()
         self._leading = False
         #: Append calls made and messages carried (for tests and the benchmark).
         self.calls = 0
@@ -69,7 +76,7 @@ class GroupCommit:
             self._lead_catching()
         else:
             # Bounded: the leader's call ends within the Redis client's timeouts and retries.
-            me.event.wait()
+            me.lock.acquire()
             if not me.settled:  # woken to lead the next call
                 self._lead_catching()
         if me.error is not None:
@@ -88,7 +95,7 @@ class GroupCommit:
             batch: list[_Waiter] = []
             carried = 0
             while self._queue and (not batch or carried + len(self._queue[0].messages) <= self._max_batch):
-                waiter = self._queue.pop(0)
+                waiter = self._queue.popleft()
                 batch.append(waiter)
                 carried += len(waiter.messages)
         error: BaseException | None = None
@@ -103,9 +110,11 @@ class GroupCommit:
             for waiter in batch:
                 waiter.error = error
                 waiter.settled = True
-                waiter.event.set()
+                # Held by every waiter here (the leader's own too: taken at creation, or again when
+                # it was woken to lead), so this release is always valid; it wakes a parked request.
+                waiter.lock.release()
             with self._lock:
                 if self._queue:
-                    self._queue[0].event.set()  # not settled: it wakes up to lead the next call
+                    self._queue[0].lock.release()  # not settled: it wakes up to lead the next call
                 else:
                     self._leading = False

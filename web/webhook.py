@@ -22,7 +22,6 @@ already too old (checked at start-up).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -55,6 +54,7 @@ OUTCOME_BAD_TIMESTAMP = "bad_timestamp"
 #: The signature header and its scheme prefix.
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 SIGNATURE_PREFIX = "sha256="
+_SIGNATURE_PREFIX_BYTES = SIGNATURE_PREFIX.encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -100,18 +100,27 @@ def refusal(message: InboundMedia, *, now: float, max_age: float) -> tuple[str, 
     return None
 
 
+#: The stdlib logger behind ``log``, looked up once: ``logging.getLogger`` takes logging's module lock.
+_stdlib_log = logging.getLogger(__name__)
+
+
 def _debug_enabled() -> bool:
-    # structlog runs its processors before the stdlib level check: ask the level first.
-    return logging.getLogger(__name__).isEnabledFor(logging.DEBUG)
+    # Asked before the per-request line's arguments are built (a list of wamids).
+    return _stdlib_log.isEnabledFor(logging.DEBUG)
 
 
-def signature_matches(app_secret: str, body: bytes, header: str | None) -> bool:
-    """True when ``header`` is ``sha256=`` + the hex HMAC-SHA256 of exactly ``body`` (constant time)."""
+def signature_matches(app_secret: str | bytes, body: bytes, header: str | None) -> bool:
+    """True when ``header`` is ``sha256=`` + the hex HMAC-SHA256 of exactly ``body`` (constant time).
+
+    The header's surrounding whitespace and the case of its hex digits do not matter.
+    """
     if not header or not app_secret:
         return False
-    expected = SIGNATURE_PREFIX + hmac.new(app_secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-    # Bytes, so that a header with non-ASCII characters is just a mismatch, not a TypeError.
-    return hmac.compare_digest(expected.encode("ascii"), header.strip().lower().encode("utf-8", "replace"))
+    key = app_secret.encode("utf-8") if isinstance(app_secret, str) else app_secret
+    # One C call (no HMAC object); bytes on both sides, so that a header with non-ASCII characters
+    # is just a mismatch, not a TypeError.
+    expected = _SIGNATURE_PREFIX_BYTES + hmac.digest(key, body, "sha256").hex().encode("ascii")
+    return hmac.compare_digest(expected, header.strip().lower().encode("utf-8", "replace"))
 
 
 def whatsapp_blueprint(config: WebhookConfig, inbox: Inbox) -> Blueprint:
@@ -122,6 +131,7 @@ def whatsapp_blueprint(config: WebhookConfig, inbox: Inbox) -> Blueprint:
                           f"that a wamid is remembered, or a replayed notification would be queued again")
     bp = Blueprint("whatsapp_webhook", __name__)
     queue = GroupCommit(inbox.append)
+    app_key = config.app_secret.encode("utf-8")
 
     def admissible(messages: Sequence[InboundMedia]) -> list[InboundMedia]:
         now = config.clock()
@@ -177,7 +187,7 @@ def whatsapp_blueprint(config: WebhookConfig, inbox: Inbox) -> Blueprint:
             log.warning("whatsapp_webhook_rejected", reason="body too large", limit=config.max_body_bytes)
             return Response("body too large", status=413, mimetype="text/plain")
         signature = request.headers.get(SIGNATURE_HEADER)
-        if not signature_matches(config.app_secret, body, signature):
+        if not signature_matches(app_key, body, signature):
             log.warning("whatsapp_webhook_rejected", reason="signature missing" if not signature
                         else "signature mismatch", bytes=len(body), remote=request.remote_addr)
             return Response("forbidden", status=403, mimetype="text/plain")
