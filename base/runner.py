@@ -26,6 +26,7 @@ types that mean the caller's own time limit struck (the Celery task passes its
 
 from __future__ import annotations
 
+import contextvars
 import os
 import shutil
 import time
@@ -43,7 +44,7 @@ import requests
 from base.contract import Change, Checkpoint, Item, ItemFailure, ScopeState
 from base.document import Document, flat_hints, sanitize_filename, spool_chunks
 from base.enrichment.steps import enrich
-from base.extraction.step import extract_document
+from base.extraction.step import extract_document, reads_on_pool
 from base.hub_client import Hub, HubDocumentMissing, HubRefused
 from base.pool import pool_for
 from base.refusals import RefusalStreak
@@ -201,7 +202,11 @@ class _Queued:
     item: Item
     document: Document
     known: ItemRecord | None
-    upload: Future[str] | None = None
+    hints: Mapping[str, str] = field(default_factory=dict)
+    #: The document's text being read on the pool, then its enrichment (None: done before it was queued).
+    prepared: Future[None] | None = None
+    #: Its upload, sent on the run's upload threads (its value None: a content rule holds it instead).
+    upload: Future[str | None] | None = None
     #: The document was handed on (a refusal waiting in ``run.refusals``): not closed with the queue.
     taken: bool = False
 
@@ -281,6 +286,9 @@ class _Run:
         self.space_checked = False
         #: Threads that send uploads while the run reads on (None: uploads are sent one at a time).
         self.uploads: ThreadPoolExecutor | None = None
+        #: Threads that wait for the pool's reading of documents' text (one per pool child), so the run
+        #: reads on behind a slow one (OCR); created when the first such document comes.
+        self.preparing: ThreadPoolExecutor | None = None
 
     def count(self, name: str, n: int = 1) -> None:
         self.summary.counts[name] += n
@@ -420,8 +428,9 @@ class Runner:
                 # redone by the next run (the cursor only ever lags, never runs ahead).
                 self._land_after_failure(run, scope)
                 self._abandon_queue(run)
-                if run.uploads is not None:
-                    run.uploads.shutdown(wait=True)
+                for threads in (run.uploads, run.preparing):
+                    if threads is not None:
+                        threads.shutdown(wait=True)
                 _best_effort(lambda: self._commit(run), "batch")
                 _best_effort(tracker.save, "cursor")
                 _best_effort(self.audit.end_batch, "audit")
@@ -488,17 +497,18 @@ class Runner:
             return None
         return ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix=f"hub-upload-{self.source.name}")
 
-    def _enqueue(self, run: _Run, scope: str, item: Item, document: Document, known: ItemRecord | None) -> None:
+    def _enqueue(self, run: _Run, scope: str, queued: _Queued) -> None:
         """Puts a read document in the queue. A queue that already holds these bytes is delivered
         first (the second copy is then linked to the first); a queue that reaches its bounds
         (ACK_BATCH_SIZE documents, WINDOW_BYTES) is sent to the Hub and the run reads on."""
+        item, document = queued.item, queued.document
         if document.sha256 in run.queued_shas or (run.flight is not None and document.sha256 in run.flight.sha256s):
             try:
                 self._deliver_queue(run, scope)
             except BaseException:
-                document.close()
+                _close_queued([queued])
                 raise
-        run.queue.append(_Queued(item, document, known))
+        run.queue.append(queued)
         run.queued_ids.add(item.source_id)
         run.queued_shas.add(document.sha256)
         run.queued_bytes += document.size
@@ -535,7 +545,7 @@ class Runner:
             if sha256 in flight.contents and not flight.contents[sha256]:
                 if queued.known:
                     queued.document.previous_sha256 = queued.known.sha256  # sent with the upload
-                queued.upload = run.uploads.submit(self.hub.upload, queued.document)
+                queued.upload = run.uploads.submit(contextvars.copy_context().run, self._send_when_ready, queued)
 
     def _land(self, run: _Run, scope: str) -> None:
         """Settles the group in flight in source order (each document's outcome taken as ``deliver``
@@ -565,10 +575,28 @@ class Runner:
             run.landing, run.contents = False, {}
             _close_queued(flight.documents)
 
+    def _send_when_ready(self, queued: _Queued) -> str | None:
+        """An upload thread's task: waits for the document's text and enrichment, then uploads it;
+        None, sending nothing, when a content rule holds it (decided again, alike, by ``_land``)."""
+        if queued.prepared is not None:
+            queued.prepared.result()
+            if self.source.hold_reason(queued.document, queued.hints):
+                return None
+        return self.hub.upload(queued.document)
+
     def _deliver_queued(self, run: _Run, scope: str, queued: _Queued) -> None:
-        """Delivers one queued document; its failures are handled as ``_handle_item`` handles them."""
+        """Delivers one queued document, once its text is read and it is enriched, or holds it when a
+        content rule says so; its failures are handled as ``_handle_item`` handles them."""
         document = queued.document
         try:
+            if queued.prepared is not None:
+                queued.prepared.result()
+                rule = self.source.hold_reason(document, queued.hints)
+                if rule:
+                    if queued.upload is not None:
+                        queued.upload.result()  # decided alike there: nothing sent; its thread is done with it
+                    self._hold(run, scope, queued.item, document, rule, queued.known)
+                    return
             self.deliver(run, scope, queued.item, document, queued.known, upload=queued.upload)
         except Exception as exc:  # noqa: BLE001 - classified, and run-level ones raised again, by _item_failed
             queued.taken = self._item_failed(run, scope, queued.item, document, exc)
@@ -587,6 +615,8 @@ class Runner:
                 hub_id = queued.upload.result()
             except Exception:  # noqa: BLE001, S112 - not acknowledged: the next run sends it
                 continue
+            if hub_id is None:
+                continue  # held by a content rule, not sent: the next run decides it again
             document = queued.document
             self._audit(run, "ingested", document)
             self._settle(run, scope, queued.item, ItemRecord(queued.item.version, document.sha256, hub_id),
@@ -721,7 +751,7 @@ class Runner:
             self._decide(run, "ingest", item, filename=filename)
             return
         document: Document | None = None
-        ready: Document | None = None
+        ready: _Queued | None = None
         try:
             document = self._read(run, scope, item, filename=filename, hints=hints)
             if document is None:
@@ -730,11 +760,19 @@ class Runner:
             if reason:
                 self._skip(run, scope, item, filename, reason)
                 return
-            rule = self.source.hold_reason(document, hints)
-            if rule:
-                self._hold(run, scope, item, document, rule, known)
-                return
-            ready, document = document, None
+            if reads_on_pool(document, self.settings):
+                # Its text is read on the pool while the run reads on; the rest of its way waits for it.
+                ready = _Queued(item, document, known, hints)
+                ready.prepared = self._preparing(run).submit(contextvars.copy_context().run, self._prepare,
+                                                            document, hints, run.deadline)
+                document = None
+            else:
+                self._prepare(document, hints, run.deadline)
+                rule = self.source.hold_reason(document, hints)
+                if rule:
+                    self._hold(run, scope, item, document, rule, known)
+                    return
+                ready, document = _Queued(item, document, known, hints), None
         except Exception as exc:  # noqa: BLE001 - classified, and run-level ones raised again, by _item_failed
             if self._item_failed(run, scope, item, document, exc):
                 document = None  # waits, open, in run.refusals
@@ -742,7 +780,19 @@ class Runner:
             if document is not None:
                 document.close()
         if ready is not None:
-            self._enqueue(run, scope, item, ready, known)  # the queue owns it now
+            self._enqueue(run, scope, ready)  # the queue owns it now
+
+    def _preparing(self, run: _Run) -> ThreadPoolExecutor:
+        """The run's threads that wait for the pool: as many as it has children."""
+        if run.preparing is None:
+            run.preparing = ThreadPoolExecutor(max_workers=max(1, self.settings.pool_size),
+                                               thread_name_prefix=f"extract-{self.source.name}")
+        return run.preparing
+
+    def _prepare(self, document: Document, hints: Mapping[str, str], deadline: float | None) -> None:
+        """Reads the document's text (on the pool, or here when its head decides it) and enriches it."""
+        self._extract(document, deadline)
+        enrich(document, hints)
 
     def _item_failed(self, run: _Run, scope: str, item: Item, document: Document | None,
                      exc: BaseException) -> bool:
@@ -771,7 +821,7 @@ class Runner:
         dead-letter (see ``_read_failed``); any other failure to read it is raised as it is."""
         try:
             document = self.build_document(scope, item, filename=filename, hints=hints, deadline=run.deadline,
-                                           check_space=not run.space_checked)
+                                           check_space=not run.space_checked, prepare=False)
             run.space_checked = True
         except (ThrottledError, SpoolFullError):
             raise  # the whole service or our own disk, never this one item
@@ -864,8 +914,9 @@ class Runner:
 
     def build_document(self, scope: str, item: Item, *, filename: str | None = None,
                         hints: Mapping[str, str] | None = None, deadline: float | None = None,
-                        check_space: bool = True) -> Document | None:
-        """Streams the item's bytes into a spool file, hashes and enriches them.
+                        check_space: bool = True, prepare: bool = True) -> Document | None:
+        """Streams the item's bytes into a spool file, hashes them, reads their text and enriches them
+        (``prepare=False``: spooled and hashed only, for the caller to prepare).
 
         Free space in the spool folder is checked before the download (unless ``check_space`` is
         False: the run checked it for this window already) and again every ``SPOOL_RECHECK_BYTES``
@@ -885,8 +936,9 @@ class Runner:
                 text=item.text, author=item.author, created_at=item.created_at, modified_at=item.modified_at,
                 source_url=item.source_url, metadata=dict(item.metadata), _content=spooled.file,
             )
-            self._extract(document, deadline)
-            return enrich(document, hints if hints is not None else flat_hints(item.hints))
+            if prepare:
+                self._prepare(document, hints if hints is not None else flat_hints(item.hints), deadline)
+            return document
         except BaseException:
             spooled.file.close()
             raise
@@ -911,7 +963,7 @@ class Runner:
         return guard
 
     def deliver(self, run: _Run, scope: str, item: Item, document: Document, known: ItemRecord | None, *,
-                upload: Future[str] | None = None) -> None:
+                upload: Future[str | None] | None = None) -> None:
         """Delivers a read document: its enrichment updated (reprocess), its new version remembered
         (same bytes), linked to the same bytes already in the Hub, or uploaded (``upload``: that upload
         already sent, on the run's upload threads); then records it with its batch."""
@@ -938,7 +990,7 @@ class Runner:
             except HubDocumentMissing:
                 hub_id = None
         if not hub_id:
-            hub_id = upload.result() if upload is not None else self.hub.upload(document)
+            hub_id = (upload.result() if upload is not None else None) or self.hub.upload(document)
         self._refusals_end(run, scope)  # the Hub takes documents: the refusals before were their own
         # One line per document is the audit log's job; the service log keeps it at DEBUG.
         log.debug("document_ingested" if outcome == "new" else "document_linked", filename=document.filename,
@@ -1232,7 +1284,8 @@ def _windows(changes: Iterable[Change], max_changes: int, max_bytes: int,
 def _close_queued(queued: list[_Queued]) -> None:
     """Cancels the uploads of ``queued`` not started, waits for those in flight (their threads read
     the spool files), then closes every document not handed on."""
-    running = [q.upload for q in queued if q.upload is not None and not q.upload.cancel()]
+    running: list[Future[Any]] = [q.upload for q in queued if q.upload is not None and not q.upload.cancel()]
+    running += [q.prepared for q in queued if q.prepared is not None and not q.prepared.cancel()]
     if running:
         wait_all(running)
     for entry in queued:

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from base.contract import Item
 from base.document import Document
 from base.hub_client import HttpHub
 from base.refusals import HubRefusesEveryDocument
@@ -28,12 +27,9 @@ class _TextRunner(Runner):
     """The pipeline, with each item's text standing for what extraction read from its content (the
     extraction step itself is off in these tests, which are about delivery)."""
 
-    def build_document(self, scope: str, item: Item, **options: Any) -> Document | None:
-        document = super().build_document(scope, item, **options)
-        if document is not None:
-            document.content_text = item.text
-            document.extraction = {"method": "text-layer", "pages": 1, "chars": len(item.text), "truncated": False}
-        return document
+    def _extract(self, document: Document, deadline: float | None) -> None:
+        document.content_text = document.text
+        document.extraction = {"method": "text-layer", "pages": 1, "chars": len(document.text), "truncated": False}
 
 
 class TextConnector(ListConnector):

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from base.hub_client import HttpHub
+from base.runner import Runner
 from base.state import StateStore
 from config.settings import Settings
 from tests.helpers import FakeFile, ListConnector, fake_files
@@ -175,3 +176,49 @@ def test_records_and_cursor_are_written_in_one_transaction(settings, state, redi
         elif command.startswith(f"SET {cursor_key}"):
             cursor_sets.append(in_transaction)
     assert cursor_sets and all(cursor_sets), cursor_sets
+
+
+class _SlowFirstRunner(Runner):
+    """The pipeline with a stand-in for the pool's reading of text: every document is read at once,
+    except ``slow_id``'s, which waits until ``release`` is set (an OCR job of many pages)."""
+
+    slow_id = ""
+    release = threading.Event()
+
+    def _extract(self, document, deadline):  # type: ignore[no-untyped-def]
+        if document.source_id == self.slow_id:
+            self.release.wait(60)
+        document.content_text = f"inspection report {document.source_id}"
+        document.extraction = {"method": "text-layer", "pages": 1, "chars": 20, "truncated": False}
+
+
+def test_a_slow_extraction_does_not_hold_up_the_reading_of_the_documents_behind_it(settings, state):
+    # Each file starts like a PDF, so its text is read on the pool (asynchronously), not decided here.
+    files = [FakeFile(f"scan-{i}", b"%PDF-1.7\n" + f"page {i} ".encode() * 20) for i in range(12)]
+
+    class Connector(ListConnector):
+        def runner(self) -> Runner:
+            runner = _SlowFirstRunner(self, state=self.state, hub=self.hub, settings=self.settings, audit=self.audit)
+            runner.slow_id, runner.release = "scan-0", release
+            return runner
+
+    release = threading.Event()
+    connector = Connector({"a": files}, settings=settings, state=state)
+    read_behind: list[bool] = []
+
+    def watch() -> None:
+        # While scan-0's text is still being read, every document behind it gets read from the source.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(connector.opened) < len(files):
+            time.sleep(0.01)
+        read_behind.append(len(connector.opened) == len(files) and not release.is_set())
+        release.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    summary = connector.sync_documents({})
+    watcher.join(5)
+    assert read_behind == [True]
+    assert summary.state == "ok" and summary.totals["new"] == 12
+    assert connector.acknowledged == [f.source_id for f in files]  # settled in source order all the same
+    assert state.get_cursor("fake", "a") == 12

@@ -93,6 +93,16 @@ def _request(content: IO[bytes], document: Document, limits: ExtractionLimits) -
                              data=content.read())
 
 
+def reads_on_pool(document: Document, settings: Settings) -> bool:
+    """Whether ``extract_document`` would send this document to the pool (a child's time, which may be
+    long: OCR), rather than decide it here from its head at once."""
+    if not settings.extract_text:
+        return False
+    content = document.open_content()
+    head = content.read(HEAD_BYTES)
+    return _kind_here(head, document) is None
+
+
 def extract_document(document: Document, settings: Settings, pool: ProcessPool, *,
                      deadline: float | None = None) -> Extraction:
     """Reads ``document``'s text on ``pool`` and records it on the document (see the module docstring).
