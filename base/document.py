@@ -125,6 +125,10 @@ class Document:
         return meta
 
 
+#: Spool folders this process has made sure exist.
+_SPOOL_DIRS_MADE: set[str] = set()
+
+
 @dataclass
 class SpoolResult:
     """A spool file filled from a chunk stream, with its size and SHA-256."""
@@ -148,8 +152,11 @@ def spool_chunks(
     """
     from utils.errors import ItemTooLarge
 
-    if spool_dir:
+    if spool_dir and spool_dir not in _SPOOL_DIRS_MADE:
+        # Once per folder and process: a makedirs per document cost two syscalls on the hot path.
+        # The runner's free-space guard recreates a folder removed under a long-lived worker.
         os.makedirs(spool_dir, exist_ok=True)
+        _SPOOL_DIRS_MADE.add(spool_dir)
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - handed to the Document
         max_size=SPOOL_MEMORY_LIMIT, dir=spool_dir, prefix="kmrl-spool-"
     )

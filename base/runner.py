@@ -232,6 +232,12 @@ class _Flight:
         self.source_ids = {queued.item.source_id for queued in self.documents}
         self.sha256s = {queued.document.sha256 for queued in self.documents}
 
+    def sent(self) -> bool:
+        """Whether every upload of the group has its answer (and every text its reading): settling it
+        now waits for nothing."""
+        return all((q.upload is None or q.upload.done()) and (q.prepared is None or q.prepared.done())
+                   for q in self.documents)
+
 
 class _Run:
     """Mutable state of one scope run (kept off the connector so runs never share it).
@@ -280,6 +286,10 @@ class _Run:
         self.flight: _Flight | None = None
         #: Set while a flight is settled: cursor moves then are its own, made at once.
         self.landing = False
+        #: Settling a flight failed (a run-level answer of the Hub, or of Redis while recording it).
+        self.hub_failed = False
+        #: What ended the reading of the source, when something did.
+        self.failure: BaseException | None = None
         #: Hub ids by sha256 for the documents being settled (one lookup for the group).
         self.contents: dict[str, str | None] = {}
         #: Free space in the spool folder was checked for the current window.
@@ -387,19 +397,19 @@ class Runner:
             try:
                 if not dry_run:
                     run.failing = self.state.item_failures(self.source.name, scope)
-                self._consume(run, scope, start_cursor, lease, deadline)
+                try:
+                    self._consume(run, scope, start_cursor, lease, deadline)
+                except BaseException as exc:
+                    run.failure = exc  # what is read already may still be delivered (_deliver_after_failure)
+                    raise
                 self._commit(run)
                 if summary.state == ScopeState.RUNNING:
                     summary.state = ScopeState.OK
             except time_up:
                 # The caller's time limit (Celery's soft limit): stop at once, keep what is done (the
-                # documents read already are delivered: at most one window, bounded in bytes, well
-                # inside the hard limit's margin); the next tick resumes.
+                # documents read already are delivered below: at most two batches, bounded in bytes,
+                # well inside the hard limit's margin); the next tick resumes.
                 summary.state, summary.error = ScopeState.PARTIAL, "stopped by the task's soft time limit"
-                try:
-                    self._deliver_queue(run, scope)
-                except Exception as exc:  # noqa: BLE001 - they stay before the cursor: read again next run
-                    log.warning("read_documents_not_delivered", error=mask_text(f"{type(exc).__name__}: {exc}"))
             except _DeadlineReached as exc:
                 summary.state = ScopeState.PARTIAL
                 log.info("run_time_budget_reached", during="download", detail=str(exc))
@@ -426,7 +436,7 @@ class Runner:
                 summary.ended_at = time.time()
                 # Each write is attempted even when Redis is down for the others; what fails is
                 # redone by the next run (the cursor only ever lags, never runs ahead).
-                self._land_after_failure(run, scope)
+                self._deliver_after_failure(run, scope)
                 self._abandon_queue(run)
                 for threads in (run.uploads, run.preparing):
                     if threads is not None:
@@ -460,6 +470,8 @@ class Runner:
                         with bind_context(source_id=change.source_id):
                             self._handle_item(run, scope, change)
                         self._advance(run, change.cursor_after)
+                    if run.flight is not None and run.flight.sent():
+                        self._land(run, scope)  # recorded as soon as the Hub has it all, not a group later
                     # After every change, Checkpoints included: a feed of empty pages (or a page link that
                     # loops) must not outlive the run's budget.
                     if deadline is not None and time.monotonic() >= deadline:
@@ -539,6 +551,7 @@ class Runner:
                      and q.document.sha256 not in run.pending_content]
         flight.contents = self.state.get_contents(looked_up)
         if run.uploads is None:
+            self._land(run, run.summary.scope)  # nothing runs meanwhile: settled (and sent) now
             return
         for queued in waiting:
             sha256 = queued.document.sha256
@@ -565,6 +578,7 @@ class Runner:
                     self._deliver_queued(run, scope, entry)
             self._commit(run)
         except BaseException:
+            run.hub_failed = True
             try:
                 rest = [e for e in flight.entries[at + 1:] if isinstance(e, _Queued)]
                 self._keep_acknowledged(run, scope, rest)
@@ -624,16 +638,25 @@ class Runner:
             run.count("new")
             run.summary.bytes += document.size
 
-    def _land_after_failure(self, run: _Run, scope: str) -> None:
-        """The run failed while reading on: the group in flight was read before the failure, so it is
-        settled as it would have been (its documents recorded, the cursor moved over them); a
-        failure of its own is logged, and what it left is read again by the next run."""
-        if run.flight is None or run.dry_run:
+    def _deliver_after_failure(self, run: _Run, scope: str) -> None:
+        """The run failed while reading on. What it read before the failure is delivered as it would
+        have been, one by one: the group in flight is settled (its documents recorded, the cursor
+        moved over them), and the documents queued behind it are sent too when the failure was the
+        source's (a dropped connection, a throttle, a full spool disk) or the caller's time limit.
+        Not when the Hub failed (it
+        would only fail again), nor when the lease was lost (the scope is another worker's now) or
+        Redis failed. A failure of this delivery is logged; what it left is read again next run."""
+        failure = run.failure
+        if run.dry_run or run.hub_failed or (run.flight is None and not run.queue):
             return
+        source_side = isinstance(failure, Exception) and not isinstance(failure, (LeaseLostError, redis.RedisError))
         try:
-            self._land(run, scope)
+            if source_side:
+                self._deliver_queue(run, scope)
+            else:
+                self._land(run, scope)
         except Exception as exc:  # noqa: BLE001 - the run's own failure is the one reported
-            log.warning("group_in_flight_not_settled", error=mask_text(f"{type(exc).__name__}: {exc}"))
+            log.warning("read_documents_not_delivered", error=mask_text(f"{type(exc).__name__}: {exc}"))
 
     def _abandon_queue(self, run: _Run) -> None:
         """The run ended with documents read but not delivered: their uploads still in flight are

@@ -3,9 +3,11 @@
 A private Dovecot on loopback (sandbox/dovecot.py) holds N messages of about 28 KB, each with one
 20 KB attachment (distinct bytes, so nothing is deduplicated). Each round, in alternating order:
 
-- the connector: a full sync in a fresh process (fetch, parse, hash, dedup checks, enrichment, the
-  local outbox with its default durability: every document fsynced before it counts), state in a
-  private redis-server flushed before the round; then a second sync with nothing new;
+- the connector as a user runs it: ``kmrl-connectors sync email`` (the installed command, its start-up
+  included, settings from the environment as env.example gives them: the local outbox with its
+  default durability, every batch fsynced before its records and cursor are written; the service
+  and audit logs), state in a private redis-server flushed before the round; then a second sync with
+  nothing new, timed inside a process;
 - mbsync (isync, default settings, so it fsyncs every message) pulling the same folder into an
   empty maildir on the same disk as the outbox;
 - the connector alone, without the pipeline: fetch, parse, and read and hash every attachment
@@ -113,6 +115,57 @@ def run_mbsync(server: DovecotServer, root: Path, messages: int) -> Measure:
     return Measure(seconds, rss, fetched)
 
 
+def cli_environment(server: DovecotServer, root: Path, state_url: str, *, fsync: bool = True,
+                    pool: bool = False) -> dict[str, str]:
+    """The environment ``kmrl-connectors`` gets: this mailbox, state in ``state_url``, every folder
+    under ``root``; nothing read from a developer's .env."""
+    return {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"), "KMRL_ENV_FILE": "",
+            "REDIS_URL": state_url, "STATE_REDIS_URL": state_url, "EMAIL_HOST": "127.0.0.1",
+            "EMAIL_PORT": str(server.imaps_port), "EMAIL_USER": USER, "EMAIL_PASSWORD": PASSWORD,
+            "EMAIL_SSL_CA_FILE": server.ca_path, "EMAIL_FOLDERS": "INBOX", "EMAIL_PARSE_IN_POOL": "1" if pool else "0",
+            "HUB_OUTBOX_DIR": str(root / "outbox"), "HUB_OUTBOX_FSYNC": "1" if fsync else "0",
+            "SPOOL_DIR": str(root / "spool"), "DEADLETTER_DIR": str(root / "deadletter"),
+            "HELD_DIR": str(root / "held"), "LOG_FILE": str(root / "logs" / "kmrl-connectors.log"),
+            "AUDIT_LOG": str(root / "logs" / "audit.log"), "SPOOL_MIN_FREE_MB": "64"}
+
+
+def run_cli_sync(server: DovecotServer, root: Path, state_url: str, messages: int, *, fsync: bool = True,
+                 pool: bool = False) -> Measure:
+    """``kmrl-connectors sync email`` in a fresh process, timed from its start to its exit; then the
+    outbox is counted (every message's attachment must be there) and a no-change sync is timed."""
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    redis.Redis.from_url(state_url).flushdb()
+    command = Path(sys.executable).with_name("kmrl-connectors")
+    out_path, err_path = root / "cli.out", root / "cli.err"
+    started = time.perf_counter()
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        process = subprocess.Popen([str(command), "sync", "email"], stdout=out, stderr=err,
+                                   env=cli_environment(server, root, state_url, fsync=fsync, pool=pool),
+                                   cwd=root)
+        code, rss = _wait(process)
+    seconds = time.perf_counter() - started
+    if code != 0:
+        raise SystemExit(f"kmrl-connectors sync email failed ({code}): "
+                         f"{out_path.read_text(errors='replace')[-2000:]}{err_path.read_text(errors='replace')[-2000:]}")
+    stored = [entry for entry in os.scandir(root / "outbox") if not entry.name.startswith((".", "_"))]
+    if len(stored) != messages:
+        raise SystemExit(f"kmrl-connectors sync email stored {len(stored)} of {messages} documents")
+    no_change = _no_change_ms(server, root, state_url)
+    return Measure(seconds, rss, messages, len(stored), no_change)
+
+
+def _no_change_ms(server: DovecotServer, root: Path, state_url: str) -> float:
+    """A sync with nothing new, on the state the last sync left, timed inside a fresh process."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.bench_email", "--child", "--no-change", "--port", str(server.imaps_port),
+         "--ca", server.ca_path, "--root", str(root), "--state", state_url],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"no-change sync failed: {result.stderr[-3000:]}")
+    return float(json.loads(result.stdout.strip().splitlines()[-1])["no_change_ms"])
+
+
 def run_connector(server: DovecotServer, root: Path, state_url: str, messages: int, *, fsync: bool = True,
                   alone: bool = False, pool: bool = False) -> Measure:
     """A full sync then a no-change sync, in a fresh Python process (its peak RSS is its own); or,
@@ -139,7 +192,7 @@ def run_connector(server: DovecotServer, root: Path, state_url: str, messages: i
 
 
 def child(port: int, ca: str, root: Path, state_url: str, fsync: bool, alone: bool = False,
-          pool: bool = False) -> None:
+          pool: bool = False, no_change: bool = False) -> None:
     """The connector side of one round (run with --child): prints one JSON line."""
     from config.settings import Settings
     from connectors.email_connector import EmailConnector
@@ -155,6 +208,14 @@ def child(port: int, ca: str, root: Path, state_url: str, fsync: bool, alone: bo
     if alone:
         alone_listing(connector, credentials)
         return
+    if no_change:
+        started = time.perf_counter()
+        again = connector.sync_documents(credentials)
+        elapsed = time.perf_counter() - started
+        if again.state != "ok" or again.totals["new"]:
+            raise SystemExit(f"the no-change sync found work: {again.as_dict()}")
+        print(json.dumps({"no_change_ms": elapsed * 1000}))
+        return
     started = time.perf_counter()
     summary = connector.sync_documents(credentials)
     seconds = time.perf_counter() - started
@@ -162,8 +223,8 @@ def child(port: int, ca: str, root: Path, state_url: str, fsync: bool, alone: bo
         raise SystemExit(f"sync ended {summary.state}: {[s.error for s in summary.scopes]}")
     started = time.perf_counter()
     again = connector.sync_documents(credentials)
-    no_change = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "new": summary.totals["new"], "no_change_ms": no_change * 1000,
+    nothing_new = time.perf_counter() - started
+    print(json.dumps({"seconds": seconds, "new": summary.totals["new"], "no_change_ms": nothing_new * 1000,
                       "no_change_fetched": again.totals["fetched"]}))
 
 
@@ -199,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--fsync", default="1", help=argparse.SUPPRESS)
     parser.add_argument("--alone", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-change", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pool", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compare-pool", action="store_true",
                         help="also time, in every round, the connector parsing in the process pool "
@@ -209,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(args.port, args.ca, Path(args.root), args.state, args.fsync == "1", args.alone, args.pool)
+        child(args.port, args.ca, Path(args.root), args.state, args.fsync == "1", args.alone, args.pool,
+              args.no_change)
         return 0
     if shutil.which("mbsync") is None:
         raise SystemExit("mbsync is not installed: apt-get install -y isync")
@@ -235,11 +298,11 @@ def main(argv: list[str] | None = None) -> int:
             for which in order:
                 root = bench_dir / f"round-{round_no + 1}-{which}"
                 if which == "connector":
-                    ours.append(run_connector(server, root, state_url, args.messages))
+                    ours.append(run_cli_sync(server, root, state_url, args.messages))
                 elif which == "alone":
                     bare.append(run_connector(server, root, state_url, args.messages, alone=True))
                 elif which == "pooled":
-                    pooled.append(run_connector(server, root, state_url, args.messages, pool=True))
+                    pooled.append(run_cli_sync(server, root, state_url, args.messages, pool=True))
                 else:
                     theirs.append(run_mbsync(server, root, args.messages))
         unsynced = (run_connector(server, bench_dir / "no-fsync", state_url, args.messages, fsync=False)
@@ -271,7 +334,7 @@ def report(messages: int, mailbox_bytes: int, seeded: float, ours: list[Measure]
     print(f"Email: {messages} messages, {mb:.0f} MB on the server ({mailbox_bytes / messages / 1024:.1f} KiB each, "
           f"one 20 KiB attachment), seeded in {seeded:.1f} s; median of {len(ours)} rounds")
     print(f"{'':28}{'seconds':>9}{'msg/s':>9}{'MB/s':>8}{'peak RSS MB':>13}")
-    for name, data in (("connector (outbox, fsync)", connector), ("mbsync (maildir, fsync)", mbsync),
+    for name, data in (("kmrl-connectors sync email", connector), ("mbsync (maildir, fsync)", mbsync),
                        ("connector alone, no pipeline", alone)):
         print(f"{name:28}{data['seconds']:9.2f}{data['messages_per_s']:9.0f}{data['mb_per_s']:8.1f}"
               f"{data['peak_rss_mb']:13.1f}")

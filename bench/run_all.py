@@ -115,17 +115,17 @@ def headless_rows(output: str, columns: Sequence[str], starts: Sequence[str]) ->
 def read_email(output: str, result: Result) -> None:
     """bench_email: connector and mbsync rows, the ratio, RSS and no-change lines (issue 3)."""
     rows = headless_rows(output, ("seconds", "msg/s", "MB/s", "peak RSS MB"),
-                         ("connector (outbox", "mbsync (", "connector alone"))
+                         ("kmrl-connectors sync email", "mbsync (", "connector alone"))
     ratio = _find(output, r"ratio connector/mbsync: ([\d.]+)")
-    rss = _cell(rows, "connector (outbox", "peak RSS MB")
+    rss = _cell(rows, "kmrl-connectors sync email", "peak RSS MB")
     no_change = _find(output, r"no-change sync ([\d.]+) ms")
-    _add(result, "connector: messages/s (fetch, parse, hash, dedup, outbox with fsync)",
-         _cell(rows, "connector (outbox", "msg/s"), "msg/s")
-    _add(result, "connector: MB/s", _cell(rows, "connector (outbox", "MB/s"), "MB/s")
+    _add(result, "kmrl-connectors sync email: messages/s (start-up, fetch, parse, hash, dedup, outbox with fsync)",
+         _cell(rows, "kmrl-connectors sync email", "msg/s"), "msg/s")
+    _add(result, "kmrl-connectors sync email: MB/s", _cell(rows, "kmrl-connectors sync email", "MB/s"), "MB/s")
     _add(result, "mbsync: messages/s (maildir, fsync)", _cell(rows, "mbsync", "msg/s"), "msg/s")
     _add(result, "mbsync: MB/s", _cell(rows, "mbsync", "MB/s"), "MB/s")
-    _add(result, "connector / mbsync messages/s", ratio, "", ">= 1.00 (issue 3)", met(ratio, at_least=1.0))
-    _add(result, "connector peak RSS", rss, "MB", "< 150 MB (issue 3)", met(rss, below=150))
+    _add(result, "kmrl-connectors / mbsync messages/s", ratio, "", ">= 1.00 (issues 3, 15)", met(ratio, at_least=1.0))
+    _add(result, "kmrl-connectors peak RSS", rss, "MB", "< 150 MB (issues 3, 15)", met(rss, below=150))
     _add(result, "mbsync peak RSS", _cell(rows, "mbsync", "peak RSS MB"), "MB")
     _add(result, "connector alone (no pipeline): messages/s", _cell(rows, "connector alone", "msg/s"), "msg/s")
     _add(result, "second sync with nothing new", no_change, "ms", "< 100 ms (issue 3)", met(no_change, below=100))

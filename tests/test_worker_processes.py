@@ -203,10 +203,11 @@ def test_run_command_starts_a_worker_with_an_embedded_beat(env, processes):
 
 
 def test_a_worker_killed_mid_run_is_redelivered_and_the_run_completes(env, processes, tmp_path):
-    # The first run stops after 6 of its 12 files until released, so the kill lands mid-run however
-    # fast or slow the machine is; outbox acknowledgements come in batches of 4, so progress shows.
+    # The first run stops after 10 of its 12 files until released, so the kill lands mid-run however
+    # fast or slow the machine is; documents go in batches of 4 (read two batches ahead of their
+    # records), so progress shows.
     env.update(CELERY_VISIBILITY_TIMEOUT="5", CELERY_UNACKED_RESTORE_INTERVAL="1", CELERY_UNACKED_RESTORE_THROTTLE="1",
-               LOCK_TTL_SECONDS="3", CURSOR_SAVE_EVERY="1", FAKE_FILES="12", FAKE_HOLD_AFTER="6",
+               LOCK_TTL_SECONDS="3", CURSOR_SAVE_EVERY="1", FAKE_FILES="12", FAKE_HOLD_AFTER="10",
                ACK_BATCH_SIZE="4")
     command = [sys.executable, "-m", "celery", "-A", "tests.scheduler_worker_app", "worker", "-P", "prefork",
                "-c", "1", "--without-mingle", "--without-gossip", "--loglevel=info"]

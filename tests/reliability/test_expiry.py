@@ -22,6 +22,9 @@ pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900 if FULL else 300)
 
 #: Upload counts after which the credential or URL expires again (three times in one run).
 EXPIRE_AT = (FAULT_DOCUMENTS // 4, FAULT_DOCUMENTS // 2, 3 * FAULT_DOCUMENTS // 4)
+#: Small batches: the pipeline reads up to two batches ahead of its uploads, and each expiry (struck at an
+#: upload) must still have reads of the source after it, or there would be nothing to renew.
+SMALL_BATCHES = {"ACK_BATCH_SIZE": "4"}
 
 
 def test_graph_token_revoked_mid_run_is_acquired_again_and_the_run_goes_on(
@@ -29,7 +32,8 @@ def test_graph_token_revoked_mid_run_is_acquired_again_and_the_run_goes_on(
     # Pages of 10: Graph (not just the pre-authenticated download URLs) is called after each revocation.
     with sharepoint_bed(ca, FAULT_DOCUMENTS, delta_page_size=10) as bed:
         graph = bed.sims["graph"]
-        connector = connector_for("sharepoint", {**service_env(tmp_path, state_url, rel_hub), **bed.env})
+        env = {**service_env(tmp_path, state_url, rel_hub), **bed.env, **SMALL_BATCHES}
+        connector = connector_for("sharepoint", env)
         connector.hub = trigger = AfterUploads(connector.hub, EXPIRE_AT, graph.revoke_tokens)
         summary = connector.sync_documents()
         assert summary.state == "ok" and trigger.fired == len(EXPIRE_AT), summary.as_dict()
@@ -44,7 +48,8 @@ def test_sharepoint_download_urls_expiring_mid_run_are_refreshed_from_the_item(
         tmp_path: Path, state_url: str, rel_hub: RunningHub, ca: CertAuthority) -> None:
     with sharepoint_bed(ca, FAULT_DOCUMENTS) as bed:
         graph = bed.sims["graph"]
-        connector = connector_for("sharepoint", {**service_env(tmp_path, state_url, rel_hub), **bed.env})
+        env = {**service_env(tmp_path, state_url, rel_hub), **bed.env, **SMALL_BATCHES}
+        connector = connector_for("sharepoint", env)
         connector.hub = trigger = AfterUploads(connector.hub, EXPIRE_AT, graph.expire_download_urls)
         summary = connector.sync_documents()
         assert summary.state == "ok" and trigger.fired == len(EXPIRE_AT), summary.as_dict()
@@ -59,7 +64,7 @@ def test_whatsapp_media_url_expired_between_the_two_steps_is_resolved_again(
         tmp_path: Path, state_url: str, rel_hub: RunningHub) -> None:
     with whatsapp_bed(tmp_path, state_url, FAULT_DOCUMENTS) as bed:
         cloud = bed.sims["whatsapp"]
-        connector = connector_for("whatsapp", {**service_env(tmp_path, state_url, rel_hub), **bed.env})
+        connector = connector_for("whatsapp", {**service_env(tmp_path, state_url, rel_hub), **bed.env, **SMALL_BATCHES})
         # The next URL the media endpoint hands out is already past its five minutes.
         connector.hub = trigger = AfterUploads(connector.hub, EXPIRE_AT, lambda: cloud.expire_next_urls(1))
         summary = connector.sync_documents()
@@ -75,7 +80,7 @@ def test_maximo_session_ended_mid_run_is_renewed_with_one_login(
     user, password = next(iter(DEFAULT_USERS.items()))
     with maximo_bed(FAULT_DOCUMENTS) as bed:
         maximo = bed.sims["maximo"]
-        env = {**service_env(tmp_path, state_url, rel_hub), **bed.env, "MAXIMO_AUTH": "maxauth",
+        env = {**service_env(tmp_path, state_url, rel_hub), **bed.env, **SMALL_BATCHES, "MAXIMO_AUTH": "maxauth",
                "MAXIMO_USER": user, "MAXIMO_PASSWORD": password}
         env.pop("MAXIMO_API_KEY")
         connector = connector_for("maximo", env)
