@@ -17,14 +17,16 @@ Needs root (network namespaces) and redis-server, as tests/reliability/test_two_
 from __future__ import annotations
 
 import argparse
-import json
+import shlex
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.report import Figure, Result
 from tests.reliability.netns import Link, NetnsUnavailable, namespaces
 from tests.reliability.scaleout import POLL, SITES, fleet
 from utils.logging import configure_logging
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(log_file="", level="WARNING")  # the simulators in this process: no line per request
     rates: dict[int, list[float]] = {1: [], 2: []}
+    started, wall = datetime.now(UTC), time.perf_counter()
     try:
         with namespaces(2) as links:
             for round_no in range(1, args.rounds + 1):
@@ -73,9 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Maximo, {len(SITES)} scopes x {args.docs_per_scope} documents, median of {args.rounds}: "
           f"one worker {one:.1f} documents/s, two workers {two:.1f} documents/s, ratio {two / one:.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"one_worker_docs_per_s": round(one, 1),
-                                               "two_workers_docs_per_s": round(two, 1),
-                                               "ratio": round(two / one, 2)}, indent=2) + "\n")
+        result = Result("workers", "Two workers in two network namespaces (issue 15)",
+                        "python -m bench.bench_workers " + shlex.join(argv if argv is not None else sys.argv[1:]),
+                        started_at=started.strftime("%Y-%m-%d %H:%M UTC"), seconds=time.perf_counter() - wall)
+        result.figures = [
+            Figure(f"one worker: documents/s ({len(SITES)} Maximo scopes x {args.docs_per_scope})", round(one, 1),
+                   "docs/s"),
+            Figure("two workers, each in its own network namespace: documents/s", round(two, 1), "docs/s"),
+            Figure("two workers / one worker", round(two / one, 2), "",
+                   "a figure on 2 shared cores, not a target (issue 15)"),
+        ]
+        result.notes.append("each round: fresh Redis, Hub and Maximo simulators; workers are `celery -A scheduler "
+                            "worker -c 1` under `ip netns exec`, reaching them over a veth pair")
+        result.save(args.json)
     return 0
 
 

@@ -251,6 +251,8 @@ BENCHES = (
           quick_args=("--work-orders", "200"), adapter=read_maximo),
     Bench("webhook", "WhatsApp webhook under wrk beside a bare endpoint (issues 6, 15)", "bench.bench_webhook",
           quick_args=("--duration", "5", "--bodies", "5000", "--rounds", "1"), needs=("wrk",)),
+    Bench("workers", "Two workers in two network namespaces (issue 15)", "bench.bench_workers",
+          quick_args=("--docs-per-scope", "20", "--rounds", "1"), needs=("redis-server", "ip")),
     Bench("core", "Core pipeline: memory, Redis round trips, no-change syncs (issue 9)", "bench.bench_core",
           quick_args=("--large-mb", "64", "--documents", "200")),
     Bench("language", "Language detection", "bench.bench_language", quick_args=("--texts", "5000"),

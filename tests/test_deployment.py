@@ -192,7 +192,7 @@ NOT_SHIPPED = ("sandbox", "tests", "bench", "test_connectors.py", "scripts")
 #: Left out of the copy the wheel is built from: local state and earlier builds (a stale build/ would
 #: otherwise leak old files into the wheel).
 NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "var", "logs", "build", "dist", "*.egg-info", "__pycache__",
-                                    ".mypy_cache", ".ruff_cache", ".pytest_cache")
+                                    ".mypy_cache", ".ruff_cache", ".pytest_cache", ".bench")
 #: A Lua script placed in the copy: any script under base/ must ship beside its module.
 PROBE_LUA = "base/lua_probe/probe.lua"
 
