@@ -134,52 +134,6 @@ def read_email(output: str, result: Result) -> None:
         _add(result, "connector parsing in the process pool (EMAIL_PARSE_IN_POOL=1): messages/s", pooled, "msg/s")
 
 
-def read_sharepoint(output: str, result: Result) -> None:
-    """bench_sharepoint: first sync, no-change, changed files and the large file (issue 4)."""
-    rows = table_rows(output, "scenario")
-    libraries = _find(output, r"in (\d+) libraries")
-    files = _find(output, r"SharePoint: (\d+) files")
-    _add(result, "first sync: files/s", _cell(rows, "first sync", "files/s"), "files/s",
-         note=f"{files:,.0f} files" if files else "")
-    _add(result, "first sync: MB/s", _cell(rows, "first sync", "MB/s"), "MB/s")
-    _add(result, "first sync: Graph requests", _cell(rows, "first sync", "Graph requests"))
-    _add(result, "first sync: token requests", _cell(rows, "first sync", "token requests"))
-    deltas = _cell(rows, "no-change sync", "Graph requests")
-    tokens = _cell(rows, "no-change sync", "token requests")
-    _add(result, "no-change sync, same worker: Graph requests", deltas, "",
-         f"1 delta per library = {libraries:.0f} (issue 4)" if libraries else "1 delta per library (issue 4)",
-         deltas == libraries if deltas is not None and libraries else None)
-    _add(result, "no-change sync: token requests", tokens, "", "0 (issue 4)", tokens == 0 if tokens is not None else None)
-    changed = next((name for name in rows if "changed files" in name), None)
-    if changed:
-        _add(result, f"{changed}: Graph requests", _cell(rows, changed, "Graph requests"))
-        _add(result, f"{changed}: downloads", _cell(rows, changed, "downloads"))
-    large = next((name for name in rows if "MB file" in name), None)
-    if large:
-        rss = _cell(rows, large, "peak RSS MB")
-        _add(result, f"{large}: peak RSS", rss, "MB", "< 120 MB (issue 4)", met(rss, below=120))
-        _add(result, f"{large}: MB/s", _cell(rows, large, "MB/s"), "MB/s")
-    else:
-        result.notes.append("no large-file row in the output (--large-mb 0?)")
-
-
-def read_maximo(output: str, result: Result) -> None:
-    """bench_maximo: work orders/s and requests of each scenario (issue 5)."""
-    rows = table_rows(output, "scenario")
-    if not rows:
-        result.notes.append("no table in the output")
-    for name in rows:
-        if name.startswith("full sync") or name.startswith("connector alone"):
-            _add(result, f"{name}: work orders/s", _cell(rows, name, "WO/s"), "WO/s")
-            _add(result, f"{name}: Maximo requests per work order", _cell(rows, name, "requests/WO"))
-        elif name.startswith("no-change sync"):
-            per_site = _cell(rows, name, "requests/site")
-            login = "maxauth" in name  # a session style logs in once per run
-            allowed = 1.0 + (0.5 if login else 0.0)
-            _add(result, f"{name}: requests per site", per_site, "",
-                 "1 per site (issue 5)" + (" + one login per run" if login else ""), met(per_site, at_most=allowed))
-
-
 def read_language(output: str, result: Result) -> None:
     """bench_language: texts/s per detection path (script paths: 50,000 short texts/s)."""
     for line in output.splitlines():
@@ -245,15 +199,16 @@ def read_classifier(output: str, result: Result) -> None:
 BENCHES = (
     Bench("email", "Email: the whole ingest beside mbsync (issue 3)", "bench.bench_email",
           args=("--compare-pool",), quick_args=("--messages", "500", "--rounds", "1"), adapter=read_email, needs=("dovecot", "mbsync")),
-    Bench("sharepoint", "SharePoint: files/s, Graph requests, a 1 GB file (issue 4)", "bench.bench_sharepoint",
-          quick_args=("--files", "300", "--large-mb", "64"), adapter=read_sharepoint),
-    Bench("maximo", "Maximo: work orders/s and requests (issue 5)", "bench.bench_maximo",
-          quick_args=("--work-orders", "200"), adapter=read_maximo),
+    Bench("sharepoint", "SharePoint: connector alone beside the whole ingest (issue 15), Graph requests, a 1 GB "
+          "file (issue 4)", "bench.bench_sharepoint", quick_args=("--files", "300", "--large-mb", "64", "--rounds", "1")),
+    Bench("maximo", "Maximo: connector alone beside the whole ingest (issue 15), requests per sync (issue 5)",
+          "bench.bench_maximo", quick_args=("--work-orders", "200", "--rounds", "1")),
     Bench("webhook", "WhatsApp webhook under wrk beside a bare endpoint (issues 6, 15)", "bench.bench_webhook",
           quick_args=("--duration", "5", "--bodies", "5000", "--rounds", "1"), needs=("wrk",)),
     Bench("workers", "Two workers in two network namespaces (issue 15)", "bench.bench_workers",
           quick_args=("--docs-per-scope", "20", "--rounds", "1"), needs=("redis-server", "ip")),
-    Bench("core", "Core pipeline: memory, Redis round trips, no-change syncs (issue 9)", "bench.bench_core",
+    Bench("core", "Core pipeline: memory, Redis round trips (issues 9, 15), no-change syncs (issue 9)",
+          "bench.bench_core",
           quick_args=("--large-mb", "64", "--documents", "200")),
     Bench("language", "Language detection", "bench.bench_language", quick_args=("--texts", "5000"),
           adapter=read_language),

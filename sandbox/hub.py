@@ -24,7 +24,8 @@ Endpoints (all answers JSON; errors are ``{"error": <code>, "reason": <text>}``)
   ``{"faults": [...]}``, see sandbox.hub_faults), ``DELETE /_sim/faults``, ``POST /_sim/reset``.
 
 Run it in a thread with ``running_hub()``, or as a process:
-``python -m sandbox.hub --port N --token T --data-dir D`` (persists an ``index.json`` beside the blobs).
+``python -m sandbox.hub --port N --token T --data-dir D`` (persists an ``index.json`` beside the blobs;
+with ``--memory`` the index stays in memory, as a benchmark wants: no index rewritten per upload).
 """
 
 from __future__ import annotations
@@ -560,14 +561,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-content-length", type=int, default=DEFAULT_MAX_CONTENT_LENGTH, help="bytes")
     parser.add_argument("--duplicate-status", type=int, choices=(200, 409), default=200)
     parser.add_argument("--max-text-bytes", type=int, default=DEFAULT_MAX_TEXT_BYTES, help="bytes")
+    parser.add_argument("--memory", action="store_true",
+                        help="keep the index in memory only (blobs still go to --data-dir): no index.json "
+                             "rewritten after every upload, which would grow with the documents held")
+    parser.add_argument("--log-level", default="INFO",
+                        help="of the lines on stderr (a benchmark passes WARNING: no line built per upload)")
     parser.add_argument("--no-text-part", action="store_true",
                         help="behave as an older Hub: refuse an upload with a text part (400 unknown_part)")
     args = parser.parse_args(argv)
     # Logs go to stderr only: stdout carries the one "listening" line, and the service's log file is not ours.
-    configure_logging(log_file="")
+    configure_logging(log_file="", level=args.log_level)
     sim = HubSimulator(token=args.token, data_dir=args.data_dir, max_content_length=args.max_content_length,
-                       duplicate_status=args.duplicate_status, persist=True, max_text_bytes=args.max_text_bytes,
-                       text_part=not args.no_text_part)
+                       duplicate_status=args.duplicate_status, persist=not args.memory,
+                       max_text_bytes=args.max_text_bytes, text_part=not args.no_text_part)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -665,3 +665,26 @@ def test_hub_runs_as_a_process_steered_through_sim_endpoints_and_persists(tmp_pa
     index = json.loads((data_dir / "index.json").read_text())
     assert index["documents"][doc_id]["sha256"] == sha(b"safety circular")
     assert index["uploads_per_key"][sha(b"safety circular")] == 2
+
+
+def test_hub_process_with_memory_keeps_no_index_file_and_still_stores_the_bytes(tmp_path: Path) -> None:
+    data_dir = tmp_path / "hub-memory"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox.hub", "--port", "0", "--token", TOKEN, "--data-dir", str(data_dir),
+         "--memory", "--log-level", "WARNING"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = json.loads(process.stdout.readline())["url"]
+        _wait_healthy(url, process)
+        assert upload(url, b"depot circular").status_code == 201
+        assert upload(url, b"depot circular").status_code == 200  # still idempotent: the index is in memory
+        assert (data_dir / "blobs" / sha(b"depot circular")).read_bytes() == b"depot circular"
+        assert not (data_dir / "index.json").exists()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert not (data_dir / "index.json").exists()
+    assert "hub_document_stored" not in stderr  # --log-level WARNING: no line per upload
