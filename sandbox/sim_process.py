@@ -13,7 +13,9 @@ and runs the parent's calls on it through a pipe:
         count = maximo.call(request_count)                   # request_count(sim) run in the child
 
 ``serve`` and every function passed to ``call`` must be importable module-level functions (spawn
-pickles them by name); arguments and results must pickle. A call that raises in the child raises
+pickles them by name); arguments and results must pickle. The child imports the parent's main module
+again (as multiprocessing's spawn does), so a script run by path starts a SimulatorProcess only under
+``if __name__ == "__main__":``. A call that raises in the child raises
 ``SimulatorError`` in the parent with the child's traceback. The child stops serving when ``stop()``
 is called, when the parent's end of the pipe closes (the parent died), and, being a daemon process,
 when the parent exits.
