@@ -113,6 +113,13 @@ class Bed:
     def cpu(self) -> tuple[float, float, float]:
         return time.process_time(), cpu_seconds(self.sim.pid), cpu_seconds(self.hub.process.pid)
 
+    def full_then_unchanged(self, what: str, *, work_orders: int) -> list[Row]:
+        """A full sync from empty state, then a sync with nothing new, with one connector."""
+        self.empty()
+        connector = self.connector()
+        return [self.sync(f"full sync ({what})", connector, work_orders=work_orders),
+                self.sync(f"no-change sync ({what})", connector, work_orders=0)]
+
     def sync(self, label: str, connector: MaximoConnector, *, work_orders: int) -> Row:
         self.sim.call("reset_counts")
         with counting_round_trips() as trips:
@@ -192,21 +199,13 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(bed.sync("no-change sync (apikey, doclinks inline)", connector, work_orders=0))
                 maxauth = Bed(inline_sim, hub, root / "maxauth-inline", state_url, authority.ca_path, sites=sites,
                               auth="maxauth", page_size=args.page_size)
-                maxauth.empty()
-                connector = maxauth.connector()
-                rows.append(maxauth.sync("full sync (maxauth, doclinks inline)", connector,
-                                         work_orders=args.work_orders))
-                rows.append(maxauth.sync("no-change sync (maxauth, doclinks inline)", connector, work_orders=0))
+                rows += maxauth.full_then_unchanged("maxauth, doclinks inline", work_orders=args.work_orders)
             finally:
                 inline_sim.stop()
             with _populated(cert, args, sites, inline=False) as href_sim:
                 by_href = Bed(href_sim, hub, root / "apikey-href", state_url, authority.ca_path, sites=sites,
                               auth="apikey", page_size=args.page_size)
-                by_href.empty()
-                connector = by_href.connector()
-                rows.append(by_href.sync("full sync (apikey, doclinks by href)", connector,
-                                         work_orders=args.work_orders))
-                rows.append(by_href.sync("no-change sync (apikey, doclinks by href)", connector, work_orders=0))
+                rows += by_href.full_then_unchanged("apikey, doclinks by href", work_orders=args.work_orders)
     for a, b in zip(alone, ingest, strict=True):
         if a.documents != b.documents:
             raise SystemExit(f"the ingest took {b.documents} documents where the connector alone read {a.documents}")
