@@ -101,7 +101,8 @@ class Bed:
                             spool_min_free_mb=1, log_level="WARNING")
         return MaximoConnector(self.sim.info["url"], site_ids=self.sites, auth=self.auth, page_size=self.page_size,
                                ca_bundle=self.ca_path, settings=settings, state=StateStore.from_url(self.state_url),
-                               hub=HttpHub(self.hub.url, self.hub.token))
+                               hub=HttpHub(self.hub.url, self.hub.token,
+                                           uploads_in_flight=settings.hub_uploads_in_flight))
 
     def empty(self) -> None:
         """Forgets every cursor and version (Redis) and every document (the Hub): the next sync is a first one."""

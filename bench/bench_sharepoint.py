@@ -174,7 +174,7 @@ def worker(config_path: str) -> None:
                         deadletter_dir=str(root / "deadletter"), log_file="", audit_log=str(root / "audit.log"),
                         spool_min_free_mb=1, log_level="WARNING")
     state = StateStore.from_url(config["state_url"], prefix=KEY_PREFIX)
-    hub = HttpHub(config["hub_url"], config["hub_token"])
+    hub = HttpHub(config["hub_url"], config["hub_token"], uploads_in_flight=settings.hub_uploads_in_flight)
     creds = {"client_id": config["client_id"], "client_secret": config["client_secret"],
              "tenant_id": config["tenant_id"]}
     cache = TtlCache()  # one per worker process, as the service's wiring keeps it: the site is resolved once
