@@ -70,8 +70,12 @@ class KeySchema:
     def failing(self, connector: str, scope: str) -> str:
         return self.join("failing", connector, scope)
 
+    def groups(self, connector: str, scope: str) -> str:
+        """Group -> JSON list of the source_ids listed in it (e.g. a work order's doclinks)."""
+        return self.join("group", connector, scope)
+
     #: The kinds keyed by (connector, scope): what a scope leaves behind.
-    SCOPE_KINDS = ("cursor", "item", "status", "history", "lock", "failing")
+    SCOPE_KINDS = ("cursor", "item", "status", "history", "lock", "failing", "group")
 
     def scope_key(self, kind: str, connector: str, scope: str) -> str:
         """The ``kind`` key (one of ``SCOPE_KINDS``) of (connector, scope)."""

@@ -50,8 +50,8 @@ MIGRATION_WAIT_SECONDS = 120.0
 #: key kind (the part after the prefix, up to the first ':') -> the Redis type it must have.
 KNOWN_KINDS = {
     "cursor": "string", "item": "hash", "content": "string", "status": "hash", "history": "list",
-    "lock": "string", "failing": "hash", "deadletter": "hash", "held": "hash", "throttle": "string", "metrics": "hash",
-    "scopes": "string", "health": "string", "schema": "string",
+    "lock": "string", "failing": "hash", "group": "hash", "deadletter": "hash", "held": "hash", "throttle": "string",
+    "metrics": "hash", "scopes": "string", "health": "string", "schema": "string",
 }
 #: Keys under ``whatsapp:`` and their types.
 WHATSAPP_KINDS = {"inbox": "stream", "seen": "string"}

@@ -14,7 +14,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -334,6 +334,56 @@ class StateStore:
                           metric_field("kmrl_documents_total", {"source": connector, "outcome": "deleted"}), 1)
         pipe.execute()
 
+    # -- groups of items (the doclinks of one work order) -------------------------------------------
+    #: The field of a scope's ``group`` hash saying the index covers every item recorded before it.
+    _GROUPS_BUILT = ""
+
+    def ensure_item_groups(self, connector: str, scope: str, group_of: Callable[[str], str | None]) -> int:
+        """Builds the scope's group index from its item records once (one HSCAN of the ``item`` hash,
+        the first time only; afterwards one HEXISTS). Returns how many records were indexed (0 when
+        the index existed). Items recorded later are listed first, so ``set_item_groups`` covers them."""
+        key = self.keys.groups(connector, scope)
+        if self.redis.hexists(key, self._GROUPS_BUILT):
+            return 0
+        groups: dict[str, list[str]] = {}
+        count = 0
+        for source_id, _ in self.redis.hscan_iter(self.keys.items(connector, scope), count=1000):
+            group = group_of(str(source_id))
+            if group:
+                groups.setdefault(group, []).append(str(source_id))
+                count += 1
+        pipe = self.redis.pipeline(transaction=True)
+        for group, ids in groups.items():
+            pipe.hset(key, group, json.dumps(sorted(ids)))
+        pipe.hset(key, self._GROUPS_BUILT, "1")
+        pipe.execute()
+        return count
+
+    def get_item_groups(self, connector: str, scope: str, groups: list[str]) -> dict[str, list[str]]:
+        """The source_ids last listed in each group (one HMGET); [] for a group never listed."""
+        unique = [g for g in dict.fromkeys(groups) if g]
+        if not unique:
+            return {}
+        raws = self.redis.hmget(self.keys.groups(connector, scope), unique)
+        return {g: (list(json.loads(raw)) if raw else []) for g, raw in zip(unique, raws, strict=True)}
+
+    def set_item_groups(self, connector: str, scope: str, groups: Mapping[str, list[str]], *,
+                        resolved: Sequence[str] = ()) -> None:
+        """Replaces the listed source_ids of each group (an empty list drops it) and removes the
+        dead-letter entries of the ``resolved`` source_ids of the scope, in one round trip."""
+        if not groups and not resolved:
+            return
+        key = self.keys.groups(connector, scope)
+        pipe = self.redis.pipeline(transaction=True)
+        for group, ids in groups.items():
+            if ids:
+                pipe.hset(key, group, json.dumps(sorted(set(ids))))
+            else:
+                pipe.hdel(key, group)
+        if resolved:
+            pipe.hdel(self.keys.dead_letters(connector), *[dead_letter_id(scope, sid) for sid in resolved])
+        pipe.execute()
+
     def count_items(self, connector: str, scope: str) -> int:
         return int(self.redis.hlen(self.keys.items(connector, scope)))
 
@@ -402,7 +452,7 @@ class StateStore:
         records stay (other scopes' items share them), so a scope that comes back re-reads its
         items but uploads none the Hub already has."""
         pipe = self.redis.pipeline(transaction=True)
-        for kind in ("cursor", "item", "status", "history", "failing"):
+        for kind in ("cursor", "item", "status", "history", "failing", "group"):
             pipe.delete(self.keys.scope_key(kind, connector, scope))
         pipe.hdel(self.keys.gauges(), metric_field("kmrl_last_success_timestamp_seconds",
                                                    {"scope": scope, "source": connector}))

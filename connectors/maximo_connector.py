@@ -19,6 +19,13 @@ good. A query from the cursor cannot skip anything. When a whole page holds only
 taken (more share one changedate second than fit on a page, as after a bulk status change), that
 second is walked alone with ``responseInfo.nextPage`` and the feed resumes at the next second; the
 walk is repeated if the second lost members meanwhile (the one way a record can slide past a walk).
+
+Every change, not only additions: the doclinks last listed for each work order are kept beside the
+item records (``StateStore`` ``group`` index), so when a changed work order no longer has one that was
+ingested, a deletion Item (``deleted=True``) reports it, once. A work order without a changedate (null,
+or hidden from this user) is still listed, its doclinks ingested without moving the cursor; the null
+ones, which no ``changedate>=`` query matches, are asked for (``changedate!="*"``) at the end of a run
+from no cursor.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -72,8 +80,27 @@ DEFAULT_PAGE_SIZE = 100
 DEFAULT_TIMEOUT = (5.0, 60.0)
 #: Chunk size when streaming a doclink binary.
 DOWNLOAD_CHUNK = 1024 * 1024  # bytes
-#: Outcomes of one work order in a page.
-_TAKEN, _SEEN, _FAILED = "taken", "seen", "failed"
+#: Outcomes of one work order in a page (``_UNDATED``: listed, but it has no changedate to take).
+_TAKEN, _SEEN, _FAILED, _UNDATED = "taken", "seen", "failed", "undated"
+#: The ``version`` of the deletion Item of a doclink no longer attached to its work order.
+REMOVED = "removed"
+
+
+def work_order_of(source_id: str) -> str | None:
+    """``SITE/WONUM`` of a doclink's source_id ``SITE/WONUM/<doclink id>`` (None for anything else)."""
+    head, sep, _ = source_id.rpartition("/")
+    return head if sep and "/" in head else None
+
+
+@dataclass
+class _Listed:
+    """One work order as listed: its changes, the cursor safe after them (None: not a safe point) and
+    the source_ids of its doclinks (None when they could not be read, so no removal is inferred)."""
+
+    key: str
+    changes: list[Item | ItemFailure]
+    cursor: Any = None
+    doclinks: list[str] | None = None
 
 
 class MaximoConnector(BaseConnector):
@@ -322,12 +349,13 @@ class MaximoConnector(BaseConnector):
 
     def query_params(self, scope: str, *, since: str | None = None, before: str | None = None,
                      page_size: int | None = None, select: str | None = None,
-                     count: bool = False) -> dict[str, str]:
+                     count: bool = False, undated: bool = False) -> dict[str, str]:
         """A first-page query for ``scope``: work orders with ``since <= changedate < before``.
 
-        ``count`` asks for ``totalCount`` (``collectioncount=1``).
+        ``count`` asks for ``totalCount`` (``collectioncount=1``); ``undated``: only work orders whose
+        changedate is null (``changedate!="*"``).
         """
-        terms = []
+        terms = ['changedate!="*"'] if undated else []
         if since is not None:
             terms.append(f'changedate>="{since}"')
         if before is not None:
@@ -368,6 +396,14 @@ class MaximoConnector(BaseConnector):
         without the cursor moving in between is a loop (``PagingLoopError``), not read again.
         """
         position = WorkOrderCursor.from_json(cursor)
+        built = self.state.ensure_item_groups(self.name, scope, work_order_of)
+        if built:
+            log.info("maximo_doclink_index_built", scope=scope, doclinks=built)
+        # A work order whose changedate is null matches no ``changedate>=`` query, and sorts first or
+        # last depending on the database: a run from no cursor (the first, or a full one) ends by
+        # asking for exactly those, so their doclinks are ingested too.
+        from_start = position.changedate is None
+        undated_keys: set[str] = set()  # the undated work orders this run listed already
         walked: str | None = None  # a changedate whose whole second this run has read
         block: ChangedateBlock | None = None  # the one-second walk in progress
         url: str = self.collection_url
@@ -389,13 +425,18 @@ class MaximoConnector(BaseConnector):
                     raise ConfigError("Maximo answered namespaced OSLC JSON although lean=1 was asked")
                 raise TransientError(f"Maximo's page {page} of work orders for {scope} has no member list")
             outcomes = set()
+            listed: list[_Listed] = []
             for member in members:
                 if not isinstance(member, dict):
                     outcomes.add(_FAILED)
                     continue
-                changes, outcome = self._work_order_changes(scope, member, position)
+                entry, outcome = self._work_order_changes(scope, member, position)
                 outcomes.add(outcome)
-                yield from changes
+                if entry is not None:
+                    listed.append(entry)
+                    if outcome == _UNDATED:
+                        undated_keys.add(entry.key)
+            yield from self._with_removals(scope, listed)
             progressed = _TAKEN in outcomes
             log.debug("maximo_page_read", scope=scope, page=page, work_orders=len(members), new=progressed,
                       block=block.changedate if block else None)
@@ -415,6 +456,8 @@ class MaximoConnector(BaseConnector):
                     url, params = self.collection_url, self._feed_query(scope, position, walked)
                 continue
             if not next_href:
+                if from_start:
+                    yield from self._undated_changes(scope, position, skip=undated_keys)
                 return
             if progressed:
                 url, params = self.collection_url, self._feed_query(scope, position, walked)
@@ -428,46 +471,126 @@ class MaximoConnector(BaseConnector):
             else:
                 url, params = urljoin(self.root_url + "/", str(next_href)), None
 
-    def _work_order_changes(self, scope: str, member: dict[str, Any],
-                            position: WorkOrderCursor) -> tuple[list[Item | ItemFailure], str]:
-        """The changes of one work order, and the outcome: ``_TAKEN``, ``_SEEN`` or ``_FAILED``.
+    def _work_order_changes(self, scope: str, member: dict[str, Any], position: WorkOrderCursor,
+                            *, undated: bool = False) -> tuple[_Listed | None, str]:
+        """The changes of one work order, and the outcome: ``_TAKEN``, ``_SEEN``, ``_FAILED`` or ``_UNDATED``.
 
         A work order taken already (the boundary overlap) gives no change (``_SEEN``); one without a
-        wonum, site or readable changedate gives an ItemFailure and leaves ``position`` where it was
-        (``_FAILED``); otherwise ``position`` takes it (``_TAKEN``). Built
-        as a list so that ``position`` moves only once the whole work order is listed; the bytes
-        are still read lazily, through each Item's ``open``.
+        wonum or site, or with an unreadable changedate, gives an ItemFailure and leaves ``position``
+        where it was (``_FAILED``); one without a changedate (null, or hidden from this user) is listed
+        without moving ``position``, its items carrying no cursor (``_UNDATED``); otherwise ``position``
+        takes it (``_TAKEN``). ``undated``: called by the undated walk, which leaves a work order that
+        has a changedate to the feed (``_SEEN``). Built as a list so that ``position`` moves only once the
+        whole work order is listed; the bytes are still read lazily, through each Item's ``open``.
         """
         wonum, siteid = member.get("wonum"), member.get("siteid") or (scope if scope != ALL_SITES else None)
         changedate = member.get("changedate")
         href = str(member.get("href") or "")
-        if not wonum or not siteid or not isinstance(changedate, str) or not changedate:
-            missing = [n for n, ok in (("wonum", wonum), ("siteid", siteid),
-                                       ("changedate", isinstance(changedate, str) and changedate)) if not ok]
-            return [ItemFailure(f"{siteid or scope}/{wonum or href or '?'}",
-                                f"Maximo's work order lacks {', '.join(missing)} (href {href or 'none'})",
-                                metadata={"href": href})], _FAILED
+        if not wonum or not siteid:
+            missing = [n for n, ok in (("wonum", wonum), ("siteid", siteid)) if not ok]
+            return _Listed(f"{siteid or scope}/{wonum or href or '?'}", [ItemFailure(
+                f"{siteid or scope}/{wonum or href or '?'}",
+                f"Maximo's work order lacks {', '.join(missing)} (href {href or 'none'})",
+                metadata={"href": href})]), _FAILED
         key = f"{siteid}/{wonum}"
-        try:
-            parse_date(changedate, what=f"changedate of work order {key}")
-        except ItemError as exc:
-            return [ItemFailure(key, str(exc), metadata={"href": href})], _FAILED
-        if position.is_taken(key, changedate):
-            return [], _SEEN
-        changes: list[Item | ItemFailure] = []
+        dated = isinstance(changedate, str) and bool(changedate)
+        if undated and dated:
+            return None, _SEEN
+        if dated:
+            try:
+                parse_date(str(changedate), what=f"changedate of work order {key}")
+            except ItemError as exc:
+                return _Listed(key, [ItemFailure(key, str(exc), metadata={"href": href})]), _FAILED
+            if position.is_taken(key, str(changedate)):
+                return None, _SEEN
+        entry = _Listed(key, [])
         try:
             links = self._doclinks(member, key)
+            entry.doclinks = []
         except ItemError as exc:
             links = []
-            changes.append(ItemFailure(key, str(exc), version=changedate, metadata={"href": href}))
+            entry.changes.append(ItemFailure(key, str(exc), version=str(changedate or ""), metadata={"href": href}))
         for link in links:
             change = self._doclink_change(member, key, link)
             if change is not None:
-                changes.append(change)
-        position.take(key, changedate)
-        if changes:
-            changes[-1].cursor_after = position.to_json()
-        return changes, _TAKEN
+                entry.changes.append(change)
+                if entry.doclinks is not None:
+                    entry.doclinks.append(change.source_id)
+        if not dated:
+            return entry, _UNDATED
+        position.take(key, str(changedate))
+        entry.cursor = position.to_json()
+        return entry, _TAKEN
+
+    def _with_removals(self, scope: str, listed: list[_Listed]) -> Iterator[Item | ItemFailure]:
+        """The changes of a page's work orders, each followed by a deletion Item per doclink that was
+        listed for it before, is no longer attached and is still recorded as ingested.
+
+        Two round trips per page (three when a doclink is gone): the doclinks each work order had
+        (the scope's ``group`` index), then, for the missing ones, whether they are still recorded;
+        the index is updated, and the dead letters of work orders whose doclinks were read resolved,
+        before any change is yielded, so an item is never ingested without being in the index (the
+        dead letters of detached doclinks go too). A
+        removed doclink stays in the index until its record is gone: if the run stops before the
+        deletion is done, the next listing reports it again; once done, never again.
+        """
+        read = [entry for entry in listed if entry.doclinks is not None]
+        previous = self.state.get_item_groups(self.name, scope, [entry.key for entry in read])
+        gone = {entry.key: [sid for sid in previous.get(entry.key, []) if sid not in set(entry.doclinks or [])]
+                for entry in read}
+        candidates = [sid for ids in gone.values() for sid in ids]
+        recorded = self.state.get_items(self.name, scope, candidates) if candidates else {}
+        updates: dict[str, list[str]] = {}
+        for entry in read:
+            removed = [sid for sid in gone[entry.key] if recorded.get(sid) is not None]
+            for sid in removed:
+                log.info("maximo_doclink_removed", source_id=sid)
+                entry.changes.append(Item(source_id=sid, version=REMOVED, deleted=True,
+                                          metadata={"work_order": entry.key}))
+            now = sorted(set(entry.doclinks or []) | set(removed))
+            if now != sorted(previous.get(entry.key, [])):
+                updates[entry.key] = now
+        # A work order whose doclinks were read is no longer failing (an earlier run may have
+        # dead-lettered it, under its SITE/WONUM, for a missing changedate or unreadable doclinks),
+        # and a doclink no longer attached has nothing left to retry.
+        self.state.set_item_groups(self.name, scope, updates, resolved=[entry.key for entry in read] + candidates)
+        for entry in listed:
+            if entry.changes:
+                entry.changes[-1].cursor_after = entry.cursor
+            yield from entry.changes
+
+    def _undated_changes(self, scope: str, position: WorkOrderCursor,
+                         skip: set[str]) -> Iterator[Item | ItemFailure | Checkpoint]:
+        """The doclinks of the work orders whose changedate is null (``changedate!="*"``), which no
+        ``changedate>=`` query finds; those in ``skip`` were listed by this run already.
+
+        Walked by ``nextPage`` (one request when there are none); their items carry no cursor (the
+        cursor cannot pass them). One saved meanwhile gains a changedate and leaves this set, and the
+        feed's next run takes it.
+        """
+        url: str = self.collection_url
+        params: dict[str, str] | None = self.query_params(scope, undated=True)
+        pages = PageLinks("maximo", f"the undated work orders of scope {scope}")
+        page = 0
+        while True:
+            page += 1
+            pages.visit(url, params)
+            body = self._get_json(url, params=params, what=f"undated work orders of scope {scope} (page {page})")
+            members = body.get("member")
+            if not isinstance(members, list):
+                raise TransientError(f"Maximo's page {page} of undated work orders for {scope} has no member list")
+            listed = []
+            for member in members:
+                if isinstance(member, dict):
+                    entry, _ = self._work_order_changes(scope, member, position, undated=True)
+                    if entry is not None and entry.key not in skip:
+                        listed.append(entry)
+            yield from self._with_removals(scope, listed)
+            yield Checkpoint(position.to_json())
+            next_href = json_object(json_object(body.get("responseInfo")).get("nextPage")).get("href")
+            if not next_href:
+                return
+            url, params = urljoin(self.root_url + "/", str(next_href)), None
 
     def _doclinks(self, member: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
         """The work order's doclink members: inline, or fetched from the doclinks href."""

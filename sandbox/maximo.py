@@ -172,7 +172,9 @@ class WorkOrder:
     location: str | None
     assetnum: str | None
     reportdate: datetime
-    changedate: datetime
+    #: None for a row written around Maximo's business objects (an integration's SQL load), which
+    #: leave it null: lean JSON then drops it, and no ``changedate>=`` query matches the work order.
+    changedate: datetime | None
     orgid: str = "KMRL"
     rowstamp: int = 0
     doclinks: dict[int, Doclink] = field(default_factory=dict)
@@ -412,6 +414,25 @@ class MaximoSimulator:
             wo.changedate = when
             wo.rowstamp = self._bump_rowstamp()
             return link
+
+    def remove_doclink(self, siteid: str, wonum: str, doclink_id: int, *, touch: bool = True,
+                       changedate: datetime | str | None = None) -> None:
+        """Detaches a document (the doclink leaves the work order's doclinks); with ``touch`` (default)
+        the work order is saved, so its changedate moves and a changedate query sees it."""
+        with self._lock:
+            wo = self.work_orders[(siteid, wonum)]
+            del wo.doclinks[doclink_id]
+            if touch:
+                wo.changedate = self._stamp(changedate)
+                wo.rowstamp = self._bump_rowstamp()
+
+    def clear_changedate(self, siteid: str, wonum: str) -> WorkOrder:
+        """Leaves the work order's changedate null, as a row loaded around the business objects has."""
+        with self._lock:
+            wo = self.work_orders[(siteid, wonum)]
+            wo.changedate = None
+            wo.rowstamp = self._bump_rowstamp()
+            return wo
 
     def break_doclink(self, siteid: str, wonum: str, doclink_id: int) -> None:
         """Leaves the doclink listed but makes its binary answer 404."""

@@ -11,6 +11,7 @@ import pytest
 from base.base_connector import SyncSummary
 from base.contract import Checkpoint, Item, ItemFailure
 from base.hub_client import HttpHub
+from base.state import DeadLetter
 from config.settings import Settings
 from connectors.maximo_connector import MaximoConnector
 from sandbox.maximo import DEFAULT_API_KEYS, DEFAULT_USERS, MaximoSimulator
@@ -269,15 +270,119 @@ def test_malformed_page_ends_the_run_as_transient_and_keeps_the_cursor(maximo: M
     assert connector.sync_documents(API_KEY).totals["new"] == 1
 
 
-def test_work_order_without_changedate_is_dead_lettered_and_others_go_on(maximo: Maximo) -> None:
-    bad = maximo.sim.add_work_order(attachments=1)
-    bad.omit.add("changedate")
+def test_work_order_without_changedate_is_ingested_and_its_old_dead_letter_resolved(maximo: Maximo,
+                                                                                   hub: Any) -> None:
+    hidden = maximo.sim.add_work_order(attachments=1)
+    hidden.omit.add("changedate")  # in the database, not in the JSON this user reads
+    null = maximo.sim.add_work_order(attachments=1)
     maximo.sim.add_work_order(attachments=1)
-    connector = maximo.connector()
+    maximo.sim.clear_changedate(null.siteid, null.wonum)  # no changedate>= query finds it
+    connector = maximo.connector(hub)
+    # What an earlier version left: a dead letter under the work order's SITE/WONUM that no item
+    # ever resolved.
+    connector.state.add_dead_letter(DeadLetter(connector="maximo", scope="all", source_id=f"MUTTOM/{hidden.wonum}",
+                                               reason="Maximo's work order lacks changedate"))
     summary = connector.sync_documents(API_KEY)
-    assert summary.state == "ok" and summary.totals["new"] == 1 and summary.totals["dead_lettered"] == 1
-    (entry,) = connector.state.list_dead_letters("maximo")
-    assert entry.source_id == f"MUTTOM/{bad.wonum}" and "changedate" in entry.reason
+    assert summary.state == "ok" and summary.totals["new"] == 3 and summary.totals["dead_lettered"] == 0
+    assert connector.state.list_dead_letters("maximo") == []
+    assert {f"MUTTOM/{wo.wonum}/{link.id}" for wo in (hidden, null) for link in wo.doclinks.values()} \
+        <= set(_uploaded(hub))
+    maximo.sim.reset_counts()
+    again = connector.sync_documents(API_KEY)
+    assert again.state == "ok" and again.totals["new"] == 0 and connector.state.list_dead_letters("maximo") == []
+    # From a cursor the null one is not asked for again (one request): its doclinks are in.
+    assert len(maximo.sim.requests) == 1
+
+
+def test_full_sync_lists_a_null_changedate_work_order_once(maximo: Maximo) -> None:
+    null = maximo.sim.add_work_order(attachments=2)
+    maximo.sim.add_work_order(attachments=1)
+    maximo.sim.clear_changedate(null.siteid, null.wonum)
+    connector = maximo.connector(page_size=1)
+    with connector.connect(API_KEY):
+        items = [c for c in connector.list_changes("all", None) if isinstance(c, Item)]
+    ids = [item.source_id for item in items]
+    assert sorted(ids) == sorted({*[f"MUTTOM/{null.wonum}/{i}" for i in null.doclinks],
+                                  *[f"MUTTOM/{wo.wonum}/{i}" for wo in maximo.sim.work_orders.values()
+                                    for i in wo.doclinks]})
+    assert all(item.cursor_after is None for item in items if item.source_id.startswith(f"MUTTOM/{null.wonum}/"))
+
+
+def test_removed_doclink_is_reported_as_a_deletion_once(maximo: Maximo, hub: Any) -> None:
+    wo = maximo.sim.add_work_order(attachments=3)
+    connector = maximo.connector(hub)
+    assert connector.sync_documents(API_KEY).totals["new"] == 3
+    gone, kept, _ = sorted(wo.doclinks)
+    maximo.sim.remove_doclink(wo.siteid, wo.wonum, gone)
+    summary = connector.sync_documents(API_KEY)
+    assert summary.state == "ok" and summary.totals["deleted"] == 1 and summary.totals["new"] == 0
+    assert [(d["source"], d["source_id"]) for d in hub.sim.deletions] == [("maximo", f"MUTTOM/{wo.wonum}/{gone}")]
+    assert connector.state.get_item("maximo", "all", f"MUTTOM/{wo.wonum}/{gone}") is None
+    assert connector.state.get_item("maximo", "all", f"MUTTOM/{wo.wonum}/{kept}") is not None
+    maximo.sim.update_work_order(wo.siteid, wo.wonum, status="INPRG")
+    later = connector.sync_documents(API_KEY)
+    assert later.totals["deleted"] == 0 and later.totals["skipped"] == 0 and len(hub.sim.deletions) == 1
+
+
+def test_removal_is_reported_again_until_the_deletion_is_done(maximo: Maximo, hub: Any) -> None:
+    wo = maximo.sim.add_work_order(attachments=2)
+    connector = maximo.connector(hub)
+    connector.sync_documents(API_KEY)
+    gone = min(wo.doclinks)
+    maximo.sim.remove_doclink(wo.siteid, wo.wonum, gone)
+    with connector.connect(API_KEY):  # listed, and the run stops before handling it
+        listed = [c for c in connector.list_changes("all", connector.state.get_cursor("maximo", "all"))
+                  if isinstance(c, Item) and c.deleted]
+    assert [c.source_id for c in listed] == [f"MUTTOM/{wo.wonum}/{gone}"]
+    summary = connector.sync_documents(API_KEY)
+    assert summary.totals["deleted"] == 1 and len(hub.sim.deletions) == 1
+
+
+def test_removal_of_a_doclink_ingested_before_the_index_existed(maximo: Maximo, hub: Any) -> None:
+    wo = maximo.sim.add_work_order(attachments=2)
+    connector = maximo.connector(hub)
+    connector.sync_documents(API_KEY)
+    connector.state.redis.delete(connector.state.keys.groups("maximo", "all"))  # records of an earlier version
+    gone = max(wo.doclinks)
+    maximo.sim.remove_doclink(wo.siteid, wo.wonum, gone)
+    summary = connector.sync_documents(API_KEY)
+    assert summary.totals["deleted"] == 1
+    assert [d["source_id"] for d in hub.sim.deletions] == [f"MUTTOM/{wo.wonum}/{gone}"]
+
+
+def test_removed_doclink_never_ingested_is_not_a_deletion(maximo: Maximo) -> None:
+    wo = maximo.sim.add_work_order(attachments=1)
+    broken = maximo.sim.add_doclink(wo.siteid, wo.wonum)
+    maximo.sim.break_doclink(wo.siteid, wo.wonum, broken.id)
+    connector = maximo.connector()
+    for _ in range(3):  # until the failing doclink is dead-lettered
+        assert connector.sync_documents(API_KEY).state == "ok"
+        maximo.sim.update_work_order(wo.siteid, wo.wonum, status="INPRG")
+    assert [e.source_id for e in connector.state.list_dead_letters("maximo")] == [f"MUTTOM/{wo.wonum}/{broken.id}"]
+    maximo.sim.remove_doclink(wo.siteid, wo.wonum, broken.id)
+    with connector.connect(API_KEY):
+        changes = list(connector.list_changes("all", connector.state.get_cursor("maximo", "all")))
+    assert not [c for c in changes if isinstance(c, Item) and c.deleted]
+    # Detached, it has nothing left to retry: its dead letter is resolved.
+    assert connector.state.list_dead_letters("maximo") == []
+
+
+def test_unreadable_doclinks_infer_no_removal(settings: Settings, hub: Any) -> None:
+    sim = MaximoSimulator(doclinks_inline=False)
+    wo = sim.add_work_order(attachments=2)
+    with ServerThread(sim) as server:
+        connector = Maximo(sim, server.url, settings).connector(hub)
+        assert connector.sync_documents(API_KEY).totals["new"] == 2
+        sim.update_work_order(wo.siteid, wo.wonum, status="INPRG")
+        sim.fail_next(1, status=404, match="/doclinks")  # the work order's doclinks cannot be read this time
+        summary = connector.sync_documents(API_KEY)
+        assert summary.totals["deleted"] == 0 and summary.totals["dead_lettered"] == 1
+        assert hub.sim.deletions == []
+        sim.update_work_order(wo.siteid, wo.wonum, status="COMP")
+        later = connector.sync_documents(API_KEY)
+    # Read again: nothing was removed, and the work order's dead letter is resolved.
+    assert later.totals["deleted"] == 0 and hub.sim.deletions == []
+    assert connector.state.list_dead_letters("maximo") == []
 
 
 def test_doclink_missing_fields_fall_back_or_fail_alone(maximo: Maximo) -> None:

@@ -103,6 +103,30 @@ def test_doclinks_inline_binary_and_meta(sim: MaximoSimulator, url: str) -> None
     assert meta["fileName"] == "drawing.png"
 
 
+def test_removed_doclink_leaves_the_work_order_and_its_href_answers_404(sim: MaximoSimulator, url: str) -> None:
+    wo = sim.add_work_order("6101", attachments=2)
+    before = wo.changedate
+    gone, kept = sorted(wo.doclinks)
+    old = _query(url, **{"oslc.select": "wonum,doclinks{*}"}).json()["member"][0]["doclinks"]
+    sim.remove_doclink(wo.siteid, "6101", gone)
+    member = _query(url, **{"oslc.select": "wonum,changedate,doclinks{*}"}).json()["member"][0]
+    assert [d["describedBy"]["identifier"] for d in member["doclinks"]] == [str(kept)]
+    assert before is not None and wo.changedate is not None and wo.changedate > before
+    href = next(d["href"] for d in old if d["describedBy"]["identifier"] == str(gone))
+    assert requests.get(href, headers={"apikey": API_KEY}, timeout=10).status_code == 404
+
+
+def test_null_changedate_is_dropped_and_found_only_by_is_null(sim: MaximoSimulator, url: str) -> None:
+    sim.add_work_order("6201")
+    sim.clear_changedate("MUTTOM", sim.add_work_order("6202").wonum)
+    members = _query(url, **{"oslc.select": "wonum,changedate", "oslc.orderBy": "+changedate"}).json()["member"]
+    assert [m["wonum"] for m in members] == ["6202", "6201"] and "changedate" not in members[0]
+    since = _query(url, **{"oslc.select": "wonum", "oslc.where": 'changedate>="2000-01-01T00:00:00+05:30"'})
+    assert [m["wonum"] for m in since.json()["member"]] == ["6201"]
+    null = _query(url, **{"oslc.select": "wonum", "oslc.where": 'changedate!="*"'})
+    assert [m["wonum"] for m in null.json()["member"]] == ["6202"]
+
+
 def test_doclinks_as_href_when_configured(url: str) -> None:
     sim2 = MaximoSimulator(doclinks_inline=False)
     sim2.add_work_order("7001", attachments=2)

@@ -149,3 +149,20 @@ def test_heartbeat_notices_a_takeover(state: StateStore):
         lease.keep_alive()
     lease.release()
     assert state.lock_holder("sharepoint", "drive-1") == "someone-else"
+
+
+def test_item_groups_are_built_once_from_the_records_kept_and_dropped_with_the_scope(state: StateStore) -> None:
+    record = ItemRecord("v1", "a" * 64, "hub-1")
+    for source_id in ("S/1/10", "S/1/11", "S/2/20"):
+        state.record_ingested("maximo", "all", source_id, record, outcome="new", size=1)
+    group_of = lambda sid: sid.rpartition("/")[0]  # noqa: E731
+    assert state.ensure_item_groups("maximo", "all", group_of) == 3
+    assert state.ensure_item_groups("maximo", "all", group_of) == 0  # built: not scanned again
+    assert state.get_item_groups("maximo", "all", ["S/1", "S/2", "S/3"]) == {
+        "S/1": ["S/1/10", "S/1/11"], "S/2": ["S/2/20"], "S/3": []}
+    state.add_dead_letter(DeadLetter(connector="maximo", scope="all", source_id="S/2", reason="no changedate"))
+    state.set_item_groups("maximo", "all", {"S/1": ["S/1/11"], "S/2": []}, resolved=["S/2"])
+    assert state.get_item_groups("maximo", "all", ["S/1", "S/2"]) == {"S/1": ["S/1/11"], "S/2": []}
+    assert state.list_dead_letters("maximo") == []
+    state.forget_scope("maximo", "all")
+    assert not state.redis.exists(state.keys.groups("maximo", "all"))
