@@ -261,7 +261,6 @@ class _Run:
         self.deadline = deadline
         self.time_up = time_up
         self.pending: list[_Pending] = []
-        self.pending_content: dict[str, str] = {}
         self.deferred_cursors: list[tuple[Any, bool]] = []
         #: source_id -> entry of the items whose downloads failed transiently in earlier runs.
         self.failing: dict[str, Any] = dict(failing or {})
@@ -546,9 +545,9 @@ class Runner:
         flight = _Flight(entries)
         run.flight = flight
         waiting = flight.documents
-        looked_up = [q.document.sha256 for q in waiting
-                     if not (q.known and q.known.sha256 == q.document.sha256)
-                     and q.document.sha256 not in run.pending_content]
+        # Bytes already recorded under the item need no look-up. A group holds each sha256 once
+        # (``_enqueue``), and the group before it is recorded, so nothing in the batch shares them.
+        looked_up = [q.document.sha256 for q in waiting if not (q.known and q.known.sha256 == q.document.sha256)]
         flight.contents = self.state.get_contents(looked_up)
         if run.uploads is None:
             self._land(run, run.summary.scope)  # nothing runs meanwhile: settled (and sent) now
@@ -643,9 +642,9 @@ class Runner:
         have been, one by one: the group in flight is settled (its documents recorded, the cursor
         moved over them), and the documents queued behind it are sent too when the failure was the
         source's (a dropped connection, a throttle, a full spool disk) or the caller's time limit.
-        Not when the Hub failed (it
-        would only fail again), nor when the lease was lost (the scope is another worker's now) or
-        Redis failed. A failure of this delivery is logged; what it left is read again next run."""
+        Not when the Hub failed (it would only fail again), nor when the lease was lost (the scope is
+        another worker's now) or Redis failed. A failure of this delivery is logged; what it left is
+        read again next run."""
         failure = run.failure
         if run.dry_run or run.hub_failed or (run.flight is None and not run.queue):
             return
@@ -723,7 +722,6 @@ class Runner:
         for pending in run.pending:
             self._done(run, pending.item)
         run.pending.clear()
-        run.pending_content.clear()
 
     def _settle(self, run: _Run, scope: str, item: Item, record: ItemRecord, *, outcome: str, size: int) -> None:
         """Records and acknowledges a document the Hub took: now, or with its batch."""
@@ -733,7 +731,6 @@ class Runner:
             self._done(run, item)
             return
         run.pending.append(_Pending(scope, item, record, outcome, size))
-        run.pending_content[record.sha256] = record.hub_id
         if len(run.pending) >= run.batch_size:
             self._commit(run)
 
@@ -1004,7 +1001,7 @@ class Runner:
             return
         if known:
             document.previous_sha256 = known.sha256
-        hub_id = run.pending_content.get(document.sha256) or self._content(run, document.sha256)
+        hub_id = self._content(run, document.sha256)
         outcome = "new"
         if hub_id:
             try:
@@ -1088,7 +1085,6 @@ class Runner:
         if run.dry_run:
             self._decide(run, "delete", item)
             return
-        self._commit(run)  # a record of this item still waiting in the batch must not outlive its deletion
         self.hub.delete(self.source.name, item.source_id)
         self.state.forget_item(self.source.name, scope, item.source_id)
         run.known[item.source_id] = None
@@ -1143,7 +1139,6 @@ class Runner:
                              sha256=document.sha256, size=document.size,
                              metadata={"hub": document.hub_metadata(), "source": dict(item.metadata)})
         entry.bytes_path = self._keep_bytes(entry.id, document, root=self.settings.held_dir)
-        self._commit(run)  # an earlier version of this item waiting in the batch is recorded first
         self.state.add_held(entry, known)
         run.known.pop(item.source_id, None)  # its record now says held: looked up again if met again
         run.count("held")

@@ -126,6 +126,11 @@ def dead_letter_id(scope: str, source_id: str) -> str:
     return hashlib.sha1(f"{scope}\x00{source_id}".encode(), usedforsecurity=False).hexdigest()[:16]
 
 
+def _cursor_json(cursor: Any) -> str:
+    """A cursor as it is stored (``get_cursor`` reads it back)."""
+    return json.dumps(cursor, sort_keys=True)
+
+
 def _item_record(raw: str | bytes | None) -> ItemRecord | None:
     """An item record from its stored JSON (None when there is none)."""
     if not raw:
@@ -262,7 +267,7 @@ class StateStore:
         return json.loads(raw) if raw else None
 
     def set_cursor(self, connector: str, scope: str, cursor: Any) -> None:
-        self.redis.set(self.keys.cursor(connector, scope), json.dumps(cursor, sort_keys=True))
+        self.redis.set(self.keys.cursor(connector, scope), _cursor_json(cursor))
 
     def clear_cursor(self, connector: str, scope: str) -> None:
         self.redis.delete(self.keys.cursor(connector, scope))
@@ -323,7 +328,7 @@ class StateStore:
         if new_bytes:
             pipe.hincrbyfloat(counters, metric_field("kmrl_bytes_total", {"source": connector}), new_bytes)
         if cursor is not None:
-            pipe.set(self.keys.cursor(connector, cursor[0]), json.dumps(cursor[1], sort_keys=True))
+            pipe.set(self.keys.cursor(connector, cursor[0]), _cursor_json(cursor[1]))
         pipe.execute()
 
     def forget_item(self, connector: str, scope: str, source_id: str) -> None:

@@ -93,14 +93,19 @@ def _request(content: IO[bytes], document: Document, limits: ExtractionLimits) -
                              data=content.read())
 
 
+def _decided_here(document: Document, settings: Settings) -> Extraction | None:
+    """The extraction of a document that needs no pool (extraction off, or a file no extractor reads,
+    known from its head); None when the pool must read it."""
+    if not settings.extract_text:
+        return Extraction(error="text extraction is turned off (EXTRACT_TEXT=0)")
+    kind = _kind_here(document.open_content().read(HEAD_BYTES), document)
+    return Extraction(kind=kind) if kind is not None else None
+
+
 def reads_on_pool(document: Document, settings: Settings) -> bool:
     """Whether ``extract_document`` would send this document to the pool (a child's time, which may be
     long: OCR), rather than decide it here from its head at once."""
-    if not settings.extract_text:
-        return False
-    content = document.open_content()
-    head = content.read(HEAD_BYTES)
-    return _kind_here(head, document) is None
+    return _decided_here(document, settings) is None
 
 
 def extract_document(document: Document, settings: Settings, pool: ProcessPool, *,
@@ -109,17 +114,10 @@ def extract_document(document: Document, settings: Settings, pool: ProcessPool, 
 
     Returns the ``Extraction``; ``document.extraction`` holds its metadata (languages are added by the
     language step). ``deadline`` (monotonic), when given, shortens the extraction to fit the run."""
-    if not settings.extract_text:
-        result = Extraction(error="text extraction is turned off (EXTRACT_TEXT=0)")
-        document.extraction = result.metadata()
-        return result
-    content = document.open_content()
-    head = content.read(HEAD_BYTES)
-    kind = _kind_here(head, document)
-    if kind is not None:
-        result = Extraction(kind=kind)
-        document.extraction = result.metadata()
-        return result
+    decided = _decided_here(document, settings)
+    if decided is not None:
+        document.extraction = decided.metadata()
+        return decided
     limits = limits_from(settings)
     if deadline is not None:
         # A document under way is finished (the run stops at its next safe point), but its extraction
@@ -129,7 +127,7 @@ def extract_document(document: Document, settings: Settings, pool: ProcessPool, 
             limits = replace(limits, seconds=left)
     started = time.monotonic()
     try:
-        result = pool.run(extract, _request(content, document, limits),
+        result = pool.run(extract, _request(document.open_content(), document, limits),
                           seconds=limits.seconds + POOL_GRACE_SECONDS, memory_mb=settings.extract_memory_mb)
     except PoolError as exc:
         result = Extraction(method=NONE, seconds=time.monotonic() - started, truncated=True,
