@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -57,6 +58,7 @@ from base.health import HealthReport, source_health, store_report
 from base.pool import shutdown_shared_pool
 from base.schema import migrate
 from base.state import StateStore
+from base.triggers import SyncTriggers
 from config.celery_config import (
     CLEANUP_LIMITS,
     HEALTH_LIMITS,
@@ -90,6 +92,14 @@ DEFAULT_CLEANUP_AT = "02:00"
 #: How often a worker touches its liveness file (WORKER_LIVENESS_FILE), for the container probe.
 LIVENESS_INTERVAL = 15.0  # seconds
 DEFAULT_LIVENESS_FILE = os.path.join(tempfile.gettempdir(), "kmrl-worker.alive")
+
+#: Seconds a triggered run waits before it starts (SYNC_TRIGGER_DELAY_SECONDS), so that a burst of
+#: changes (a folder filling, a library upload) is read by one run rather than chased by several.
+DEFAULT_TRIGGER_DELAY = 1.0
+#: Seconds the first worker's start waits before each source's tick (the broker link settles first).
+START_SYNC_DELAY = 2.0
+#: Seconds ``service:workers`` outlives the last refresh of a live worker (several liveness beats).
+WORKERS_ALIVE_TTL = 90
 
 #: What Celery retries: run-level transient failures and broker or Redis connection errors.
 RETRYABLE: tuple[type[BaseException], ...] = (
@@ -246,10 +256,14 @@ class Liveness(bootsteps.StartStopStep):
                 os.utime(self.path)
         except OSError as exc:
             log.warning("liveness_file_unwritable", path=self.path, error=exc.strerror)
+        _workers_alive(first=False)
 
     def start(self, parent: Any) -> None:
+        first = _workers_alive(first=True)
         self.touch()
         self.tref = parent.timer.call_repeatedly(LIVENESS_INTERVAL, self.touch)
+        if first and service.settings.reader.flag("SYNC_AT_START", True):
+            parent.timer.call_after(START_SYNC_DELAY, sync_at_start)
 
     def stop(self, parent: Any) -> None:
         if self.tref is not None:
@@ -258,6 +272,35 @@ class Liveness(bootsteps.StartStopStep):
             os.remove(self.path)
         except OSError:
             pass
+
+
+def _workers_alive(*, first: bool) -> bool:
+    """Refreshes ``service:workers``; with ``first``, True when no worker was alive before this one
+    (the key had lapsed: the service is starting, not one more worker joining). Never raises."""
+    try:
+        key = service.state.keys.workers_alive()
+        name = f"{socket.gethostname()}:{os.getpid()}"
+        return bool(service.state.redis.set(key, name, ex=WORKERS_ALIVE_TTL, nx=first))
+    except (redis.RedisError, ConfigError) as exc:
+        log.warning("workers_alive_not_recorded", error=mask_text(str(exc)))
+        return False
+
+
+def sync_at_start() -> list[str]:
+    """Sends one tick for every configured source: a service just started syncs at once instead of at
+    the clock's next mark (up to 30 minutes away for SharePoint). Returns the sources ticked."""
+    settings = service.settings
+    sent = []
+    for source in registry.configured_sources(settings, sources=service.sources):
+        if not registry.get_source(source, service.sources).interval_minutes(settings):
+            continue  # left out of the schedule (SYNC_MINUTES=0): started by hand only
+        try:
+            tick.apply_async(args=(source,), expires=TICK_LIMITS.hard)
+            sent.append(source)
+        except (kombu.exceptions.OperationalError, redis.RedisError, OSError) as exc:
+            log.warning("start_sync_not_sent", source=source, error=mask_text(str(exc)))
+    log.info("start_sync_sent", sources=sent)
+    return sent
 
 
 def liveness_file(settings: Settings) -> str:
@@ -341,9 +384,11 @@ def run_budget(soft_limit: float) -> float:
 
 @app.task(name="kmrl.sync_scope", soft_time_limit=max(s.soft_time_limit for s in registry.SOURCES.values()),
           time_limit=max(s.time_limit for s in registry.SOURCES.values()), **_TASK_OPTIONS)
-def sync_scope(self: Any, source: str, instance: str, scope: str) -> dict[str, Any]:
+def sync_scope(self: Any, source: str, instance: str, scope: str, trigger: str = "") -> dict[str, Any]:
     """Runs the pipeline for one scope of one connector instance; returns the scope summary.
 
+    trigger: why a run sent by ``request_sync`` was asked for (empty for the tick's runs); such a run
+    follows the trigger rule (base/triggers.py): it ends at once, ``parked``, while the scope runs.
     Raises TransientError for a run that ended in a transient error, so Celery retries it.
     """
     settings = service.settings
@@ -357,14 +402,82 @@ def sync_scope(self: Any, source: str, instance: str, scope: str) -> dict[str, A
         return {"source": source, "scope": scope, "state": exc.state}
     hard_soft = self.request.timelimit or (None, None)
     soft = hard_soft[1] or registry.get_source(source, service.sources).soft_time_limit
-    # The runner knows no Celery: it is given the deadline and the exception of Celery's soft limit.
-    summary = connector.sync_scope(scope, deadline=time.monotonic() + run_budget(float(soft)),
-                                   time_up=(SoftTimeLimitExceeded,))
+    triggers = sync_triggers(service.state)
+    try:
+        for _attempt in range(3):
+            if trigger and not triggers.claim(source, scope):
+                log.info("sync_trigger_parked", source=source, instance=instance, scope=scope, trigger=trigger,
+                         effect="one more run follows the one in progress")
+                return {"source": source, "scope": scope, "state": "parked"}
+            # The runner knows no Celery: it is given the deadline and the exception of Celery's soft limit.
+            summary = connector.sync_scope(scope, deadline=time.monotonic() + run_budget(float(soft)),
+                                           time_up=(SoftTimeLimitExceeded,))
+            # A triggered run that lost the race for the lease to another run parks behind it.
+            if not (trigger and summary.state == ScopeState.LOCKED):
+                break
+    finally:
+        _send_owed_run(triggers, source, instance, scope)
     log.info("sync_scope_finished", source=source, instance=instance, scope=scope, state=summary.state,
-             attempt=self.request.retries + 1, seconds=round(summary.seconds, 3), **summary.counts)
+             attempt=self.request.retries + 1, seconds=round(summary.seconds, 3), trigger=trigger or None,
+             **summary.counts)
     if summary.state == ScopeState.ERROR:
         raise TransientError(f"{source} {scope}: {summary.error}")
     return summary.as_dict()
+
+
+# -- runs asked for between ticks ---------------------------------------------------------------------
+
+def trigger_ttl() -> float:
+    """Seconds a trigger mark lives unsettled: longer than any run may last, so a parked request
+    outlives the run it waits for (base/triggers.py)."""
+    return float(longest_hard_limit() + 2 * service.settings.lock_ttl)
+
+
+def trigger_delay(settings: Settings) -> float:
+    """SYNC_TRIGGER_DELAY_SECONDS: how long a triggered run waits to gather a burst (default 1)."""
+    return float(settings.reader.duration("SYNC_TRIGGER_DELAY_SECONDS", DEFAULT_TRIGGER_DELAY, unit="seconds",
+                                          minimum=0))
+
+
+def sync_triggers(state: StateStore) -> SyncTriggers:
+    """The trigger rule on ``state``."""
+    return SyncTriggers(state, ttl=trigger_ttl())
+
+
+def _send_triggered(triggers: SyncTriggers, source: str, instance: str, scope: str, *, reason: str) -> None:
+    try:
+        sync_scope.apply_async(args=(source, instance, scope), kwargs={"trigger": reason},
+                               countdown=trigger_delay(service.settings), expires=trigger_ttl())
+    except BaseException:
+        triggers.cancel(source, scope)  # the next request sends again instead of waiting on nothing
+        raise
+
+
+def request_sync(state: StateStore, source: str, instance: str, scope: str, *, reason: str) -> bool:
+    """Asks for one run of the scope soon, under the trigger rule: a burst of requests while the scope
+    is idle causes one run; any number while it runs cause exactly one more run after it ends.
+
+    Returns True when this request sent the run, False when it joined one already due. Raises what
+    Redis or the broker raised (the request is then undone: the next one sends). Needs the app pointed
+    at the settings' broker (a worker is; another process calls ``configure`` first).
+    """
+    triggers = sync_triggers(state)
+    if not triggers.request(source, scope):
+        return False
+    _send_triggered(triggers, source, instance, scope, reason=reason)
+    log.info("sync_triggered", source=source, instance=instance, scope=scope, reason=reason)
+    return True
+
+
+def _send_owed_run(triggers: SyncTriggers, source: str, instance: str, scope: str) -> None:
+    """After a run: sends the one more run that requests made while it ran are owed (never raises;
+    a lost send is caught by the mark's expiry and the tick)."""
+    try:
+        if triggers.owed(source, scope):
+            _send_triggered(triggers, source, instance, scope, reason="changed during the previous run")
+            log.info("sync_triggered", source=source, instance=instance, scope=scope, reason="owed")
+    except (redis.RedisError, kombu.exceptions.OperationalError, OSError) as exc:
+        log.warning("owed_run_not_sent", source=source, scope=scope, error=mask_text(str(exc)))
 
 
 # -- health -----------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ each kind.
 | status         | status:{connector}:{scope}            | hash   | last run times, counts, last error, state          |
 | history        | history:{connector}:{scope}           | list   | recent run summaries (JSON, newest first)          |
 | lock           | lock:{connector}:{scope}              | string | lease token (SET NX PX)                            |
+| trigger        | trigger:{connector}:{scope}           | string | a run asked for between ticks: queued or parked    |
 | failing        | failing:{connector}:{scope}           | hash   | source_id -> runs in which its download failed     |
 | deadletter     | deadletter:{connector}                | hash   | entry id -> dead-letter entry (JSON)               |
 | held           | held:{connector}                      | hash   | entry id -> held-document entry (JSON)             |
@@ -24,6 +25,7 @@ each kind.
 | whatsapp seen  | whatsapp:seen:{wamid}                 | string | the stream entry a wamid was queued as             |
 | schema         | schema:version                        | string | the schema version the state is in                 |
 | schema lock    | schema:migrating                      | string | held by the one process migrating (SET NX PX)      |
+| service        | service:workers                       | string | set while some worker is alive (the start sync)    |
 
 Connector and source names never contain ``:``; scopes may (a scope is the rest of the key).
 """
@@ -67,6 +69,10 @@ class KeySchema:
     def lock(self, connector: str, scope: str) -> str:
         return self.join("lock", connector, scope)
 
+    def trigger(self, connector: str, scope: str) -> str:
+        """A run asked for between ticks (base/triggers.py): ``queued`` or ``parked``."""
+        return self.join("trigger", connector, scope)
+
     def failing(self, connector: str, scope: str) -> str:
         return self.join("failing", connector, scope)
 
@@ -75,7 +81,7 @@ class KeySchema:
         return self.join("group", connector, scope)
 
     #: The kinds keyed by (connector, scope): what a scope leaves behind.
-    SCOPE_KINDS = ("cursor", "item", "status", "history", "lock", "failing", "group")
+    SCOPE_KINDS = ("cursor", "item", "status", "history", "lock", "failing", "group", "trigger")
 
     def scope_key(self, kind: str, connector: str, scope: str) -> str:
         """The ``kind`` key (one of ``SCOPE_KINDS``) of (connector, scope)."""
@@ -150,6 +156,10 @@ class KeySchema:
 
     def schema_migrating(self) -> str:
         return self.join("schema", "migrating")
+
+    def workers_alive(self) -> str:
+        """Refreshed by every live worker; a worker that finds it absent is the service's first."""
+        return self.join("service", "workers")
 
     def everything(self) -> str:
         """A SCAN pattern for every key under the prefix."""

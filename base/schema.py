@@ -51,7 +51,8 @@ MIGRATION_WAIT_SECONDS = 120.0
 KNOWN_KINDS = {
     "cursor": "string", "item": "hash", "content": "string", "status": "hash", "history": "list",
     "lock": "string", "failing": "hash", "group": "hash", "deadletter": "hash", "held": "hash", "throttle": "string",
-    "metrics": "hash", "scopes": "string", "health": "string", "schema": "string",
+    "metrics": "hash", "scopes": "string", "health": "string", "schema": "string", "trigger": "string",
+    "service": "string",
 }
 #: Keys under ``whatsapp:`` and their types.
 WHATSAPP_KINDS = {"inbox": "stream", "seen": "string"}

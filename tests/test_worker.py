@@ -43,7 +43,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     root = tmp_path_factory.mktemp("worker")
     settings = make_settings(root, flushed_db_url(STATE_DB), broker_url=flushed_db_url(BROKER_DB),
                              result_backend=flushed_db_url(RESULTS_DB), redbeat_redis_url=flushed_db_url(7),
-                             environ={"WORKER_LIVENESS_FILE": str(root / "worker.alive")})
+                             environ={"WORKER_LIVENESS_FILE": str(root / "worker.alive"), "SYNC_AT_START": "0"})
     scheduler.configure(settings, sources=registry.sources_with(*FAKE_SOURCES))
     try:
         with start_worker(scheduler.app, pool="threads", concurrency=3, perform_ping_check=False,
