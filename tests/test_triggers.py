@@ -177,7 +177,7 @@ def test_a_tick_run_in_progress_owes_one_run_to_requests_made_meanwhile(use):
 
 
 def test_the_first_worker_up_syncs_every_source_once(use):
-    settings, state = use(FAKE_FILES="2", SYNC_AT_START="1")
+    _, state = use(FAKE_FILES="2", SYNC_AT_START="1")
     # No worker alive (the key is absent): this one is the first, and ticks each configured source.
     assert scheduler._workers_alive(first=True) is True
     assert scheduler._workers_alive(first=True) is False        # a second worker joining is not a start
