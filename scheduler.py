@@ -427,10 +427,10 @@ def sync_scope(self: Any, source: str, instance: str, scope: str, trigger: str =
 
 # -- runs asked for between ticks ---------------------------------------------------------------------
 
-def trigger_ttl() -> float:
+def trigger_ttl(settings: Settings) -> float:
     """Seconds a trigger mark lives unsettled: longer than any run may last, so a parked request
     outlives the run it waits for (base/triggers.py)."""
-    return float(longest_hard_limit() + 2 * service.settings.lock_ttl)
+    return float(longest_hard_limit() + 2 * settings.lock_ttl)
 
 
 def trigger_delay(settings: Settings) -> float:
@@ -439,32 +439,46 @@ def trigger_delay(settings: Settings) -> float:
                                           minimum=0))
 
 
-def sync_triggers(state: StateStore) -> SyncTriggers:
-    """The trigger rule on ``state``."""
-    return SyncTriggers(state, ttl=trigger_ttl())
+def sync_triggers(state: StateStore, settings: Settings | None = None) -> SyncTriggers:
+    """The trigger rule on ``state`` (mark lifetime from ``settings``, default this process's)."""
+    return SyncTriggers(state, ttl=trigger_ttl(settings or service.settings))
 
 
-def _send_triggered(triggers: SyncTriggers, source: str, instance: str, scope: str, *, reason: str) -> None:
+def sending_app(settings: Settings) -> Celery:
+    """A Celery app that only sends tasks, to the broker of ``settings`` with the service's Celery
+    settings: what a process that runs no task (the web app, a watcher) hands ``request_sync``,
+    leaving this module's app as it is."""
+    sender = Celery("kmrl_connectors_sender", set_as_current=False)
+    sender.conf.update(celery_settings(settings, longest_hard_limit=longest_hard_limit()))
+    return sender
+
+
+def _send_triggered(triggers: SyncTriggers, source: str, instance: str, scope: str, *, reason: str,
+                    settings: Settings, sender: Celery) -> None:
     try:
-        sync_scope.apply_async(args=(source, instance, scope), kwargs={"trigger": reason},
-                               countdown=trigger_delay(service.settings), expires=trigger_ttl())
+        sender.send_task("kmrl.sync_scope", args=(source, instance, scope), kwargs={"trigger": reason},
+                         countdown=trigger_delay(settings), expires=trigger_ttl(settings))
     except BaseException:
         triggers.cancel(source, scope)  # the next request sends again instead of waiting on nothing
         raise
 
 
-def request_sync(state: StateStore, source: str, instance: str, scope: str, *, reason: str) -> bool:
+def request_sync(state: StateStore, source: str, instance: str, scope: str, *, reason: str,
+                 settings: Settings | None = None, sender: Celery | None = None) -> bool:
     """Asks for one run of the scope soon, under the trigger rule: a burst of requests while the scope
     is idle causes one run; any number while it runs cause exactly one more run after it ends.
 
+    settings: the delay and mark lifetime (default this process's, ``service.settings``).
+    sender: the Celery app that sends the run (default this module's app, which ``configure`` points
+        at a broker; a process that runs no task passes ``sending_app(settings)``).
     Returns True when this request sent the run, False when it joined one already due. Raises what
-    Redis or the broker raised (the request is then undone: the next one sends). Needs the app pointed
-    at the settings' broker (a worker is; another process calls ``configure`` first).
+    Redis or the broker raised (the request is then undone: the next one sends).
     """
-    triggers = sync_triggers(state)
+    settings = settings or service.settings
+    triggers = sync_triggers(state, settings)
     if not triggers.request(source, scope):
         return False
-    _send_triggered(triggers, source, instance, scope, reason=reason)
+    _send_triggered(triggers, source, instance, scope, reason=reason, settings=settings, sender=sender or app)
     log.info("sync_triggered", source=source, instance=instance, scope=scope, reason=reason)
     return True
 
@@ -474,7 +488,8 @@ def _send_owed_run(triggers: SyncTriggers, source: str, instance: str, scope: st
     a lost send is caught by the mark's expiry and the tick)."""
     try:
         if triggers.owed(source, scope):
-            _send_triggered(triggers, source, instance, scope, reason="changed during the previous run")
+            _send_triggered(triggers, source, instance, scope, reason="changed during the previous run",
+                            settings=service.settings, sender=app)
             log.info("sync_triggered", source=source, instance=instance, scope=scope, reason="owed")
     except (redis.RedisError, kombu.exceptions.OperationalError, OSError) as exc:
         log.warning("owed_run_not_sent", source=source, scope=scope, error=mask_text(str(exc)))

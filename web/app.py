@@ -28,6 +28,7 @@ from web.health import HEALTH_ENDPOINTS, health_blueprint
 from web.listeners import ListenerDispatch, Listeners
 from web.metrics import metrics_blueprint
 from web.operator import OperatorAccess, install_operator_access
+from web.sync_requests import sync_request_blueprint, whatsapp_inbox_request
 from web.webhook import WebhookConfig, whatsapp_blueprint
 
 #: Redis timeouts for the web process: a stalled Redis must fail a request (Meta then retries)
@@ -100,8 +101,9 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
 def _public_blueprints(service: Service) -> list[Blueprint]:
     webhook = WebhookConfig.from_settings(service.settings)
     register_secret(webhook.app_secret, webhook.verify_token)
-    return [whatsapp_blueprint(webhook, service.inbox)]
+    inbox_sync = whatsapp_inbox_request(service)
+    return [whatsapp_blueprint(webhook, service.inbox, on_queued=inbox_sync.poke if inbox_sync else None)]
 
 
 def _internal_blueprints(service: Service) -> list[Blueprint]:
-    return [health_blueprint(service.redis), metrics_blueprint(service.settings)]
+    return [health_blueprint(service.redis), metrics_blueprint(service.settings), sync_request_blueprint(service)]

@@ -123,14 +123,23 @@ def signature_matches(app_secret: str | bytes, body: bytes, header: str | None) 
     return hmac.compare_digest(expected, header.strip().lower().encode("utf-8", "replace"))
 
 
-def whatsapp_blueprint(config: WebhookConfig, inbox: Inbox) -> Blueprint:
-    """The ``/webhooks/whatsapp`` routes, bound to ``config`` and ``inbox``."""
+def whatsapp_blueprint(config: WebhookConfig, inbox: Inbox, *,
+                       on_queued: Callable[[], None] | None = None) -> Blueprint:
+    """The ``/webhooks/whatsapp`` routes, bound to ``config`` and ``inbox``.
+
+    on_queued: called (by the group commit's leader, once per append that queued something new) so
+    that the inbox is synced now rather than at the next tick; it must not block (a poke).
+    """
     if config.max_message_age + MAX_CLOCK_SKEW >= inbox.seen_ttl:
         raise ConfigError(f"WHATSAPP_MAX_MESSAGE_AGE_HOURS ({config.max_message_age / 3600:g} h) plus the "
                           f"{MAX_CLOCK_SKEW} s clock allowance must stay below the {inbox.seen_ttl / 3600:g} h "
                           f"that a wamid is remembered, or a replayed notification would be queued again")
     bp = Blueprint("whatsapp_webhook", __name__)
-    queue = GroupCommit(inbox.append)
+    def append_and_poke(messages: list[InboundMedia]) -> None:
+        if inbox.append(messages) and on_queued is not None:
+            on_queued()
+
+    queue = GroupCommit(append_and_poke)
     app_key = config.app_secret.encode("utf-8")
 
     def admissible(messages: Sequence[InboundMedia]) -> list[InboundMedia]:

@@ -1,0 +1,141 @@
+"""Runs asked for by the web process: after accepted WhatsApp media, and by an operator or Maximo.
+
+The web process sends runs through ``scheduler.request_sync`` (the one trigger rule,
+base/triggers.py), so a burst of notifications is one run, and notifications during a run are one
+more run after it.
+
+- ``BackgroundRequest``: the webhook's group commit only *pokes* it (a flag set, no I/O), and one
+  thread of the gunicorn worker sends the request afterwards. The webhook's answer never waits for
+  the trigger, and the requests of a burst are sent as one.
+- ``sync_request_blueprint``: ``POST /sync/maximo/<site>`` on the internal listener (behind the
+  operator token): sync one configured Maximo site now. A site not in MAXIMO_SITES is refused (404),
+  so no request can create state for a scope the settings do not name.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import kombu.exceptions
+import redis
+from celery import Celery
+from flask import Blueprint, Response, jsonify
+
+from connectors import registry
+from connectors.service import Service
+from utils.errors import ConfigError
+from utils.logging import get_logger, mask_text
+
+log = get_logger("web.sync_requests")
+
+
+def sender_for(service: Service) -> Celery | None:
+    """A Celery app that sends runs to the service's broker (``scheduler.sending_app``); None, logged,
+    when the settings cannot build one (runs then wait for the beat schedule)."""
+    import scheduler  # the tasks' module; only a process that sends runs needs it
+
+    try:
+        return scheduler.sending_app(service.settings)
+    except ConfigError as exc:
+        log.warning("sync_requests_off", error=mask_text(str(exc)), effect="runs wait for the beat schedule")
+        return None
+
+
+def request_run(service: Service, sender: Celery, source: str, scope: str, *, reason: str) -> list[str]:
+    """Requests a run of ``scope`` on every configured instance of ``source`` that has it; returns the
+    instances it was requested on (empty: the scope is not configured). Raises ConfigError when the
+    source's settings cannot build a connector, and what Redis or the broker raised."""
+    import scheduler
+
+    instances = []
+    for index, connector in enumerate(service.connectors(source)):
+        if scope in connector.scopes():
+            instance = registry.instance_id(connector, index)
+            scheduler.request_sync(service.state, source, instance, scope, reason=reason, settings=service.settings,
+                                   sender=sender)
+            instances.append(instance)
+    return instances
+
+
+class BackgroundRequest:
+    """Sends ``send()`` on a thread of its own after ``poke()``; pokes that arrive while it sends are
+    one more send. ``poke`` costs a flag set: the caller (a webhook request) never waits for I/O.
+
+    The thread starts on the first poke, so that it lives in the gunicorn worker that pokes (threads
+    do not survive a fork).
+    """
+
+    def __init__(self, send: Callable[[], object], *, name: str) -> None:
+        self._send = send
+        self._name = name
+        self._wanted = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        #: Sends made (for tests).
+        self.sent = 0
+
+    def poke(self) -> None:
+        """Asks for one send soon (coalesced with any send not yet begun)."""
+        self._wanted.set()
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                    self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            try:
+                self._send()
+            except Exception as exc:  # noqa: BLE001 - logged; the beat tick still runs the scope
+                log.warning("sync_request_failed", request=self._name, error=mask_text(f"{type(exc).__name__}: {exc}"),
+                            effect="the scope runs at its next tick")
+            self.sent += 1
+
+
+def whatsapp_inbox_request(service: Service) -> BackgroundRequest | None:
+    """The webhook's poke target: requests the WhatsApp inbox sync; None when this process cannot send
+    runs (its settings build no Celery app), in which case the inbox waits for the tick as before."""
+    sender = sender_for(service)
+    if sender is None:
+        return None
+
+    def send() -> None:
+        try:
+            instances = request_run(service, sender, "whatsapp", "inbox", reason="whatsapp_media")
+        except ConfigError as exc:
+            log.warning("whatsapp_sync_not_requested", error=mask_text(str(exc)),
+                        effect="the inbox is synced at the next tick")
+            return
+        if not instances:
+            log.warning("whatsapp_sync_not_requested", reason="no WhatsApp connector has the inbox scope")
+
+    return BackgroundRequest(send, name="whatsapp-sync-request")
+
+
+def sync_request_blueprint(service: Service) -> Blueprint:
+    """``POST /sync/maximo/<site>`` (an operator route: the internal app guards it)."""
+    bp = Blueprint("sync_requests", __name__)
+    sender = sender_for(service)
+
+    @bp.post("/sync/maximo/<site>")
+    def sync_maximo_site(site: str) -> tuple[Response, int]:
+        if sender is None:
+            return jsonify(error="this web process cannot send runs: its settings build no Celery app"), 503
+        try:
+            instances = request_run(service, sender, "maximo", site, reason="maximo_trigger")
+        except ConfigError as exc:
+            return jsonify(error=f"Maximo is not configured: {mask_text(str(exc))}"), 409
+        except (redis.RedisError, kombu.exceptions.OperationalError, OSError) as exc:
+            log.warning("maximo_trigger_failed", site=site[:64], error=mask_text(f"{type(exc).__name__}: {exc}"))
+            return jsonify(error="the run could not be queued (Redis or the broker is unavailable); try again"), 503
+        if not instances:
+            log.warning("maximo_trigger_refused", site=site[:64], reason="not a configured site")
+            return jsonify(error=f"{site[:64]!r} is not a configured Maximo site (MAXIMO_SITES)"), 404
+        log.info("maximo_trigger_accepted", site=site, instances=instances)
+        return jsonify(source="maximo", scope=site, instances=instances, requested=True), 202
+
+    return bp
