@@ -45,6 +45,7 @@ from connectors.service import Service
 from utils.errors import ConfigError, TransientError
 from utils.logging import configure_logging, mask_text
 from utils.progress import SyncProgress
+from utils.supervisor import Child, Supervisor
 from utils.tables import DISPLAY_ZONE as IST
 from utils.tables import ago, format_duration, format_time, render_table, safe_url
 
@@ -506,13 +507,24 @@ def cmd_web(args: argparse.Namespace, service: Service) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace, service: Service) -> int:
-    import scheduler
+def run_children(args: argparse.Namespace) -> list[Child]:
+    """What ``run`` starts: a worker with an embedded beat, the web app (both listeners, under
+    gunicorn as in production) and the watchers, less what ``--without`` names."""
+    python = sys.executable
+    children = [Child("worker", [python, "-m", "celery", "-A", "scheduler", "worker", "--beat",
+                                 f"--loglevel={args.loglevel}", f"--concurrency={args.concurrency}"]),
+                Child("web", [python, "-m", "gunicorn", "-c", "python:web.gunicorn_conf", "web.app:create_app()"])]
+    return [child for child in children if child.name not in args.without]
 
-    scheduler.configure(service.settings, sources=service.sources)
-    scheduler.app.worker_main(["worker", "--beat", f"--loglevel={args.loglevel}",
-                               f"--concurrency={args.concurrency}"])
-    return 0
+
+def cmd_run(args: argparse.Namespace, service: Service) -> int:
+    unknown = set(args.without) - {"web", "watcher"}
+    if unknown:
+        out(f"run: --without takes web and watcher, not {', '.join(sorted(unknown))}")
+        return 2
+    children = run_children(args)
+    out("starting: " + ", ".join(child.name for child in children) + " (Ctrl-C or SIGTERM stops them all)")
+    return Supervisor(children).run()
 
 
 def _probe_worker(settings: Settings) -> tuple[bool, str]:
@@ -619,9 +631,12 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--port", type=int, default=None, help="the public listener's port (default WEB_PUBLIC_PORT)")
     web.set_defaults(handler=cmd_web)
 
-    run = commands.add_parser("run", help="a worker with an embedded beat, for a single machine")
+    run = commands.add_parser("run", help="everything on one machine: a worker with an embedded beat, the web app "
+                              "and the watchers")
     run.add_argument("--concurrency", type=int, default=2)
     run.add_argument("--loglevel", default="info")
+    run.add_argument("--without", type=lambda v: [p for p in v.split(",") if p], default=[],
+                     help="leave out these, comma-separated: web, watcher")
     run.set_defaults(handler=cmd_run)
 
     migrate_cmd = commands.add_parser("migrate", help="bring the state in Redis to this release's schema version")

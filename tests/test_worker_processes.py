@@ -71,6 +71,8 @@ def env(tmp_path: Path) -> dict[str, str]:
         "DEADLETTER_DIR": str(tmp_path / "deadletter"), "SPOOL_MIN_FREE_MB": "1",
         "LOG_FILE": str(tmp_path / "logs" / "service.log"), "AUDIT_LOG": str(tmp_path / "logs" / "audit.log"),
         "WORKER_LIVENESS_FILE": str(tmp_path / "worker.alive"), "CONTENT_RULES_FILE": "",
+        # These tests count runs; the first worker's start sync (tests/test_triggers.py) would add some.
+        "SYNC_AT_START": "0",
     })
     return values
 
@@ -194,12 +196,39 @@ def test_web_command_serves_the_app_for_development(env, processes):
     stop(proc)
 
 
-def test_run_command_starts_a_worker_with_an_embedded_beat(env, processes):
+def test_run_command_starts_a_worker_with_an_embedded_beat_and_the_web_app(env, processes):
+    public_port, internal_port = free_port(), free_port()
+    env.update(WEB_PUBLIC_HOST="127.0.0.1", WEB_PUBLIC_PORT=str(public_port), WEB_INTERNAL_HOST="127.0.0.1",
+               WEB_INTERNAL_PORT=str(internal_port))
     proc, log = processes([str(VENV_BIN / "kmrl-connectors"), "run", "--concurrency", "1"], env, "run")
     beat_redis = redis.Redis.from_url(env["REDBEAT_REDIS_URL"])
+
+    def web_answers() -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{internal_port}/readyz", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
     wait_for(lambda: Path(env["WORKER_LIVENESS_FILE"]).exists() and beat_redis.exists("redbeat::lock"),
              timeout=40, what="the worker and its beat", proc=proc, log=log)
-    stop(proc)
+    wait_for(web_answers, timeout=40, what="the web app", proc=proc, log=log)
+    # SIGTERM to run stops the whole set: nothing of it is left listening or running.
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(90) == 0, log.read_text()[-3000:]
+    assert not web_answers()
+
+
+def test_run_command_stops_the_set_when_one_process_dies(env, processes):
+    public_port, internal_port = free_port(), free_port()
+    env.update(WEB_PUBLIC_HOST="127.0.0.1", WEB_PUBLIC_PORT=str(public_port), WEB_INTERNAL_HOST="127.0.0.1",
+               WEB_INTERNAL_PORT=str(internal_port))
+    proc, log = processes([str(VENV_BIN / "kmrl-connectors"), "run", "--concurrency", "1", "--without", "web"],
+                          env, "run-dies")
+    wait_for(lambda: Path(env["WORKER_LIVENESS_FILE"]).exists(), timeout=40, what="the worker", proc=proc, log=log)
+    worker = int(subprocess.run(["pgrep", "-f", "-P", str(proc.pid), "celery"], capture_output=True, text=True,
+                                check=False).stdout.split()[0])
+    os.kill(worker, signal.SIGKILL)
+    assert proc.wait(60) != 0  # an outage is reported, so the init system restarts the set
 
 
 def test_a_worker_killed_mid_run_is_redelivered_and_the_run_completes(env, processes, tmp_path):
