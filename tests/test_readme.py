@@ -46,6 +46,9 @@ EXERCISED_BY: list[tuple[str, str, str]] = [
     (r"kmrl-connectors held (list|release|drop)", "tests/test_held.py", 'run("held", "list")'),
     (r"kmrl-connectors run$", "tests/test_worker_processes.py", '"run"'),
     (r"kmrl-connectors reprocess( |$)", "tests/test_extraction_step.py", '["reprocess", "sharepoint"'),
+    # The same request, with the operator token, to the internal listener on loopback.
+    (r'curl -X POST -H "Authorization: Bearer \$OPERATOR_TOKEN" https://\S+/sync/maximo/', "tests/test_freshness.py",
+     'f"{internal.url}/sync/maximo/MUTTOM", headers=bearer'),
 ]
 
 

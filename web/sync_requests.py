@@ -8,7 +8,7 @@ more run after it.
   thread of the gunicorn worker sends the request afterwards. The webhook's answer never waits for
   the trigger, and the requests of a burst are sent as one.
 - ``sync_request_blueprint``: ``POST /sync/maximo/<site>`` on the internal listener (behind the
-  operator token): sync one configured Maximo site now. A site not in MAXIMO_SITES is refused (404),
+  operator token): sync one configured Maximo site now. A site not in MAXIMO_SITE_IDS is refused (404),
   so no request can create state for a scope the settings do not name.
 """
 
@@ -134,7 +134,7 @@ def sync_request_blueprint(service: Service) -> Blueprint:
             return jsonify(error="the run could not be queued (Redis or the broker is unavailable); try again"), 503
         if not instances:
             log.warning("maximo_trigger_refused", site=site[:64], reason="not a configured site")
-            return jsonify(error=f"{site[:64]!r} is not a configured Maximo site (MAXIMO_SITES)"), 404
+            return jsonify(error=f"{site[:64]!r} is not a configured Maximo site (MAXIMO_SITE_IDS)"), 404
         log.info("maximo_trigger_accepted", site=site, instances=instances)
         return jsonify(source="maximo", scope=site, instances=instances, requested=True), 202
 
