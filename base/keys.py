@@ -17,6 +17,8 @@ each kind.
 | failing        | failing:{connector}:{scope}           | hash   | source_id -> runs in which its download failed     |
 | deadletter     | deadletter:{connector}                | hash   | entry id -> dead-letter entry (JSON)               |
 | held           | held:{connector}                      | hash   | entry id -> held-document entry (JSON)             |
+| recent         | recent                                | list   | the last documents settled (JSON, newest first)    |
+| daily          | daily:{source}:{YYYY-MM-DD}           | hash   | the day's totals (IST) by kind, language, dept.    |
 | throttle       | throttle:{service}:{tenant}           | string | Unix time before which nobody calls the service    |
 | metrics        | metrics:counters / metrics:gauges     | hash   | "name|label=value,..." -> number                   |
 | scopes         | scopes:{source}:{instance}            | string | the instance's scope list (JSON), a shared cache   |
@@ -125,6 +127,10 @@ class KeySchema:
     def content(self, sha256: str) -> str:
         return self.join("content", sha256)
 
+    def daily(self, source: str, day: str) -> str:
+        """A source's totals for one day (``YYYY-MM-DD`` in IST; base/recent.py)."""
+        return self.join("daily", source, day)
+
     def throttle(self, service: str, tenant: str) -> str:
         return self.join("throttle", service, tenant or "default")
 
@@ -140,6 +146,10 @@ class KeySchema:
 
     def health(self) -> str:
         return self.join("health")
+
+    def recent(self) -> str:
+        """The recent-documents record (base/recent.py)."""
+        return self.join("recent")
 
     def whatsapp_inbox(self) -> str:
         return self.join("whatsapp", "inbox")

@@ -47,6 +47,7 @@ from base.enrichment.steps import enrich
 from base.extraction.step import extract_document, reads_on_pool
 from base.hub_client import Hub, HubDocumentMissing, HubRefused
 from base.pool import pool_for
+from base.recent import DELETED, LINKED, REPROCESSED, UNCHANGED, UPLOADED, RecentDocument, from_document
 from base.refusals import RefusalStreak
 from base.state import DeadLetter, HeldDocument, ItemRecord, StateStore
 from config.settings import Settings
@@ -193,6 +194,8 @@ class _Pending:
     record: ItemRecord
     outcome: str
     size: int
+    #: Its line in the recent-documents record, written with the batch.
+    recent: RecentDocument | None = None
 
 
 @dataclass
@@ -633,7 +636,7 @@ class Runner:
             document = queued.document
             self._audit(run, "ingested", document)
             self._settle(run, scope, queued.item, ItemRecord(queued.item.version, document.sha256, hub_id),
-                         outcome="new", size=document.size)
+                         outcome="new", size=document.size, recent=from_document(document, UPLOADED, hub_id=hub_id))
             run.count("new")
             run.summary.bytes += document.size
 
@@ -713,7 +716,8 @@ class Runner:
                 cursor = tracker.due()
             self.state.record_many(self.source.name, [(p.scope, p.item.source_id, p.record, p.outcome, p.size)
                                                       for p in run.pending],
-                                   cursor=(run.summary.scope, cursor) if cursor is not None else None)
+                                   cursor=(run.summary.scope, cursor) if cursor is not None else None,
+                                   recent=[p.recent for p in run.pending if p.recent is not None])
         except BaseException:
             run.deferred_cursors[:0] = deferred  # not recorded: the moves still wait for their documents
             raise
@@ -723,14 +727,17 @@ class Runner:
             self._done(run, pending.item)
         run.pending.clear()
 
-    def _settle(self, run: _Run, scope: str, item: Item, record: ItemRecord, *, outcome: str, size: int) -> None:
-        """Records and acknowledges a document the Hub took: now, or with its batch."""
+    def _settle(self, run: _Run, scope: str, item: Item, record: ItemRecord, *, outcome: str, size: int,
+                recent: RecentDocument | None = None) -> None:
+        """Records and acknowledges a document the Hub took (with ``recent``, its line in the
+        recent-documents record): now, or with its batch."""
         run.known[item.source_id] = record
         if run.batch_size <= 1:
-            self.state.record_ingested(self.source.name, scope, item.source_id, record, outcome=outcome, size=size)
+            self.state.record_ingested(self.source.name, scope, item.source_id, record, outcome=outcome, size=size,
+                                       recent=recent)
             self._done(run, item)
             return
-        run.pending.append(_Pending(scope, item, record, outcome, size))
+        run.pending.append(_Pending(scope, item, record, outcome, size, recent))
         if len(run.pending) >= run.batch_size:
             self._commit(run)
 
@@ -996,7 +1003,8 @@ class Runner:
             # (Audit lines before the record: a batch written by _settle has them all.)
             self._audit(run, "duplicate", document, reason="same content as the previous version")
             self._settle(run, scope, item, ItemRecord(item.version, document.sha256, known.hub_id),
-                         outcome="duplicate", size=document.size)
+                         outcome="duplicate", size=document.size,
+                         recent=from_document(document, UNCHANGED, hub_id=known.hub_id))
             run.count("duplicate")
             return
         if known:
@@ -1019,7 +1027,8 @@ class Runner:
         self._audit(run, "ingested" if outcome == "new" else "duplicate", document,
                     reason="" if outcome == "new" else f"content already in the Hub as {hub_id}")
         self._settle(run, scope, item, ItemRecord(item.version, document.sha256, hub_id), outcome=outcome,
-                     size=document.size)
+                     size=document.size, recent=from_document(document, UPLOADED if outcome == "new" else LINKED,
+                                                              hub_id=hub_id or ""))
         run.count(outcome)
         if outcome == "new":
             run.summary.bytes += document.size
@@ -1070,7 +1079,8 @@ class Runner:
         self._refusals_end(run, scope)
         self._audit(run, "reprocessed", document, reason=f"enrichment of {known.hub_id} updated")
         self._settle(run, scope, item, ItemRecord(item.version, document.sha256, known.hub_id),
-                     outcome="reprocessed", size=document.size)
+                     outcome="reprocessed", size=document.size,
+                     recent=from_document(document, REPROCESSED, hub_id=known.hub_id))
         run.count("reprocessed")
         return True
 
@@ -1086,7 +1096,9 @@ class Runner:
             self._decide(run, "delete", item)
             return
         self.hub.delete(self.source.name, item.source_id)
-        self.state.forget_item(self.source.name, scope, item.source_id)
+        self.state.forget_item(self.source.name, scope, item.source_id, recent=RecentDocument(
+            self.source.name, scope, item.source_id, DELETED, filename=sanitize_filename(item.filename)
+            if item.filename else ""))
         run.known[item.source_id] = None
         run.count("deleted")
         log.info("document_deleted")
@@ -1114,7 +1126,8 @@ class Runner:
             run.summary.decisions.append(Decision("fail", source_id, reason=reason))
             return
         entry = DeadLetter(connector=self.source.name, scope=scope, source_id=source_id, reason=reason, version=version,
-                           metadata=dict(metadata or {}))
+                           metadata=dict(metadata or {}),
+                           filename=document.filename if document else item.filename if item else "")
         if document is not None:
             entry.metadata = {"hub": document.hub_metadata(), "source": dict(metadata or {})}
             entry.bytes_path = self._keep_bytes(entry.id, document)

@@ -53,6 +53,8 @@ KNOWN_KINDS = {
     "lock": "string", "failing": "hash", "group": "hash", "deadletter": "hash", "held": "hash", "throttle": "string",
     "metrics": "hash", "scopes": "string", "health": "string", "schema": "string", "trigger": "string",
     "service": "string",
+    # Since version 3, no migration needed (an older release counts them as "other" and leaves them).
+    "recent": "list", "daily": "hash",
 }
 #: Keys under ``whatsapp:`` and their types.
 WHATSAPP_KINDS = {"inbox": "stream", "seen": "string"}

@@ -21,7 +21,9 @@ from typing import Any
 import redis
 
 from base import lua
+from base import recent as recent_record
 from base.keys import DEFAULT_PREFIX, KeySchema
+from base.recent import DEAD_LETTERED, RecentDocument
 from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings
 from utils.errors import LeaseLostError
@@ -63,10 +65,18 @@ class DeadLetter:
     bytes_path: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     id: str = ""
+    #: The item's filename when it was known (entries written before it existed: see ``display_name``).
+    filename: str = ""
 
     def __post_init__(self) -> None:
         if not self.id:
             self.id = dead_letter_id(self.scope, self.source_id)
+
+    @property
+    def display_name(self) -> str:
+        """The filename: its own, else the one in the kept Hub metadata, else ""."""
+        hub = self.metadata.get("hub")
+        return self.filename or (str(hub.get("filename") or "") if isinstance(hub, dict) else "")
 
     @property
     def text_path(self) -> str:
@@ -298,17 +308,20 @@ class StateStore:
         return {sha: (str(value) if value else None) for sha, value in zip(unique, values, strict=True)}
 
     def record_ingested(
-        self, connector: str, scope: str, source_id: str, record: ItemRecord, *, outcome: str, size: int
+        self, connector: str, scope: str, source_id: str, record: ItemRecord, *, outcome: str, size: int,
+        recent: RecentDocument | None = None,
     ) -> None:
         """Records an acknowledged item, its content and its counters in one round trip; a dead-letter
         entry left by an earlier failure of the same item is resolved by it and removed."""
-        self.record_many(connector, [(scope, source_id, record, outcome, size)])
+        self.record_many(connector, [(scope, source_id, record, outcome, size)], recent=[recent] if recent else ())
 
     def record_many(self, connector: str, records: list[tuple[str, str, ItemRecord, str, int]], *,
-                    cursor: tuple[str, Any] | None = None) -> None:
+                    cursor: tuple[str, Any] | None = None, recent: Sequence[RecentDocument] = ()) -> None:
         """``record_ingested`` for a batch of (scope, source_id, record, outcome, size), in one round
         trip; with ``cursor`` = (scope, value), that scope's cursor is set in the same transaction, so
-        the records and the cursor that passes them are written together or not at all."""
+        the records and the cursor that passes them are written together or not at all. ``recent``:
+        the batch's lines for the recent-documents record and the day's totals (base/recent.py),
+        written in the same transaction."""
         if not records and cursor is None:
             return
         pipe = self.redis.pipeline(transaction=True)
@@ -329,14 +342,17 @@ class StateStore:
             pipe.hincrbyfloat(counters, metric_field("kmrl_bytes_total", {"source": connector}), new_bytes)
         if cursor is not None:
             pipe.set(self.keys.cursor(connector, cursor[0]), _cursor_json(cursor[1]))
+        recent_record.write(pipe, self.keys, recent)
         pipe.execute()
 
-    def forget_item(self, connector: str, scope: str, source_id: str) -> None:
-        """Drops a deleted source item's record and counts the deletion (one round trip)."""
+    def forget_item(self, connector: str, scope: str, source_id: str, *, recent: RecentDocument | None = None) -> None:
+        """Drops a deleted source item's record and counts the deletion (one round trip, with
+        ``recent``, its line in the recent-documents record)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.hdel(self.keys.items(connector, scope), source_id)
         pipe.hincrbyfloat(self.keys.counters(),
                           metric_field("kmrl_documents_total", {"source": connector, "outcome": "deleted"}), 1)
+        recent_record.write(pipe, self.keys, [recent] if recent else [])
         pipe.execute()
 
     # -- groups of items (the doclinks of one work order) -------------------------------------------
@@ -476,7 +492,8 @@ class StateStore:
 
     # -- dead letters -------------------------------------------------------------------------
     def add_dead_letter(self, entry: DeadLetter) -> DeadLetter:
-        """Stores ``entry``; a repeat failure of the same item keeps its first time and counts attempts."""
+        """Stores ``entry``; a repeat failure of the same item keeps its first time and counts attempts.
+        The failure is a line of the recent-documents record too (same transaction)."""
         key = self.keys.dead_letters(entry.connector)
         previous = self.redis.hget(key, entry.id)
         if previous:
@@ -490,6 +507,10 @@ class StateStore:
         pipe.hincrbyfloat(self.keys.counters(),
                           metric_field("kmrl_documents_total", {"source": entry.connector, "outcome": "dead_lettered"}),
                           1)
+        hub = entry.metadata.get("hub")
+        recent_record.write(pipe, self.keys, [recent_record.from_metadata(
+            hub if isinstance(hub, dict) else {}, source=entry.connector, scope=entry.scope,
+            source_id=entry.source_id, decision=DEAD_LETTERED, filename=entry.display_name, reason=entry.reason)])
         pipe.execute()
         return entry
 
@@ -516,6 +537,12 @@ class StateStore:
         pipe.hdel(self.keys.failing(entry.connector, entry.scope), entry.source_id)
         pipe.hincrbyfloat(self.keys.counters(),
                           metric_field("kmrl_documents_total", {"source": entry.connector, "outcome": "held"}), 1)
+        hub = entry.metadata.get("hub")
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(entry.kinds.items()))
+        recent_record.write(pipe, self.keys, [recent_record.from_metadata(
+            hub if isinstance(hub, dict) else {}, source=entry.connector, scope=entry.scope,
+            source_id=entry.source_id, decision=recent_record.HELD, filename=entry.filename,
+            reason=f"{entry.rule} (personal data: {kinds})" if kinds else entry.rule)])
         pipe.execute()
         return entry
 
