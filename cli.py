@@ -2,9 +2,10 @@
 
     kmrl-connectors sync SOURCE|all [--scope S] [--dry-run] [--full]
     kmrl-connectors reprocess SOURCE|all [--scope S] [--since DAY] [--until DAY]
-    kmrl-connectors status [--json]
+    kmrl-connectors status [--json] [--long]
+    kmrl-connectors recent [--source S] [--language L] [--department D] [--decision X] [--limit N] [--json]
     kmrl-connectors check [SOURCE]
-    kmrl-connectors deadletter list|retry|drop [SOURCE] [--id ID]
+    kmrl-connectors deadletter list|retry|drop [SOURCE] [--id ID] | deadletter show ID
     kmrl-connectors held list [SOURCE] | held release ID | held drop ID
     kmrl-connectors web [--host H] [--port P]
     kmrl-connectors run [--concurrency N]
@@ -28,20 +29,20 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
 from base.base_connector import BaseConnector
-from base.health import load_report
+from base.recent import DECISIONS
 from base.runner import Reprocess, ScopeSummary
 from base.schema import migrate
 from base.state import DeadLetter
 from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings
-from connectors import registry
+from connectors import operator_views, registry
 from connectors.service import Service
+from connectors.status_report import status_data
 from utils.errors import ConfigError, TransientError
 from utils.logging import configure_logging, mask_text
 from utils.progress import SyncProgress
@@ -213,44 +214,6 @@ def _sync_sources(args: argparse.Namespace, service: Service, *, reprocess: Repr
 
 # -- status ---------------------------------------------------------------------------------------
 
-def _number(value: str | None) -> float:
-    try:
-        return float(value) if value else 0.0
-    except ValueError:
-        return 0.0
-
-
-def status_data(service: Service) -> dict[str, Any]:
-    """Every connector's scopes: state, last success, lag, the last run's counts, the items recorded
-    as ingested, and the last error; with each connector's health, dead-letter and held counts."""
-    now = time.time()
-    state = service.state
-    report = load_report(state) or {}
-    health = {s["source"]: s for s in report.get("sources", [])}
-    sources: dict[str, dict[str, Any]] = {}
-    for name in registry.configured_sources(service.settings, sources=service.sources):
-        sources[name] = {"source": name, "scopes": []}
-    for connector, scope, status in state.iter_statuses():
-        entry = sources.setdefault(connector, {"source": connector, "scopes": []})
-        last_success = _number(status.get("last_success"))
-        entry["scopes"].append({
-            "scope": scope, "state": status.get("state", ""), "last_success": last_success or None,
-            "lag_seconds": round(now - last_success, 1) if last_success else None,
-            "last_run_end": _number(status.get("last_run_end")) or None,
-            "counts": {k: int(_number(status.get(k))) for k in ("fetched", "new", "duplicate", "skipped", "failed",
-                                                                 "deleted")},
-            "items": state.count_items(connector, scope),
-            "last_error": status.get("last_error", ""),
-        })
-    for name, entry in sources.items():
-        entry["dead_letters"] = state.dead_letter_count(name)
-        entry["held"] = state.held_count(name)
-        source_health = health.get(name)
-        entry["health"] = ({"state": source_health["state"], "detail": source_health["detail"],
-                            "checked_at": report.get("checked_at")} if source_health else None)
-    return {"generated_at": now, "sources": list(sources.values())}
-
-
 def cmd_status(args: argparse.Namespace, service: Service) -> int:
     data = status_data(service)
     if args.json:
@@ -270,7 +233,22 @@ def cmd_status(args: argparse.Namespace, service: Service) -> int:
                  s["items"], *(s["counts"][k] for k in ("new", "duplicate", "skipped", "failed", "deleted")),
                  s["last_error"] or "") for s in entry["scopes"]]
         out(render_table(headers, rows, max_width=48) if rows else "  (no run recorded yet)")
+        out(operator_views.today_line(entry["today"]))
+        if args.long:
+            for s in entry["scopes"]:
+                if s["last_error"]:
+                    out(f"error of {s['scope']}: {s['last_error']}")
         out()
+    return 0
+
+
+def cmd_recent(args: argparse.Namespace, service: Service) -> int:
+    from base.recent import RecentFilter, read_recent
+
+    where = RecentFilter(source=args.source or "", language=args.language or "", department=args.department or "",
+                         decision=args.decision or "")
+    entries = read_recent(service.state.redis, service.state.keys, where=where, limit=max(1, args.limit))
+    out(operator_views.recent_json(entries) if args.json else operator_views.recent_table(entries))
     return 0
 
 
@@ -409,12 +387,17 @@ def cmd_deadletter(args: argparse.Namespace, service: Service) -> int:
     if args.action == "drop" and not (args.id or args.source):
         out("deadletter drop needs a SOURCE (drops all of its entries) or --id ID")
         return 2
+    if args.action == "show":
+        wanted = args.id or args.source  # `deadletter show ID`: the id comes as the positional argument
+        if not wanted:
+            out("deadletter show needs an ID (see deadletter list)")
+            return 2
+        shown = [e for e in service.state.list_dead_letters() if e.id == wanted]
+        out(operator_views.dead_letter_text(shown[0]) if shown else f"No dead letter with id {wanted} found.")
+        return 0 if shown else 1
     entries = _selected(service, args)
     if args.action == "list":
-        rows = [(e.id, e.connector, e.scope, e.source_id, e.attempts, format_time(e.last_failed_at),
-                 "kept" if e.bytes_path and os.path.isfile(e.bytes_path) else "-", e.reason) for e in entries]
-        out(render_table(("ID", "SOURCE", "SCOPE", "SOURCE ID", "TRIES", "LAST FAILED", "BYTES", "REASON"), rows)
-            if rows else "No dead letters.")
+        out(operator_views.render_dead_letters(entries))
         return 0
     if not entries:
         out(f"No dead letter{' with id ' + args.id if args.id else ''} found.")
@@ -609,15 +592,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="each connector's scopes: state, last success, lag, counts")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--long", action="store_true", help="also print each scope's last error in full")
     status.set_defaults(handler=cmd_status)
+
+    recent = commands.add_parser("recent", help="the documents settled lately: file, language, department, decision")
+    recent.add_argument("--source", help="only this source's documents")
+    recent.add_argument("--language", help="only documents in this language (e.g. ml, en, mixed)")
+    recent.add_argument("--department", help="only documents of this department (e.g. Safety)")
+    recent.add_argument("--decision", choices=DECISIONS, help="only documents with this outcome")
+    recent.add_argument("--limit", type=int, default=50, help="at most this many, newest first (default 50)")
+    recent.add_argument("--json", action="store_true", help="machine-readable output (every field)")
+    recent.set_defaults(handler=cmd_recent)
 
     check = commands.add_parser("check", help="validate settings and prove every credential with a real call")
     check.add_argument("source", nargs="?", help="only this source (it must be configured)")
     check.set_defaults(handler=cmd_check)
 
     dead = commands.add_parser("deadletter", help="list, replay or drop failed documents")
-    dead.add_argument("action", choices=("list", "retry", "drop"))
-    dead.add_argument("source", nargs="?", help="only this source's entries")
+    dead.add_argument("action", choices=("list", "show", "retry", "drop"))
+    dead.add_argument("source", nargs="?", help="only this source's entries (show: the entry's id)")
     dead.add_argument("--id", help="only the entry with this id")
     dead.set_defaults(handler=cmd_deadletter)
 
@@ -657,7 +650,8 @@ def main(argv: Sequence[str] | None = None, *, sources: Mapping[str, registry.So
     except ValueError as exc:
         out(f"settings: {exc}")
         return 2
-    quiet = args.command in ("sync", "status", "check", "deadletter", "held", "probe", "migrate") and not args.verbose
+    quiet = args.command in ("sync", "status", "recent", "check", "deadletter", "held", "probe",
+                             "migrate") and not args.verbose
     configure_logging(log_file=settings.log_file, level="WARNING" if quiet else settings.log_level,
                       console_format=settings.log_format)
     try:

@@ -322,7 +322,7 @@ class StateStore:
         the records and the cursor that passes them are written together or not at all. ``recent``:
         the batch's lines for the recent-documents record and the day's totals (base/recent.py),
         written in the same transaction."""
-        if not records and cursor is None:
+        if not records and cursor is None and not recent:
             return
         pipe = self.redis.pipeline(transaction=True)
         counters = self.keys.counters()

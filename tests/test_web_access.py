@@ -75,7 +75,7 @@ def login(base: str, token: str = TOKEN, *, origin: str | None = None) -> tuple[
 
 
 def csrf_of(browser: requests.Session, base: str) -> str:
-    [token] = re.findall(r'name=csrf_token value="([^"]+)"', browser.get(base + "/").text)
+    [token] = set(re.findall(r'name="?csrf_token"? value="([^"]+)"', browser.get(base + "/").text))
     return token
 
 

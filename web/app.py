@@ -28,6 +28,7 @@ from web.health import HEALTH_ENDPOINTS, health_blueprint
 from web.listeners import ListenerDispatch, Listeners
 from web.metrics import metrics_blueprint
 from web.operator import OperatorAccess, install_operator_access
+from web.status_page import PAGE_ENDPOINTS, status_blueprint
 from web.sync_requests import sync_request_blueprint, whatsapp_inbox_request
 from web.webhook import WebhookConfig, whatsapp_blueprint
 
@@ -78,10 +79,12 @@ def create_public_app(settings: Settings | None = None, redis_client: redis.Redi
 
 def create_internal_app(settings: Settings | None = None, redis_client: redis.Redis | None = None) -> Flask:
     """The internal listener's app: ``/healthz`` and ``/readyz`` (open), and the operator routes
-    (``/metrics``, ``/login``, ``/logout``, ``/``) behind OPERATOR_TOKEN, 404 without one."""
+    (``/metrics``, ``/login``, ``/logout``, the status page ``/`` with its dead-letter retry) behind
+    OPERATOR_TOKEN, 404 without one."""
     service = _service(settings, redis_client)
     app = _flask("web.internal", service, _internal_blueprints(service))
-    install_operator_access(app, OperatorAccess.from_settings(service.settings), open_endpoints=HEALTH_ENDPOINTS)
+    install_operator_access(app, OperatorAccess.from_settings(service.settings), open_endpoints=HEALTH_ENDPOINTS,
+                            page_endpoints=PAGE_ENDPOINTS)
     return app
 
 
@@ -106,4 +109,5 @@ def _public_blueprints(service: Service) -> list[Blueprint]:
 
 
 def _internal_blueprints(service: Service) -> list[Blueprint]:
-    return [health_blueprint(service.redis), metrics_blueprint(service.settings), sync_request_blueprint(service)]
+    return [health_blueprint(service.redis), metrics_blueprint(service.settings), sync_request_blueprint(service),
+            status_blueprint(service.settings, sources=service.sources)]

@@ -15,7 +15,8 @@ What a caller may rely on (the README's "The web app's two listeners" says it fo
   an ``Origin`` (or, without one, a ``Referer``) of this very host or of OPERATOR_ALLOWED_ORIGINS;
   otherwise 403. The login form has its own CSRF token and the same Origin check. A bearer request
   needs neither: a browser never adds that header by itself.
-- Anything else: 401, with ``WWW-Authenticate: Bearer``.
+- Anything else: 401, with ``WWW-Authenticate: Bearer``; but a GET of a page a person opens (the
+  status page: ``page_endpoints``) without any credentials redirects to ``/login`` instead.
 
 Every route registered on the internal app is an operator route unless it is named open, so a status
 page or a sync trigger added later is protected without saying so.
@@ -35,6 +36,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, abort, g, redirect, request, session
 from flask.sessions import SecureCookieSessionInterface
+from werkzeug.wrappers import Response as BaseResponse
 
 from config.settings import Settings
 from utils.env import FALSE_WORDS, TRUE_WORDS
@@ -113,9 +115,11 @@ class _OperatorSessions(SecureCookieSessionInterface):
         return request.is_secure if self._secure is None else self._secure
 
 
-def install_operator_access(app: Flask, access: OperatorAccess, *, open_endpoints: frozenset[str]) -> None:
+def install_operator_access(app: Flask, access: OperatorAccess, *, open_endpoints: frozenset[str],
+                            page_endpoints: frozenset[str] = frozenset()) -> None:
     """Guards every route of ``app`` (the internal app) but ``open_endpoints``, and adds the login routes
-    (``GET/POST /login``, ``POST /logout``, ``GET /``)."""
+    (``GET/POST /login``, ``POST /logout``). A GET of one of ``page_endpoints`` without credentials
+    redirects to the login form."""
     register_secret(access.token)
     if not access.enabled:
         log.warning("operator_routes_off", reason="OPERATOR_TOKEN is not set" if not access.token
@@ -130,7 +134,7 @@ def install_operator_access(app: Flask, access: OperatorAccess, *, open_endpoint
     app.register_blueprint(_operator_blueprint(access))
 
     @app.before_request
-    def guard() -> Response | None:
+    def guard() -> BaseResponse | None:
         endpoint = request.endpoint
         if endpoint in open_endpoints:
             return None
@@ -140,6 +144,8 @@ def install_operator_access(app: Flask, access: OperatorAccess, *, open_endpoint
             return None  # an unknown route (Flask answers 404 or 405), or the login form
         how = _authenticate(access)
         if how is None:
+            if endpoint in page_endpoints and request.method in SAFE_METHODS and "Authorization" not in request.headers:
+                return redirect("/login", code=303)  # a person opening the page: the login form
             return _unauthorized()
         if request.method not in SAFE_METHODS and how == "cookie":
             problem = _csrf_problem(access, session.get("csrf"))
@@ -251,15 +257,5 @@ def _operator_blueprint(access: OperatorAccess) -> Blueprint:
     def logout() -> Any:
         session.clear()
         return redirect("/login", code=303)
-
-    @bp.get("/")
-    def index() -> Response:
-        links = '<ul><li><a href="/metrics">/metrics</a> (Prometheus text)</li>' \
-                '<li><a href="/readyz">/readyz</a></li></ul>'
-        logout = ""
-        if g.get("operator") == "cookie":
-            logout = (f'<form method=post action="/logout"><input type=hidden name={CSRF_FIELD} '
-                      f'value="{escape(str(session.get("csrf", "")))}"><button>Log out</button></form>')
-        return _page("KMRL Connectors: operator", links + logout)
 
     return bp

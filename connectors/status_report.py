@@ -1,0 +1,60 @@
+"""What the service is doing, as one dict: what ``kmrl-connectors status`` prints and the status page shows.
+
+``status_data(service)`` reads, for every configured source and every scope with a recorded status:
+the state, last success, lag, the last run's counts, the items recorded as ingested, the last error
+(whole: callers shorten it for a table), the source's health, dead-letter and held counts, and the
+day's totals (IST, base/recent.py). Read-only; a handful of Redis round trips per scope.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from base.health import load_report
+from base.recent import ist_day, read_day_totals
+from connectors import registry
+from connectors.service import Service
+
+#: The last run's counters a scope row shows.
+RUN_COUNTS = ("fetched", "new", "duplicate", "skipped", "failed", "deleted")
+
+
+def _number(value: str | None) -> float:
+    try:
+        return float(value) if value else 0.0
+    except ValueError:
+        return 0.0
+
+
+def status_data(service: Service, *, now: float | None = None) -> dict[str, Any]:
+    """Every source's scopes (see the module docstring), with ``today``: the source's totals for the
+    current day in IST (``DayTotals.as_dict()``); ``day`` says which day that is."""
+    now = time.time() if now is None else now
+    state = service.state
+    report = load_report(state) or {}
+    health = {s["source"]: s for s in report.get("sources", [])}
+    sources: dict[str, dict[str, Any]] = {}
+    for name in registry.configured_sources(service.settings, sources=service.sources):
+        sources[name] = {"source": name, "scopes": []}
+    for connector, scope, status in state.iter_statuses():
+        entry = sources.setdefault(connector, {"source": connector, "scopes": []})
+        last_success = _number(status.get("last_success"))
+        entry["scopes"].append({
+            "scope": scope, "state": status.get("state", ""), "last_success": last_success or None,
+            "lag_seconds": round(now - last_success, 1) if last_success else None,
+            "last_run_end": _number(status.get("last_run_end")) or None,
+            "counts": {k: int(_number(status.get(k))) for k in RUN_COUNTS},
+            "items": state.count_items(connector, scope),
+            "last_error": status.get("last_error", ""),
+        })
+    day = ist_day(now)
+    totals = {t.source: t for t in read_day_totals(state.redis, state.keys, sources, day)}
+    for name, entry in sources.items():
+        entry["dead_letters"] = state.dead_letter_count(name)
+        entry["held"] = state.held_count(name)
+        source_health = health.get(name)
+        entry["health"] = ({"state": source_health["state"], "detail": source_health["detail"],
+                            "checked_at": report.get("checked_at")} if source_health else None)
+        entry["today"] = totals[name].as_dict()
+    return {"generated_at": now, "day": day, "sources": list(sources.values())}
