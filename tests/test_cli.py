@@ -142,6 +142,44 @@ def test_status_json_carries_state_lag_counts_and_errors(run):
     assert refused["scope"] == "*" and refused["state"] == "auth_failed" and "refused" in refused["last_error"]
 
 
+def test_status_shows_the_days_totals_and_long_shows_whole_errors(run, redis_url):
+    run("sync", "fake", FAKE_FILES="2")
+    code, output = run("status")
+    assert code == 0 and "today (" in output and ", IST): new 2 · updated 0" in output and "failed 0" in output
+    error = ("BMXAA9549E - the site MUTTOM is not valid: " + "the whole cause, word by word " * 6
+             + "Read-only file system")
+    StateStore.from_url(redis_url).update_status("fake", "a", {"last_error": error})
+    code, output = run("status")
+    assert error not in output and "Read-only file system" not in output  # cut to fit the table
+    code, output = run("status", "--long")
+    assert code == 0 and f"error of a: {error}" in output
+    code, output = run("status", "--json")
+    fake = next(s for s in json.loads(output)["sources"] if s["source"] == "fake")
+    assert fake["today"]["counts"]["new"] == 2 and fake["scopes"][0]["last_error"] == error
+
+
+# -- recent -----------------------------------------------------------------------------------------
+
+CIRCULAR_ML = "അഗ്നിശമന മോക്ക് ഡ്രിൽ സർക്കുലർ.txt"
+CIRCULAR_TEXT = ("എല്ലാ സ്റ്റേഷനുകളിലും വെള്ളിയാഴ്ച അഗ്നിശമന മോക്ക് ഡ്രിൽ നടത്തും. സുരക്ഷാ ഉദ്യോഗസ്ഥർ "
+                 "യാത്രക്കാരെ ഒഴിപ്പിക്കാനുള്ള സമയം രേഖപ്പെടുത്തണം.")
+
+
+def test_recent_lists_the_documents_a_sync_settled_with_filters(run):
+    run("sync", "fake", FAKE_FILES="2", FAKE_EXTRA=CIRCULAR_ML, FAKE_EXTRA_TEXT=CIRCULAR_TEXT)
+    code, output = run("recent")
+    lines = output.splitlines()
+    assert code == 0 and lines[0].split()[:3] == ["TIME", "(IST)", "SOURCE"] and len(lines) == 4
+    assert CIRCULAR_ML in lines[1] and " ml " in lines[1] and "Safety" in lines[1] and "uploaded" in lines[1]
+    code, output = run("recent", "--language", "ml", "--json")
+    (entry,) = json.loads(output)
+    assert entry["filename"] == CIRCULAR_ML and entry["department"] == "Safety" and entry["department_terms"]
+    assert entry["decision"] == "uploaded" and entry["hub_id"] and entry["source"] == "fake"
+    assert len(json.loads(run("recent", "--limit", "1", "--json")[1])) == 1
+    assert len(json.loads(run("recent", "--department", "safety", "--json")[1])) == 1
+    assert "No recent documents" in run("recent", "--source", "maximo")[1]
+
+
 # -- check ------------------------------------------------------------------------------------------
 
 def test_check_passes_with_one_line_per_check(run):
@@ -215,6 +253,21 @@ def test_deadletter_without_bytes_points_to_a_full_sync_and_drop_removes_it(run,
     assert code == 2  # dropping everything needs a source or an id
     code, output = run("deadletter", "drop", "fake", "--id", entry.id)
     assert code == 0 and f"dropped {entry.id}" in output and state.list_dead_letters() == []
+
+
+def test_deadletter_list_names_the_file_and_show_prints_the_whole_entry(run, redis_url):
+    state = StateStore.from_url(redis_url)
+    reason = "the Hub refused it (422): " + "a long explanation of what was wrong " * 5 + "and its end"
+    entry = state.add_dead_letter(DeadLetter("fake", "a", "msg-9", reason, filename="അവധി അപേക്ഷ.pdf",
+                                             metadata={"source": {"mailbox": "ops"}}))
+    code, output = run("deadletter", "list")
+    header, row = output.splitlines()[:2]
+    assert code == 0 and "FILENAME" in header and "അവധി അപേക്ഷ.pdf" in row and "and its end" not in row
+    code, output = run("deadletter", "show", entry.id)
+    assert code == 0 and reason in output and "filename:      അവധി അപേക്ഷ.pdf" in output
+    assert '"mailbox": "ops"' in output and "bytes:         not kept" in output
+    assert run("deadletter", "show", "nosuchid")[0] == 1
+    assert run("deadletter", "show")[0] == 2
 
 
 def test_deadletter_already_ingested_since_is_resolved(run, redis_url):
