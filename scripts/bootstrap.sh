@@ -4,7 +4,8 @@
 # again: it only reinstalls when the lock or pyproject.toml changed. As root it also installs the
 # Debian packages the service and the tests use when they are missing: redis-server, dovecot-imapd,
 # isync, wrk; poppler-utils and Tesseract with its Malayalam and English models (text extraction and
-# OCR); pango-view and Malayalam fonts (tests render real Malayalam into PDFs and images).
+# OCR); pango-view and Malayalam fonts (tests render real Malayalam into PDFs and images); chromium and
+# chromium-driver (the status page is tested in a headless browser).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,9 @@ for model in mal eng; do
 done
 command -v pango-view >/dev/null 2>&1 || want_debs+=(pango1.0-tools)
 fc-list :lang=ml 2>/dev/null | grep -q . || want_debs+=(fonts-smc-manjari fonts-smc-rachana fonts-smc-meera)
+# A headless browser for the status page's test (tests/test_status_page.py drives it through chromedriver).
+command -v chromium >/dev/null 2>&1 || want_debs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || want_debs+=(chromium-driver)
 if [ "${#want_debs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing Debian packages: ${want_debs[*]}"
