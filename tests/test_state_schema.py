@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from base.keys import SCHEMA_VERSION
-from base.schema import SchemaMismatch, SchemaTooNew, current_version, migrate, stored_version
+from base.schema import SchemaMismatch, SchemaTooNew, check_keys, current_version, migrate, stored_version
 from base.state import DeadLetter, StateStore
 from connectors.registry import build_connectors
 from connectors.whatsapp_inbox import InboundMedia, Inbox
@@ -24,6 +24,7 @@ from sandbox.samples import kmrl_samples
 from sandbox.stack import RedisLayout, Stack
 from tests.conftest import flushed_db_url
 from tests.data.record_e3367a7_state import dump_keys
+from tests.helpers import ListConnector, fake_files
 
 FIXTURE = Path(__file__).parent / "data" / "e3367a7_state.json"
 
@@ -189,6 +190,18 @@ def test_a_key_of_a_known_kind_but_the_wrong_type_stops_the_migration(state: Sta
     with pytest.raises(SchemaMismatch, match="is a hash, not the string"):
         migrate(state)
     assert stored_version(state) is None
+
+
+def test_the_recent_record_and_the_daily_totals_are_kinds_the_migration_knows(settings, state: StateStore) -> None:
+    assert ListConnector({"a": fake_files(2)}, settings=settings, state=state).sync_documents({}).totals["new"] == 2
+    kinds = check_keys(state)
+    assert kinds["recent"] == 1 and kinds["daily"] == 1 and "other" not in kinds, kinds
+
+
+def test_a_recent_record_of_the_wrong_type_stops_the_migration(state: StateStore) -> None:
+    state.redis.hset(state.keys.recent(), "not", "a list")
+    with pytest.raises(SchemaMismatch, match="is a hash, not the list a recent key is"):
+        migrate(state)
 
 
 def _migrate_in_child(url: str, prefix: str, results: Any) -> None:

@@ -62,6 +62,12 @@ class Element:
     def click(self) -> None:
         self.browser.command("POST", self._path("click"), {})
 
+    def screenshot(self, path: Path) -> Path:
+        """Saves a PNG of this element alone (scrolled into view) to ``path``; returns ``path``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(self.browser.command("GET", self._path("screenshot"))))
+        return path
+
 
 class Browser:
     """A headless Chromium session (``with Browser(...) as browser``): window ``width`` x ``height`` px."""
