@@ -395,11 +395,14 @@ class GraphStore:
             item = self._existing(drive, path)
             if item.is_root:
                 raise ValueError("the root cannot be moved")
+            node: DriveItem | None = drive.root
+            for part in [p for p in folder_path.strip("/").split("/") if p]:  # before any folder is made
+                node = drive.child(node, part) if node is not None else None
+                if node is item:
+                    raise ValueError(f"{path!r} cannot move into itself")
             folder = self.make_folder(drive, folder_path, by=by) if folder_path.strip("/") else drive.root
             if drive.child(folder, item.name) is not None:
                 raise ValueError(f"{folder_path!r} already holds {item.name!r}")
-            if folder is item or item in drive.ancestors(folder):
-                raise ValueError(f"{path!r} cannot move into itself")
             drive._unlink(item)
             item.parent_id = folder.id
             drive._relink(item)
