@@ -1004,13 +1004,13 @@ class Runner:
         """Delivers a read document: its enrichment updated (reprocess), its new version remembered
         (same bytes), linked to the same bytes already in the Hub, or uploaded (``upload``: that upload
         already sent, on the run's upload threads); then records it with its batch."""
+        if known and known.sha256 == document.sha256 and relocated(known, item) and not self._renamed(
+                run, scope, item, known):
+            known = None  # the Hub no longer has it: upload it again below
         if known and known.sha256 == document.sha256 and run.reprocess is not None and known.hub_id:
             if self._reprocessed(run, scope, item, document, known):
                 return
             known = None  # the Hub lost it: upload it again below
-        if known and known.sha256 == document.sha256 and relocated(known, item) and not self._renamed(
-                run, scope, item, known):
-            known = None  # the Hub no longer has it: upload it again below
         if known and known.sha256 == document.sha256:
             # Same bytes under a new version (a metadata edit, a rescan): remember the version only.
             # (Audit lines before the record: a batch written by _settle has them all.)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from base.runner import Reprocess
 from base.state import StateStore
 from config.settings import Settings
 from connectors.sharepoint_connector import SharePointConnector
@@ -308,3 +309,34 @@ def test_a_rename_reaches_the_outbox_as_a_metadata_update_entry(
     assert (folder / "Fire drill circular.txt").is_file()
     assert len([p for p in Path(settings.hub_outbox_dir).iterdir() if not p.name.startswith(("_", "."))]) == len(
         DOCS) + len(WORK_ORDERS)
+
+
+def test_a_file_saved_again_unchanged_and_renamed_is_read_then_renamed_not_uploaded(
+        sim: GraphSimulator, ca: CertAuthority, sp_settings: Settings, state: StateStore, hub: RunningHub) -> None:
+    drive = _docs(sim)
+    _sync(documents(sim, ca, sp_settings, state), sim)
+    uploads_before = dict(hub.sim.uploads_per_key)
+    sim.store.put_file(drive, "Safety/Fire drill circular.txt", DOCS["Safety/Fire drill circular.txt"])  # new cTag
+    sim.store.rename(drive, "Safety/Fire drill circular.txt", "Fire drill circular 2025.txt")
+    sim.reset_counts()
+    summary = _sync(documents(sim, ca, sp_settings, state), sim)
+    assert summary.totals["renamed"] == 1 and summary.totals["duplicate"] == 1 and summary.totals["new"] == 0
+    assert sim.count("download") == 1  # a new cTag: read, found the same bytes
+    assert hub.sim.uploads_per_key == uploads_before
+    (update,) = hub.sim.metadata_updates
+    assert update["fields"]["filename"] == "Fire drill circular 2025.txt"
+    assert update["fields"]["version"] == sim.store.find(drive, "Safety/Fire drill circular 2025.txt").ctag
+    # A full run reads everything again and finds nothing more to rename.
+    full = _sync(documents(sim, ca, sp_settings, state), sim, full=True)
+    assert full.totals["renamed"] == 0 and full.totals["new"] == 0 and len(hub.sim.metadata_updates) == 1
+
+
+def test_a_reprocess_run_sends_a_rename_it_meets_before_the_new_enrichment(
+        sim: GraphSimulator, ca: CertAuthority, sp_settings: Settings, state: StateStore, hub: RunningHub) -> None:
+    drive = _docs(sim)
+    _sync(documents(sim, ca, sp_settings, state), sim)
+    sim.store.rename(drive, "Safety/Fire drill circular.txt", "Fire drill circular 2025.txt")
+    summary = _sync(documents(sim, ca, sp_settings, state), sim, reprocess=Reprocess())
+    assert summary.totals["renamed"] == 1 and summary.totals["reprocessed"] == len(DOCS) + len(WORK_ORDERS)
+    assert [u["fields"]["filename"] for u in hub.sim.metadata_updates] == ["Fire drill circular 2025.txt"]
+    assert _sync(documents(sim, ca, sp_settings, state), sim).totals["renamed"] == 0
