@@ -26,9 +26,9 @@ Graph reports each item in its latest state and may repeat an item; within a pag
 at its last occurrence; across pages a repeat at the same cTag is skipped by the pipeline's dedup and a
 later cTag supersedes. Folders (and the root) are skipped; deleted items are yielded with ``deleted=True``.
 An item's version is its cTag (content), so a rename alone does not re-download it; its ``location`` is
-its path in the library (name included), so a rename or a move is sent to the Hub as a metadata update
-of the same document (base/relocation.py). A file inside a renamed or moved folder gets its new path
-when Graph next lists the file itself.
+its path in the library read from its webUrl (name included), so a rename or a move is sent to the Hub
+as a metadata update of the same document (base/relocation.py). A file inside a renamed or moved folder
+gets its new path when Graph next lists the file itself.
 
 Bytes stream from ``@microsoft.graph.downloadUrl`` with no Authorization header; an expired URL (401,
 403, 404, 410) is replaced by re-reading the item once. SharePoint's quickXorHash is computed while
@@ -533,7 +533,10 @@ class SharePointConnector(BaseConnector):
             text=merged_text([folder_words, library.name, site.display_name]),
             author=created_by.get("name") or created_by.get("email", ""),
             created_at=entry.get("createdDateTime"), modified_at=entry.get("lastModifiedDateTime"),
-            source_url=entry.get("webUrl"), metadata=metadata, hints=hints, location=path,
+            source_url=entry.get("webUrl"), metadata=metadata, hints=hints,
+            # Only a path read from the webUrl is the file's own: the fallbacks depend on what this
+            # feed happened to list, and a path that changes with them would look like a move.
+            location=_path_in_url(library, entry),
         )
 
     @staticmethod
@@ -560,9 +563,9 @@ class SharePointConnector(BaseConnector):
         library's URL, else from the folders seen earlier in this feed, else it is the bare name.
         """
         name = str(entry.get("name") or entry.get("id"))
-        web_url = str(entry.get("webUrl") or "")
-        if library.web_url and web_url.lower().startswith(library.web_url.lower() + "/"):
-            return "/" + unquote(web_url[len(library.web_url) + 1:].split("?", 1)[0])
+        from_url = _path_in_url(library, entry)
+        if from_url:
+            return from_url
         parent = _obj(entry.get("parentReference"))
         parent_path = str(parent.get("path") or "")
         if ":" in parent_path:
@@ -650,6 +653,15 @@ class SharePointConnector(BaseConnector):
                 return HealthResult(True, HealthState.HEALTHY, detail)
         except (ConfigError, TransientError) as exc:
             return HealthResult.from_error(exc)
+
+
+def _path_in_url(library: Library, entry: Mapping[str, Any]) -> str:
+    """The item's path in its library read from its webUrl (``/Folder/file.pdf``); "" when the webUrl
+    is missing or not under the library's."""
+    web_url = str(entry.get("webUrl") or "")
+    if library.web_url and web_url.lower().startswith(library.web_url.lower() + "/"):
+        return "/" + unquote(web_url[len(library.web_url) + 1:].split("?", 1)[0])
+    return ""
 
 
 def _listed_file(entry: Mapping[str, Any]) -> bool:
