@@ -181,6 +181,26 @@ def test_a_resync_cut_short_by_a_crash_resumes_with_the_ids_it_listed_and_report
     _assert_each_upload_once(hub)
 
 
+def test_a_resync_ended_by_an_error_mid_enumeration_reports_nothing_until_it_completes(
+        sim: GraphSimulator, ca: CertAuthority, sp_settings: Settings, state: StateStore, hub: RunningHub) -> None:
+    drive = _docs(sim)
+    _sync(documents(sim, ca, sp_settings, state), sim)
+    gone = file_id(drive, sim, "Work orders/WO-011.txt")
+    sim.expire_delta_tokens(drive)
+    sim.store.delete(drive, "Work orders/WO-011.txt")
+    sim.store.put_file(drive, "Work orders/WO-006.txt", b"Work order 6, revised: replace the carbon strip.")
+    sim.inject("download", 503, count=4)  # every try of the third page's download: the run ends there
+
+    failed = _sync(documents(sim, ca, sp_settings, state), sim)
+
+    assert failed.state == "error" and failed.totals["deleted"] == 0
+    assert deleted_ids(hub) == []
+    assert "resync" in state.get_cursor("sharepoint", drive.id)
+    done = _sync(documents(sim, ca, sp_settings, state), sim)
+    assert done.state == "ok" and done.totals["deleted"] == 1 and done.totals["new"] == 1
+    assert deleted_ids(hub) == [gone]
+
+
 def test_a_resync_whose_listed_ids_are_lost_starts_the_enumeration_again(
         sim: GraphSimulator, ca: CertAuthority, sp_settings: Settings, state: StateStore, hub: RunningHub) -> None:
     drive = _docs(sim)
