@@ -153,6 +153,11 @@ class Item:
     ``ItemError`` on mismatch. ``cursor_after`` is the cursor that is safe once this item and all
     before it are done, or ``None`` when this item is not a safe point.
     ``hints`` are source facts the classifier weighs (e.g. ``{"worktype": "PM"}``).
+    ``location`` says where the item is at its source and what it is called there (SharePoint: its
+    path in the library, name included), for a connector whose items can be renamed or moved
+    without a new ``version``: when it changes and the version does not, the pipeline sends the Hub a
+    metadata update of the same document instead of skipping the item (base/relocation.py). Empty:
+    the connector does not say, and a same-version item is skipped as before.
     """
 
     source_id: str
@@ -171,6 +176,7 @@ class Item:
     hints: dict[str, str] = field(default_factory=dict)
     deleted: bool = False
     cursor_after: Any = None
+    location: str = ""
 
 
 @dataclass

@@ -2,16 +2,17 @@
 for the Hub when ``HUB_API_URL`` is unset.
 
 Both implement ``Hub``: ``upload`` (returns the Hub's document id), ``link`` (provenance),
-``update_enrichment`` (new text and enrichment for a document already stored), ``delete`` and
-``health``. Answers are classified once, here:
+``update_enrichment`` (new text and enrichment for a document already stored), ``update_metadata``
+(a source item of a stored document renamed or moved at the source), ``delete`` and ``health``.
+Answers are classified once, here:
 
-| answer                         | raised / returned                                   |
-|--------------------------------|-----------------------------------------------------|
-| 200 / 201 / 409                | success: the document id                            |
-| 401 / 403                      | ``AuthError`` (stop the run)                        |
-| 400 / 413 / 415 / 422          | ``HubRefused`` (an ``ItemError``: dead-letter)      |
-| 404 (link, enrichment update)  | ``HubDocumentMissing``: the Hub has no such document |
-| 408 / 429 / 5xx / no answer    | retried by utils.http, then ``TransientError``      |
+| answer                                    | raised / returned                                    |
+|-------------------------------------------|------------------------------------------------------|
+| 200 / 201 / 409                           | success: the document id                             |
+| 401 / 403                                 | ``AuthError`` (stop the run)                         |
+| 400 / 413 / 415 / 422                     | ``HubRefused`` (an ``ItemError``: dead-letter)       |
+| 404 (link, enrichment or metadata update) | ``HubDocumentMissing``: the Hub has no such document |
+| 408 / 429 / 5xx / no answer               | retried by utils.http, then ``TransientError``       |
 
 An upload carries the document's extracted text as a ``text`` part (base/hub_parts.py) unless
 ``HUB_TEXT_PART=0``; the outbox keeps it as ``text.txt`` beside the file.
@@ -34,11 +35,13 @@ import requests
 from base.document import Document, iter_file_chunks
 from base.hub_parts import (
     DEFAULT_TEXT_MAX_BYTES,
+    METADATA_FIELDS,
     TEXT_FILENAME,
     MultipartBody,
     TextPart,
     enrichment_body,
     metadata_for_text,
+    metadata_update_body,
     text_part,
 )
 from config.settings import Settings
@@ -46,8 +49,10 @@ from utils.errors import AuthError, ConfigError, ItemError, TransientError
 from utils.http import HttpClient, OriginPolicy, ThrottleGate, json_body
 from utils.logging import register_secret
 
+#: The outbox's log of metadata updates in a document's folder (one JSON line per update).
+OUTBOX_METADATA_UPDATES = "metadata_updates.jsonl"
 #: Names in an outbox folder that a document's own file must not take.
-_OUTBOX_RESERVED = {"metadata.json", "sources.jsonl", TEXT_FILENAME}
+_OUTBOX_RESERVED = {"metadata.json", "sources.jsonl", OUTBOX_METADATA_UPDATES, TEXT_FILENAME}
 #: Where the outbox keeps the text in a folder written before text.txt was reserved, whose file is
 #: itself named text.txt.
 _OUTBOX_TEXT_FALLBACK = "extracted-text.txt"
@@ -82,6 +87,13 @@ class Hub(Protocol):
         gives them) of document ``hub_id`` and, unless ``text`` is None, its text ("" means it has
         none). Idempotent. Raises ``HubDocumentMissing`` when there is no such document, ValueError
         for an unknown field."""
+
+    def update_metadata(self, hub_id: str, metadata: Mapping[str, Any]) -> None:
+        """Tells the Hub that source item (``metadata``'s source, source_id) of document ``hub_id`` now
+        has the name, place and extras in ``metadata`` (``base.hub_parts.METADATA_FIELDS``): a rename or
+        a move at the source, the content unchanged. Idempotent; never makes a new document. Raises
+        ``HubDocumentMissing`` when the Hub has no such document (or that item is not one of its
+        sources), ValueError for an unknown field."""
 
     def delete(self, source: str, source_id: str) -> None:
         """Tells the Hub that a source item was deleted."""
@@ -205,6 +217,19 @@ class HttpHub:
             if response.status_code == 404:
                 raise HubDocumentMissing(f"the Hub has no document {hub_id}")
             self._classify(response, "enrichment update")
+
+    def update_metadata(self, hub_id: str, metadata: Mapping[str, Any]) -> None:
+        """``PUT /api/v1/documents/{hub_id}/metadata`` with the JSON body ``metadata_update_body`` makes.
+        200/201/204 success; 404 ``HubDocumentMissing``; others classified as an upload's."""
+        body = metadata_update_body(metadata)
+        response = self.client.request("PUT", f"{self.base_url}/api/v1/documents/{hub_id}/metadata",
+                                       json=body, headers=self._auth, origins=self._origins)
+        with response:
+            if response.status_code in (200, 201, 204):
+                return
+            if response.status_code == 404:
+                raise HubDocumentMissing(f"the Hub has no document {hub_id} from {body['source_id']}")
+            self._classify(response, "metadata update")
 
     def delete(self, source: str, source_id: str) -> None:
         response = self.client.request("DELETE", f"{self.base_url}/api/v1/documents",
@@ -464,6 +489,40 @@ class OutboxHub:
                 pass
             raise
 
+    def update_metadata(self, hub_id: str, metadata: Mapping[str, Any]) -> None:
+        """Appends the update to the folder's ``metadata_updates.jsonl`` (unless the last line about
+        the same source item says the same: a retry) and, when that item is the one the document was
+        stored from, rewrites those fields of ``metadata.json`` (a fsynced temporary file renamed over
+        it; ``stored_as`` still names the file as it was written). An update cut short by a crash is
+        completed by sending it again. ``HubDocumentMissing`` when the outbox has no such document."""
+        body = metadata_update_body(metadata)
+        folder = self.path_for(hub_id)
+        try:
+            with open(os.path.join(folder, "metadata.json"), encoding="utf-8") as fh:
+                meta = json.load(fh)
+        except FileNotFoundError:
+            raise HubDocumentMissing(f"the outbox has no document {hub_id}") from None
+        except (OSError, ValueError) as exc:
+            raise TransientError(f"cannot read {folder}/metadata.json: {exc}") from exc
+        try:
+            log_path = os.path.join(folder, OUTBOX_METADATA_UPDATES)
+            line = json.dumps(body, ensure_ascii=False, sort_keys=True)
+            if _last_update_of(log_path, body) != json.loads(line):  # compared as JSON reads it back
+                with open(log_path, "a", encoding="utf-8") as fh:
+                    fh.write(line + "\n")
+                    if self.fsync:
+                        fh.flush()
+                        os.fsync(fh.fileno())
+            if (meta.get("source"), meta.get("source_id")) == (body["source"], body["source_id"]):
+                changed = {name: body[name] for name in METADATA_FIELDS if name in body}
+                if any(meta.get(name) != value for name, value in changed.items()):
+                    meta.update(changed)
+                    self._replace_file(folder, "metadata.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+                    if self.fsync:
+                        _fsync_dir(folder)
+        except OSError as exc:
+            raise TransientError(f"cannot write to the outbox {folder}: {exc.strerror or exc}") from exc
+
     def delete(self, source: str, source_id: str) -> None:
         import hashlib
 
@@ -494,6 +553,23 @@ def _same_source(line: str, metadata: Mapping[str, Any]) -> bool:
         return False
     return bool(existing.get("source") == metadata.get("source") and existing.get("source_id") == metadata.get(
         "source_id"))
+
+
+def _last_update_of(path: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The last update in the log at ``path`` about the same source item as ``body``, or None."""
+    last = None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a crash: the update is written again
+                if isinstance(entry, dict) and _same_source(line, body):
+                    last = entry
+    except FileNotFoundError:
+        return None
+    return last
 
 
 def hub_from_settings(settings: Settings, *, gate: ThrottleGate | None = None) -> Hub:

@@ -5,6 +5,8 @@
   metadata's ``extraction.truncated`` says so (``metadata_for_text``).
 - The body of an enrichment update for a document already in the Hub (``enrichment_body``): the
   fields a new extraction or classification can change (``Document.enrichment()``), and the text.
+- The body of a metadata update (``metadata_update_body``): the source item it is about, and what a
+  rename or a move at the source changes of it (``METADATA_FIELDS``).
 - ``MultipartBody``: the multipart/form-data upload, parts in this order: ``metadata`` (JSON),
   ``text`` (when there is one), ``file``. The text goes before the file so that a Hub which refuses
   it (an older Hub) can answer before the file's bytes are sent, and so that a Hub indexing the text
@@ -86,6 +88,28 @@ def enrichment_body(enrichment: Mapping[str, Any], text: str | None, max_bytes: 
         if truncated:
             body["extraction"] = {**dict(body.get("extraction") or {}), "truncated": True}
     return body
+
+
+#: What a metadata update replaces for one source item of a stored document: what a rename or a move
+#: at the source changes (the name, the title made of it, the URL, the source's extras such as the
+#: drive path), and the item's version and modification time.
+METADATA_FIELDS = ("version", "filename", "title", "source_url", "modified_at", "extra")
+#: What names the source item a metadata update is about (``source`` and ``source_id`` required) and
+#: the content it expects the document to have (``sha256``, checked when given).
+METADATA_IDENTITY = ("source", "scope", "source_id", "sha256")
+
+
+def metadata_update_body(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON body of a metadata update: the identity and the known fields of ``metadata``.
+    Raises ValueError for a field that is neither, or when ``source`` or ``source_id`` is missing."""
+    unknown = sorted(set(metadata) - set(METADATA_IDENTITY) - set(METADATA_FIELDS))
+    if unknown:
+        raise ValueError(f"not metadata update fields: {', '.join(unknown)}; "
+                         f"expected some of {', '.join(METADATA_IDENTITY + METADATA_FIELDS)}")
+    missing = [name for name in ("source", "source_id") if not metadata.get(name)]
+    if missing:
+        raise ValueError(f"a metadata update needs {' and '.join(missing)}")
+    return {name: metadata[name] for name in METADATA_IDENTITY + METADATA_FIELDS if name in metadata}
 
 
 def _part_head(boundary: str, disposition: str, content_type: str) -> bytes:

@@ -8,7 +8,10 @@ each kind.
 | kind           | key                                   | type   | holds                                              |
 |----------------|---------------------------------------|--------|----------------------------------------------------|
 | cursor         | cursor:{connector}:{scope}            | string | the connector's opaque cursor, as JSON             |
-| item           | item:{connector}:{scope}              | hash   | source_id -> {"v": version, "sha256", "hub_id"}    |
+| item           | item:{connector}:{scope}              | hash   | source_id -> {"v": version, "sha256", "hub_id",    |
+|                |                                       |        | optional "held", optional "loc"}                   |
+| group          | group:{connector}:{scope}             | hash   | group -> JSON list of the source_ids listed in it  |
+| resync         | resync:{connector}:{scope}            | hash   | "" -> resync id; source_id -> "" for each listed   |
 | content        | content:{sha256}                      | string | the Hub's document id                              |
 | status         | status:{connector}:{scope}            | hash   | last run times, counts, last error, state          |
 | history        | history:{connector}:{scope}           | list   | recent run summaries (JSON, newest first)          |
@@ -82,8 +85,12 @@ class KeySchema:
         """Group -> JSON list of the source_ids listed in it (e.g. a work order's doclinks)."""
         return self.join("group", connector, scope)
 
+    def resync(self, connector: str, scope: str) -> str:
+        """The source_ids a full re-enumeration of the scope (a resync) has listed so far (base/resync.py)."""
+        return self.join("resync", connector, scope)
+
     #: The kinds keyed by (connector, scope): what a scope leaves behind.
-    SCOPE_KINDS = ("cursor", "item", "status", "history", "lock", "failing", "group", "trigger")
+    SCOPE_KINDS = ("cursor", "item", "status", "history", "lock", "failing", "group", "trigger", "resync")
 
     def scope_key(self, kind: str, connector: str, scope: str) -> str:
         """The ``kind`` key (one of ``SCOPE_KINDS``) of (connector, scope)."""

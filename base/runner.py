@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
@@ -49,6 +49,7 @@ from base.hub_client import Hub, HubDocumentMissing, HubRefused
 from base.pool import pool_for
 from base.recent import DELETED, LINKED, REPROCESSED, UNCHANGED, UPLOADED, RecentDocument, from_document
 from base.refusals import RefusalStreak
+from base.relocation import location_digest, metadata_update, relocated
 from base.state import DeadLetter, HeldDocument, ItemRecord, StateStore
 from config.settings import Settings
 from utils.audit import AuditLog
@@ -98,7 +99,7 @@ class Reprocess:
 
 #: The counters every run reports, per scope and in total.
 COUNT_FIELDS = ("fetched", "new", "duplicate", "skipped", "failed", "dead_lettered", "deleted", "reprocessed",
-                "held")
+                "held", "renamed")
 #: Free space in the spool folder is looked at again after every this many bytes of one download.
 SPOOL_RECHECK_BYTES = 64 * 1024 * 1024  # bytes
 #: Changes read ahead from the source are cut into windows of at most ``ACK_BATCH_SIZE`` changes and
@@ -731,6 +732,8 @@ class Runner:
                 recent: RecentDocument | None = None) -> None:
         """Records and acknowledges a document the Hub took (with ``recent``, its line in the
         recent-documents record): now, or with its batch."""
+        if item.location:
+            record = replace(record, location=location_digest(item.location))
         run.known[item.source_id] = record
         if run.batch_size <= 1:
             self.state.record_ingested(self.source.name, scope, item.source_id, record, outcome=outcome, size=size,
@@ -753,6 +756,20 @@ class Runner:
             self._handle_deletion(run, scope, item)
             return
         known = self._known(run, scope, item.source_id)
+        if known and known.version == item.version and not run.full and relocated(known, item):
+            # Renamed or moved, the same content: the Hub's document gets its new name, nothing is read.
+            if run.dry_run:
+                run.count("renamed")
+                self._decide(run, "rename", item)
+                return
+            try:
+                if self._renamed(run, scope, item, known):
+                    self._settle(run, scope, item, known, outcome="renamed", size=0)
+                    return
+            except Exception as exc:  # noqa: BLE001 - classified, and run-level ones raised again, by _item_failed
+                self._item_failed(run, scope, item, None, exc)
+                return
+            known = None  # the Hub no longer has it: read and deliver it again below
         if known and known.version == item.version and not run.full:
             run.count("duplicate")
             self._decide(run, "duplicate", item, reason="already held" if known.held else "already ingested")
@@ -994,6 +1011,9 @@ class Runner:
         """Delivers a read document: its enrichment updated (reprocess), its new version remembered
         (same bytes), linked to the same bytes already in the Hub, or uploaded (``upload``: that upload
         already sent, on the run's upload threads); then records it with its batch."""
+        if known and known.sha256 == document.sha256 and relocated(known, item) and not self._renamed(
+                run, scope, item, known):
+            known = None  # the Hub no longer has it: upload it again below
         if known and known.sha256 == document.sha256 and run.reprocess is not None and known.hub_id:
             if self._reprocessed(run, scope, item, document, known):
                 return
@@ -1082,6 +1102,20 @@ class Runner:
                      outcome="reprocessed", size=document.size,
                      recent=from_document(document, REPROCESSED, hub_id=known.hub_id))
         run.count("reprocessed")
+        return True
+
+    def _renamed(self, run: _Run, scope: str, item: Item, known: ItemRecord) -> bool:
+        """Sends the Hub the new name and place of a document it holds (renamed or moved at the source,
+        base/relocation.py); False when the Hub no longer has it."""
+        try:
+            self.hub.update_metadata(known.hub_id, metadata_update(self.source.name, scope, item, known))
+        except HubDocumentMissing:
+            return False
+        run.count("renamed")
+        log.info("document_renamed", filename=sanitize_filename(item.filename), hub_id=known.hub_id)
+        self.audit.record("renamed", source=self.source.name, scope=scope, source_id=item.source_id,
+                          sha256=known.sha256, filename=sanitize_filename(item.filename),
+                          reason=f"metadata of {known.hub_id} updated", run_id=run.summary.run_id)
         return True
 
     def _handle_deletion(self, run: _Run, scope: str, item: Item) -> None:

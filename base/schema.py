@@ -24,6 +24,13 @@ Migration steps, one function per version, each safe to run again after a crash 
   written before reads as it did. Checked like 1 -> 2, then stamped. The version moves so that an
   older release, which would neither expire held bytes nor know that a held item is not in the
   Hub, refuses this state instead of running on it.
+
+Kinds and fields added at version 3 without moving it, because a version-3 release that does not
+know them still reads the state correctly (it leaves them aside): ``group:*`` (the Maximo doclinks
+listed per work order), ``resync:*`` (the items a SharePoint resync has listed so far: an older
+release resumes the resync without it and, as before, finds no deletions) and the optional ``loc``
+field of an item record (a digest of where the item is at its source; a record without it gets one
+metadata update the next time its item is listed with the same content, and carries it after).
 """
 
 from __future__ import annotations
@@ -50,9 +57,9 @@ MIGRATION_WAIT_SECONDS = 120.0
 #: key kind (the part after the prefix, up to the first ':') -> the Redis type it must have.
 KNOWN_KINDS = {
     "cursor": "string", "item": "hash", "content": "string", "status": "hash", "history": "list",
-    "lock": "string", "failing": "hash", "group": "hash", "deadletter": "hash", "held": "hash", "throttle": "string",
-    "metrics": "hash", "scopes": "string", "health": "string", "schema": "string", "trigger": "string",
-    "service": "string",
+    "lock": "string", "failing": "hash", "group": "hash", "resync": "hash", "deadletter": "hash", "held": "hash",
+    "throttle": "string", "metrics": "hash", "scopes": "string", "health": "string", "schema": "string",
+    "trigger": "string", "service": "string",
     # Since version 3, no migration needed (an older release counts them as "other" and leaves them).
     "recent": "list", "daily": "hash",
 }

@@ -42,12 +42,15 @@ class ItemRecord:
     ``held``: the id of the held-document entry when this version was held back by a content rule
     instead of delivered; ``sha256`` and ``hub_id`` then still name what the Hub has of the item
     (an earlier version), empty when it has nothing.
+    ``location``: a digest of where the item was at its source and what it was called there, when
+    its connector says (``Item.location``; base/relocation.py); "" when unknown.
     """
 
     version: str
     sha256: str
     hub_id: str
     held: str = ""
+    location: str = ""
 
 
 @dataclass
@@ -147,7 +150,7 @@ def _item_record(raw: str | bytes | None) -> ItemRecord | None:
         return None
     data = json.loads(raw)
     return ItemRecord(version=data.get("v", ""), sha256=data.get("sha256", ""), hub_id=data.get("hub_id", ""),
-                      held=data.get("held", ""))
+                      held=data.get("held", ""), location=data.get("loc", ""))
 
 
 def metric_field(name: str, labels: Mapping[str, str] | None = None) -> str:
@@ -330,8 +333,10 @@ class StateStore:
         new_bytes = 0
         for scope, source_id, record, outcome, size in records:
             pipe.hdel(self.keys.dead_letters(connector), dead_letter_id(scope, source_id))
-            pipe.hset(self.keys.items(connector, scope), source_id,
-                      json.dumps({"v": record.version, "sha256": record.sha256, "hub_id": record.hub_id}))
+            value = {"v": record.version, "sha256": record.sha256, "hub_id": record.hub_id}
+            if record.location:
+                value["loc"] = record.location
+            pipe.hset(self.keys.items(connector, scope), source_id, json.dumps(value))
             pipe.set(self.keys.content(record.sha256), record.hub_id)
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
             new_bytes += size if outcome == "new" else 0
@@ -473,7 +478,7 @@ class StateStore:
         records stay (other scopes' items share them), so a scope that comes back re-reads its
         items but uploads none the Hub already has."""
         pipe = self.redis.pipeline(transaction=True)
-        for kind in ("cursor", "item", "status", "history", "failing", "group"):
+        for kind in ("cursor", "item", "status", "history", "failing", "group", "resync"):
             pipe.delete(self.keys.scope_key(kind, connector, scope))
         pipe.hdel(self.keys.gauges(), metric_field("kmrl_last_success_timestamp_seconds",
                                                    {"scope": scope, "source": connector}))

@@ -12,10 +12,23 @@ library cut short by a crash or its time limit resumes at the page it stopped on
 expired) restarts the enumeration from the ``Location`` header, or from no token; the pipeline's
 (source_id, version) dedup keeps that from downloading or uploading anything again.
 
+A file deleted while the token was expired is not in that enumeration at all (Graph reports no
+deletion for it), so the resync finds it by comparison: every page's files are recorded in the
+scope's ``resync`` hash (base/resync.py) before the page is handed on, and the cursor carries the
+resync's id (``{"nextLink": url, "resync": id}``) until the enumeration ends. Only when its last page
+(the one with the ``@odata.deltaLink``) has been read, and so every page of it, is each file still
+recorded as ingested but not listed yielded as a deletion, before the final Checkpoint. A resync cut
+short compares nothing; the next run resumes it from the saved page with the ids kept so far, or
+starts it again when they are gone (their id is not the cursor's). Folders are never listed there
+nor reported: the pipeline records files only.
+
 Graph reports each item in its latest state and may repeat an item; within a page an item is taken once,
 at its last occurrence; across pages a repeat at the same cTag is skipped by the pipeline's dedup and a
 later cTag supersedes. Folders (and the root) are skipped; deleted items are yielded with ``deleted=True``.
-An item's version is its cTag (content), so a rename alone does not re-download it.
+An item's version is its cTag (content), so a rename alone does not re-download it; its ``location`` is
+its path in the library read from its webUrl (name included), so a rename or a move is sent to the Hub
+as a metadata update of the same document (base/relocation.py). A file inside a renamed or moved folder
+gets its new path when Graph next lists the file itself.
 
 Bytes stream from ``@microsoft.graph.downloadUrl`` with no Authorization header; an expired URL (401,
 403, 404, 410) is replaced by re-reading the item once. SharePoint's quickXorHash is computed while
@@ -42,6 +55,7 @@ import requests
 from base.base_connector import BaseConnector
 from base.contract import Checkpoint, HealthResult, HealthState, Item, ItemFailure
 from base.document import merged_text
+from base.resync import ResyncLedger
 from config.settings import Settings
 from utils.credentials_manager import CredentialsManager
 from utils.entra import DEFAULT_AUTHORITY, EntraAuth
@@ -393,10 +407,28 @@ class SharePointConnector(BaseConnector):
             return fresh
         return link
 
+    def _resync_at_start(self, library: Library, cursor: Any, url: str, ledger: ResyncLedger) -> tuple[str, str]:
+        """(url, resync id) to start from: the cursor's resync when its listed ids are all kept, a new
+        resync from the start when they are not, none ("") when the cursor names none."""
+        resync = cursor.get("resync") if isinstance(cursor, dict) else None
+        if not isinstance(resync, str) or not resync:
+            ledger.drop()  # a saved cursor that names no resync: any earlier one is over
+            return url, ""
+        fresh = f"{self.graph_base_url}/drives/{library.id}/root/delta"
+        if url != fresh and ledger.holds(resync):
+            return url, resync
+        # Compared with only part of the enumeration, files still present would look deleted.
+        log.warning("sharepoint_resync_restarted", library=library.name, resync=resync,
+                    reason="the files listed so far by this resync are not kept")
+        return fresh, ledger.begin()
+
     def list_changes(self, scope: str, cursor: Any) -> Iterator[Item | ItemFailure | Checkpoint]:
-        """The library's changes since ``cursor``: files and deletions, a Checkpoint after each page."""
+        """The library's changes since ``cursor``: files and deletions, a Checkpoint after each page;
+        after a 410, once the new enumeration is complete, a deletion for each ingested file it did not
+        list (module docstring)."""
         site, library = self._library(scope)
-        url = self._start_url(library, cursor)
+        ledger = ResyncLedger(self.state, self.name, scope)
+        url, resync = self._resync_at_start(library, cursor, self._start_url(library, cursor), ledger)
         what = f"the delta feed of library {library.name!r} on {self.site_url}"
         folders: dict[str, str] = {}
         resyncs = 0
@@ -414,7 +446,9 @@ class SharePointConnector(BaseConnector):
                 from_location = bool(location) and _origin(location) == self._graph_origin
                 url = location if from_location else f"{self.graph_base_url}/drives/{library.id}/root/delta"
                 pages = PageLinks("graph", what)  # a resync reads the feed again from its start, on purpose
-                log.warning("sharepoint_resync", library=library.name, error=detail, from_location=from_location)
+                resync = ledger.begin()
+                log.warning("sharepoint_resync", library=library.name, error=detail, from_location=from_location,
+                            resync=resync)
                 continue
             if response.status_code != 200:
                 raise self._classify(response, what)
@@ -426,15 +460,21 @@ class SharePointConnector(BaseConnector):
             if anonymous:
                 # Its cursor must not be saved past entries we cannot even name: read the page again later.
                 raise TransientError(f"a page of {what} has {anonymous} entries without an id")
-            for entry in _last_occurrences(values):
+            entries = _last_occurrences(values)
+            if resync:
+                # Before the page's changes go on (and so before any cursor passes them).
+                ledger.add(str(entry["id"]) for entry in entries if _listed_file(entry))
+            for entry in entries:
                 change = self._change(site, library, entry, folders)
                 if change is not None:
                     yield change
             next_link, delta_link = body.get("@odata.nextLink"), body.get("@odata.deltaLink")
             if isinstance(next_link, str) and next_link:
-                yield Checkpoint({"nextLink": next_link})
+                yield Checkpoint({"nextLink": next_link, "resync": resync} if resync else {"nextLink": next_link})
                 url = next_link
             elif isinstance(delta_link, str) and delta_link:
+                if resync:
+                    yield from self._unlisted(site, library, ledger)
                 yield Checkpoint({"deltaLink": delta_link})
                 return
             else:
@@ -451,9 +491,7 @@ class SharePointConnector(BaseConnector):
                 return None
             # SharePoint deletions carry no facet, so a deleted folder looks like a deleted file: the
             # pipeline tells the Hub only about items it ingested.
-            return Item(source_id=item_id, version=str(entry.get("eTag") or "deleted"), deleted=True,
-                        metadata={"drive": library.name, "drive_id": library.id, "site": site.web_url},
-                        hints=hints)
+            return self._deletion(site, library, item_id, str(entry.get("eTag") or "deleted"))
         if "root" in entry:
             folders[item_id] = ""
             return None
@@ -496,7 +534,26 @@ class SharePointConnector(BaseConnector):
             author=created_by.get("name") or created_by.get("email", ""),
             created_at=entry.get("createdDateTime"), modified_at=entry.get("lastModifiedDateTime"),
             source_url=entry.get("webUrl"), metadata=metadata, hints=hints,
+            # Only a path read from the webUrl is the file's own: the fallbacks depend on what this
+            # feed happened to list, and a path that changes with them would look like a move.
+            location=_path_in_url(library, entry),
         )
+
+    @staticmethod
+    def _deletion(site: SiteInfo, library: Library, item_id: str, version: str) -> Item:
+        return Item(source_id=item_id, version=version, deleted=True,
+                    metadata={"drive": library.name, "drive_id": library.id, "site": site.web_url},
+                    hints={"site": site.name, "library": library.name})
+
+    def _unlisted(self, site: SiteInfo, library: Library, ledger: ResyncLedger) -> Iterator[Item]:
+        """A deletion for every file recorded as ingested from the library that the resync, now
+        complete, did not list: deleted while the delta token was expired."""
+        count = 0
+        for item_id in ledger.unlisted():
+            count += 1
+            log.info("sharepoint_resync_file_gone", library=library.name, item_id=item_id)
+            yield self._deletion(site, library, item_id, "unlisted-by-resync")
+        log.info("sharepoint_resync_compared", library=library.name, gone=count)
 
     @staticmethod
     def _path(library: Library, entry: Mapping[str, Any], folders: Mapping[str, str]) -> str:
@@ -506,9 +563,9 @@ class SharePointConnector(BaseConnector):
         library's URL, else from the folders seen earlier in this feed, else it is the bare name.
         """
         name = str(entry.get("name") or entry.get("id"))
-        web_url = str(entry.get("webUrl") or "")
-        if library.web_url and web_url.lower().startswith(library.web_url.lower() + "/"):
-            return "/" + unquote(web_url[len(library.web_url) + 1:].split("?", 1)[0])
+        from_url = _path_in_url(library, entry)
+        if from_url:
+            return from_url
         parent = _obj(entry.get("parentReference"))
         parent_path = str(parent.get("path") or "")
         if ":" in parent_path:
@@ -596,6 +653,21 @@ class SharePointConnector(BaseConnector):
                 return HealthResult(True, HealthState.HEALTHY, detail)
         except (ConfigError, TransientError) as exc:
             return HealthResult.from_error(exc)
+
+
+def _path_in_url(library: Library, entry: Mapping[str, Any]) -> str:
+    """The item's path in its library read from its webUrl (``/Folder/file.pdf``); "" when the webUrl
+    is missing or not under the library's."""
+    web_url = str(entry.get("webUrl") or "")
+    if library.web_url and web_url.lower().startswith(library.web_url.lower() + "/"):
+        return "/" + unquote(web_url[len(library.web_url) + 1:].split("?", 1)[0])
+    return ""
+
+
+def _listed_file(entry: Mapping[str, Any]) -> bool:
+    """Whether a delta entry lists something alive that may be an ingested file (not a folder, the
+    root or a deletion): what a resync records as still there."""
+    return not any(facet in entry for facet in ("deleted", "folder", "root"))
 
 
 def _obj(value: Any) -> dict[str, Any]:

@@ -388,6 +388,27 @@ class GraphStore:
             drive.touch(item, by=by, content_changed=False)
             return item
 
+    def move(self, drive: Drive, path: str, folder_path: str, *, by: str = "records@kmrl.co.in") -> DriveItem:
+        """Moves the item at ``path`` into the folder at ``folder_path`` ("" for the root; created when
+        missing), keeping its name (its eTag changes, its cTag does not)."""
+        with self.lock:
+            item = self._existing(drive, path)
+            if item.is_root:
+                raise ValueError("the root cannot be moved")
+            node: DriveItem | None = drive.root
+            for part in [p for p in folder_path.strip("/").split("/") if p]:  # before any folder is made
+                node = drive.child(node, part) if node is not None else None
+                if node is item:
+                    raise ValueError(f"{path!r} cannot move into itself")
+            folder = self.make_folder(drive, folder_path, by=by) if folder_path.strip("/") else drive.root
+            if drive.child(folder, item.name) is not None:
+                raise ValueError(f"{folder_path!r} already holds {item.name!r}")
+            drive._unlink(item)
+            item.parent_id = folder.id
+            drive._relink(item)
+            drive.touch(item, by=by, content_changed=False)
+            return item
+
     def delete(self, drive: Drive, path: str, *, by: str = "records@kmrl.co.in") -> list[DriveItem]:
         """Deletes the item at ``path`` (a folder with everything in it); returns what was deleted."""
         with self.lock:

@@ -15,6 +15,12 @@ Endpoints (all answers JSON; errors are ``{"error": <code>, "reason": <text>}``)
   optionally ``text`` (a string: replaces the text; "" removes it). 200 ``{"id", "status": "updated"}``,
   the same again changes nothing; 404 unknown id, 400 not an object / unknown field / text not a string,
   413 text over ``max_text_bytes``.
+- ``PUT /api/v1/documents/{id}/metadata``: JSON object naming a source item (``source``, ``source_id``,
+  optionally ``scope`` and ``sha256``) with any of METADATA_FIELDS (its new name, title, URL, extras,
+  version, modification time after a rename or move at the source). 200 ``{"id", "status": "updated"}``,
+  the same again changes nothing more; the fields replace the source item's, and the document's own
+  when it was stored from that item. 404 unknown id, or that item is not a live source of it; 400
+  not an object, an unknown field or source/source_id missing; 422 sha256 not this document's.
 - ``GET /api/v1/documents/{id}/text``: the stored text (text/plain; charset=utf-8); 404 unknown id or no text.
 - ``POST /api/v1/documents/{id}/sources``: JSON metadata: records provenance. 201 new (source, source_id),
   200 already recorded, 404 unknown id, 422 when metadata.sha256 is not this document's.
@@ -76,6 +82,10 @@ KNOWN_PARTS = ("metadata", "file", "text")
 #: The fields an enrichment update may carry (besides ``text``).
 ENRICHMENT_FIELDS = ("language", "language_script", "department", "department_confidence", "department_terms",
                      "extraction", "sensitive")
+#: The fields a metadata update may replace of a source item (after a rename or move at the source),
+#: and those that name the item and the content it expects.
+METADATA_FIELDS = ("version", "filename", "title", "source_url", "modified_at", "extra")
+METADATA_IDENTITY = ("source", "scope", "source_id", "sha256")
 #: How much of an upload's body a ``drop`` fault reads before closing the connection, in bytes.
 DROP_AFTER_BYTES = 64 * 1024
 
@@ -152,6 +162,7 @@ class HubSimulator:
         self.stored_per_key: dict[str, int] = self.store.stored_per_key
         self.deletions: list[dict[str, Any]] = self.store.deletions
         self.provenance: list[dict[str, Any]] = self.store.provenance
+        self.metadata_updates: list[dict[str, Any]] = self.store.metadata_updates
         self.requests: list[dict[str, Any]] = self.store.requests
         self.blob_dir = self.store.blob_dir
         self.incoming_dir = self.store.incoming_dir
@@ -161,6 +172,7 @@ class HubSimulator:
             Rule("/api/v1/documents", methods=["DELETE"], endpoint="delete"),
             Rule("/api/v1/documents/<doc_id>/sources", methods=["POST"], endpoint="sources"),
             Rule("/api/v1/documents/<doc_id>/enrichment", methods=["PUT"], endpoint="enrichment"),
+            Rule("/api/v1/documents/<doc_id>/metadata", methods=["PUT"], endpoint="metadata"),
             Rule("/api/v1/documents/<doc_id>/text", methods=["GET"], endpoint="text"),
             Rule("/api/v1/health", methods=["GET"], endpoint="health"),
             Rule("/_sim/state", methods=["GET"], endpoint="sim_state"),
@@ -247,6 +259,8 @@ class HubSimulator:
                     response = self._link_source(request, str(args["doc_id"]))
                 elif endpoint == "enrichment":
                     response = self._update_enrichment(request, str(args["doc_id"]))
+                elif endpoint == "metadata":
+                    response = self._update_metadata(request, str(args["doc_id"]))
                 elif endpoint == "text":
                     response = self._text(request, str(args["doc_id"]))
                 elif endpoint == "delete":
@@ -473,6 +487,31 @@ class HubSimulator:
         self._check_document_faults("enrichment", doc.metadata, doc.sha256, None)
         self.store.update_enrichment(doc, body, text)
         log.info("hub_enrichment_updated", id=doc_id, fields=sorted(body), text=text is not None)
+        return _json(200, {"id": doc_id, "sha256": doc.sha256, "status": "updated"})
+
+    def _update_metadata(self, request: Request, doc_id: str) -> Response:
+        self._check_token(request)
+        doc = self.store.get(doc_id)
+        if doc is None:
+            raise _Refusal(404, "unknown_document", f"no document {doc_id}")
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise _Refusal(400, "bad_metadata", "the body must be a JSON object naming a source item")
+        unknown = sorted(set(body) - set(METADATA_IDENTITY) - set(METADATA_FIELDS))
+        if unknown:
+            raise _Refusal(400, "unknown_metadata_field", f"unknown metadata update field(s): {', '.join(unknown)}")
+        missing = [name for name in ("source", "source_id") if not body.get(name)]
+        if missing:
+            raise _Refusal(400, "metadata_missing_fields", f"the update lacks {', '.join(missing)}")
+        claimed = str(body.get("sha256") or "").lower()
+        if claimed and claimed != doc.sha256:
+            raise _Refusal(422, "sha256_mismatch", f"document {doc_id} has sha256 {doc.sha256}, not {claimed}")
+        self._check_document_faults("metadata", doc.metadata, doc.sha256, None)
+        fields = {name: body[name] for name in METADATA_FIELDS if name in body}
+        if not self.store.update_metadata(doc, str(body["source"]), str(body["source_id"]), fields):
+            raise _Refusal(404, "unknown_source_item", f"document {doc_id} has no live source item "
+                                                       f"{body['source']}/{body['source_id']}")
+        log.info("hub_metadata_updated", id=doc_id, source=body["source"], fields=sorted(fields))
         return _json(200, {"id": doc_id, "sha256": doc.sha256, "status": "updated"})
 
     def _text(self, request: Request, doc_id: str) -> Response:

@@ -19,7 +19,7 @@ from typing import Any
 FAULT_KINDS = ("error", "throttle", "forbidden", "drop", "slow", "reject", "too_large")
 
 #: The Hub endpoints a fault may be limited to (``endpoint=None``: all of them).
-ENDPOINTS = ("upload", "sources", "enrichment", "text", "delete", "health")
+ENDPOINTS = ("upload", "sources", "enrichment", "metadata", "text", "delete", "health")
 
 #: When in a request's handling each kind is decided: on arrival (before the body is read), once the
 #: document is known (after the body is parsed), or just before the answer is sent.
@@ -30,7 +30,7 @@ PHASE_OF_KIND = {
 }
 
 #: Endpoints that carry a document (the only ones "reject" and "too_large" can apply to).
-_DOCUMENT_ENDPOINTS = {"reject": ("upload", "sources", "enrichment"), "too_large": ("upload",)}
+_DOCUMENT_ENDPOINTS = {"reject": ("upload", "sources", "enrichment", "metadata"), "too_large": ("upload",)}
 
 
 @dataclass

@@ -27,7 +27,9 @@ class HubDocument:
     metadata: the metadata of the upload that stored it, with the fields of later enrichment updates.
     text_path, text_bytes: where its text part is kept and its size (None / 0: it came without one).
     enrichment_updates: how many enrichment updates it received. sources: every source item known to
-    carry this content (dicts with source, source_id, version, via ("upload" or "provenance"), deleted).
+    carry this content (dicts with source, source_id, version, via ("upload" or "provenance"), deleted,
+    and the fields of its last metadata update: filename, title, source_url, modified_at, extra).
+    metadata_updates: how many metadata updates (renames, moves) it received.
     superseded / superseded_by: a later upload named this one as its previous_sha256.
     deleted: every source item of this document was deleted.
     """
@@ -45,6 +47,7 @@ class HubDocument:
     text_path: str | None = None
     text_bytes: int = 0
     enrichment_updates: int = 0
+    metadata_updates: int = 0
 
     def text(self) -> str | None:
         """The stored text, or None when the document has none."""
@@ -130,6 +133,7 @@ class HubStore:
         self.stored_per_key: dict[str, int] = {}
         self.deletions: list[dict[str, Any]] = []
         self.provenance: list[dict[str, Any]] = []
+        self.metadata_updates: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
         self._by_sha256: dict[str, str] = {}
         self._next_seq = 1
@@ -217,6 +221,23 @@ class HubStore:
                     doc.text_path, doc.text_bytes = None, 0
             self.save()
 
+    def update_metadata(self, doc: HubDocument, source: str, source_id: str, fields: dict[str, Any]) -> bool:
+        """Replaces ``fields`` (METADATA_FIELDS) of source item (source, source_id) of ``doc``, and of the
+        document's own metadata when it was stored from that item; False (nothing changed) when that
+        item is not a live source of ``doc``. The same update again leaves the same state."""
+        with self.lock:
+            entry = doc.has_source(source, source_id)
+            if entry is None or entry["deleted"]:
+                return False
+            entry.update(fields)
+            if (doc.metadata.get("source"), doc.metadata.get("source_id")) == (source, source_id):
+                doc.metadata.update(fields)
+            doc.metadata_updates += 1
+            self.metadata_updates.append({"document_id": doc.id, "source": source, "source_id": source_id,
+                                          "fields": dict(fields), "at": time.time()})
+            self.save()
+            return True
+
     def link(self, doc: HubDocument, metadata: dict[str, Any]) -> int:
         """Records provenance: 201 when (source, source_id) is new for ``doc`` (or was deleted), else 200."""
         entry = source_entry(metadata, via="provenance")
@@ -261,6 +282,7 @@ class HubStore:
             self.stored_per_key.clear()
             self.deletions.clear()
             self.provenance.clear()
+            self.metadata_updates.clear()
             self.requests.clear()
             self._by_sha256.clear()
             self._next_seq = 1
@@ -277,6 +299,7 @@ class HubStore:
                 "stored_per_key": dict(self.stored_per_key),
                 "deletions": list(self.deletions),
                 "provenance": list(self.provenance),
+                "metadata_updates": list(self.metadata_updates),
                 "requests": list(self.requests),
             }
 
@@ -302,4 +325,5 @@ class HubStore:
         self.stored_per_key.update(data.get("stored_per_key", {}))
         self.deletions.extend(data.get("deletions", []))
         self.provenance.extend(data.get("provenance", []))
+        self.metadata_updates.extend(data.get("metadata_updates", []))
         self.requests.extend(data.get("requests", []))

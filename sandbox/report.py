@@ -24,7 +24,7 @@ from sandbox.hub import HubSimulator
 from utils.tables import render_table
 
 #: Outcomes that settle an item: a round is over when these add up to what was seeded.
-SETTLED = ("new", "duplicate", "skipped", "failed", "deleted", "held")
+SETTLED = ("new", "duplicate", "skipped", "failed", "deleted", "held", "renamed")
 LANGUAGES = ("en", "ml", "mixed")
 DEPARTMENTS = ("Engineering", "Finance", "Safety", "HR", "Operations", "Executive")
 

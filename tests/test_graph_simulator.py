@@ -246,6 +246,33 @@ def test_changes_after_a_delta_link_show_latest_state_ancestors_and_deletions(si
     assert any("root" in i for i in items)  # the ancestors of a change are reported too
 
 
+def test_a_rename_and_a_move_change_the_name_path_and_etag_but_not_the_ctag(sim: GraphSimulator,
+                                                                           session: requests.Session) -> None:
+    drive = sim.store.add_drive(SITE, "Documents")
+    sim.store.put_file(drive, "Safety/drill.txt", b"drill")
+    sim.store.put_file(drive, "Safety/plan.txt", b"plan")
+    _, delta_link = _walk_delta(session, f"{sim.graph_url}/drives/{drive.id}/root/delta")
+    drill, plan = sim.store.find(drive, "Safety/drill.txt"), sim.store.find(drive, "Safety/plan.txt")
+    assert drill is not None and plan is not None
+    tags = {item.id: (item.etag, item.ctag) for item in (drill, plan)}
+    sim.store.rename(drive, "Safety/drill.txt", "drill 2025.txt")
+    sim.store.move(drive, "Safety/plan.txt", "Archive/2024")
+    pages, _ = _walk_delta(session, delta_link)
+    listed = {i["id"]: i for page in pages for i in page}
+    assert listed[drill.id]["name"] == "drill 2025.txt"
+    assert listed[drill.id]["webUrl"] == f"{drive.web_url}/Safety/drill%202025.txt"
+    assert listed[plan.id]["webUrl"] == f"{drive.web_url}/Archive/2024/plan.txt"
+    assert listed[plan.id]["parentReference"]["id"] == sim.store.find(drive, "Archive/2024").id
+    for item_id, (etag, ctag) in tags.items():
+        assert listed[item_id]["eTag"] != etag and listed[item_id]["cTag"] == ctag
+    assert sim.store.find(drive, "Safety/plan.txt") is None
+    with pytest.raises(ValueError, match="already holds"):
+        sim.store.move(drive, "Archive/2024/plan.txt", "Archive/2024")
+    with pytest.raises(ValueError, match="into itself"):
+        sim.store.move(drive, "Archive", "Archive/2024/deeper")
+    assert sim.store.find(drive, "Archive/2024/deeper") is None
+
+
 def test_item_changed_during_enumeration_is_reported_again_by_the_next_delta(
         sim: GraphSimulator, session: requests.Session) -> None:
     drive = sim.store.add_drive(SITE, "Documents")

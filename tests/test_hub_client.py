@@ -617,3 +617,99 @@ def test_outbox_enrichment_update_of_an_unknown_document_is_document_missing(tmp
     with pytest.raises(HubDocumentMissing):
         outbox.update_enrichment("0" * 64, ENRICHMENT, MALAYALAM)
     assert os.listdir(tmp_path / "outbox") == []
+
+
+# -- the metadata update (a rename or a move at the source) -------------------------------------------
+METADATA_URL = f"{UPLOAD}/doc-7/metadata"
+RENAMED = {"source": "maximo", "scope": "all", "source_id": "WO-1/75", "sha256": "ab" * 32, "version": "v1",
+           "filename": "WO-1 rev B.pdf", "title": "WO-1 rev B", "source_url": "https://maximo.test/doclinks/75",
+           "modified_at": "2025-03-01T10:00:00Z", "extra": {"path": "/Archive/WO-1 rev B.pdf"}}
+
+
+@responses.activate
+@pytest.mark.parametrize("status", [200, 201, 204])
+def test_metadata_update_is_a_json_put_naming_the_source_item(status):
+    responses.put(METADATA_URL, status=status)
+    hub().update_metadata("doc-7", RENAMED)
+    request = responses.calls[0].request
+    assert request.method == "PUT" and request.headers["Authorization"] == "Bearer hub-secret-token"
+    assert "Idempotency-Key" not in request.headers and json.loads(request.body) == RENAMED
+
+
+def test_metadata_update_refuses_an_unknown_field_or_no_source_item_before_sending():
+    with pytest.raises(ValueError, match="language"):
+        hub().update_metadata("doc-7", {**RENAMED, "language": "en"})
+    with pytest.raises(ValueError, match="source_id"):
+        hub().update_metadata("doc-7", {"source": "maximo", "filename": "x.pdf"})
+
+
+@responses.activate
+def test_metadata_update_of_an_unknown_document_is_document_missing():
+    responses.put(METADATA_URL, json={"error": "unknown_document"}, status=404)
+    with pytest.raises(HubDocumentMissing, match="doc-7"):
+        hub().update_metadata("doc-7", RENAMED)
+
+
+@responses.activate
+@pytest.mark.parametrize(("status", "raised"), [(401, AuthError), (403, AuthError), (400, HubRefused),
+                                                (422, HubRefused)])
+def test_metadata_update_answers_are_classified_like_an_upload(status, raised):
+    responses.put(METADATA_URL, json={"reason": "no"}, status=status)
+    with pytest.raises(raised):
+        hub().update_metadata("doc-7", RENAMED)
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_metadata_update_retries_transient_answers_then_gives_up():
+    responses.put(METADATA_URL, status=503, headers={"Retry-After": "1"})
+    responses.put(METADATA_URL, status=200)
+    sleeps: list[float] = []
+    hub(sleeps).update_metadata("doc-7", RENAMED)
+    assert len(responses.calls) == 2 and sleeps == [1.0]
+    responses.reset()
+    for _ in range(2):
+        responses.put(METADATA_URL, status=502)
+    with pytest.raises(TransientError):
+        hub(attempts=2).update_metadata("doc-7", RENAMED)
+
+
+def test_outbox_metadata_update_is_logged_once_and_rewrites_the_document_it_was_stored_from(tmp_path: Path):
+    outbox = OutboxHub(str(tmp_path / "outbox"))
+    doc = document()
+    outbox.upload(doc)
+    folder = tmp_path / "outbox" / doc.sha256
+    update = {**RENAMED, "sha256": doc.sha256}
+    outbox.update_metadata(doc.sha256, update)
+    outbox.update_metadata(doc.sha256, update)  # a retry: nothing more
+    lines = (folder / "metadata_updates.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [update]
+    meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
+    assert {name: meta[name] for name in ("filename", "title", "source_url", "extra")} == {
+        name: update[name] for name in ("filename", "title", "source_url", "extra")}
+    assert meta["stored_as"] == "WO-1.pdf" and (folder / "WO-1.pdf").read_bytes() == doc.read_bytes()
+    assert outbox.upload(document()) == doc.sha256  # still one complete document
+    assert sorted(p.name for p in folder.iterdir()) == ["WO-1.pdf", "metadata.json", "metadata_updates.jsonl"]
+    # Renamed back: a new line, since it is not the last one's.
+    outbox.update_metadata(doc.sha256, {**update, "filename": "WO-1.pdf"})
+    assert len((folder / "metadata_updates.jsonl").read_text(encoding="utf-8").splitlines()) == 2
+
+
+def test_outbox_metadata_update_of_another_source_item_leaves_the_document_metadata(tmp_path: Path):
+    outbox = OutboxHub(str(tmp_path / "outbox"), fsync=False)
+    doc = document()
+    outbox.upload(doc)
+    outbox.link(doc.sha256, {"source": "email", "source_id": "m-9", "filename": "scan.pdf"})
+    folder = tmp_path / "outbox" / doc.sha256
+    before = (folder / "metadata.json").read_bytes()
+    outbox.update_metadata(doc.sha256, {"source": "email", "source_id": "m-9", "filename": "scan 2.pdf"})
+    assert (folder / "metadata.json").read_bytes() == before
+    (line,) = (folder / "metadata_updates.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(line) == {"source": "email", "source_id": "m-9", "filename": "scan 2.pdf"}
+
+
+def test_outbox_metadata_update_of_an_unknown_document_is_document_missing(tmp_path: Path):
+    outbox = OutboxHub(str(tmp_path / "outbox"))
+    with pytest.raises(HubDocumentMissing):
+        outbox.update_metadata("0" * 64, RENAMED)
+    assert os.listdir(tmp_path / "outbox") == []

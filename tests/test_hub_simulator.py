@@ -688,3 +688,93 @@ def test_hub_process_with_memory_keeps_no_index_file_and_still_stores_the_bytes(
     assert process.returncode == 0
     assert not (data_dir / "index.json").exists()
     assert "hub_document_stored" not in stderr  # --log-level WARNING: no line per upload
+
+
+# ----- the metadata update (a rename or a move at the source) ---------------------------------------
+
+def put_metadata(base_url: str, doc_id: str, body: Any, *, token: str | None = TOKEN) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.put(f"{base_url}/api/v1/documents/{doc_id}/metadata", json=body, headers=headers, timeout=10)
+
+
+def renamed(content: bytes, **fields: Any) -> dict[str, Any]:
+    return {"source": "email", "source_id": "inbox/101/report.pdf", "sha256": sha(content), "version": "101",
+            "filename": "report 2025.pdf", "title": "Report 2025", "source_url": "imap://mail/INBOX/101",
+            "extra": {"path": "/Reports/report 2025.pdf"}, **fields}
+
+
+def test_metadata_update_renames_the_document_it_was_stored_from_and_is_idempotent(hub: RunningHub) -> None:
+    content = b"quarterly report"
+    doc_id = upload(hub.url, content).json()["id"]
+    first = put_metadata(hub.url, doc_id, renamed(content))
+    again = put_metadata(hub.url, doc_id, renamed(content))
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert first.json() == {"id": doc_id, "sha256": sha(content), "status": "updated"}
+    doc = hub.sim.documents[doc_id]
+    assert (doc.metadata["filename"], doc.metadata["title"], doc.metadata["extra"]) == (
+        "report 2025.pdf", "Report 2025", {"path": "/Reports/report 2025.pdf"})
+    assert doc.metadata["department"] == "Engineering"  # what the update does not name stays
+    assert doc.has_source("email", "inbox/101/report.pdf")["filename"] == "report 2025.pdf"
+    assert doc.metadata_updates == 2 and len(hub.sim.documents) == 1 and hub.sim.stored_per_key[sha(content)] == 1
+    assert [u["document_id"] for u in hub.sim.metadata_updates] == [doc_id, doc_id]
+
+
+def test_metadata_update_of_a_provenance_source_changes_that_source_only(hub: RunningHub) -> None:
+    content = b"drawing"
+    doc_id = upload(hub.url, content).json()["id"]
+    requests.post(f"{hub.url}/api/v1/documents/{doc_id}/sources", headers=auth(), timeout=10,
+                  json=metadata_for(content, source="sharepoint", source_id="01ITEM"))
+    response = put_metadata(hub.url, doc_id, renamed(content, source="sharepoint", source_id="01ITEM",
+                                                     filename="drawing rev C.pdf"))
+    assert response.status_code == 200
+    doc = hub.sim.documents[doc_id]
+    assert doc.metadata["filename"] == "report.pdf"
+    assert doc.has_source("sharepoint", "01ITEM")["filename"] == "drawing rev C.pdf"
+
+
+@pytest.mark.parametrize(("body", "status", "error"), [
+    (["not", "an", "object"], 400, "bad_metadata"),
+    ({"source": "email", "source_id": "inbox/101/report.pdf", "language": "en"}, 400, "unknown_metadata_field"),
+    ({"source": "email", "filename": "x.pdf"}, 400, "metadata_missing_fields"),
+    ({"source": "email", "source_id": "inbox/101/report.pdf", "sha256": "0" * 64}, 422, "sha256_mismatch"),
+    ({"source": "email", "source_id": "inbox/999/other.pdf", "filename": "x.pdf"}, 404, "unknown_source_item"),
+])
+def test_metadata_update_refusals(hub: RunningHub, body: Any, status: int, error: str) -> None:
+    doc_id = upload(hub.url, b"memo").json()["id"]
+    response = put_metadata(hub.url, doc_id, body)
+    assert (response.status_code, response.json()["error"]) == (status, error)
+    assert hub.sim.documents[doc_id].metadata_updates == 0 and hub.sim.metadata_updates == []
+
+
+def test_metadata_update_of_an_unknown_or_deleted_item_is_404_and_needs_the_token(hub: RunningHub) -> None:
+    assert put_metadata(hub.url, "doc-999999", renamed(b"memo")).status_code == 404
+    doc_id = upload(hub.url, b"memo").json()["id"]
+    assert put_metadata(hub.url, doc_id, renamed(b"memo"), token=None).status_code == 401
+    requests.delete(f"{hub.url}/api/v1/documents", headers=auth(), timeout=10,
+                    params={"source": "email", "source_id": "inbox/101/report.pdf"})
+    assert put_metadata(hub.url, doc_id, renamed(b"memo")).status_code == 404
+
+
+def test_http_hub_metadata_update_retried_after_a_slow_answer_leaves_one_document(hub: RunningHub) -> None:
+    content = b"incident report"
+    doc_id = upload(hub.url, content).json()["id"]
+    hub.sim.set_fault("slow", delay=1.5, count=1, endpoint="metadata")
+    client = HttpHub(hub.url, TOKEN, timeout=(2.0, 0.4))
+    client.update_metadata(doc_id, renamed(content))  # the first try times out, the retry answers
+    wait_until(lambda: len([r for r in hub.sim.requests if r["endpoint"] == "metadata"]) == 2,
+               "the slow request's answer")
+    doc = hub.sim.documents[doc_id]
+    assert doc.metadata["filename"] == "report 2025.pdf" and doc.metadata_updates == 2
+    assert len(hub.sim.documents) == 1 and hub.sim.stored_per_key[sha(content)] == 1
+    with pytest.raises(HubDocumentMissing):
+        client.update_metadata("doc-999999", renamed(content))
+
+
+def test_metadata_updates_persist_across_a_restart(tmp_path: Path) -> None:
+    with running_hub(token=TOKEN, data_dir=tmp_path, persist=True) as first:
+        doc_id = upload(first.url, b"register").json()["id"]
+        put_metadata(first.url, doc_id, renamed(b"register"))
+    with running_hub(token=TOKEN, data_dir=tmp_path, persist=True) as restarted:
+        assert restarted.sim.documents[doc_id].metadata["filename"] == "report 2025.pdf"
+        assert restarted.sim.documents[doc_id].metadata_updates == 1
+        assert [u["document_id"] for u in restarted.sim.metadata_updates] == [doc_id]

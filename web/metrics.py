@@ -36,7 +36,7 @@ REDIS_SOCKET_TIMEOUT = 5.0
 #: name -> (type, help) of the families the service writes or computes.
 FAMILIES: dict[str, tuple[str, str]] = {
     "kmrl_documents_total": ("counter", "Documents by source and outcome (new, duplicate, skipped, dead_lettered, "
-                                        "deleted, held)."),
+                                        "deleted, held, renamed)."),
     "kmrl_bytes_total": ("counter", "Bytes of new documents delivered to the Hub, by source."),
     "kmrl_runs_total": ("counter", "Scope runs by source and final state."),
     "kmrl_run_seconds_total": ("counter", "Seconds spent in scope runs, by source."),
