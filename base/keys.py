@@ -24,6 +24,7 @@ each kind.
 | daily          | daily:{source}:{YYYY-MM-DD}           | hash   | the day's totals (IST) by kind, language, dept.    |
 | throttle       | throttle:{service}:{tenant}           | string | Unix time before which nobody calls the service    |
 | metrics        | metrics:counters / metrics:gauges     | hash   | "name|label=value,..." -> number                   |
+| histograms     | metrics:histograms                    | hash   | bucket counts and sums (base/metric_buffer.py)     |
 | scopes         | scopes:{source}:{instance}            | string | the instance's scope list (JSON), a shared cache   |
 | health         | health                                | string | the last health report (JSON)                      |
 | whatsapp       | whatsapp:inbox                        | stream | inbound WhatsApp media not yet delivered           |
@@ -150,6 +151,10 @@ class KeySchema:
 
     def gauges(self) -> str:
         return self.join("metrics", "gauges")
+
+    def histograms(self) -> str:
+        """Histogram buckets and sums (base/metric_buffer.py has the field format)."""
+        return self.join("metrics", "histograms")
 
     def health(self) -> str:
         return self.join("health")

@@ -46,6 +46,7 @@ from base.document import Document, flat_hints, sanitize_filename, spool_chunks
 from base.enrichment.steps import enrich
 from base.extraction.step import extract_document, reads_on_pool
 from base.hub_client import Hub, HubDocumentMissing, HubRefused
+from base.metric_buffer import DOCUMENTS_CLASSIFIED, HUB_UPLOAD, RUN_DURATION, MetricBuffer
 from base.pool import pool_for
 from base.recent import DELETED, LINKED, REPROCESSED, UNCHANGED, UPLOADED, RecentDocument, from_document
 from base.refusals import RefusalStreak
@@ -340,6 +341,8 @@ class Runner:
         self.hub = hub
         self.settings = settings
         self.audit = audit
+        #: Upload latencies and classified-document counts, written with the next batch record or at run end.
+        self.metrics = MetricBuffer()
 
     def redeliver(self, scope: str, item: Item, document: Document, *, run_id: str) -> ScopeSummary:
         """Delivers an already-built Document through the pipeline's own delivery step (content dedup,
@@ -347,6 +350,7 @@ class Runner:
         Raises ItemError when the Hub refuses it again, ConfigError / TransientError as a run would."""
         run = _Run(ScopeSummary(self.source.name, scope, run_id), dry_run=False, full=False)
         self.deliver(run, scope, item, document, self.state.get_item(self.source.name, scope, item.source_id))
+        _best_effort(lambda: self.state.add_increments(self.metrics.drain()), "metrics")
         return run.summary
 
     def scopeless_failure(self, exc: BaseException) -> ScopeSummary:
@@ -599,7 +603,14 @@ class Runner:
             queued.prepared.result()
             if self.source.hold_reason(queued.document, queued.hints):
                 return None
-        return self.hub.upload(queued.document)
+        return self._upload(queued.document)
+
+    def _upload(self, document: Document) -> str:
+        """``hub.upload``, its latency observed (answers that raise are not: they are counted as failures)."""
+        started = time.perf_counter()
+        hub_id = self.hub.upload(document)
+        self.metrics.observe(HUB_UPLOAD, {"source": self.source.name}, time.perf_counter() - started)
+        return hub_id
 
     def _deliver_queued(self, run: _Run, scope: str, queued: _Queued) -> None:
         """Delivers one queued document, once its text is read and it is enriched, or holds it when a
@@ -718,7 +729,8 @@ class Runner:
             self.state.record_many(self.source.name, [(p.scope, p.item.source_id, p.record, p.outcome, p.size)
                                                       for p in run.pending],
                                    cursor=(run.summary.scope, cursor) if cursor is not None else None,
-                                   recent=[p.recent for p in run.pending if p.recent is not None])
+                                   recent=[p.recent for p in run.pending if p.recent is not None],
+                                   buffered=self.metrics.drain())
         except BaseException:
             run.deferred_cursors[:0] = deferred  # not recorded: the moves still wait for their documents
             raise
@@ -1038,7 +1050,7 @@ class Runner:
             except HubDocumentMissing:
                 hub_id = None
         if not hub_id:
-            hub_id = (upload.result() if upload is not None else None) or self.hub.upload(document)
+            hub_id = (upload.result() if upload is not None else None) or self._upload(document)
         self._refusals_end(run, scope)  # the Hub takes documents: the refusals before were their own
         # One line per document is the audit log's job; the service log keeps it at DEBUG.
         log.debug("document_ingested" if outcome == "new" else "document_linked", filename=document.filename,
@@ -1052,6 +1064,8 @@ class Runner:
         run.count(outcome)
         if outcome == "new":
             run.summary.bytes += document.size
+            self.metrics.count(DOCUMENTS_CLASSIFIED, {"source": self.source.name, "language": document.language,
+                                                      "department": document.department or "unknown"})
 
     def _content(self, run: _Run, sha256: str) -> str | None:
         """The Hub id of these bytes: from the group's lookup, else from Redis."""
@@ -1253,8 +1267,14 @@ class Runner:
         self.state.update_status(self.source.name, summary.scope, fields)
         self.state.append_history(self.source.name, summary.scope, {k: v for k, v in summary.as_dict().items()
                                                              if k != "decisions"})
-        self.state.incr_metric("kmrl_run_seconds_total", {"source": self.source.name}, summary.seconds)
-        self.state.incr_metric("kmrl_runs_total", {"source": self.source.name, "state": summary.state})
+        labels = {"source": self.source.name}
+        self.metrics.count("kmrl_run_seconds_total", labels, summary.seconds)
+        self.metrics.observe(RUN_DURATION, labels, summary.seconds)
+        state = ScopeState(summary.state)
+        # Locked, throttled or paused is neither: the failures in a row are left as they are.
+        failed = True if state.failed else False if state.succeeded else None
+        self.state.record_run_metrics(self.source.name, summary.scope, state=summary.state, failed=failed,
+                                      increments=self.metrics.drain())
         self.state.set_gauge("kmrl_dead_letters", {"source": self.source.name},
                              self.state.dead_letter_count(self.source.name))
 
@@ -1264,7 +1284,9 @@ class Runner:
         def record() -> None:
             self.state.update_status(self.source.name, "*", {"state": failed.state, "last_error": failed.error,
                                                       "last_run_end": failed.ended_at})
-            self.state.incr_metric("kmrl_runs_total", {"source": self.source.name, "state": failed.state})
+            self.state.record_run_metrics(self.source.name, "*", state=failed.state,
+                                          failed=True if ScopeState(failed.state).failed else None,
+                                          increments=self.metrics.drain())
 
         _best_effort(record, "status")
 

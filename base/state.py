@@ -23,6 +23,7 @@ import redis
 from base import lua
 from base import recent as recent_record
 from base.keys import DEFAULT_PREFIX, KeySchema
+from base.metric_buffer import Increments
 from base.recent import DEAD_LETTERED, RecentDocument
 from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings
@@ -151,6 +152,10 @@ def _item_record(raw: str | bytes | None) -> ItemRecord | None:
     data = json.loads(raw)
     return ItemRecord(version=data.get("v", ""), sha256=data.get("sha256", ""), hub_id=data.get("hub_id", ""),
                       held=data.get("held", ""), location=data.get("loc", ""))
+
+
+#: The status field counting a scope's failed runs since its last successful one.
+FAILURES_IN_A_ROW = "failures_in_a_row"
 
 
 def metric_field(name: str, labels: Mapping[str, str] | None = None) -> str:
@@ -319,13 +324,14 @@ class StateStore:
         self.record_many(connector, [(scope, source_id, record, outcome, size)], recent=[recent] if recent else ())
 
     def record_many(self, connector: str, records: list[tuple[str, str, ItemRecord, str, int]], *,
-                    cursor: tuple[str, Any] | None = None, recent: Sequence[RecentDocument] = ()) -> None:
+                    cursor: tuple[str, Any] | None = None, recent: Sequence[RecentDocument] = (),
+                    buffered: Increments | None = None) -> None:
         """``record_ingested`` for a batch of (scope, source_id, record, outcome, size), in one round
         trip; with ``cursor`` = (scope, value), that scope's cursor is set in the same transaction, so
         the records and the cursor that passes them are written together or not at all. ``recent``:
-        the batch's lines for the recent-documents record and the day's totals (base/recent.py),
-        written in the same transaction."""
-        if not records and cursor is None and not recent:
+        the batch's lines for the recent-documents record and the day's totals (base/recent.py), and
+        ``buffered`` metric increments (base/metric_buffer.py), written in the same transaction."""
+        if not records and cursor is None and not recent and not buffered:
             return
         pipe = self.redis.pipeline(transaction=True)
         counters = self.keys.counters()
@@ -348,6 +354,8 @@ class StateStore:
         if cursor is not None:
             pipe.set(self.keys.cursor(connector, cursor[0]), _cursor_json(cursor[1]))
         recent_record.write(pipe, self.keys, recent)
+        if buffered:
+            buffered.add_to(pipe, counters, self.keys.histograms())
         pipe.execute()
 
     def forget_item(self, connector: str, scope: str, source_id: str, *, recent: RecentDocument | None = None) -> None:
@@ -645,6 +653,35 @@ class StateStore:
 
     def set_gauge(self, name: str, labels: Mapping[str, str] | None, value: float) -> None:
         self.redis.hset(self.keys.gauges(), metric_field(name, labels), value)
+
+    def add_increments(self, increments: Increments) -> None:
+        """Writes drained metric increments (base/metric_buffer.py) in one round trip."""
+        if increments:
+            pipe = self.redis.pipeline(transaction=False)
+            increments.add_to(pipe, self.keys.counters(), self.keys.histograms())
+            pipe.execute()
+
+    def record_run_metrics(self, connector: str, scope: str, *, state: str, failed: bool | None,
+                           increments: Increments) -> None:
+        """A run's counters in one round trip: ``kmrl_runs_total`` for its ``state``, ``increments``
+        (its duration and what its buffer still held), and the scope's ``failures_in_a_row`` status
+        field: one more when ``failed``, 0 when it succeeded (False), unchanged when None (locked,
+        throttled, paused: neither)."""
+        pipe = self.redis.pipeline(transaction=False)
+        runs = metric_field("kmrl_runs_total", {"source": connector, "state": state})
+        pipe.hincrbyfloat(self.keys.counters(), runs, 1)
+        increments.add_to(pipe, self.keys.counters(), self.keys.histograms())
+        if failed is not None:
+            status = self.keys.status(connector, scope)
+            if failed:
+                pipe.hincrby(status, FAILURES_IN_A_ROW, 1)
+            else:
+                pipe.hset(status, FAILURES_IN_A_ROW, 0)
+        pipe.execute()
+
+    def histograms(self) -> dict[str, float]:
+        """The histograms hash as ``{field: value}`` (base/metric_buffer.py has the field format)."""
+        return {str(k): float(v) for k, v in self.redis.hgetall(self.keys.histograms()).items()}
 
     def metrics(self) -> tuple[dict[str, float], dict[str, float]]:
         """(counters, gauges) as ``{field: value}``; see ``metric_field`` for the field format."""

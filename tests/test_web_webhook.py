@@ -13,6 +13,7 @@ import redis
 import redis.retry
 from flask import Flask
 
+from base.state import StateStore
 from config.settings import Settings
 from connectors.whatsapp_inbox import InboundMedia, Inbox
 from sandbox.servers import free_port
@@ -27,6 +28,7 @@ from sandbox.whatsapp import (
 from tests.conftest import make_settings
 from utils.errors import ConfigError
 from web.app import REDIS_RETRIES, create_internal_app, create_public_app, redis_for_web
+from web.metric_flush import WebMetrics
 from web.webhook import WebhookConfig, signature_matches, whatsapp_blueprint
 
 APP_SECRET = "test-app-secret-7f3a"
@@ -354,7 +356,7 @@ def test_a_replay_after_the_dedup_key_expired_is_refused(tmp_path, redis_url, re
     inbox = Inbox.for_prefix(redis_client)
     config = WebhookConfig(app_secret=APP_SECRET, clock=lambda: clock[0])
     app = Flask("replay")
-    app.register_blueprint(whatsapp_blueprint(config, inbox))
+    app.register_blueprint(whatsapp_blueprint(config, inbox, metrics=WebMetrics(StateStore(redis_client))))
     message = sim.message("document", sim.add_media(), timestamp=int(clock[0]))
     body = meta_body(sim.notification([message]))
     assert post(app.test_client(), body).status_code == 200

@@ -26,6 +26,7 @@ from connectors.service import Service
 from utils.logging import configure_logging, register_secret
 from web.health import HEALTH_ENDPOINTS, health_blueprint
 from web.listeners import ListenerDispatch, Listeners
+from web.metric_flush import WebMetrics
 from web.metrics import metrics_blueprint
 from web.operator import OperatorAccess, install_operator_access
 from web.status_page import PAGE_ENDPOINTS, status_blueprint
@@ -105,7 +106,8 @@ def _public_blueprints(service: Service) -> list[Blueprint]:
     webhook = WebhookConfig.from_settings(service.settings)
     register_secret(webhook.app_secret, webhook.verify_token)
     inbox_sync = whatsapp_inbox_request(service)
-    return [whatsapp_blueprint(webhook, service.inbox, on_queued=inbox_sync.poke if inbox_sync else None)]
+    return [whatsapp_blueprint(webhook, service.inbox, metrics=WebMetrics(service.state),
+                               on_queued=inbox_sync.poke if inbox_sync else None)]
 
 
 def _internal_blueprints(service: Service) -> list[Blueprint]:

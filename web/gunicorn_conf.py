@@ -61,3 +61,10 @@ def when_ready(server: Any) -> None:
         if not is_loopback(_listeners.internal_host):
             server.log.info("the internal listener binds %s, not loopback: keep its port off the internet",
                             _listeners.internal_host)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Writes the worker's buffered metrics (web/metric_flush.py) before it goes, in the worker."""
+    from web.metric_flush import flush_all  # imported here: the arbiter itself never records any
+
+    flush_all()

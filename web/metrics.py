@@ -3,9 +3,11 @@
 Served on the internal listener only, behind OPERATOR_TOKEN (web/listeners.py, web/operator.py).
 
 Workers add to counters and set gauges in the state store (``StateStore.incr_metric`` /
-``set_gauge``), so one scrape of any web process shows the whole fleet. A few series are computed
-at scrape time from live state so they never go stale: lag since each scope's last success, the
-dead-letter backlog per source, and each scope's last run duration.
+``set_gauge``), and add histogram observations to its histograms hash (base/metric_buffer.py), so
+one scrape of any web process shows the whole fleet. A few series are computed at scrape time from
+live state so they never go stale: lag since each scope's last success, each scope's state and
+failed runs in a row, the dead-letter backlog per source, each scope's last run duration, each
+source's sync interval (from the settings, as beat reads them) and the build.
 
 Every family gets one ``# HELP`` and one ``# TYPE`` line followed by all its samples; label values
 are escaped as the format requires.
@@ -13,18 +15,26 @@ are escaped as the format requires.
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
+import platform
 import re
 import time
+import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 
 import redis
 from flask import Blueprint, Response
 
-from base.state import HELD, StateStore
+from base.metric_buffer import BUCKETS, DOCUMENTS_CLASSIFIED, HUB_UPLOAD, RUN_DURATION, WEBHOOK_REQUEST, le_text
+from base.state import FAILURES_IN_A_ROW, HELD, StateStore
 from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings
+from connectors import registry
+from utils.errors import ConfigError
 from utils.logging import get_logger
+from web.metric_flush import flush_all
 
 log = get_logger(__name__)
 
@@ -50,9 +60,25 @@ FAMILIES: dict[str, tuple[str, str]] = {
                                      "or drop), by source."),
     "kmrl_source_healthy": ("gauge", "1 when the last health check found the source healthy, else 0."),
     "kmrl_health_checked_timestamp_seconds": ("gauge", "Unix time of the last health check."),
+    DOCUMENTS_CLASSIFIED: ("counter", "New documents by source, detected language and classified department."),
+    "kmrl_webhook_rejected_total": ("counter", "Webhook requests refused, by webhook and reason (signature_missing, "
+                                               "signature_mismatch, body_too_large, malformed)."),
+    "kmrl_whatsapp_webhook_messages_total": ("counter", "WhatsApp media messages by outcome (queued, duplicate, "
+                                                        "expired, bad_timestamp)."),
+    RUN_DURATION: ("histogram", "Duration of scope runs, by source, in seconds."),
+    HUB_UPLOAD: ("histogram", "Latency of one upload to the Hub (or the outbox), by source, in seconds."),
+    WEBHOOK_REQUEST: ("histogram", "Latency of one webhook request, from the view to its answer, in seconds."),
+    "kmrl_scope_state": ("gauge", "1 for each scope's current state (ok, partial, throttled, error, auth_failed, "
+                                  "...)."),
+    "kmrl_scope_failures_in_a_row": ("gauge", "Failed runs of each scope since its last successful one."),
+    "kmrl_sync_interval_seconds": ("gauge", "Seconds between two sync ticks of each source (its beat schedule)."),
+    "kmrl_build_info": ("gauge", "Always 1; the labels say which version runs on which Python."),
+    "kmrl_watcher_connected": ("gauge", "1 while a push watcher (IMAP IDLE, Graph subscription) is connected, "
+                                        "else 0, by watcher."),
 }
 #: Families computed from live state at scrape time (stored samples of these names are ignored).
-_LIVE = {"kmrl_lag_seconds", "kmrl_last_run_seconds", "kmrl_dead_letters", "kmrl_held_documents"}
+_LIVE = {"kmrl_lag_seconds", "kmrl_last_run_seconds", "kmrl_dead_letters", "kmrl_held_documents", "kmrl_scope_state",
+         "kmrl_scope_failures_in_a_row", "kmrl_sync_interval_seconds", "kmrl_build_info"}
 _LABEL_SPLIT = re.compile(r",(?=[a-zA-Z_][a-zA-Z0-9_]*=)")
 _NAME_OK = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
@@ -95,6 +121,8 @@ class Exposition:
     def __init__(self) -> None:
         self._samples: dict[str, dict[Labels, float]] = {}
         self._types: dict[str, str] = {}
+        #: histogram name -> labels (no ``le``) -> ({le text: count in that bucket alone}, sum).
+        self._histograms: dict[str, dict[Labels, tuple[dict[str, float], float]]] = {}
 
     def add(self, name: str, labels: Labels, value: float) -> None:
         if not _NAME_OK.match(name):
@@ -109,13 +137,55 @@ class Exposition:
                 self.add(name, labels, value)
                 self._types.setdefault(name, kind)
 
+    def add_histograms(self, fields: Mapping[str, float]) -> None:
+        """Adds stored histogram fields (``name_bucket|le=..`` per-bucket counts and ``name_sum|..``);
+        fields of names not in ``BUCKETS`` are skipped."""
+        for field, value in fields.items():
+            stored, labels = parse_field(field)
+            base, _, part = stored.rpartition("_")
+            if base not in BUCKETS or part not in ("bucket", "sum"):
+                continue
+            le = dict(labels).get("le", "")
+            key = tuple(sorted((k, v) for k, v in labels if k != "le"))
+            buckets, total = self._histograms.setdefault(base, {}).get(key, ({}, 0.0))
+            if part == "bucket":
+                buckets[le] = buckets.get(le, 0.0) + value
+            else:
+                total += value
+            self._histograms[base][key] = (buckets, total)
+
+    def _histogram_lines(self, name: str) -> list[str]:
+        """Cumulative ``_bucket`` samples (every configured bound, then any other stored one, then
+        ``+Inf``), ``_sum`` and ``_count``, per label set."""
+        lines: list[str] = []
+        for labels, (buckets, total) in sorted(self._histograms[name].items()):
+            bounds = {le_text(b): b for b in BUCKETS[name]}
+            for le in buckets:
+                if le != "+Inf" and le not in bounds:
+                    try:
+                        bounds[le] = float(le)  # a bound since removed from BUCKETS: still counted
+                    except ValueError:
+                        continue
+            running = 0.0
+            for le in sorted(bounds, key=bounds.__getitem__):
+                running += buckets.get(le, 0.0)
+                lines.append(_sample(f"{name}_bucket", tuple(sorted((*labels, ("le", le)))), running))
+            running += buckets.get("+Inf", 0.0)
+            lines.append(_sample(f"{name}_bucket", tuple(sorted((*labels, ("le", "+Inf")))), running))
+            lines.append(_sample(f"{name}_sum", labels, total))
+            lines.append(_sample(f"{name}_count", labels, running))
+        return lines
+
     def render(self) -> str:
         lines: list[str] = []
-        for name in sorted(self._samples):
+        for name in sorted({*self._samples, *self._histograms}):
             kind, help_text = FAMILIES.get(name, (self._types.get(name, "untyped"), f"{name} (no description)"))
             lines.append(f"# HELP {name} {help_text.replace(chr(92), chr(92) * 2).replace(chr(10), ' ')}")
             lines.append(f"# TYPE {name} {kind}")
-            lines.extend(_sample(name, labels, value) for labels, value in sorted(self._samples[name].items()))
+            if name in self._histograms:
+                lines.extend(self._histogram_lines(name))
+            else:
+                lines.extend(_sample(name, labels, value) for labels, value in sorted(self._samples[name].items()))
         return "\n".join(lines) + "\n"
 
 
@@ -129,6 +199,9 @@ def _live_samples(state: StateStore, exposition: Exposition, now: float) -> None
             exposition.add("kmrl_lag_seconds", labels, max(0.0, now - last_success))
         if status.get("last_run_seconds"):
             exposition.add("kmrl_last_run_seconds", labels, float(status["last_run_seconds"]))
+        if status.get("state"):
+            exposition.add("kmrl_scope_state", (*labels, ("state", status["state"])), 1.0)
+        exposition.add("kmrl_scope_failures_in_a_row", labels, float(status.get(FAILURES_IN_A_ROW) or 0))
     sources.update(state.dead_letter_sources())
     # Every source that ever ran gets a sample, 0 included, so an alert can tell "none" from "unknown".
     for source in sorted(sources):
@@ -140,14 +213,47 @@ def _live_samples(state: StateStore, exposition: Exposition, now: float) -> None
         exposition.add("kmrl_held_documents", (("source", source),), float(waiting[source]))
 
 
-def render_metrics(state: StateStore, *, now: float | None = None) -> str:
-    """The whole exposition for the state in ``state`` (counters, gauges and live series)."""
+def _schedule_samples(settings: Settings, exposition: Exposition) -> None:
+    for source in registry.SOURCES.values():
+        try:
+            minutes = source.interval_minutes(settings)
+        except ConfigError as exc:  # beat refuses to start with it; the scrape goes on without the series
+            log.warning("metrics_interval_unreadable", source=source.name, error=str(exc))
+            continue
+        if minutes:
+            exposition.add("kmrl_sync_interval_seconds", (("source", source.name),), minutes * 60.0)
+
+
+def build_version() -> str:
+    """The installed distribution's version, else pyproject.toml's beside the code, else ``unknown``."""
+    try:
+        return importlib.metadata.version("kmrl-connectors")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as handle:
+            return str(tomllib.load(handle)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
+
+
+#: ``kmrl_build_info``'s labels, read once per process.
+BUILD_LABELS: Labels = (("python", platform.python_version()), ("version", build_version()))
+
+
+def render_metrics(state: StateStore, *, now: float | None = None, settings: Settings | None = None) -> str:
+    """The whole exposition for the state in ``state`` (counters, gauges, histograms and live series);
+    with ``settings``, each source's sync interval too."""
     now = time.time() if now is None else now
     counters, gauges = state.metrics()
     exposition = Exposition()
     exposition.add_stored(counters, "counter")
     exposition.add_stored(gauges, "gauge")
+    exposition.add_histograms(state.histograms())
     _live_samples(state, exposition, now)
+    if settings is not None:
+        _schedule_samples(settings, exposition)
+    exposition.add("kmrl_build_info", BUILD_LABELS, 1.0)
     return exposition.render()
 
 
@@ -167,7 +273,8 @@ def metrics_blueprint(settings: Settings, state: StateStore | None = None) -> Bl
     @bp.get("/metrics")
     def metrics() -> Response:
         try:
-            body = render_metrics(store)
+            flush_all()  # this process's own webhook metrics, written now rather than in a few seconds
+            body = render_metrics(store, settings=settings)
         except redis.RedisError as exc:
             log.warning("metrics_unavailable", dependency="redis", error=type(exc).__name__)
             return Response("# redis unreachable\n", status=503, content_type=CONTENT_TYPE)

@@ -32,12 +32,14 @@ from dataclasses import dataclass, field
 import redis
 from flask import Blueprint, Response, request
 
+from base.metric_buffer import WEBHOOK_REQUEST
 from base.state import metric_field
 from config.settings import Settings
 from connectors.whatsapp_inbox import WEBHOOK_METRIC, InboundMedia, Inbox, NotANotification, media_in_notification
 from utils.errors import ConfigError
 from utils.logging import get_logger
 from web.group_commit import AppendFailed, GroupCommit
+from web.metric_flush import WebMetrics
 
 log = get_logger(__name__)
 
@@ -54,6 +56,14 @@ OUTCOME_BAD_TIMESTAMP = "bad_timestamp"
 #: The signature header and its scheme prefix.
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 SIGNATURE_PREFIX = "sha256="
+#: Counter of requests answered with a refusal, by webhook and reason (a forged or broken request).
+REJECTED_METRIC = "kmrl_webhook_rejected_total"
+#: Its reasons; the two signature reasons exist from the start (at 0) so an alert sees the first one.
+REJECTED_SIGNATURE_MISSING = "signature_missing"
+REJECTED_SIGNATURE_MISMATCH = "signature_mismatch"
+REJECTED_BODY_TOO_LARGE = "body_too_large"
+REJECTED_MALFORMED = "malformed"
+_WEBHOOK = {"webhook": "whatsapp"}
 _SIGNATURE_PREFIX_BYTES = SIGNATURE_PREFIX.encode("ascii")
 
 
@@ -123,9 +133,11 @@ def signature_matches(app_secret: str | bytes, body: bytes, header: str | None) 
     return hmac.compare_digest(expected, header.strip().lower().encode("utf-8", "replace"))
 
 
-def whatsapp_blueprint(config: WebhookConfig, inbox: Inbox, *,
+def whatsapp_blueprint(config: WebhookConfig, inbox: Inbox, *, metrics: WebMetrics,
                        on_queued: Callable[[], None] | None = None) -> Blueprint:
-    """The ``/webhooks/whatsapp`` routes, bound to ``config`` and ``inbox``.
+    """The ``/webhooks/whatsapp`` routes, bound to ``config`` and ``inbox``; each POST's latency goes
+    to ``metrics`` as ``kmrl_webhook_request_seconds{webhook="whatsapp"}``, each refused one to
+    ``kmrl_webhook_rejected_total{webhook="whatsapp",reason=...}`` (written in the background).
 
     on_queued: called (by the group commit's leader, once per append that queued something new) so
     that the inbox is synced now rather than at the next tick; it must not block (a poke).
@@ -141,6 +153,10 @@ def whatsapp_blueprint(config: WebhookConfig, inbox: Inbox, *,
 
     queue = GroupCommit(append_and_poke)
     app_key = config.app_secret.encode("utf-8")
+    rejected_labels = {reason: {**_WEBHOOK, "reason": reason} for reason in (
+        REJECTED_SIGNATURE_MISSING, REJECTED_SIGNATURE_MISMATCH, REJECTED_BODY_TOO_LARGE, REJECTED_MALFORMED)}
+    for reason in (REJECTED_SIGNATURE_MISSING, REJECTED_SIGNATURE_MISMATCH):
+        metrics.count(REJECTED_METRIC, rejected_labels[reason], 0)
 
     def admissible(messages: Sequence[InboundMedia]) -> list[InboundMedia]:
         now = config.clock()
@@ -186,6 +202,13 @@ def whatsapp_blueprint(config: WebhookConfig, inbox: Inbox, *,
 
     @bp.post("/webhooks/whatsapp")
     def receive() -> Response:
+        started = time.perf_counter()
+        response = handle()
+        # In process only (base/metric_buffer.py): this request pays no Redis call for its metrics.
+        metrics.observe(WEBHOOK_REQUEST, _WEBHOOK, time.perf_counter() - started)
+        return response
+
+    def handle() -> Response:
         if not config.app_secret:
             return Response("not configured", status=503, mimetype="text/plain")
         # Werkzeug answers 413 before reading when Content-Length is too large. A chunked body is
@@ -194,16 +217,20 @@ def whatsapp_blueprint(config: WebhookConfig, inbox: Inbox, *,
         body = request.get_data(cache=False)
         if len(body) > config.max_body_bytes:
             log.warning("whatsapp_webhook_rejected", reason="body too large", limit=config.max_body_bytes)
+            metrics.count(REJECTED_METRIC, rejected_labels[REJECTED_BODY_TOO_LARGE])
             return Response("body too large", status=413, mimetype="text/plain")
         signature = request.headers.get(SIGNATURE_HEADER)
         if not signature_matches(app_key, body, signature):
             log.warning("whatsapp_webhook_rejected", reason="signature missing" if not signature
                         else "signature mismatch", bytes=len(body), remote=request.remote_addr)
+            metrics.count(REJECTED_METRIC, rejected_labels[REJECTED_SIGNATURE_MISMATCH if signature
+                                                           else REJECTED_SIGNATURE_MISSING])
             return Response("forbidden", status=403, mimetype="text/plain")
         try:
             messages = media_in_notification(json.loads(body))
         except (ValueError, RecursionError, NotANotification) as exc:
             log.warning("whatsapp_webhook_malformed", error=type(exc).__name__, bytes=len(body))
+            metrics.count(REJECTED_METRIC, rejected_labels[REJECTED_MALFORMED])
             return Response("malformed notification", status=400, mimetype="text/plain")
         if messages:
             messages = admissible(messages)
