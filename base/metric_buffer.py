@@ -33,7 +33,7 @@ DOCUMENTS_CLASSIFIED = "kmrl_documents_classified_total"
 
 #: Upper bounds of each histogram's buckets (``+Inf`` is implied); seconds.
 BUCKETS: Mapping[str, tuple[float, ...]] = {
-    RUN_DURATION: (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0),
+    RUN_DURATION: (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0),
     HUB_UPLOAD: (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
     WEBHOOK_REQUEST: (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 }

@@ -5,7 +5,9 @@
 # Debian packages the service and the tests use when they are missing: redis-server, dovecot-imapd,
 # isync, wrk; poppler-utils and Tesseract with its Malayalam and English models (text extraction and
 # OCR); pango-view and Malayalam fonts (tests render real Malayalam into PDFs and images); chromium and
-# chromium-driver (the status page is tested in a headless browser).
+# chromium-driver (the status page is tested in a headless browser); promtool (from the prometheus
+# package: tests check the alert rules in deploy/prometheus), without starting the Prometheus server
+# it comes with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,13 +27,31 @@ fc-list :lang=ml 2>/dev/null | grep -q . || want_debs+=(fonts-smc-manjari fonts-
 # A headless browser for the status page's test (tests/test_status_page.py drives it through chromedriver).
 command -v chromium >/dev/null 2>&1 || want_debs+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || want_debs+=(chromium-driver)
-if [ "${#want_debs[@]}" -gt 0 ]; then
+want_promtool=0
+command -v promtool >/dev/null 2>&1 || want_promtool=1
+if [ "${#want_debs[@]}" -gt 0 ] || [ "$want_promtool" = 1 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    echo "bootstrap: installing Debian packages: ${want_debs[*]}"
+    echo "bootstrap: installing Debian packages: ${want_debs[*]}$([ "$want_promtool" = 1 ] && echo " prometheus")"
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${want_debs[@]}" >/dev/null
+    if [ "${#want_debs[@]}" -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${want_debs[@]}" >/dev/null
+    fi
+    if [ "$want_promtool" = 1 ]; then
+      # Only promtool is wanted: no node exporter (a recommendation), and no server started by the
+      # package's scripts (a policy-rc.d that refuses, unless one is there already; the unit disabled).
+      made_policy=0
+      if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy=1
+      fi
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+      [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+      if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+      fi
+    fi
   else
-    echo "bootstrap: missing Debian packages (${want_debs[*]}); install them with apt-get as root" >&2
+    echo "bootstrap: missing Debian packages (${want_debs[*]}$([ "$want_promtool" = 1 ] && echo " prometheus"));" \
+      "install them with apt-get as root" >&2
   fi
 fi
 

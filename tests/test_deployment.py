@@ -164,10 +164,69 @@ def test_ports_entries_are_read_as_compose_reads_them(entry: Any, expected: tupl
     assert published(entry) == expected
 
 
-def test_no_other_service_publishes_a_port() -> None:
+def test_no_other_service_publishes_a_port_but_monitoring_on_loopback() -> None:
     for name, spec in compose()["services"].items():
-        if name != "web":
+        if name == "web":
+            continue
+        if spec.get("profiles") == ["monitoring"]:
+            for host_ip, _, _ in map(published, spec.get("ports", [])):
+                assert host_ip and ipaddress.ip_address(host_ip).is_loopback, (name, host_ip)
+        else:
             assert "ports" not in spec, name
+
+
+# -- the monitoring profile (deploy/; tests/test_monitoring.py checks the rules and the dashboard) ---------------
+
+MONITORING = ("prometheus", "grafana")
+
+
+def test_prometheus_and_grafana_start_only_with_the_monitoring_profile_and_get_no_env_file() -> None:
+    services = compose()["services"]
+    for name in MONITORING:
+        assert services[name]["profiles"] == ["monitoring"], name
+        assert "env_file" not in services[name], name  # .env holds every secret; each gets its one variable
+    assert set(services["prometheus"]["environment"]) == {"OPERATOR_TOKEN"}
+    assert all(not spec.get("profiles") for name, spec in services.items() if name not in MONITORING)
+    mounts = dict(volume.split(":")[:2] for volume in services["prometheus"]["volumes"])
+    assert mounts["./deploy/prometheus"] == "/etc/prometheus" and (ROOT / "deploy/prometheus/prometheus.yml").is_file()
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"][0]
+    assert [target for _, _, target in map(published, services["prometheus"]["ports"])] == ["9090"]
+
+
+def monitoring_script(name: str, moves: dict[str, str]) -> str:
+    """The shell script the service runs, as Compose hands it over, with ``moves`` of its paths applied."""
+    script = interpolated(service(name)["command"][0])
+    for old, new in moves.items():
+        assert old in script, old
+        script = script.replace(old, new)
+    return script
+
+
+def test_prometheus_gets_the_operator_token_where_its_config_reads_it(tmp_path: Path) -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    credentials = config["scrape_configs"][0]["authorization"]["credentials_file"]
+    token_file = tmp_path / "operator_token"
+    script = monitoring_script("prometheus", {credentials: str(token_file),
+                                              "exec /bin/prometheus": "exec echo started"})
+    token = "compose-operator-token-0b1e6f2a9c"
+    done = subprocess.run(["sh", "-c", script], env={"OPERATOR_TOKEN": token, "PATH": os.environ["PATH"]},
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0 and done.stdout.startswith("started"), done.stderr
+    assert token_file.read_text(encoding="utf-8") == token  # no newline: it is the whole credential
+    assert token_file.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("name, variable", [("prometheus", "OPERATOR_TOKEN"),
+                                            ("grafana", "GF_SECURITY_ADMIN_PASSWORD")])
+def test_a_monitoring_service_without_its_secret_stops_saying_which(tmp_path: Path, name: str,
+                                                                   variable: str) -> None:
+    moves = {"/prometheus/operator_token": str(tmp_path / "token")} if name == "prometheus" else {}
+    done = subprocess.run(["sh", "-c", monitoring_script(name, moves)],
+                          env={variable: "", "PATH": os.environ["PATH"]},
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2
+    assert ("OPERATOR_TOKEN" if name == "prometheus" else "GRAFANA_ADMIN_PASSWORD") in done.stderr
+    assert not (tmp_path / "token").exists()
 
 
 def test_the_web_command_binds_the_listeners_the_app_expects() -> None:
