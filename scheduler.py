@@ -55,6 +55,7 @@ from base.cleanup import (
 )
 from base.contract import HealthResult, ScopeState
 from base.health import HealthReport, source_health, store_report
+from base.metric_buffer import Increments
 from base.pool import shutdown_shared_pool
 from base.schema import migrate
 from base.state import StateStore
@@ -317,6 +318,8 @@ def _record_source_error(state: StateStore, source: str, exc: BaseException, *, 
     """Marks the source's scope-less status (``*``) the way the pipeline does for a failed connect."""
     state.update_status(source, "*", {"state": state_name, "last_error": mask_text(str(exc)),
                                       "last_run_end": time.time()})
+    # Counted like a failed run, so kmrl_scope_failures_in_a_row{scope="*"} alerts on a source refused tick after tick.
+    state.record_run_metrics(source, "*", state=state_name, failed=True, increments=Increments())
 
 
 def scope_cache_seconds(settings: Settings) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import tomllib
@@ -24,6 +25,7 @@ from sandbox.servers import ServerThread
 from sandbox.stack import RedisLayout, Stack
 from sandbox.whatsapp import meta_body
 from tests.conftest import flushed_db_url, skip_or_fail
+from tests.readme_commands import readme_command
 from web.app import create_internal_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +67,16 @@ def promtool() -> str:
 
 
 def run_promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool(), *map(str, args)], capture_output=True, text=True, timeout=120, check=False)
+    """promtool with ``args``, run from the checkout's root (where README's commands run)."""
+    return subprocess.run([promtool(), *map(str, args)], capture_output=True, text=True, timeout=120, check=False,
+                          cwd=ROOT)
+
+
+def readme_promtool(prefix: str) -> subprocess.CompletedProcess[str]:
+    """The README's promtool command that starts with ``prefix``, as written."""
+    program, *args = shlex.split(readme_command(prefix))
+    assert program == "promtool"
+    return run_promtool(*args)
 
 
 def metric_names(expr: str) -> set[str]:
@@ -126,7 +137,7 @@ def test_metric_names_are_read_from_promql_without_functions_labels_or_ranges():
 
 
 def test_the_alert_rules_pass_promtool_check():
-    result = run_promtool("check", "rules", RULES)
+    result = readme_promtool("promtool check rules")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rule_exprs())} rules found" in result.stdout
 
@@ -140,7 +151,7 @@ def test_the_alert_rules_cover_what_operators_are_alerted_to():
 
 
 def test_the_alert_rules_pass_their_unit_tests():
-    result = run_promtool("test", "rules", RULES_TEST)
+    result = readme_promtool("promtool test rules")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 

@@ -52,6 +52,7 @@ EXERCISED_BY: list[tuple[str, str, str]] = [
     # The same request, with the operator token, to the internal listener on loopback.
     (r'curl -X POST -H "Authorization: Bearer \$OPERATOR_TOKEN" https://\S+/sync/maximo/', "tests/test_freshness.py",
      'f"{internal.url}/sync/maximo/MUTTOM", headers=bearer'),
+    (r"promtool (check|test) rules deploy/prometheus/", "tests/test_monitoring.py", 'readme_promtool("promtool'),
 ]
 
 

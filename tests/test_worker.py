@@ -153,6 +153,9 @@ def test_refused_credentials_and_throttling_are_recorded_and_not_retried(use):
     time.sleep(2.5)  # a first retry would have come within about a second
     assert counter(state, "fakeauth", "connects") == 1
     assert counter(state, "fakeflaky", "connects") == 1  # the next tick is the retry
+    # A refusal counts as a failed run (kmrl_scope_failures_in_a_row); a pause does not.
+    assert state.get_status("fakeauth", "*")["failures_in_a_row"] == "1"
+    assert "failures_in_a_row" not in state.get_status("fakeflaky", "*")
 
 
 def test_settings_that_cannot_build_a_connector_are_a_config_error_not_retried(use):
@@ -163,6 +166,8 @@ def test_settings_that_cannot_build_a_connector_are_a_config_error_not_retried(u
     scheduler.tick.delay("fake")
     time.sleep(1.5)
     assert counter(state, "fake", "connects") == 0
+    # The run and the tick each failed: the alert on failed runs in a row counts both.
+    assert state.get_status("fake", "*")["failures_in_a_row"] == "2"
 
 
 def test_a_transient_failure_is_retried_with_backoff_until_it_succeeds(use):
