@@ -146,8 +146,8 @@ def test_the_alert_rules_cover_what_operators_are_alerted_to():
     exprs = rule_exprs()
     assert set(exprs) == {"KmrlScopeFailing", "KmrlScopeLagging", "KmrlDeadLettersGrowing",
                           "KmrlWebhookSignatureFailures", "KmrlWatcherDisconnected", "KmrlMetricsDown"}
-    assert "kmrl_scope_failures_in_a_row >= 3" in exprs["KmrlScopeFailing"]
-    assert "2 * kmrl_sync_interval_seconds" in exprs["KmrlScopeLagging"]
+    assert "(kmrl_scope_failures_in_a_row) >= 3" in exprs["KmrlScopeFailing"]
+    assert "2 * max by (source) (kmrl_sync_interval_seconds)" in exprs["KmrlScopeLagging"]
 
 
 def test_the_alert_rules_pass_their_unit_tests():
@@ -161,11 +161,11 @@ def test_the_unit_tests_catch_a_weakened_rule(tmp_path: Path):
     for name in (RULES.name, RULES_TEST.name):
         shutil.copy(RULES.parent / name, tmp_path / name)
     weakened = RULES.read_text(encoding="utf-8")
-    for old, new in (("kmrl_scope_failures_in_a_row >= 3", "kmrl_scope_failures_in_a_row >= 4"),
-                     ("2 * kmrl_sync_interval_seconds", "3 * kmrl_sync_interval_seconds"),
-                     ("delta(kmrl_dead_letters[1h]) > 0", "delta(kmrl_dead_letters[1h]) > 2"),
+    for old, new in (("(kmrl_scope_failures_in_a_row) >= 3", "(kmrl_scope_failures_in_a_row) >= 4"),
+                     ("2 * max by (source) (kmrl_sync", "3 * max by (source) (kmrl_sync"),
+                     ("(delta(kmrl_dead_letters[1h])) > 0", "(delta(kmrl_dead_letters[1h])) > 2"),
                      ("\n          > 5", "\n          > 50"),
-                     ("kmrl_watcher_connected == 0", "kmrl_watcher_connected < 0"),
+                     ("(kmrl_watcher_connected) == 0", "(kmrl_watcher_connected) < 0"),
                      ('up{job="kmrl-connectors"} == 0', 'up{job="kmrl-connectors"} < 0')):
         assert old in weakened, old
         weakened = weakened.replace(old, new)
@@ -178,8 +178,8 @@ def test_the_unit_tests_catch_a_weakened_rule(tmp_path: Path):
 
 def test_promtool_check_refuses_a_rule_that_is_not_promql(tmp_path: Path):
     broken = tmp_path / "alerts.yml"
-    broken.write_text(RULES.read_text(encoding="utf-8").replace("kmrl_scope_failures_in_a_row >= 3",
-                                                                "kmrl_scope_failures_in_a_row >= "), encoding="utf-8")
+    broken.write_text(RULES.read_text(encoding="utf-8").replace("(kmrl_scope_failures_in_a_row) >= 3",
+                                                                "(kmrl_scope_failures_in_a_row) >= "), encoding="utf-8")
     result = run_promtool("check", "rules", broken)
     assert result.returncode != 0 and "KmrlScopeFailing" not in result.stdout.split("FAILED")[0]
 
