@@ -27,6 +27,7 @@ from connectors.whatsapp_inbox import InboundMedia
 from sandbox.servers import ServerThread, free_port
 from sandbox.whatsapp import WebhookSender, WhatsAppCloudSimulator, meta_body, signature
 from tests.conftest import STATE_DB, make_settings, server_url
+from web.metric_flush import FLUSH_SECONDS
 
 APP_SECRET = "gunicorn-app-secret-41aa"
 VERIFY_TOKEN = "gunicorn-verify-token-93be"
@@ -123,6 +124,32 @@ def test_metrics_need_the_operator_token_and_are_not_on_the_public_listener(serv
     scraped = requests.get(served.internal + "/metrics", headers=bearer)
     assert scraped.status_code == 200
     assert 'kmrl_documents_total{outcome="new",source="email"} 3.0' in scraped.text
+
+
+def webhook_requests_counted(internal: str) -> float:
+    """kmrl_webhook_request_seconds_count in a scrape (0 when absent)."""
+    text = requests.get(internal + "/metrics", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}, timeout=10).text
+    found = re.search(r'^kmrl_webhook_request_seconds_count\{webhook="whatsapp"\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_webhook_latency_of_every_worker_adds_up_in_one_scrape(served: Gunicorn, sender: WebhookSender,
+                                                               sim: WhatsAppCloudSimulator) -> None:
+    """Each worker keeps its requests' latencies in memory and writes them every FLUSH_SECONDS; a
+    scrape writes its own worker's at once. Within one period every request is counted, whichever
+    worker served it (the scrape may reach the other one)."""
+    time.sleep(FLUSH_SECONDS + 0.5)  # what earlier tests left in the workers' buffers is written by now
+    before = webhook_requests_counted(served.internal)
+    bodies = [meta_body(sim.notification([sim.message("document", sim.add_media())])) for _ in range(24)]
+    with ThreadPoolExecutor(max_workers=8) as pool:  # concurrent: both workers take requests
+        statuses = list(pool.map(lambda body: requests.post(sender.url, data=body, timeout=10, headers={
+            "X-Hub-Signature-256": signature(APP_SECRET, body)}).status_code, bodies))
+    assert statuses == [200] * len(bodies)
+    deadline = time.monotonic() + FLUSH_SECONDS * 2 + 2
+    while (counted := webhook_requests_counted(served.internal)) < before + len(bodies):
+        assert time.monotonic() < deadline, f"{counted - before} of {len(bodies)} requests counted"
+        time.sleep(0.25)
+    assert counted == before + len(bodies)
 
 
 def test_a_login_holds_across_both_workers(served: Gunicorn) -> None:
