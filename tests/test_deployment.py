@@ -358,7 +358,7 @@ def test_every_module_of_the_installed_wheel_imports_without_sandbox_or_tests(in
 def test_the_installed_console_script_runs_without_a_checkout(installed: Path, tmp_path: Path) -> None:
     result = subprocess.run([str(installed / "kmrl-connectors"), "--help"], **outside_the_checkout(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert re.search(r"usage: kmrl-connectors .*\{sync,reprocess,status,check,deadletter,[a-z,]*probe\}",
+    assert re.search(r"usage: kmrl-connectors .*\{sync,reprocess,status,[a-z,]*probe\}",
                      result.stdout, re.S)
 
 
