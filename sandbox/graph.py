@@ -14,7 +14,9 @@ Tests drive it through ``GraphSimulator``: ``store`` (sites, drives, files; muta
 delta feed), ``inject`` (429/503/... for the next requests of one kind), ``revoke_tokens``,
 ``expire_download_urls``, ``expire_delta_tokens`` and ``counts`` (requests per kind:
 ``discovery``, ``token``, ``site``, ``drives``, ``drive``, ``item``, ``delta``, ``content``,
-``download``). Facts: ../shared/reference/api-contracts.md part A.
+``download``, ``subscriptions``). Facts: ../shared/reference/api-contracts.md part A.
+Change notifications (``/v1.0/subscriptions``, the validation handshake, deliveries over TLS,
+lifecycle events): ``sim.subscriptions`` (sandbox/graph_subscriptions.py).
 
 ``python -m sandbox.graph`` serves a demo tenant until interrupted and writes the matching
 SHAREPOINT_* settings to an env file.
@@ -50,6 +52,12 @@ from sandbox.graph_store import (
     Site,
     iter_content,
 )
+from sandbox.graph_subscriptions import (
+    DEFAULT_RETRY_DELAYS,
+    FILES_READWRITE_ALL,
+    VALIDATION_TIMEOUT,
+    SubscriptionService,
+)
 from sandbox.keepalive_server import KeepAliveServer
 from sandbox.tls import CertAuthority
 
@@ -67,6 +75,7 @@ DEFAULT_DELTA_PAGE_SIZE = 200  # items
 _GRAPH_PREFIX = "/v1.0/"
 _DOWNLOAD_PATH = "/_layouts/15/download.aspx"
 _ROUTES: list[tuple[str, re.Pattern[str]]] = [
+    ("subscriptions", re.compile(r"^/v1\.0/subscriptions(?:/(?P<subscription>[^/]+))?$")),
     ("discovery", re.compile(r"^/(?P<tenant>[^/]+)(?:/v2\.0)?/\.well-known/openid-configuration$")),
     ("token", re.compile(r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/token$")),
     ("site", re.compile(r"^/v1\.0/sites/(?P<host>[^/:]+):(?P<path>/.*?):?$")),
@@ -134,6 +143,11 @@ class GraphSimulator:
     repeat_across_pages: when True each delta page after the first starts with the previous
         page's last item again (Graph may repeat items; clients must take the last state).
     repeat_within_page: when True each delta page ends with its first item again.
+    roles: the application permissions of the app created at start (default Sites.Read.All;
+        subscriptions also need Files.ReadWrite.All).
+    notify_ca_file: the CA bundle subscribers' certificates are verified against (True: the system's).
+    notify_retry_delays: seconds between tries of an undelivered notification (Graph's: about 4 hours).
+    validation_timeout: seconds a subscriber has to answer the validation request (10, as Graph).
     """
 
     def __init__(
@@ -149,13 +163,21 @@ class GraphSimulator:
         expired_download_status: int = 401,
         repeat_across_pages: bool = False,
         repeat_within_page: bool = False,
+        roles: tuple[str, ...] = (SITES_READ_ALL,),
+        notify_ca_file: str | bool = True,
+        notify_retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS,
+        validation_timeout: float = VALIDATION_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = GraphStore(hostname)
         self.apps: dict[str, App] = {}
         self.tenants: set[str] = set()
         self.client_secret = client_secret or secrets.token_urlsafe(24)
-        self.add_app(client_id, self.client_secret, tenant_id=tenant_id)
+        self.add_app(client_id, self.client_secret, tenant_id=tenant_id, roles=roles)
+        #: Change notifications: ``/v1.0/subscriptions`` and the deliveries to subscribers.
+        self.subscriptions = SubscriptionService(self.store, tenant_id=tenant_id, ca_file=notify_ca_file,
+                                                 retry_delays=notify_retry_delays,
+                                                 validation_timeout=validation_timeout, clock=clock)
         self.tenant_id = tenant_id
         self.client_id = client_id
         self.token_lifetime = token_lifetime
@@ -227,6 +249,7 @@ class GraphSimulator:
         return self.server
 
     def stop(self) -> None:
+        self.subscriptions.stop()
         if self.server is not None:
             self.server.stop()
             self.server = None
@@ -294,6 +317,12 @@ class GraphSimulator:
             return self._token(request, match["tenant"])
         if kind == "download":
             return self._download(request)
+        if kind == "subscriptions":
+            denied = self._authorize(request, role=FILES_READWRITE_ALL)
+            if denied is not None:
+                return denied
+            return self.subscriptions.handle(request, match["subscription"],
+                                             application_id=self._client_of(request))
         if request.method != "GET":
             return _graph_error(405, "invalidRequest", "The simulator serves GET on Graph.")
         denied = self._authorize(request)
@@ -389,7 +418,13 @@ class GraphSimulator:
         return _json(200, {"token_type": "Bearer", "expires_in": self.token_lifetime,
                            "ext_expires_in": self.token_lifetime, "access_token": access_token})
 
-    def _authorize(self, request: Request) -> Response | None:
+    def _client_of(self, request: Request) -> str:
+        """The client id of the app whose (already authorized) token the request carries."""
+        with self._lock:
+            token = self._tokens.get(request.headers.get("Authorization", "")[7:].strip())
+        return token.client_id if token else ""
+
+    def _authorize(self, request: Request, *, role: str = SITES_READ_ALL) -> Response | None:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer ") or not header[7:].strip():
             return _graph_error(401, "InvalidAuthenticationToken", "Access token is empty.",
@@ -399,7 +434,9 @@ class GraphSimulator:
         if token is None or token.expires_at <= self.clock():
             return _graph_error(401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid.",
                                 headers={"WWW-Authenticate": 'Bearer realm="", error="invalid_token"'})
-        if SITES_READ_ALL not in token.roles:
+        if role not in token.roles:
+            if role != SITES_READ_ALL:
+                return _graph_error(403, "accessDenied", "The caller does not have permission to perform the action.")
             return _graph_error(403, "accessDenied", "Either scp or roles claim need to be present in the token.")
         return None
 

@@ -22,7 +22,7 @@ import mimetypes
 import secrets
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -283,6 +283,13 @@ class GraphStore:
         self.lock = threading.RLock()
         self.sites: dict[str, Site] = {}
         self.drives: dict[str, Drive] = {}
+        #: Called with a drive after each change to it (file put, rename, delete, new folder), store
+        #: lock held: the subscriptions of the simulator queue their notifications here.
+        self.listeners: list[Callable[[Drive], None]] = []
+
+    def _changed(self, drive: Drive) -> None:
+        for listener in list(self.listeners):
+            listener(drive)
 
     # -- sites and drives ---------------------------------------------------------------------
     def add_site(self, path: str, display_name: str | None = None) -> Site:
@@ -354,6 +361,7 @@ class GraphStore:
                 if found is None:
                     found = drive._new_item(name=part, parent_id=node.id, is_folder=True, by=by)
                     drive.touch(found, by=by, content_changed=False)
+                    self._changed(drive)
                 elif not found.is_folder:
                     raise ValueError(f"{part!r} in {path!r} is a file")
                 node = found
@@ -376,6 +384,7 @@ class GraphStore:
             item.hash_override = None
             item.mime_type = mime_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
             drive.touch(item, by=by, content_changed=True)
+            self._changed(drive)
             return item
 
     def rename(self, drive: Drive, path: str, new_name: str, *, by: str = "records@kmrl.co.in") -> DriveItem:
@@ -386,6 +395,7 @@ class GraphStore:
             item.name = new_name
             drive._relink(item)
             drive.touch(item, by=by, content_changed=False)
+            self._changed(drive)
             return item
 
     def move(self, drive: Drive, path: str, folder_path: str, *, by: str = "records@kmrl.co.in") -> DriveItem:
@@ -426,6 +436,7 @@ class GraphStore:
                 drive.touch(node, by=by, content_changed=False)
                 drive._unlink(node)
                 node.deleted = True
+            self._changed(drive)
             return gone
 
     def corrupt_hash(self, drive: Drive, path: str) -> DriveItem:
