@@ -74,7 +74,9 @@ from config.celery_config import (
 from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings
 from connectors import registry
+from connectors import sharepoint_subscriptions as graph_push
 from connectors.service import Service
+from connectors.sharepoint_connector import SharePointConnector
 from utils.errors import ConfigError, SpoolFullError, ThrottledError, TransientError
 from utils.logging import configure_logging, get_logger, mask_text
 from utils.tables import safe_url
@@ -133,6 +135,10 @@ def beat_schedule(settings: Settings,
         table["health-check"] = beat_entry("kmrl.health", every(health_minutes), health_minutes * 60)
     cleanup_at, period = daily_at(settings, "CLEANUP_AT", DEFAULT_CLEANUP_AT)
     table["cleanup"] = beat_entry("kmrl.cleanup", cleanup_at, period)
+    push = graph_push.PushSettings.from_settings(settings)
+    if push.enabled and push.check_minutes and "sharepoint" in sources:
+        table["graph-subscriptions"] = beat_entry("kmrl.subscriptions", every(push.check_minutes),
+                                                  push.check_minutes * 60)
     return table
 
 
@@ -581,3 +587,40 @@ def cleanup(self: Any) -> dict[str, int]:
             client.close()
     log.info("cleanup_finished", **removed)
     return removed
+
+
+# -- Graph change-notification subscriptions ----------------------------------------------------------
+
+@app.task(name="kmrl.subscriptions", soft_time_limit=TICK_LIMITS.soft, time_limit=TICK_LIMITS.hard, **_TASK_OPTIONS)
+def subscriptions(self: Any, drive: str | None = None, action: str = "check") -> dict[str, Any]:
+    """Keeps one Graph subscription per SharePoint drive (connectors/sharepoint_subscriptions.py):
+    created, renewed before expiry, created again when gone, in which case the drive's sync is asked
+    for too. ``drive`` and ``action`` (renew, recreate) come from a lifecycle notification."""
+    settings = service.settings
+    push = graph_push.PushSettings.from_settings(settings)
+    if not push.enabled or "sharepoint" not in registry.configured_sources(settings, names=["sharepoint"],
+                                                                            sources=service.sources):
+        return graph_push.ensure_subscriptions([], service.state, push)
+    try:
+        instances = [(registry.instance_id(c, i), c) for i, c in enumerate(service.connectors("sharepoint"))
+                     if isinstance(c, SharePointConnector)]
+        results = graph_push.ensure_subscriptions(instances, service.state, push, drive=drive, action=action)
+    except ConfigError as exc:
+        log.error("graph_subscriptions_failed", state=exc.state, error=mask_text(str(exc)))
+        return {"error": exc.state}
+    for instance, outcomes in results.items():
+        for scope, outcome in outcomes.items():
+            if outcome == graph_push.RECREATED:
+                request_sync(service.state, "sharepoint", instance, scope, reason="graph_subscription_recreated")
+    return results
+
+
+@signals.worker_ready.connect
+def _check_subscriptions_at_start(**_kwargs: Any) -> None:
+    """A worker that starts checks the subscriptions at once rather than at the next beat mark (the
+    check's lease keeps workers starting together from doing it twice)."""
+    try:
+        if graph_push.PushSettings.from_settings(service.settings).enabled:
+            subscriptions.apply_async()
+    except (ConfigError, kombu.exceptions.OperationalError, redis.RedisError) as exc:
+        log.warning("graph_subscriptions_not_sent", error=mask_text(str(exc)))

@@ -27,6 +27,8 @@ each kind.
 | histograms     | metrics:histograms                    | hash   | bucket counts and sums (base/metric_buffer.py)     |
 | scopes         | scopes:{source}:{instance}            | string | the instance's scope list (JSON), a shared cache   |
 | health         | health                                | string | the last health report (JSON)                      |
+| subscription   | subscription:{drive}                  | hash   | the drive's Graph subscription: id, expires, ...   |
+| subscriptions  | subscriptions                         | hash   | Graph subscription id -> drive id                  |
 | whatsapp       | whatsapp:inbox                        | stream | inbound WhatsApp media not yet delivered           |
 | whatsapp seen  | whatsapp:seen:{wamid}                 | string | the stream entry a wamid was queued as             |
 | schema         | schema:version                        | string | the schema version the state is in                 |
@@ -144,6 +146,14 @@ class KeySchema:
 
     def scopes(self, source: str, instance: str) -> str:
         return self.join("scopes", source, instance)
+
+    def graph_subscription(self, drive: str) -> str:
+        """The SharePoint drive's Graph change-notification subscription (connectors/sharepoint_subscriptions.py)."""
+        return self.join("subscription", drive)
+
+    def graph_subscription_ids(self) -> str:
+        """Graph subscription id -> drive id, for lifecycle notifications (which name no resource)."""
+        return self.join("subscriptions")
 
     # -- service-wide -------------------------------------------------------------------------------
     def counters(self) -> str:

@@ -42,6 +42,7 @@ Every Graph and download request goes through ``utils.http.HttpClient`` with the
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -323,6 +324,24 @@ class SharePointConnector(BaseConnector):
         if response.status_code != 200:
             raise self._classify(response, what, item=item)
         return _json_object(response, what, item=item)
+
+    def graph_request(self, method: str, path: str, *, body: Mapping[str, Any] | None = None,
+                      what: str) -> requests.Response:
+        """A Graph call other than a read (change-notification subscriptions): ``path`` under
+        GRAPH_BASE_URL, the app's bearer token, a fresh token and one more try after a 401. Inside
+        ``connect()``; returns the response whatever its status, its body read."""
+        url = f"{self.graph_base_url}/{path.lstrip('/')}"
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        for attempt in (1, 2):
+            token, _ = self._auth().token(refresh=attempt == 2)
+            headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+            if data is not None:
+                headers["Content-Type"] = "application/json"
+            response = self._http().request(method, url, data=data, verify=self._verify, headers=headers)
+            if response.status_code != 401 or attempt == 2:
+                return response
+            log.info("graph_token_refused", what=what, error=_graph_error(response))
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns
 
     # -- site and libraries -------------------------------------------------------------------------
     def site(self, *, refresh: bool = False) -> SiteInfo:

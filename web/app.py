@@ -24,6 +24,7 @@ from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings, get_settings
 from connectors.service import Service
 from utils.logging import configure_logging, register_secret
+from web.graph_notifications import CeleryDispatch, GraphWebhookConfig, graph_blueprint
 from web.health import HEALTH_ENDPOINTS, health_blueprint
 from web.listeners import ListenerDispatch, Listeners
 from web.metric_flush import WebMetrics
@@ -69,7 +70,8 @@ def _flask(name: str, service: Service, blueprints: list[Blueprint]) -> Flask:
 
 
 def create_public_app(settings: Settings | None = None, redis_client: redis.Redis | None = None) -> Flask:
-    """The public listener's app: the WhatsApp webhook and nothing else (every other path is 404).
+    """The public listener's app: the WhatsApp webhook and Graph's change notifications, nothing else
+    (every other path is 404).
 
     ``settings`` default to the environment; ``redis_client`` to the state Redis. Never raises for
     missing WhatsApp settings: the webhook logs once what is missing and answers accordingly.
@@ -106,8 +108,11 @@ def _public_blueprints(service: Service) -> list[Blueprint]:
     webhook = WebhookConfig.from_settings(service.settings)
     register_secret(webhook.app_secret, webhook.verify_token)
     inbox_sync = whatsapp_inbox_request(service)
+    graph = GraphWebhookConfig.from_settings(service.settings)
+    register_secret(graph.client_state_secret)
     return [whatsapp_blueprint(webhook, service.inbox, metrics=WebMetrics(service.state),
-                               on_queued=inbox_sync.poke if inbox_sync else None)]
+                               on_queued=inbox_sync.poke if inbox_sync else None),
+            graph_blueprint(graph, service.state, CeleryDispatch(service.settings))]
 
 
 def _internal_blueprints(service: Service) -> list[Blueprint]:
