@@ -3,7 +3,8 @@
 ``status_data(service)`` reads, for every configured source and every scope with a recorded status:
 the state, last success, lag, the last run's counts, the items recorded as ingested, the last error
 (whole: callers shorten it for a table), the source's health, dead-letter and held counts, and the
-day's totals (IST, base/recent.py). Read-only; a handful of Redis round trips per scope.
+day's totals (IST, base/recent.py), and for SharePoint each library's Graph subscription and its
+expiry. Read-only; a handful of Redis round trips per scope.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from base.health import load_report
 from base.recent import ist_day, read_day_totals
 from connectors import registry
 from connectors.service import Service
+from connectors.sharepoint_subscriptions import SubscriptionStore
 
 #: The last run's counters a scope row shows.
 RUN_COUNTS = ("fetched", "new", "duplicate", "skipped", "failed", "deleted")
@@ -48,6 +50,11 @@ def status_data(service: Service, *, now: float | None = None) -> dict[str, Any]
             "items": state.count_items(connector, scope),
             "last_error": status.get("last_error", ""),
         })
+    if "sharepoint" in sources:
+        # Each library's Graph change-notification subscription (connectors/sharepoint_subscriptions.py).
+        sources["sharepoint"]["subscriptions"] = [
+            {"drive": r.drive, "id": r.id, "expires": r.expires or None, "instance": r.instance}
+            for r in SubscriptionStore(state).all()]
     day = ist_day(now)
     totals = {t.source: t for t in read_day_totals(state.redis, state.keys, sources, day)}
     for name, entry in sources.items():
