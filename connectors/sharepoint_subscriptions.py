@@ -59,6 +59,8 @@ DEFAULT_CHECK_MINUTES = 60  # minutes
 MIN_SECRET_CHARS = 24  # characters
 #: How long one instance's check may hold its lease (renewed while it runs).
 LEASE_SECONDS = 120.0  # seconds
+#: How long a request for one drive (a lifecycle event) waits for a check under way to finish.
+LEASE_WAIT = 30.0  # seconds
 #: The path the web app serves lifecycle notifications on, under the notification URL.
 LIFECYCLE_SUFFIX = "/lifecycle"
 #: Outcomes of ``SubscriptionManager.ensure_drive``.
@@ -400,8 +402,9 @@ def ensure_subscriptions(instances: Sequence[tuple[str, SharePointConnector]], s
                          clock: Callable[[], float] = time.time) -> dict[str, dict[str, str]]:
     """Runs the check for each (instance id, connector) of SharePoint, each under a lease so two
     workers never subscribe the same drive twice; ``drive`` limits it to that drive (a lifecycle
-    event). Returns instance -> drive -> outcome ({} when notifications are disabled; an instance
-    whose lease is held is left out)."""
+    event). Returns instance -> drive -> outcome ({} when notifications are disabled). An instance
+    whose lease is held is left out of a periodic check (the holder does the same work); a request
+    for one drive waits up to ``LEASE_WAIT`` for it, then raises TransientError (to be retried)."""
     global _disabled_logged
     if not settings.enabled:
         if not _disabled_logged:
@@ -412,8 +415,16 @@ def ensure_subscriptions(instances: Sequence[tuple[str, SharePointConnector]], s
     results: dict[str, dict[str, str]] = {}
     for instance, connector in instances:
         lease = Lease(state, state.keys.lock("graph-subscriptions", instance), LEASE_SECONDS)
-        if not lease.acquire():
-            log.info("graph_subscriptions_busy", instance=instance)
+        deadline = time.monotonic() + (LEASE_WAIT if drive is not None else 0.0)
+        while not lease.acquire():
+            if time.monotonic() >= deadline:
+                if drive is not None:
+                    raise TransientError(f"the Graph subscriptions of {instance} are being checked by another "
+                                         f"worker; the {action} of drive {drive} waits for it")
+                log.info("graph_subscriptions_busy", instance=instance)
+                break
+            time.sleep(0.2)
+        if not lease.held:
             continue
         try:
             with connector.connect(connector.default_credentials()):

@@ -143,10 +143,10 @@ def _sort(values: list[Any], config: GraphWebhookConfig, store: SubscriptionStor
         if action is None:
             accepted.outcomes[OUTCOME_MALFORMED] += 1
             log.warning("graph_notification_refused", reason="unknown lifecycleEvent", subscription_id=sub_id,
-                        event=str(event)[:64])
+                        lifecycle_event=str(event)[:64])
             continue
         accepted.outcomes[f"lifecycle_{event}"] += 1
-        log.info("graph_lifecycle_event", event=event, subscription_id=sub_id, drive=drive, action=action)
+        log.info("graph_lifecycle_event", lifecycle_event=event, subscription_id=sub_id, drive=drive, action=action)
         if action == "sync":
             accepted.syncs[drive] = (record.instance, "graph_missed")
         else:
