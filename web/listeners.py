@@ -3,9 +3,9 @@
 The access model, decided once for every endpoint (README, "The web app's two listeners"):
 
 - the PUBLIC listener (WEB_PUBLIC_HOST:WEB_PUBLIC_PORT, default 0.0.0.0:8000) carries only what
-  Meta and Microsoft must reach from the internet: the WhatsApp webhook and its GET handshake
-  (and, later, Graph change-notification handshakes). Nothing else answers there, not even 404 pages
-  that differ by route.
+  Meta and Microsoft must reach from the internet: the WhatsApp webhook and its GET handshake,
+  and Graph's change notifications (web/graph_notifications.py). Nothing else answers there, not
+  even 404 pages that differ by route.
 - the INTERNAL listener (WEB_INTERNAL_HOST:WEB_INTERNAL_PORT, default 127.0.0.1:8001) carries the
   probes (``/healthz``, ``/readyz``, open: a liveness probe cannot send a token) and the operator
   routes (``/metrics``, later status pages and sync triggers) behind OPERATOR_TOKEN (web.operator).
