@@ -615,12 +615,18 @@ def subscriptions(self: Any, drive: str | None = None, action: str = "check") ->
     return results
 
 
-@signals.worker_ready.connect
-def _check_subscriptions_at_start(**_kwargs: Any) -> None:
-    """A worker that starts checks the subscriptions at once rather than at the next beat mark (the
-    check's lease keeps workers starting together from doing it twice)."""
-    try:
-        if graph_push.PushSettings.from_settings(service.settings).enabled:
-            subscriptions.apply_async()
-    except (ConfigError, kombu.exceptions.OperationalError, redis.RedisError) as exc:
-        log.warning("graph_subscriptions_not_sent", error=mask_text(str(exc)))
+class SubscriptionsAtStart(bootsteps.StartStopStep):
+    """A worker that starts sends the subscriptions check at once rather than waiting for the next
+    beat mark (its lease keeps workers starting together from doing the work twice)."""
+
+    requires = {"celery.worker.components:Timer"}
+
+    def start(self, parent: Any) -> None:
+        try:
+            if graph_push.PushSettings.from_settings(service.settings).enabled:
+                subscriptions.apply_async()
+        except (ConfigError, kombu.exceptions.OperationalError, redis.RedisError) as exc:
+            log.warning("graph_subscriptions_not_sent", error=mask_text(str(exc)))
+
+
+app.steps["worker"].add(SubscriptionsAtStart)

@@ -166,6 +166,13 @@ def runs_of(state: StateStore, drive: Drive) -> int:
     return len(state.redis.lrange(state.keys.history("sharepoint", drive.id), 0, -1))
 
 
+def test_the_worker_subscribes_the_libraries_as_it_starts(stack: Stack) -> None:
+    documents = stack.sim.store.drive(SITE, "Documents")  # the one library there was at start
+    wait_for(lambda: stack.sim.subscriptions.for_drive(documents), what="the start's subscription")
+    record = push.SubscriptionStore(stack.state).get(documents.id)
+    assert record is not None and record.id == stack.sim.subscriptions.for_drive(documents)[0].id
+
+
 def test_a_drive_is_subscribed_after_graph_validated_the_web_app(stack: Stack) -> None:
     drive = new_library(stack)
     record = subscribe(stack, drive)
