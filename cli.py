@@ -573,6 +573,32 @@ def cmd_migrate(args: argparse.Namespace, service: Service) -> int:
     return 0
 
 
+def cmd_subscriptions(args: argparse.Namespace, service: Service) -> int:
+    """Runs the Graph subscriptions check in this process (what ``kmrl.subscriptions`` does) and shows
+    each drive's outcome and expiry; exits 2 when change notifications are off or unusable."""
+    from connectors import sharepoint_subscriptions as push
+    from connectors.sharepoint_connector import SharePointConnector
+
+    settings = push.PushSettings.from_settings(service.settings)
+    if not settings.enabled:
+        out("Graph change notifications are off (GRAPH_NOTIFICATION_URL is not set): SharePoint is polled.")
+        return 2
+    instances = [(registry.instance_id(c, i), c) for i, c in enumerate(service.connectors("sharepoint"))
+                 if isinstance(c, SharePointConnector)]
+    results = push.ensure_subscriptions(instances, service.state, settings, action=args.action,
+                                        wait=push.LEASE_WAIT)
+    store = push.SubscriptionStore(service.state)
+    rows = []
+    for instance, outcomes in results.items():
+        for drive, outcome in outcomes.items():
+            record = store.get(drive)
+            rows.append((instance, drive, outcome, record.id if record else "",
+                         format_time(record.expires if record else None)))
+    out(render_table(("SITE", "DRIVE", "OUTCOME", "SUBSCRIPTION", "EXPIRES"), rows, max_width=48)
+        if rows else "No SharePoint library to subscribe (or another process is checking them now).")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kmrl-connectors", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="show INFO logs on the console")
@@ -634,6 +660,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--without", type=lambda v: [p for p in v.split(",") if p], default=[],
                      help="leave out these, comma-separated: web, watcher")
     run.set_defaults(handler=cmd_run)
+
+    subs = commands.add_parser("subscriptions", help="create, renew or recreate the Graph change-notification "
+                                                     "subscriptions of the SharePoint libraries now")
+    subs.add_argument("--action", choices=("check", "renew", "recreate"), default="check",
+                      help="check: create missing, renew near expiry (default); renew / recreate: every one now")
+    subs.set_defaults(handler=cmd_subscriptions)
 
     migrate_cmd = commands.add_parser("migrate", help="bring the state in Redis to this release's schema version")
     migrate_cmd.set_defaults(handler=cmd_migrate)

@@ -399,12 +399,14 @@ _disabled_logged = False
 
 def ensure_subscriptions(instances: Sequence[tuple[str, SharePointConnector]], state: StateStore,
                          settings: PushSettings, *, drive: str | None = None, action: str = "check",
+                         wait: float | None = None,
                          clock: Callable[[], float] = time.time) -> dict[str, dict[str, str]]:
     """Runs the check for each (instance id, connector) of SharePoint, each under a lease so two
     workers never subscribe the same drive twice; ``drive`` limits it to that drive (a lifecycle
     event). Returns instance -> drive -> outcome ({} when notifications are disabled). An instance
-    whose lease is held is left out of a periodic check (the holder does the same work); a request
-    for one drive waits up to ``LEASE_WAIT`` for it, then raises TransientError (to be retried)."""
+    whose lease is held is waited for up to ``wait`` seconds (default: none for a periodic check, whose
+    work the holder does anyway; ``LEASE_WAIT`` for a request for one drive, which then raises
+    TransientError, to be retried), then left out."""
     global _disabled_logged
     if not settings.enabled:
         if not _disabled_logged:
@@ -415,7 +417,7 @@ def ensure_subscriptions(instances: Sequence[tuple[str, SharePointConnector]], s
     results: dict[str, dict[str, str]] = {}
     for instance, connector in instances:
         lease = Lease(state, state.keys.lock("graph-subscriptions", instance), LEASE_SECONDS)
-        deadline = time.monotonic() + (LEASE_WAIT if drive is not None else 0.0)
+        deadline = time.monotonic() + (wait if wait is not None else LEASE_WAIT if drive is not None else 0.0)
         while not lease.acquire():
             if time.monotonic() >= deadline:
                 if drive is not None:
