@@ -6,10 +6,10 @@ delta sync into the Hub simulator. Broker, results and state are test databases 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -36,6 +36,7 @@ from sandbox.hub import RunningHub, running_hub
 from sandbox.servers import free_port
 from sandbox.tls import CertAuthority
 from tests.conftest import flushed_db_url, make_settings, server_url
+from tests.readme_commands import readme_command
 
 BROKER_DB, RESULTS_DB, STATE_DB = 5, 6, 8
 SECRET = "graph-client-state-secret-5e0c9d7a13f2"
@@ -319,12 +320,21 @@ def test_status_shows_each_subscription_and_its_expiry(stack: Stack) -> None:
     assert shown[drive.id]["id"] == record.id and abs(shown[drive.id]["expires"] - record.expires) < 1
 
 
-def test_the_cli_renews_every_subscription_now(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_readme_subscriptions_command_checks_them_and_renews_all_on_demand(
+        stack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     drive = new_library(stack)
     record = subscribe(stack, drive)
-    assert cli.cmd_subscriptions(argparse.Namespace(action="renew"), Service(stack.settings)) == 0
+    env = {**stack.settings.environ, "KMRL_ENV_FILE": "", "STATE_REDIS_URL": stack.settings.state_redis_url,
+           "LOG_FILE": stack.settings.log_file}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    command = shlex.split(readme_command("kmrl-connectors subscriptions"))[1:]
+    assert cli.main(command) == 0
+    assert "kept" in capsys.readouterr().out
+    assert cli.main([*command, "--action", "renew"]) == 0
     renewed = push.SubscriptionStore(stack.state).get(drive.id)
     assert renewed is not None and renewed.id == record.id and renewed.renewed > record.renewed
     assert "renewed" in capsys.readouterr().out
-    off = make_settings(Path(stack.settings.spool_dir).parent, stack.settings.state_redis_url)
-    assert cli.cmd_subscriptions(argparse.Namespace(action="check"), Service(off)) == 2
+    monkeypatch.delenv("GRAPH_NOTIFICATION_URL")
+    assert cli.main(command) == 2
+    assert "GRAPH_NOTIFICATION_URL is not set" in capsys.readouterr().out

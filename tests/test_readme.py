@@ -48,6 +48,8 @@ EXERCISED_BY: list[tuple[str, str, str]] = [
     (r"kmrl-connectors recent( |$)", "tests/test_cli.py", 'run("recent", "--language", "ml", "--json")'),
     (r"kmrl-connectors held (list|release|drop)", "tests/test_held.py", 'run("held", "list")'),
     (r"kmrl-connectors run$", "tests/test_worker_processes.py", '"run"'),
+    (r"kmrl-connectors subscriptions$", "tests/test_graph_notifications.py",
+     'readme_command("kmrl-connectors subscriptions")'),
     (r"kmrl-connectors reprocess( |$)", "tests/test_extraction_step.py", '["reprocess", "sharepoint"'),
     # The same request, with the operator token, to the internal listener on loopback.
     (r'curl -X POST -H "Authorization: Bearer \$OPERATOR_TOKEN" https://\S+/sync/maximo/', "tests/test_freshness.py",
