@@ -43,7 +43,7 @@ from config.settings import Settings
 from connectors.sharepoint_connector import SharePointConnector
 from utils.errors import AuthError, ConfigError, TransientError
 from utils.http import json_body
-from utils.logging import get_logger
+from utils.logging import get_logger, register_secret
 
 log = get_logger(__name__)
 
@@ -114,6 +114,7 @@ class PushSettings:
                 raise ConfigError(f"{name} must be an https:// URL that Microsoft Graph can reach (the web app "
                                   f"behind your proxy), not {value!r}")
         secret = settings.env("GRAPH_CLIENT_STATE_SECRET")
+        register_secret(secret)  # masked in every log line of this process
         if len(secret) < MIN_SECRET_CHARS:
             raise ConfigError(f"GRAPH_CLIENT_STATE_SECRET must be set (at least {MIN_SECRET_CHARS} characters, e.g. "
                               "`openssl rand -hex 32`) when GRAPH_NOTIFICATION_URL is set")
