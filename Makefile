@@ -1,7 +1,7 @@
 # The commands a person runs. `make test` is the test command CI runs (.ci/run).
 .PHONY: install test lint typecheck pytest demo reliability bench clean
 
-MYPY_TARGETS := base utils config connectors web sandbox $(wildcard scheduler.py cli.py)
+MYPY_TARGETS := base utils config connectors web sandbox watchers $(wildcard scheduler.py cli.py)
 
 install:
 	@bash scripts/bootstrap.sh

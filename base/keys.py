@@ -34,6 +34,8 @@ each kind.
 | schema         | schema:version                        | string | the schema version the state is in                 |
 | schema lock    | schema:migrating                      | string | held by the one process migrating (SET NX PX)      |
 | service        | service:workers                       | string | set while some worker is alive (the start sync)    |
+| watcher        | watcher:{name}                        | hash   | a watcher's state, mode, since, last event, host   |
+| watcher lease  | lock:watcher:{name}                   | string | lease token of the process watching (SET NX PX)    |
 
 Connector and source names never contain ``:``; scopes may (a scope is the rest of the key).
 """
@@ -192,6 +194,14 @@ class KeySchema:
     def workers_alive(self) -> str:
         """Refreshed by every live worker; a worker that finds it absent is the service's first."""
         return self.join("service", "workers")
+
+    def watcher(self, name: str) -> str:
+        """A watcher's published state (watchers/board.py); ``watcher("*")`` is a SCAN pattern."""
+        return self.join("watcher", name)
+
+    def watcher_lease(self, name: str) -> str:
+        """The lease of the one process that watches ``name`` (a ``lock`` key, outside any scope)."""
+        return self.join("lock", "watcher", name)
 
     def everything(self) -> str:
         """A SCAN pattern for every key under the prefix."""

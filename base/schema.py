@@ -61,7 +61,7 @@ KNOWN_KINDS = {
     "throttle": "string", "metrics": "hash", "scopes": "string", "health": "string", "schema": "string",
     "trigger": "string", "service": "string",
     # Since version 3, no migration needed (an older release counts them as "other" and leaves them).
-    "recent": "list", "daily": "hash", "subscription": "hash", "subscriptions": "hash",
+    "recent": "list", "daily": "hash", "subscription": "hash", "subscriptions": "hash", "watcher": "hash",
 }
 #: Keys under ``whatsapp:`` and their types.
 WHATSAPP_KINDS = {"inbox": "stream", "seen": "string"}

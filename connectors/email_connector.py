@@ -269,6 +269,13 @@ class EmailConnector(BaseConnector):
                               "(EMAIL_USER, EMAIL_PASSWORD)")
         return password
 
+    def logins(self, credentials: Mapping[str, Any]) -> list[tuple[EmailAccount, str]]:
+        """Every account with its password (the default account's login and password from
+        ``credentials``), for a caller that opens its own sessions (the email watcher); ConfigError
+        naming the variable when a password is missing."""
+        with self.connect(credentials):
+            return [(account, self._password(account)) for account in self._accounts]
+
     def _session(self, account: EmailAccount) -> ImapSession:
         key = self._key(account)
         session = self._sessions.get(key)

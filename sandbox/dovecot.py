@@ -284,9 +284,9 @@ service anvil {{
                 text += path.read_text(errors="replace")[-2000:]
         return text
 
-    def stop(self) -> None:
+    def stop(self, *, keep: bool = False) -> None:
         """SIGTERM to the master; waits until it and its children are gone. Removes the folder
-        when this server created it."""
+        when this server created it, unless ``keep`` (``start()`` then brings it back as it was)."""
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -297,16 +297,12 @@ service anvil {{
                 process.wait(timeout=STOP_TIMEOUT)
         if process is not None:
             self._wait_port_free()
-        if self._own_dir and not self.running:
+        if self._own_dir and not keep and not self.running:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def restart(self) -> None:
         """Stops and starts the server on the same ports, keeping its mail."""
-        own, self._own_dir = self._own_dir, False
-        try:
-            self.stop()
-        finally:
-            self._own_dir = own
+        self.stop(keep=True)
         self.start()
 
     def kill(self) -> None:
