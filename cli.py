@@ -9,6 +9,7 @@
     kmrl-connectors held list [SOURCE] | held release ID | held drop ID
     kmrl-connectors web [--host H] [--port P]
     kmrl-connectors run [--concurrency N]
+    kmrl-connectors watch
     kmrl-connectors probe [worker|beat|web]
 
 Exit codes: 0 when everything asked for worked, 1 when something failed (a check, a run, a
@@ -49,6 +50,7 @@ from utils.progress import SyncProgress
 from utils.supervisor import Child, Supervisor
 from utils.tables import DISPLAY_ZONE as IST
 from utils.tables import ago, format_duration, format_time, render_table, safe_url
+from watchers.board import WatcherBoard
 
 #: A worker's liveness file older than this fails ``probe worker``.
 LIVENESS_MAX_AGE = 60.0  # seconds
@@ -215,10 +217,15 @@ def _sync_sources(args: argparse.Namespace, service: Service, *, reprocess: Repr
 # -- status ---------------------------------------------------------------------------------------
 
 def cmd_status(args: argparse.Namespace, service: Service) -> int:
-    data = status_data(service)
+    data = {**status_data(service), "watchers": WatcherBoard(service.state).records()}
     if args.json:
         out(json.dumps(data, indent=2, sort_keys=True))
         return 0
+    if data["watchers"]:
+        rows = [(w["name"], w.get("state"), w.get("mode"), w.get("host"), format_time(w.get("since")),
+                 format_time(w.get("last_event")), w.get("error")) for w in data["watchers"]]
+        out(render_table(("WATCHER", "STATE", "MODE", "HOST", "SINCE", "LAST EVENT", "ERROR"), rows, max_width=48))
+        out()
     if not data["sources"]:
         out("No source is configured and no run has been recorded yet.")
         return 0
@@ -513,6 +520,12 @@ def cmd_run(args: argparse.Namespace, service: Service) -> int:
     return Supervisor(children).run()
 
 
+def cmd_watch(args: argparse.Namespace, service: Service) -> int:
+    from watchers.__main__ import run
+
+    return run(service)
+
+
 def _probe_worker(settings: Settings) -> tuple[bool, str]:
     import scheduler
 
@@ -666,6 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
     subs.add_argument("--action", choices=("check", "renew", "recreate"), default="check",
                       help="check: create missing, renew near expiry (default); renew / recreate: every one now")
     subs.set_defaults(handler=cmd_subscriptions)
+
+    watch = commands.add_parser("watch", help="watch the mail accounts and sync a folder as mail arrives in it")
+    watch.set_defaults(handler=cmd_watch)
 
     migrate_cmd = commands.add_parser("migrate", help="bring the state in Redis to this release's schema version")
     migrate_cmd.set_defaults(handler=cmd_migrate)

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -156,6 +157,22 @@ def test_status_shows_the_days_totals_and_long_shows_whole_errors(run, redis_url
     code, output = run("status", "--json")
     fake = next(s for s in json.loads(output)["sources"] if s["source"] == "fake")
     assert fake["today"]["counts"]["new"] == 2 and fake["scopes"][0]["last_error"] == error
+
+
+def test_status_shows_each_watcher_with_its_state_mode_host_and_last_event(run, redis_url):
+    from watchers.board import WatcherBoard, WatcherRecord
+
+    now = time.time()
+    WatcherBoard(StateStore.from_url(redis_url)).publish(
+        WatcherRecord(name="email:ops@kmrl.co.in@imap.kmrl.co.in", state="connected", host="vm-1:42", mode="notify",
+                      since=now - 60, last_event=now - 5, connections=1), ttl=60, holder=True)
+    code, output = run("status")
+    line = next(line for line in output.splitlines() if line.startswith("email:ops"))
+    assert code == 0 and line.split()[1:4] == ["connected", "notify", "vm-1:42"] and line.count(" IST") == 2
+    code, output = run("status", "--json")
+    (watcher,) = json.loads(output)["watchers"]
+    assert (watcher["state"], watcher["mode"], watcher["host"]) == ("connected", "notify", "vm-1:42")
+    assert watcher["last_event"] == pytest.approx(now - 5, abs=0.01) and watcher["error"] == ""
 
 
 # -- recent -----------------------------------------------------------------------------------------

@@ -219,7 +219,7 @@ def test_polling_alone_sees_mail_in_every_folder(dovecot, user, running):
 
 # -- failures ----------------------------------------------------------------------------------------
 
-def test_a_dovecot_crash_and_restart_is_survived_by_reconnecting_and_mail_meanwhile_is_not_missed(dovecot, user, running):
+def test_a_dovecot_crash_is_survived_by_reconnecting_and_mail_meanwhile_is_not_missed(dovecot, user, running):
     recorder = Recorder()
     watcher = running(user, recorder)
     wait_for(lambda: connected(watcher), what="the watcher to connect")
@@ -304,3 +304,95 @@ def test_the_watcher_publishes_its_record_and_gauge(dovecot, user, running, stat
     gauge = metric_field(CONNECTED_GAUGE, {"watcher": watcher.name})
     assert state.metrics()[1][gauge] == 1.0
     assert f'kmrl_watcher_connected{{watcher="{watcher.name}"}} 1.0' in render_metrics(state)
+
+
+# -- the whole way: python -m watchers, request_sync, a real worker, the outbox ------------------------
+
+def email_environ(dovecot: DovecotServer, user: str, **extra: str) -> dict[str, str]:
+    return {"EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": str(dovecot.imaps_port), "EMAIL_USER": user,
+            "EMAIL_PASSWORD": "pw-" + user, "EMAIL_SSL_CA_FILE": dovecot.ca_path,
+            "EMAIL_FOLDERS": "INBOX,Circulars", "SYNC_AT_START": "0", **extra}
+
+
+def test_mail_reaches_the_outbox_through_the_watcher_and_a_worker_without_the_tick(dovecot, user, tmp_path):
+    from celery.contrib.testing.worker import start_worker
+
+    import scheduler
+    from connectors import registry
+    from connectors.service import Service
+    from tests.conftest import flushed_db_url, make_settings
+    from tests.test_email_connector import message
+    from watchers.__main__ import email_watchers
+
+    settings = make_settings(tmp_path, flushed_db_url(8), broker_url=flushed_db_url(5),
+                             result_backend=flushed_db_url(6), redbeat_redis_url=flushed_db_url(7),
+                             environ=email_environ(dovecot, user, SYNC_TRIGGER_DELAY_SECONDS="0.2",
+                                                   WORKER_LIVENESS_FILE=str(tmp_path / "alive"),
+                                                   EMAIL_WATCH_LEASE_SECONDS="2"))
+    scheduler.configure(settings, sources=registry.SOURCES)
+    service = Service(settings)
+    (watcher,) = email_watchers(service)                # the real trigger: scheduler.request_sync
+    stop = threading.Event()
+    thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    outbox = tmp_path / "outbox"
+
+    def delivered() -> list[str]:
+        return sorted(p.name for p in outbox.iterdir() if len(p.name) == 64) if outbox.is_dir() else []
+
+    try:
+        with start_worker(scheduler.app, pool="threads", concurrency=2, perform_ping_check=False,
+                          loglevel="WARNING", shutdown_timeout=15):
+            thread.start()
+            wait_for(lambda: connected(watcher), what="the watcher to connect")
+            for index in range(10):
+                folder = ("INBOX", "Circulars")[index % 2]
+                dovecot.append(user, [message(f"Circular {index}", (f"circular-{index}.pdf",
+                                                                    f"%PDF-1.4 circular {index}".encode()))],
+                               folder=folder)
+                time.sleep(0.3)                          # spread out: some land while a run is under way
+            wait_for(lambda: len(delivered()) == 10, timeout=60, what="10 documents in the outbox")
+            time.sleep(1.5)
+            counters, _ = service.state.metrics()
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+        scheduler.service.reset(scheduler.service.settings, sources=registry.SOURCES)
+    assert len(delivered()) == 10
+    assert counters[metric_field("kmrl_documents_total", {"source": "email", "outcome": "new"})] == 10
+    assert not any("outcome=duplicate" in field for field in counters)
+    assert counters[metric_field("kmrl_sync_triggers_total", {"source": "email", "outcome": "sent"})] >= 2
+
+
+def test_python_m_watchers_watches_until_sigterm_and_leaves_the_gauge_at_zero(dovecot, user, tmp_path, state,
+                                                                              redis_url):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import flushed_db_url
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("EMAIL_", "KMRL_", "CELERY_"))},
+           **email_environ(dovecot, user), "KMRL_ENV_FILE": str(tmp_path / "none.env"),
+           "STATE_REDIS_URL": redis_url, "REDIS_URL": redis_url, "CELERY_BROKER_URL": flushed_db_url(5),
+           "LOG_FILE": str(tmp_path / "watch.log"), "AUDIT_LOG": str(tmp_path / "audit.log")}
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen([sys.executable, "-m", "watchers"], cwd=root, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    name = f"email:{user}@127.0.0.1"
+    board = WatcherBoard(state)
+    try:
+        wait_for(lambda: any(r["name"] == name and r["state"] == "connected" for r in board.records()),
+                 timeout=30, what="the watcher process to connect")
+        (record,) = board.records()
+        assert record["host"].endswith(f":{process.pid}") and record["mode"] == "notify"
+        dovecot.append(user, [mail("to the broker")], folder="Circulars")
+        wait_for(lambda: state.redis.exists(state.keys.trigger("email", scope(user, "Circulars"))),
+                 what="the sync asked for through request_sync")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0].decode(errors="replace")
+    assert process.returncode == 0, output
+    assert state.metrics()[1][metric_field(CONNECTED_GAUGE, {"watcher": name})] == 0.0
+    assert not state.redis.exists(state.keys.watcher_lease(name))

@@ -35,7 +35,7 @@ def test_a_response_split_across_reads_comes_whole_and_a_timeout_loses_nothing(p
 
 def test_a_mailbox_name_sent_as_a_literal_is_read_across_chunks(pair):
     wire, server = pair
-    name = "Circulars 2024 \"new\"".encode()
+    name = b'Circulars 2024 "new"'
     server.sendall(b"* STATUS {" + str(len(name)).encode() + b"}\r\n" + name[:5])
     assert wire.read(0.05) is None
     server.sendall(name[5:] + b" (UIDNEXT 12 UIDVALIDITY 9)\r\n")
@@ -85,7 +85,7 @@ def test_a_command_without_an_answer_or_answered_by_bye_drops_the_connection(pai
 
 
 def test_the_server_closing_or_close_from_another_thread_ends_a_blocked_read(pair):
-    wire, server = pair
+    wire, _server = pair
     started = time.monotonic()
     threading.Timer(0.2, wire.close).start()
     with pytest.raises(ConnectionDropped):

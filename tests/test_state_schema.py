@@ -222,3 +222,17 @@ def test_processes_starting_at_once_migrate_once(redis_url: str, old_state: dict
         assert child.exitcode == 0
     assert sum(1 for _, _, migrated in outcomes if migrated) == 1
     assert {after for _, after, _ in outcomes} == {SCHEMA_VERSION}
+
+
+def test_watcher_records_and_leases_are_kinds_the_schema_knows(state: StateStore) -> None:
+    from base.schema import check_keys
+    from watchers.board import WatcherBoard, WatcherRecord
+
+    WatcherBoard(state).publish(WatcherRecord(name="email:ops@imap.kmrl.test", state="connected", host="vm-1:7"),
+                                ttl=60, holder=True)
+    state.redis.set(state.keys.watcher_lease("email:ops@imap.kmrl.test"), "token", px=60_000)
+    counts = check_keys(state)
+    assert (counts["watcher"], counts["lock"], counts["metrics"]) == (1, 1, 1) and "other" not in counts
+    state.redis.set(state.keys.watcher("email:finance@imap.kmrl.test"), "not a hash")
+    with pytest.raises(SchemaMismatch, match="is a string, not the hash"):
+        migrate(state)
