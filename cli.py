@@ -51,6 +51,7 @@ from utils.supervisor import Child, Supervisor
 from utils.tables import DISPLAY_ZONE as IST
 from utils.tables import ago, format_duration, format_time, render_table, safe_url
 from watchers.board import WatcherBoard
+from watchers.imap_watcher import WatchConfig, watch_enabled
 
 #: A worker's liveness file older than this fails ``probe worker``.
 LIVENESS_MAX_AGE = 60.0  # seconds
@@ -293,6 +294,8 @@ def _check_settings(settings: Settings, sources: Mapping[str, registry.Source]) 
     conf = celery_settings(settings, longest_hard_limit=scheduler.longest_hard_limit())
     table = scheduler.beat_schedule(settings, sources)
     Retention.from_settings(settings)
+    if watch_enabled(settings):
+        WatchConfig.from_settings(settings)
     rules = ContentRules.load(settings.content_rules_file or None)
     vt = conf["visibility_timeout"]
     if vt <= scheduler.longest_hard_limit():

@@ -237,6 +237,11 @@ def test_check_reports_a_bad_setting(run):
     assert code == 1 and output.startswith("FAIL  settings") and "EMAIL_SYNC_MINUTES" in output
 
 
+def test_check_reports_a_bad_watcher_setting(run):
+    code, output = run("check", "fake", EMAIL_WATCH_POLL_SECONDS="0")
+    assert code == 1 and output.startswith("FAIL  settings") and "EMAIL_WATCH_POLL_SECONDS must be more" in output
+
+
 # -- dead letters -----------------------------------------------------------------------------------
 
 def test_deadletter_retry_replays_kept_bytes_and_records_the_item(run, hub, redis_url, tmp_path):

@@ -396,3 +396,19 @@ def test_python_m_watchers_watches_until_sigterm_and_leaves_the_gauge_at_zero(do
     assert process.returncode == 0, output
     assert state.metrics()[1][metric_field(CONNECTED_GAUGE, {"watcher": name})] == 0.0
     assert not state.redis.exists(state.keys.watcher_lease(name))
+
+
+def test_watch_settings_are_read_and_a_wrong_one_names_its_variable() -> None:
+    from config.settings import Settings
+    from utils.env import SettingError
+
+    settings = Settings.from_env({"KMRL_ENV_FILE": "", "EMAIL_WATCH_MODE": "IDLE", "EMAIL_WATCH_MAX_CONNECTIONS": "3",
+                                  "EMAIL_IDLE_FOLDERS": "INBOX, Circulars", "EMAIL_WATCH_POLL_SECONDS": "15"})
+    config = WatchConfig.from_settings(settings, timeout=12)
+    assert (config.mode, config.max_connections, config.idle_folders, config.poll_seconds, config.timeout) == (
+        "idle", 3, ("INBOX", "Circulars"), 15.0, 12)
+    for name, value, message in [("EMAIL_WATCH_KEEPALIVE_SECONDS", "1800", "at most 1740"),
+                                 ("EMAIL_WATCH_MODE", "push", "one of auto, idle, poll"),
+                                 ("EMAIL_WATCH_MAX_CONNECTIONS", "0", "at least 1")]:
+        with pytest.raises(SettingError, match=f"{name} must be {message}"):
+            WatchConfig.from_settings(Settings.from_env({"KMRL_ENV_FILE": "", name: value}))
