@@ -33,6 +33,7 @@ COPY config/ config/
 COPY connectors/ connectors/
 COPY utils/ utils/
 COPY web/ web/
+COPY watchers/ watchers/
 # The kmrl-connectors console script; --no-deps: everything it needs is installed above, and the
 # locked setuptools builds it (--no-build-isolation: no unpinned download).
 RUN pip install --no-deps --no-build-isolation -e . \
@@ -40,7 +41,7 @@ RUN pip install --no-deps --no-build-isolation -e . \
  && chown -R kmrl:kmrl /app/var /app/logs
 
 USER kmrl
-# KMRL_ROLE tells the health probe what this container runs (worker, beat or web).
+# KMRL_ROLE tells the health probe what this container runs (worker, beat, watcher or web).
 ENV KMRL_ROLE=worker \
     WORKER_LIVENESS_FILE=/tmp/kmrl-worker.alive
 # 8000: the public listener (the webhook); 8001: the internal one (probes, operator routes).

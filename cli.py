@@ -10,7 +10,7 @@
     kmrl-connectors web [--host H] [--port P]
     kmrl-connectors run [--concurrency N]
     kmrl-connectors watch
-    kmrl-connectors probe [worker|beat|web]
+    kmrl-connectors probe [worker|beat|web|watcher]
 
 Exit codes: 0 when everything asked for worked, 1 when something failed (a check, a run, a
 replay, a Redis that does not answer), 2 for a usage or settings error. Output is for people on
@@ -529,6 +529,12 @@ def cmd_watch(args: argparse.Namespace, service: Service) -> int:
     return run(service)
 
 
+def _probe_watcher(settings: Settings) -> tuple[bool, str]:
+    from watchers.__main__ import probe
+
+    return probe(settings)
+
+
 def _probe_worker(settings: Settings) -> tuple[bool, str]:
     import scheduler
 
@@ -567,9 +573,9 @@ def _probe_web(settings: Settings) -> tuple[bool, str]:
 
 def cmd_probe(args: argparse.Namespace, service: Service) -> int:
     role = args.role or service.settings.env("KMRL_ROLE", "worker")
-    probes = {"worker": _probe_worker, "beat": _probe_beat, "web": _probe_web}
+    probes = {"worker": _probe_worker, "beat": _probe_beat, "web": _probe_web, "watcher": _probe_watcher}
     if role not in probes:
-        out(f"unknown role {role!r}: worker, beat or web")
+        out(f"unknown role {role!r}: worker, beat, watcher or web")
         return 2
     ok, detail = probes[role](service.settings)
     out(f"{'PASS' if ok else 'FAIL'}  {role}  {detail}")
@@ -690,7 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate_cmd.set_defaults(handler=cmd_migrate)
 
     probe = commands.add_parser("probe", help="container health probe (role from KMRL_ROLE)")
-    probe.add_argument("role", nargs="?", choices=("worker", "beat", "web"))
+    probe.add_argument("role", nargs="?", choices=("worker", "beat", "web", "watcher"))
     probe.set_defaults(handler=cmd_probe)
     return parser
 

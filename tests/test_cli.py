@@ -300,6 +300,15 @@ def test_deadletter_already_ingested_since_is_resolved(run, redis_url):
     assert code == 0 and f"{entry.id} fake fake-a-0: resolved" in output and state.list_dead_letters() == []
 
 
+def test_probe_watcher_reads_the_watcher_processs_liveness_file(run, tmp_path):
+    path = tmp_path / "watcher.alive"
+    code, output = run("probe", "watcher", WATCHER_LIVENESS_FILE=str(path))
+    assert code == 1 and output.startswith("FAIL  watcher  no liveness file")
+    path.touch()
+    code, output = run("probe", "watcher")
+    assert code == 0 and output.startswith("PASS  watcher  liveness file touched 0 s ago")
+
+
 def test_probe_web_fails_when_nothing_listens(run):
     code, output = run("probe", "web", WEB_INTERNAL_PORT=str(free_port()))
     assert code == 1 and output.startswith("FAIL  web")

@@ -291,12 +291,13 @@ def product_top_level() -> set[str]:
 
 def test_the_wheel_holds_the_product_and_nothing_run_from_a_checkout(wheel_names: list[str]) -> None:
     shipped = {top_level(name) for name in wheel_names if not top_level(name).endswith(".dist-info")}
-    assert shipped == {"base", "config", "connectors", "utils", "web", "cli.py", "scheduler.py"}
+    assert shipped == {"base", "config", "connectors", "utils", "web", "watchers", "cli.py", "scheduler.py"}
     assert not [name for name in wheel_names if top_level(name) in NOT_SHIPPED]
 
 
 def test_the_wheel_holds_every_product_module_and_data_file(wheel_names: list[str]) -> None:
-    expected = {path.relative_to(ROOT).as_posix() for package in ("base", "config", "connectors", "utils", "web")
+    expected = {path.relative_to(ROOT).as_posix() for package in ("base", "config", "connectors", "utils", "web",
+                                                                                  "watchers")
                 for path in (ROOT / package).rglob("*")
                 if path.is_file() and path.suffix in (".py", ".toml", ".lua") and "__pycache__" not in path.parts}
     assert {"config/departments.toml", "config/content_rules.toml"} <= expected

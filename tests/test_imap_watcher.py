@@ -371,12 +371,15 @@ def test_python_m_watchers_watches_until_sigterm_and_leaves_the_gauge_at_zero(do
     import sys
     from pathlib import Path
 
+    from config.settings import Settings
     from tests.conftest import flushed_db_url
+    from watchers.__main__ import probe
 
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("EMAIL_", "KMRL_", "CELERY_"))},
            **email_environ(dovecot, user), "KMRL_ENV_FILE": str(tmp_path / "none.env"),
            "STATE_REDIS_URL": redis_url, "REDIS_URL": redis_url, "CELERY_BROKER_URL": flushed_db_url(5),
-           "LOG_FILE": str(tmp_path / "watch.log"), "AUDIT_LOG": str(tmp_path / "audit.log")}
+           "LOG_FILE": str(tmp_path / "watch.log"), "AUDIT_LOG": str(tmp_path / "audit.log"),
+           "WATCHER_LIVENESS_FILE": str(tmp_path / "watcher.alive")}
     root = Path(__file__).resolve().parents[1]
     process = subprocess.Popen([sys.executable, "-m", "watchers"], cwd=root, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
@@ -390,12 +393,16 @@ def test_python_m_watchers_watches_until_sigterm_and_leaves_the_gauge_at_zero(do
         dovecot.append(user, [mail("to the broker")], folder="Circulars")
         wait_for(lambda: state.redis.exists(state.keys.trigger("email", scope(user, "Circulars"))),
                  what="the sync asked for through request_sync")
+        settings = Settings.from_env({"KMRL_ENV_FILE": "", "WATCHER_LIVENESS_FILE": str(tmp_path / "watcher.alive")})
+        alive, why = probe(settings)
+        assert alive, why
     finally:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=30)[0].decode(errors="replace")
     assert process.returncode == 0, output
     assert state.metrics()[1][metric_field(CONNECTED_GAUGE, {"watcher": name})] == 0.0
     assert not state.redis.exists(state.keys.watcher_lease(name))
+    assert probe(settings) == (False, f"no liveness file at {tmp_path / 'watcher.alive'}")
 
 
 def test_watch_settings_are_read_and_a_wrong_one_names_its_variable() -> None:
@@ -412,3 +419,33 @@ def test_watch_settings_are_read_and_a_wrong_one_names_its_variable() -> None:
                                  ("EMAIL_WATCH_MAX_CONNECTIONS", "0", "at least 1")]:
         with pytest.raises(SettingError, match=f"{name} must be {message}"):
             WatchConfig.from_settings(Settings.from_env({"KMRL_ENV_FILE": "", name: value}))
+
+
+def test_kmrl_connectors_watch_with_nothing_to_watch_stays_up_for_its_probe_until_sigterm(tmp_path, redis_url):
+    import os
+    import shlex
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from config.settings import Settings
+    from tests.readme_commands import readme_command
+    from watchers.__main__ import probe
+
+    alive = tmp_path / "watcher.alive"
+    argv = shlex.split(readme_command("kmrl-connectors watch"))
+    argv[0] = str(Path(sys.executable).parent / argv[0])  # the console script of this environment
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("EMAIL_", "KMRL_"))},
+           "KMRL_ENV_FILE": "", "EMAIL_WATCH": "0", "EMAIL_HOST": "imap.kmrl.test", "STATE_REDIS_URL": redis_url,
+           "REDIS_URL": redis_url, "LOG_FILE": str(tmp_path / "watch.log"), "WATCHER_LIVENESS_FILE": str(alive)}
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    settings = Settings.from_env({"KMRL_ENV_FILE": "", "WATCHER_LIVENESS_FILE": str(alive)})
+    try:
+        wait_for(lambda: probe(settings)[0], timeout=30, what="the liveness file")
+        assert process.poll() is None                    # nothing to watch is no reason to exit (and restart)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0].decode(errors="replace")
+    assert process.returncode == 0, output
+    assert not alive.exists()

@@ -50,6 +50,8 @@ EXERCISED_BY: list[tuple[str, str, str]] = [
     (r"kmrl-connectors run$", "tests/test_worker_processes.py", '"run"'),
     (r"kmrl-connectors subscriptions$", "tests/test_graph_notifications.py",
      'readme_command("kmrl-connectors subscriptions")'),
+    (r"kmrl-connectors watch$", "tests/test_imap_watcher.py", 'readme_command("kmrl-connectors watch")'),
+    (r"python -m watchers$", "tests/test_imap_watcher.py", '"-m", "watchers"'),
     (r"kmrl-connectors reprocess( |$)", "tests/test_extraction_step.py", '["reprocess", "sharepoint"'),
     # The same request, with the operator token, to the internal listener on loopback.
     (r'curl -X POST -H "Authorization: Bearer \$OPERATOR_TOKEN" https://\S+/sync/maximo/', "tests/test_freshness.py",

@@ -12,12 +12,17 @@ policy does not turn that into a restart loop).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable
 
 from base.state import StateStore
+from config.settings import Settings
 from connectors import registry
 from connectors.service import Service
 from utils.errors import ConfigError
@@ -28,6 +33,34 @@ log = get_logger("watchers")
 
 #: Seconds the process waits for its watchers to close their connections when stopping.
 STOP_TIMEOUT = 10.0
+#: How often the process touches its liveness file (WATCHER_LIVENESS_FILE) while every watcher runs,
+#: and how old the file may be before ``kmrl-connectors probe watcher`` fails.
+LIVENESS_INTERVAL = 15.0  # seconds
+LIVENESS_MAX_AGE = 60.0  # seconds
+DEFAULT_LIVENESS_FILE = os.path.join(tempfile.gettempdir(), "kmrl-watcher.alive")
+
+
+def liveness_file(settings: Settings) -> str:
+    """WATCHER_LIVENESS_FILE (default in the temporary folder)."""
+    return settings.env("WATCHER_LIVENESS_FILE", DEFAULT_LIVENESS_FILE)
+
+
+def probe(settings: Settings) -> tuple[bool, str]:
+    """(alive, why) for the container probe: the liveness file was touched within LIVENESS_MAX_AGE."""
+    path = liveness_file(settings)
+    try:
+        age = time.time() - os.path.getmtime(path)
+    except FileNotFoundError:
+        return False, f"no liveness file at {path}"
+    return age <= LIVENESS_MAX_AGE, f"liveness file touched {age:.0f} s ago"
+
+
+def _touch(path: str) -> None:
+    try:
+        with open(path, "a"):
+            os.utime(path)
+    except OSError as exc:
+        log.warning("liveness_file_unwritable", path=path, error=exc.strerror)
 
 
 def request_sync_trigger(state: StateStore, instance: str) -> Trigger:
@@ -74,15 +107,23 @@ def run(service: Service, stop: threading.Event | None = None) -> int:
             signal.signal(signum, lambda *_: stop.set())
     scheduler.configure(service.settings, sources=service.sources)
     watchers = email_watchers(service)
+    alive = liveness_file(service.settings)
     if not watchers:
         log.info("watcher_nothing_to_watch", email_watch=watch_enabled(service.settings))
-        stop.wait()
-        return 0
-    log.info("watchers_started", accounts=len(watchers))
+    else:
+        log.info("watchers_started", accounts=len(watchers))
     threads = start_watchers(watchers, stop)
-    stop.wait()
-    for thread in threads:
-        thread.join(timeout=STOP_TIMEOUT)
+    try:
+        # Alive while every watcher thread is: one that died (a bug) stops the touches, and the probe fails.
+        _touch(alive)
+        while not stop.wait(LIVENESS_INTERVAL):
+            if all(thread.is_alive() for thread in threads):
+                _touch(alive)
+    finally:
+        for thread in threads:
+            thread.join(timeout=STOP_TIMEOUT)
+        with contextlib.suppress(OSError):
+            os.remove(alive)
     log.info("watchers_stopped", accounts=len(watchers))
     return 0
 
