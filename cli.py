@@ -509,7 +509,8 @@ def run_children(args: argparse.Namespace) -> list[Child]:
     python = sys.executable
     children = [Child("worker", [python, "-m", "celery", "-A", "scheduler", "worker", "--beat",
                                  f"--loglevel={args.loglevel}", f"--concurrency={args.concurrency}"]),
-                Child("web", [python, "-m", "gunicorn", "-c", "python:web.gunicorn_conf", "web.app:create_app()"])]
+                Child("web", [python, "-m", "gunicorn", "-c", "python:web.gunicorn_conf", "web.app:create_app()"]),
+                Child("watcher", [python, "-m", "watchers"])]
     return [child for child in children if child.name not in args.without]
 
 

@@ -196,10 +196,10 @@ def test_web_command_serves_the_app_for_development(env, processes):
     stop(proc)
 
 
-def test_run_command_starts_a_worker_with_an_embedded_beat_and_the_web_app(env, processes):
+def test_run_command_starts_a_worker_with_an_embedded_beat_the_web_app_and_the_watcher(env, processes, tmp_path):
     public_port, internal_port = free_port(), free_port()
     env.update(WEB_PUBLIC_HOST="127.0.0.1", WEB_PUBLIC_PORT=str(public_port), WEB_INTERNAL_HOST="127.0.0.1",
-               WEB_INTERNAL_PORT=str(internal_port))
+               WEB_INTERNAL_PORT=str(internal_port), WATCHER_LIVENESS_FILE=str(tmp_path / "watcher.alive"))
     proc, log = processes([str(VENV_BIN / "kmrl-connectors"), "run", "--concurrency", "1"], env, "run")
     beat_redis = redis.Redis.from_url(env["REDBEAT_REDIS_URL"])
 
@@ -212,10 +212,12 @@ def test_run_command_starts_a_worker_with_an_embedded_beat_and_the_web_app(env, 
     wait_for(lambda: Path(env["WORKER_LIVENESS_FILE"]).exists() and beat_redis.exists("redbeat::lock"),
              timeout=40, what="the worker and its beat", proc=proc, log=log)
     wait_for(web_answers, timeout=40, what="the web app", proc=proc, log=log)
+    wait_for(lambda: Path(env["WATCHER_LIVENESS_FILE"]).exists(), timeout=40, what="the watcher", proc=proc, log=log)
     # SIGTERM to run stops the whole set: nothing of it is left listening or running.
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(90) == 0, log.read_text()[-3000:]
     assert not web_answers()
+    assert not Path(env["WATCHER_LIVENESS_FILE"]).exists()  # the watcher stopped (and removed its file)
 
 
 def test_run_command_stops_the_set_when_one_process_dies(env, processes):
