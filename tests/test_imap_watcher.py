@@ -148,6 +148,9 @@ def test_notify_watches_every_folder_on_one_connection_and_the_fallback_stays_wi
         ChannelPlan(POLL, tuple(folders))]
     for cap in range(1, 12):
         assert len(plan_channels(folders, ["IDLE"], replace(config, max_connections=cap))) <= cap
+    # A folder not on the server gets no IDLE (it would fail): it is polled.
+    assert plan_channels(folders[:3], ["IDLE"], config, missing=("F1",)) == [
+        ChannelPlan(IDLE, ("F0",)), ChannelPlan(IDLE, ("F2",)), ChannelPlan(POLL, ("F1",))]
 
 
 # -- NOTIFY ------------------------------------------------------------------------------------------
@@ -205,6 +208,18 @@ def test_idle_is_issued_again_before_its_interval_ends_and_still_sees_mail(dovec
     wait_for(lambda: channel.idles >= 5, timeout=10, what="IDLE re-issued four times")
     assert watcher.connects == 1                         # re-issued on the same connection
     append_each_and_expect(dovecot, user, recorder, "imap_idle", folders=("INBOX",), count=3)
+    assert watcher.connects == 1
+
+
+def test_a_folder_missing_on_the_server_is_polled_and_the_others_still_get_idle(dovecot, user, running):
+    recorder = Recorder()
+    folders = ("INBOX", "Circulars", "Later")
+    watcher = running(user, recorder, folders=folders, config=replace(FAST, mode="idle", poll_seconds=0.2))
+    wait_for(lambda: connected(watcher), what="the watcher to connect")
+    kinds = sorted((type(c).__name__, tuple(c.folders)) for c in watcher.channels)
+    assert kinds == [("IdleChannel", ("Circulars",)), ("IdleChannel", ("INBOX",)), ("PollChannel", ("Later",))]
+    append_each_and_expect(dovecot, user, recorder, "imap_idle", folders=("INBOX", "Circulars"), count=2)
+    append_each_and_expect(dovecot, user, recorder, "imap_poll", folders=("Later",), count=2)  # created by APPEND
     assert watcher.connects == 1
 
 

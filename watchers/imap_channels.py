@@ -287,6 +287,7 @@ class PollChannel(Channel):
         self.poll_seconds = poll_seconds
         #: Polling rounds done on this connection.
         self.rounds = 0
+        self._refused: set[str] = set()
 
     def start(self) -> None:
         self._poll()
@@ -297,7 +298,13 @@ class PollChannel(Channel):
             answer = self.wire.command(b"STATUS " + quoted_mailbox(folder) + b" (UIDNEXT UIDVALIDITY)",
                                        timeout=self.timeout, untagged=untagged)
             if status_of(answer) != b"OK":
-                raise ConfigError(f"folder {folder!r} cannot be polled: {answer.text[:200].decode(errors='replace')}")
+                # A folder that does not exist (yet): its sync reports that; keep polling it and the others.
+                if folder not in self._refused:
+                    self._refused.add(folder)
+                    log.warning("watcher_folder_refused", account=self.wire.label, folder=folder,
+                                answer=answer.text[:200].decode(errors="replace"))
+                continue
+            self._refused.discard(folder)
             for response in untagged:
                 status = parse_status(response)
                 if status is not None and self._folder(status[0]) == folder:

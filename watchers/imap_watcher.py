@@ -116,7 +116,8 @@ class ChannelPlan:
     folders: tuple[str, ...]
 
 
-def plan_channels(folders: Sequence[str], capabilities: Sequence[str], config: WatchConfig) -> list[ChannelPlan]:
+def plan_channels(folders: Sequence[str], capabilities: Sequence[str], config: WatchConfig, *,
+                  missing: Sequence[str] = ()) -> list[ChannelPlan]:
     """The connections that watch ``folders`` on a server with ``capabilities`` (upper case):
 
     - NOTIFY offered (and mode ``auto``): one NOTIFY connection for every folder;
@@ -125,6 +126,9 @@ def plan_channels(folders: Sequence[str], capabilities: Sequence[str], config: W
       folders (EMAIL_IDLE_FOLDERS in its order, else the account's first folders), at most
       ``max_connections - 1`` of them, and one polling connection for the rest;
     - else (or mode ``poll``): one polling connection for every folder.
+
+    ``missing`` folders (not on the server) never get an IDLE, which would fail: they are polled, so
+    a folder created later is seen, and the other folders are watched meanwhile.
     """
     caps = {c.upper() for c in capabilities}
     folders = list(folders)
@@ -133,6 +137,7 @@ def plan_channels(folders: Sequence[str], capabilities: Sequence[str], config: W
     if config.mode == "poll" or "IDLE" not in caps or (config.max_connections < 2 and len(folders) > 1):
         return [ChannelPlan(POLL, tuple(folders))]
     chosen = [f for f in config.idle_folders if f in folders] if config.idle_folders else folders
+    chosen = [f for f in chosen if f not in missing]
     if len(chosen) == len(folders) and len(folders) <= config.max_connections:
         return [ChannelPlan(IDLE, (f,)) for f in folders]
     idle = chosen[:config.max_connections - 1]
@@ -357,10 +362,16 @@ class AccountWatcher:
             with classified(self.account, "reading capabilities"):
                 capabilities = [c.decode().upper() if isinstance(c, bytes) else str(c).upper()
                                 for c in first.client.capabilities()]
+            with classified(self.account, "listing folders"):
+                present = {str(name) for _flags, _sep, name in first.client.list_folders()}
         except BaseException:
             first.close(logout=False)
             raise
-        plans = plan_channels(self.account.folders, capabilities, self.config)
+        missing = [f for f in self.account.folders if f not in present and f.upper() != "INBOX"]
+        if missing:
+            # The folder's sync reports it as a config error; the watcher keeps watching the others.
+            log.warning("watcher_folders_missing", watcher=self.name, folders=missing)
+        plans = plan_channels(self.account.folders, capabilities, self.config, missing=missing)
         session.logins.append(first)
         try:
             for index, plan in enumerate(plans):
