@@ -177,6 +177,16 @@ def test_mail_that_came_while_nobody_watched_is_asked_for_on_connect(dovecot, us
     assert recorder.calls == [(scope(user, "Circulars"), "imap_notify")]
 
 
+def test_with_notify_a_folder_created_after_connecting_is_watched_too(dovecot, user, running):
+    recorder = Recorder()
+    watcher = running(user, recorder, folders=("INBOX", "Later"))
+    wait_for(lambda: connected(watcher), what="the watcher to connect")
+    dovecot.append(user, [mail("first in a new folder")], folder="Later")   # CREATE, then APPEND
+    wait_for(lambda: recorder.calls == [(scope(user, "Later"), "imap_notify")], what="the new folder's mail")
+    append_each_and_expect(dovecot, user, recorder, "imap_notify", folders=("Later", "INBOX"), count=4)
+    assert watcher.connects == 1                         # Dovecot watches a NOTIFY mailbox by its name
+
+
 # -- IDLE and polling --------------------------------------------------------------------------------
 
 def test_without_notify_each_folder_gets_its_own_idle(dovecot, user, running):

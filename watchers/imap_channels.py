@@ -7,7 +7,9 @@
   whose UIDVALIDITY changed, is new mail. A NOOP every ``keepalive`` seconds keeps the session (and
   any NAT on the way) alive and proves the server still answers. ``* OK [NOTIFICATIONOVERFLOW]``
   means the server stopped notifying: the channel fails, so the watcher reconnects and compares
-  every folder with its cursor again.
+  every folder with its cursor again. A folder that does not exist yet is named all the same:
+  Dovecot watches a NOTIFY mailbox by its name, so mail in a folder created later is seen (a server
+  that does not leaves it to the tick until the next reconnect).
 - ``IdleChannel`` (RFC 2177): one folder EXAMINEd (read-only), then IDLE; ``* n EXISTS`` above the
   known count is new mail (``* n EXPUNGE`` lowers the count). IDLE is ended (``DONE``) and issued
   again every ``keepalive`` seconds, well before the 29 minutes after which a server may drop it.
