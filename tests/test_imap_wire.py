@@ -105,3 +105,76 @@ def test_an_oversized_literal_or_unbalanced_list_is_a_protocol_error(pair):
         wire.read(1)
     with pytest.raises(ProtocolError, match="unbalanced"):
         Response("*", b"STATUS INBOX (UIDNEXT 3").tokens()
+
+
+# -- IDLE's re-issue timer, against a scripted server on the other end of the pair ---------------------
+
+class Seen:
+    """A FolderWatch that records what a channel reports."""
+
+    def __init__(self) -> None:
+        self.sightings: list[tuple[str, int | None, int | None]] = []
+        self.arrivals: list[str] = []
+
+    def sighting(self, folder: str, uidvalidity: int | None, uidnext: int | None, *, reason: str) -> None:
+        self.sightings.append((folder, uidvalidity, uidnext))
+
+    def arrived(self, folder: str, *, reason: str) -> None:
+        self.arrivals.append(folder)
+
+
+def scripted_idle_server(server: socket.socket, commands: list[tuple[float, bytes]], stop: threading.Event) -> None:
+    """Answers EXAMINE, IDLE and DONE as Dovecot does; records each command line with its time; after the
+    second IDLE, reports a new message."""
+    buffer, idle_tag, idles = b"", b"", 0
+    server.settimeout(0.05)
+    while not stop.is_set():
+        try:
+            chunk = server.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        if not chunk:
+            return
+        buffer += chunk
+        while b"\r\n" in buffer:
+            line, buffer = buffer.split(b"\r\n", 1)
+            commands.append((time.monotonic(), line))
+            tag, _, rest = line.partition(b" ")
+            if rest.startswith(b"EXAMINE"):
+                server.sendall(b"* 3 EXISTS\r\n* OK [UIDVALIDITY 77] UIDs valid\r\n* OK [UIDNEXT 4] Predicted\r\n"
+                               + tag + b" OK [READ-ONLY] Examine completed\r\n")
+            elif rest == b"IDLE":
+                idle_tag, idles = tag, idles + 1
+                server.sendall(b"+ idling\r\n" + (b"* 4 EXISTS\r\n" if idles == 2 else b""))
+            elif line == b"DONE":
+                server.sendall(idle_tag + b" OK Idle completed\r\n")
+
+
+def test_idle_is_ended_and_issued_again_every_keepalive_and_sees_exists_in_between():
+    from watchers.imap_channels import IdleChannel
+
+    ours, server = socket.socketpair()
+    commands: list[tuple[float, bytes]] = []
+    stop = threading.Event()
+    threading.Thread(target=scripted_idle_server, args=(server, commands, stop), daemon=True).start()
+    seen = Seen()
+    channel = IdleChannel(ImapWire(ours), ["INBOX"], seen, timeout=2, keepalive=0.2)
+    channel.start()
+    runner = threading.Thread(target=channel.run)
+    runner.start()
+    time.sleep(1.1)
+    channel.close()
+    runner.join(timeout=5)
+    stop.set()
+    ours.close()
+    server.close()
+    lines = [line.split(b" ", 1)[-1] for _, line in commands]
+    assert lines[:6] == [b'EXAMINE "INBOX"', b"IDLE", b"DONE", b"IDLE", b"DONE", b"IDLE"]
+    assert seen.sightings == [("INBOX", 77, 4)] and seen.arrivals == ["INBOX"]  # 3 -> 4 EXISTS: one arrival
+    assert channel.idles >= 4
+    idle_times = [at for at, line in commands if line.endswith(b" IDLE")]
+    done_times = [at for at, line in commands if line == b"DONE"]
+    for started, ended in zip(idle_times, done_times, strict=False):
+        assert 0.19 <= ended - started < 0.45  # each IDLE ends after one keepalive, not later
