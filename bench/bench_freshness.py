@@ -119,7 +119,7 @@ def running_setup(root: Path, redis_url: str, *, burst_folder: str) -> Iterator[
         ca = CertAuthority(str(root / "ca"))
         web_cert = ca.issue("web", hosts=("127.0.0.1", "localhost"))
         hub = stack.enter_context(HubProcess(root / "hub"))
-        dovecot = DovecotServer(str(root / "dovecot")).start()
+        dovecot = DovecotServer().start()  # its own folder, readable by Dovecot's unprivileged processes
         stack.callback(dovecot.stop)
         password = "bench-mail-password"
         dovecot.add_user(MAILBOX, password)
@@ -193,7 +193,9 @@ def wait_until_up(setup: Setup, internal_port: int) -> None:
         if setup.service.poll() is not None:
             raise RuntimeError(f"kmrl-connectors run exited ({setup.service.returncode}); see {setup.root / 'run.out'}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the service was not up after {START_TIMEOUT:.0f} s: {wanted}")
+            logs = (setup.root / "logs" / "kmrl-connectors.log")
+            tail = "\n".join(logs.read_text(errors="replace").splitlines()[-30:]) if logs.exists() else ""
+            raise RuntimeError(f"the service was not up after {START_TIMEOUT:.0f} s: {wanted}\n{tail}")
         try:
             wanted["web"] = requests.get(f"https://127.0.0.1:{internal_port}/readyz", verify=setup.ca_path,
                                          timeout=2).status_code == 200
@@ -253,8 +255,10 @@ def land(setup: Setup, change: Change, data: bytes, sender: WebhookSender) -> No
         media = setup.cloud.add_media(data, mime_type=mime)
         message = setup.cloud.message("document", media, filename=change.name, caption=change.name)
         change.landed = time.time()
-        if not sender.send(setup.cloud.notification([message])).delivered:
-            raise RuntimeError(f"the webhook did not accept {change.name}")
+        delivery = sender.send(setup.cloud.notification([message]))
+        if not delivery.delivered:
+            raise RuntimeError(f"the webhook did not accept {change.name}: answers {delivery.statuses}; "
+                               f"see {setup.root / 'logs'}")
 
 
 def percentile(values: Sequence[float], share: float) -> float:
@@ -303,6 +307,7 @@ def freshness(setup: Setup, *, changes_per_source: int, minutes: float, seed: in
 def _verified_session(ca_path: str) -> requests.Session:
     session = requests.Session()
     session.verify = ca_path
+    session.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment would replace the CA given here
     return session
 
 
@@ -340,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--quick", action="store_true", help="20 changes over 1 minute, a burst of 200")
     parser.add_argument("--json", help="write the result here (bench/report.py format)")
+    parser.add_argument("--keep", help="keep the service's folders (logs) here instead of a temporary folder")
     args = parser.parse_args(argv)
     if args.quick:
         args.changes, args.minutes, args.burst = 20, 1.0, 200
@@ -348,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     folder = "Burst"
     with private_redis() as redis_url, tempfile.TemporaryDirectory(prefix="kmrl-bench-fresh-") as tmp, \
-            running_setup(Path(tmp), redis_url, burst_folder=folder) as setup:
+            running_setup(Path(args.keep or tmp), redis_url, burst_folder=folder) as setup:
         print(f"service up; {args.changes} changes per source over {args.minutes:g} min")
         figures = freshness(setup, changes_per_source=args.changes, minutes=args.minutes, seed=args.seed)
         burst_figures = burst(setup, folder, args.burst) if args.burst else {}

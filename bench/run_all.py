@@ -205,6 +205,8 @@ BENCHES = (
           "bench.bench_maximo", quick_args=("--work-orders", "200", "--rounds", "1")),
     Bench("webhook", "WhatsApp webhook under wrk beside a bare endpoint (issues 6, 15)", "bench.bench_webhook",
           quick_args=("--duration", "5", "--bodies", "5000", "--rounds", "1"), needs=("wrk",)),
+    Bench("freshness", "Freshness: change at the source to the document in the Hub, pushed; a burst in one folder "
+          "(issue 16)", "bench.bench_freshness", quick_args=("--quick",), needs=("dovecot", "redis-server")),
     Bench("watcher", "Email watcher idle cost: 5 accounts of 10 folders, nothing happening (issue 16)",
           "bench.bench_watcher_idle", quick_args=("--seconds", "5"), needs=("dovecot", "redis-server")),
     Bench("workers", "Two workers in two network namespaces (issue 15)", "bench.bench_workers",
