@@ -1,7 +1,7 @@
 """What the service is doing, as one dict: what ``kmrl-connectors status`` prints and the status page shows.
 
 ``status_data(service)`` reads, for every configured source and every scope with a recorded status:
-the state, last success, lag, the last run's counts, the items recorded as ingested, the last error
+the scope's id and the name a person reads, the state, last success, lag, the last run's counts, the items recorded as ingested, the last error
 (whole: callers shorten it for a table), the source's health, dead-letter and held counts, and the
 day's totals (IST, base/recent.py), and for SharePoint each library's Graph subscription and its
 expiry. Read-only; a handful of Redis round trips per scope.
@@ -43,7 +43,10 @@ def status_data(service: Service, *, now: float | None = None) -> dict[str, Any]
         entry = sources.setdefault(connector, {"source": connector, "scopes": []})
         last_success = _number(status.get("last_success"))
         entry["scopes"].append({
-            "scope": scope, "state": status.get("state", ""), "last_success": last_success or None,
+            # scope: the id machines use; scope_name: what a person reads (a SharePoint library as
+            # "sites/operations / Documents"), stored with the status by the run, so no Graph call here.
+            "scope": scope, "scope_name": status.get("scope_name") or scope, "state": status.get("state", ""),
+            "last_success": last_success or None,
             "lag_seconds": round(now - last_success, 1) if last_success else None,
             "last_run_end": _number(status.get("last_run_end")) or None,
             "counts": {k: int(_number(status.get(k))) for k in RUN_COUNTS},
@@ -52,8 +55,10 @@ def status_data(service: Service, *, now: float | None = None) -> dict[str, Any]
         })
     if "sharepoint" in sources:
         # Each library's Graph change-notification subscription (connectors/sharepoint_subscriptions.py).
+        names = {s["scope"]: s["scope_name"] for s in sources["sharepoint"]["scopes"]}
         sources["sharepoint"]["subscriptions"] = [
-            {"drive": r.drive, "id": r.id, "expires": r.expires or None, "instance": r.instance}
+            {"drive": r.drive, "drive_name": names.get(r.drive, r.drive), "id": r.id, "expires": r.expires or None,
+             "instance": r.instance}
             for r in SubscriptionStore(state).all()]
     day = ist_day(now)
     totals = {t.source: t for t in read_day_totals(state.redis, state.keys, sources, day)}
