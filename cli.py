@@ -277,8 +277,8 @@ def cmd_status(args: argparse.Namespace, service: Service) -> int:
         out(render_table(headers, rows, max_width=48) if rows else "  (no run recorded yet)")
         out(operator_views.today_line(entry["today"]))
         for sub in entry.get("subscriptions", []):
-            out(f"change notifications for {sub.get('drive_name') or sub['drive']}: subscription {sub['id'] or '(being created)'}, "
-                f"expires {format_time(sub['expires'])}")
+            out(f"change notifications for {sub.get('drive_name') or sub['drive']}: "
+                f"subscription {sub['id'] or '(being created)'}, expires {format_time(sub['expires'])}")
         if args.long:
             for s in entry["scopes"]:
                 if s["last_error"]:

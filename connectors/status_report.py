@@ -1,10 +1,10 @@
 """What the service is doing, as one dict: what ``kmrl-connectors status`` prints and the status page shows.
 
 ``status_data(service)`` reads, for every configured source and every scope with a recorded status:
-the scope's id and the name a person reads, the state, last success, lag, the last run's counts, the items recorded as ingested, the last error
-(whole: callers shorten it for a table), the source's health, dead-letter and held counts, and the
-day's totals (IST, base/recent.py), and for SharePoint each library's Graph subscription and its
-expiry. Read-only; a handful of Redis round trips per scope.
+the scope's id and the name a person reads, the state, last success, lag, the last run's counts, the
+items recorded as ingested, the last error (whole: callers shorten it for a table), the source's
+health, dead-letter and held counts, and the day's totals (IST, base/recent.py), and for SharePoint
+each library's Graph subscription and its expiry. Read-only; a handful of Redis round trips per scope.
 """
 
 from __future__ import annotations
