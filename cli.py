@@ -30,7 +30,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -45,7 +44,7 @@ from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings
 from connectors import operator_views, registry
 from connectors.service import Service
-from connectors.status_report import status_data
+from connectors.status_report import health_text, status_data
 from utils.errors import ConfigError, TransientError, root_cause_first
 from utils.logging import configure_logging, mask_text
 from utils.progress import SyncProgress
@@ -296,19 +295,6 @@ def cmd_recent(args: argparse.Namespace, service: Service) -> int:
     entries = read_recent(service.state.redis, service.state.keys, where=where, limit=max(1, args.limit))
     out(operator_views.recent_json(entries) if args.json else operator_views.recent_table(entries))
     return 0
-def health_text(entry: Mapping[str, Any]) -> str:
-    """The health a source's header shows: the hourly check's verdict, unless a scope's last run ended in
-    a failure since (a header saying "healthy" above a scope in ``auth_failed`` would mislead)."""
-    health = entry["health"]
-    checked = (f"checked {format_duration(ago(health['checked_at']))} ago" if health else "not checked yet")
-    failing = [s for s in entry["scopes"] if s["state"] in {state.value for state in ScopeState if state.failed}]
-    if failing:
-        worst = ScopeState.worst(s["state"] for s in failing)
-        verdict = f"health {worst} ({len(failing)} of {len(entry['scopes'])} scopes failing"
-        return verdict + (f"; the hourly check said {health['state']}, {checked})" if health else ")")
-    return f"health {health['state']} ({checked})" if health else "health not checked yet"
-
-
 # -- check ----------------------------------------------------------------------------------------
 
 class CheckLines:

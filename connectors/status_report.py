@@ -10,13 +10,16 @@ each library's Graph subscription and its expiry. Read-only; a handful of Redis 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
+from base.contract import ScopeState
 from base.health import load_report
 from base.recent import ist_day, read_day_totals
 from connectors import registry
 from connectors.service import Service
 from connectors.sharepoint_subscriptions import SubscriptionStore
+from utils.tables import ago, format_duration
 
 #: The last run's counters a scope row shows.
 RUN_COUNTS = ("fetched", "new", "duplicate", "skipped", "failed", "deleted")
@@ -70,3 +73,30 @@ def status_data(service: Service, *, now: float | None = None) -> dict[str, Any]
                             "checked_at": report.get("checked_at")} if source_health else None)
         entry["today"] = totals[name].as_dict()
     return {"generated_at": now, "day": day, "sources": list(sources.values())}
+
+
+#: Run states a scope fails in (error, lease_lost, config_error, auth_failed).
+FAILED_STATES = frozenset(state.value for state in ScopeState if state.failed)
+
+
+def health_text(entry: Mapping[str, Any]) -> str:
+    """A source's health as its header shows it (``entry``: one source of ``status_data``): the hourly
+    check's verdict, unless a scope's last run ended in a failure since, e.g. ``health auth_failed (1 of
+    1 scopes failing; the hourly check said healthy, checked 10m 0s ago)``: a header saying "healthy"
+    above a scope in ``auth_failed`` would mislead."""
+    health = entry.get("health")
+    checked = f"checked {format_duration(ago(health['checked_at']))} ago" if health else "not checked yet"
+    scopes = entry.get("scopes", [])
+    failing = [s for s in scopes if s.get("state") in FAILED_STATES]
+    if failing:
+        worst = ScopeState.worst(s["state"] for s in failing)
+        verdict = f"health {worst} ({len(failing)} of {len(scopes)} scopes failing"
+        return verdict + (f"; the hourly check said {health['state']}, {checked})" if health else ")")
+    return f"health {health['state']} ({checked})" if health else "health not checked yet"
+
+
+def scope_names(data: Mapping[str, Any]) -> dict[tuple[str, str], str]:
+    """(source, scope id) -> the name a person reads, for every scope of ``status_data``'s answer:
+    for lists that carry only the id (recent documents, dead letters)."""
+    return {(source["source"], scope["scope"]): scope.get("scope_name") or scope["scope"]
+            for source in data.get("sources", []) for scope in source.get("scopes", [])}

@@ -88,6 +88,28 @@ def test_the_health_report_names_each_library_beside_its_drive_id(run, graph, re
     assert all(h.scope.startswith("b!") for h in health)
 
 
+def test_the_status_page_names_each_library_and_its_health_follows_failing_scopes(run, graph, redis_url):
+    from base.recent import RecentFilter
+    from config.settings import Settings
+    from connectors.service import Service
+    from connectors.status_report import status_data
+    from web.status_view import PageData, render_sources
+
+    run("sync", "sharepoint", **graph)
+    state = StateStore.from_url(redis_url)
+    drive = next(scope for _, scope, status in state.iter_statuses("sharepoint")
+                 if status.get("scope_name") == "sites/finance / Documents")
+    state.update_status("sharepoint", drive, {"state": "auth_failed", "last_error": "AADSTS7000215: invalid secret"})
+    store_report(state, HealthReport(checked_at=time.time(), redis=(True, "ok"), hub=(True, "ok"),
+                                     sources=[SourceHealth("sharepoint", "healthy", "fine an hour ago")]))
+    service = Service(Settings.from_env({**os.environ, **graph, "STATE_REDIS_URL": redis_url, "KMRL_ENV_FILE": ""}))
+    html = render_sources(PageData(status=status_data(service), recent=[], where=RecentFilter(), limit=10,
+                                   dead_letters=[]))
+    assert f'<td class="scope" title="{drive}">sites/finance / Documents</td>' in html
+    assert "sites/operations / Engineering Drawings" in html
+    assert "health auth_failed (1 of 3 scopes failing; the hourly check said healthy" in html
+
+
 def test_sync_scope_takes_a_library_by_the_name_status_shows(run, graph, redis_url):
     code, output = run("sync", "sharepoint", "--scope", "sites/operations / engineering drawings", **graph)
     assert code == 0, output
