@@ -35,6 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from base.base_connector import BaseConnector
+from base.contract import ScopeState
 from base.recent import DECISIONS
 from base.runner import Reprocess, ScopeSummary
 from base.schema import migrate
@@ -43,8 +44,8 @@ from config.redis_tls import redis_tls_kwargs
 from config.settings import Settings
 from connectors import operator_views, registry
 from connectors.service import Service
-from connectors.status_report import status_data
-from utils.errors import ConfigError, TransientError
+from connectors.status_report import health_text, status_data
+from utils.errors import ConfigError, TransientError, root_cause_first
 from utils.logging import configure_logging, mask_text
 from utils.progress import SyncProgress
 from utils.supervisor import Child, Supervisor
@@ -132,22 +133,31 @@ def _scope_line(result: ScopeSummary) -> str:
     # dead_lettered is within failed; reprocessed shows only in the runs that do it.
     counts = " ".join(f"{k}={v}" for k, v in result.counts.items()
                       if k != "dead_lettered" and (v or k != "reprocessed"))
-    line = f"{result.connector} {result.scope}: {result.state}  {counts}  {result.seconds:.1f} s"
+    line = f"{result.connector} {result.label}: {result.state}  {counts}  {result.seconds:.1f} s"
     return line + (f"  error: {result.error}" if result.error else "")
 
 
 def _print_decisions(result: ScopeSummary) -> None:
     if not result.decisions:
-        out(f"{result.connector} {result.scope}: nothing to do")
+        out(f"{result.connector} {result.label}: nothing to do")
         return
     rows = [(d.action, d.filename or "-", d.source_id, d.reason or "") for d in result.decisions]
-    out(f"{result.connector} {result.scope} (dry run: nothing was downloaded, uploaded or changed)")
+    out(f"{result.connector} {result.label} (dry run: nothing was downloaded, uploaded or changed)")
     out(render_table(("WOULD", "FILENAME", "SOURCE ID", "WHY"), rows))
 
 
-def _owned_scope(connector: BaseConnector, scope: str) -> bool:
+def _owned_scope(connector: BaseConnector, wanted: str) -> tuple[str | None, list[str]]:
+    """The scope of ``connector`` that ``wanted`` names (its id, or its readable name in any case), or
+    None; with the names of every scope the connector has, for the message when none matched."""
     with connector.connect(connector.default_credentials()):
-        return scope in connector.scopes()
+        scopes = connector.scopes()
+        names = {scope: connector.scope_label(scope) for scope in scopes}
+    if wanted in scopes:
+        return wanted, list(names.values())
+    for scope, name in names.items():
+        if name.casefold() == wanted.casefold():
+            return scope, list(names.values())
+    return None, list(names.values())
 
 
 def cmd_sync(args: argparse.Namespace, service: Service) -> int:
@@ -190,6 +200,8 @@ def _sync_sources(args: argparse.Namespace, service: Service, *, reprocess: Repr
         migrate(service.state)
     progress = SyncProgress(sys.stderr, tty=sys.stderr.isatty())
     failed = False
+    unowned: dict[str, list[str]] = {}  # source -> its scopes, for a --scope it does not have
+    found_anywhere = False
     for source in sources:
         try:
             connectors = service.connectors(source)
@@ -197,13 +209,27 @@ def _sync_sources(args: argparse.Namespace, service: Service, *, reprocess: Repr
             out(f"{source}: {exc.state}: {mask_text(str(exc))}")
             failed = True
             continue
+        known: list[str] = []
+        owned = refused = False
         for connector in connectors:
             if reprocess is not None and connector.cannot_list_again:
                 out(f"{source}: not reprocessed: {connector.cannot_list_again}")
+                refused = True
                 break
-            scopes = [args.scope] if args.scope else None
-            if args.scope and len(connectors) > 1 and not _owned_scope(connector, args.scope):
-                continue
+            scopes = None
+            if args.scope:
+                # A scope no connector has is refused before any run: a run would record a status row
+                # for it (and report ok) although nothing exists there.
+                try:
+                    scope, names = _owned_scope(connector, args.scope)
+                except (ConfigError, TransientError) as exc:
+                    out(f"{source}: {ScopeState.for_error(exc)}: {root_cause_first(mask_text(str(exc)))}")
+                    failed = refused = True
+                    break
+                known += names
+                if scope is None:
+                    continue
+                owned, scopes = True, [scope]
             progress.watch(connector)
             summary = connector.sync_documents(scopes=scopes, dry_run=args.dry_run, full=args.full,
                                                reprocess=reprocess)
@@ -212,6 +238,14 @@ def _sync_sources(args: argparse.Namespace, service: Service, *, reprocess: Repr
                     _print_decisions(result)
                 out(_scope_line(result))
                 failed = failed or result.state.failed  # exit code 1
+        found_anywhere = found_anywhere or owned
+        if args.scope and not owned and not refused:
+            unowned[source] = known
+    # `sync all --scope X` runs X where it exists; it fails only when no source has it.
+    if unowned and not found_anywhere:
+        for source, known in unowned.items():
+            out(f"{source}: no scope {args.scope!r} (its scopes: {', '.join(known) or 'none'})")
+        failed = True
     return 1 if failed else 0
 
 
@@ -231,25 +265,25 @@ def cmd_status(args: argparse.Namespace, service: Service) -> int:
         out("No source is configured and no run has been recorded yet.")
         return 0
     # Counts are the last run's; ITEMS is every source item recorded as ingested in the scope.
+    # SCOPE is the name a person reads (a SharePoint library as "site / library"); --json has the id too.
     headers = ("SCOPE", "STATE", "LAST SUCCESS", "LAG", "ITEMS", "NEW", "DUP", "SKIP", "FAIL", "DEL", "LAST ERROR")
     for entry in data["sources"]:
-        health = entry["health"]
-        health_text = (f"health {health['state']} (checked {format_duration(ago(health['checked_at']))} ago)"
-                       if health else "health not checked yet")
-        out(f"{entry['source']}  ·  {health_text}  ·  dead letters: {entry['dead_letters']}  ·  held: {entry['held']}")
-        rows = [(s["scope"], s["state"], format_time(s["last_success"]), format_duration(s["lag_seconds"]),
+        out(f"{entry['source']}  ·  {health_text(entry)}  ·  dead letters: {entry['dead_letters']}  ·  "
+            f"held: {entry['held']}")
+        rows = [(s["scope_name"], s["state"], format_time(s["last_success"]), format_duration(s["lag_seconds"]),
                  s["items"], *(s["counts"][k] for k in ("new", "duplicate", "skipped", "failed", "deleted")),
-                 s["last_error"] or "") for s in entry["scopes"]]
+                 root_cause_first(s["last_error"] or "")) for s in entry["scopes"]]
         out(render_table(headers, rows, max_width=48) if rows else "  (no run recorded yet)")
         out(operator_views.today_line(entry["today"]))
         for sub in entry.get("subscriptions", []):
-            out(f"change notifications for {sub['drive']}: subscription {sub['id'] or '(being created)'}, "
-                f"expires {format_time(sub['expires'])}")
+            out(f"change notifications for {sub.get('drive_name') or sub['drive']}: "
+                f"subscription {sub['id'] or '(being created)'}, expires {format_time(sub['expires'])}")
         if args.long:
             for s in entry["scopes"]:
                 if s["last_error"]:
-                    out(f"error of {s['scope']}: {s['last_error']}")
+                    out(f"error of {s['scope_name']}: {s['last_error']}")
         out()
+    out("Times in IST (Asia/Kolkata); log files stamp UTC. `kmrl-connectors status --json` has every error whole.")
     return 0
 
 
@@ -261,8 +295,6 @@ def cmd_recent(args: argparse.Namespace, service: Service) -> int:
     entries = read_recent(service.state.redis, service.state.keys, where=where, limit=max(1, args.limit))
     out(operator_views.recent_json(entries) if args.json else operator_views.recent_table(entries))
     return 0
-
-
 # -- check ----------------------------------------------------------------------------------------
 
 class CheckLines:
@@ -278,6 +310,12 @@ class CheckLines:
     def run(self, name: str, check: Callable[[], str]) -> bool:
         try:
             detail = check()
+        except ConfigError as exc:  # auth_failed, config_error: what to fix, not a Python class name
+            self("FAIL", name, f"{exc.state}: {root_cause_first(str(exc))}")
+            return False
+        except TransientError as exc:
+            self("FAIL", name, f"unreachable: {root_cause_first(str(exc))}")
+            return False
         except Exception as exc:  # noqa: BLE001 - every failure of a check is that check's answer
             self("FAIL", name, f"{type(exc).__name__}: {exc}")
             return False
@@ -319,10 +357,7 @@ def _check_redis(url: str, ca_file: str = "") -> str:
 
 
 def _check_hub(service: Service) -> str:
-    ok, detail = service.hub.health()
-    if not ok:
-        raise TransientError(detail)
-    return detail
+    return service.hub.check()
 
 
 def _check_redis_roles(lines: CheckLines, settings: Settings) -> set[str]:
@@ -583,6 +618,12 @@ def cmd_probe(args: argparse.Namespace, service: Service) -> int:
     return 0 if ok else 1
 
 
+def warn_without_env_file(settings: Settings) -> None:
+    """One line on stderr when no .env file was found where one was looked for (``Settings.env_file``)."""
+    if settings.env_file.note:
+        print(f"warning: {settings.env_file.note}", file=sys.stderr, flush=True)
+
+
 # -- the parser -----------------------------------------------------------------------------------
 
 def cmd_migrate(args: argparse.Namespace, service: Service) -> int:
@@ -620,16 +661,44 @@ def cmd_subscriptions(args: argparse.Namespace, service: Service) -> int:
     out(render_table(("SITE", "DRIVE", "OUTCOME", "SUBSCRIPTION", "EXPIRES"), rows, max_width=48)
         if rows else "No SharePoint library to subscribe (or another process is checking them now).")
     return 0
+#: What ``kmrl-connectors --help`` says the tool is (plain text: argparse shows it as written).
+DESCRIPTION = "Run, inspect and repair KMRL Connectors from a shell."
+#: Examples under ``--help``.
+EPILOG = """examples:
+  kmrl-connectors check                          prove every setting and credential
+  kmrl-connectors status                         each scope: state, last success, lag, counts, last error
+  kmrl-connectors sync email --dry-run           what a sync would ingest, skip or delete
+  kmrl-connectors sync sharepoint --scope "sites/operations / Documents"
+  kmrl-connectors deadletter list                failed documents and why
+  kmrl-connectors deadletter retry --id ID       send one again from its kept bytes
+
+Exit codes: 0 all asked for worked; 1 something failed (a check, a run, a Redis that does not
+answer); 2 a usage or settings error. Output for people goes to stdout; logs go to stderr (warnings,
+or everything with -v) and to LOG_FILE (JSON lines, UTC times; status shows IST)."""
+
+
+def version() -> str:
+    """This installation's version (the package's metadata; ``unknown`` when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("kmrl-connectors")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kmrl-connectors", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="kmrl-connectors", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show INFO logs on the console")
     commands = parser.add_subparsers(dest="command", required=True)
 
     sync = commands.add_parser("sync", help="run a sync now, in this process")
     sync.add_argument("source", help="a source name, or 'all' for every configured source")
-    sync.add_argument("--scope", help="only this scope (folder, drive id, site, inbox)")
+    sync.add_argument("--scope", help="only this scope: a folder, a site, the inbox, a library by its id or "
+                      "as status names it (\"sites/operations / Documents\")")
     sync.add_argument("--dry-run", action="store_true", help="list what would happen; change nothing")
     sync.add_argument("--full", action="store_true", help="ignore cursors and re-read everything (dedup still holds)")
     sync.set_defaults(handler=cmd_sync)
@@ -671,7 +740,8 @@ def build_parser() -> argparse.ArgumentParser:
     held.add_argument("target", nargs="?", metavar="SOURCE|ID", help="list: only this source's; release, drop: the id")
     held.set_defaults(handler=cmd_held)
 
-    web = commands.add_parser("web", help="serve the webhook, probes and /metrics (development server)")
+    web = commands.add_parser("web", help="serve the webhook, probes and /metrics (development server; "
+                              "gunicorn in production)")
     web.add_argument("--host", default="127.0.0.1", help="the public listener's address")
     web.add_argument("--port", type=int, default=None, help="the public listener's port (default WEB_PUBLIC_PORT)")
     web.set_defaults(handler=cmd_web)
@@ -713,10 +783,18 @@ def main(argv: Sequence[str] | None = None, *, sources: Mapping[str, registry.So
         return 2
     quiet = args.command in ("sync", "status", "recent", "check", "deadletter", "held", "probe",
                              "migrate") and not args.verbose
-    configure_logging(log_file=settings.log_file, level="WARNING" if quiet else settings.log_level,
-                      console_format=settings.log_format)
+    # The log file gets LOG_LEVEL's lines whatever the console shows: a manual sync leaves its run lines there.
+    configure_logging(log_file=settings.log_file, level=settings.log_level, console_format=settings.log_format,
+                      console_level="WARNING" if quiet else None)
+    warn_without_env_file(settings)
     try:
         return int(args.handler(args, Service(settings, sources=sources)))
+    except BrokenPipeError:
+        # The reader went away (`status | head`): what is left unprinted has nobody to read it. stdout is
+        # pointed at /dev/null so the interpreter's last flush does not fail again (Python's advice).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except ConfigError as exc:
         out(f"{exc.state}: {mask_text(str(exc))}")
         return 2

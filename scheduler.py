@@ -77,6 +77,7 @@ from connectors import registry
 from connectors import sharepoint_subscriptions as graph_push
 from connectors.service import Service
 from connectors.sharepoint_connector import SharePointConnector
+from utils.daemon_files import DetachedFilesUnusable, prepare_detached_files
 from utils.errors import ConfigError, SpoolFullError, ThrottledError, TransientError
 from utils.logging import configure_logging, get_logger, mask_text
 from utils.tables import safe_url
@@ -189,6 +190,7 @@ class _ConfigFromSettings(Mapping[str, Any]):
                 if click.get_current_context(silent=True) is None:
                     raise
                 raise SettingsUnusable(f"settings: {mask_text(str(exc))}") from None
+            _prepare_detached_files()
         return self._built
 
     def __getitem__(self, key: str) -> Any:
@@ -199,6 +201,20 @@ class _ConfigFromSettings(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._config())
+
+
+def _prepare_detached_files() -> None:
+    """Under ``celery worker|beat --detach`` (read first in the process that was started, before it
+    forks away): the folders of --pidfile and --logfile made, or one line and exit code 2."""
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return
+    try:
+        warning = prepare_detached_files(context.params, log_file=service.settings.log_file)
+    except DetachedFilesUnusable as exc:
+        raise SettingsUnusable(f"{context.info_name}: {exc}") from None
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
 
 
 #: What the tasks of one process share (built lazily, after a prefork child starts).
@@ -218,12 +234,15 @@ def configure(settings: Settings, *, sources: Mapping[str, registry.Source] | No
 
 
 @signals.setup_logging.connect
-def _setup_logging(loglevel: Any = None, **_kwargs: Any) -> None:
-    """Celery logs through our structlog setup (redaction included) instead of its own."""
+def _setup_logging(loglevel: Any = None, logfile: str | None = None, **_kwargs: Any) -> None:
+    """Celery logs through our structlog setup (redaction included) instead of its own. ``--logfile``
+    (``logfile``) names this process's JSON log file instead of LOG_FILE, as Celery's own option says."""
     level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
     settings = service.settings
-    configure_logging(log_file=settings.log_file, level=str(level or settings.log_level),
+    configure_logging(log_file=logfile or settings.log_file, level=str(level or settings.log_level),
                       console_format=settings.log_format, force=True)
+    if settings.env_file.note:
+        log.warning("env_file_not_found", detail=settings.env_file.note)
 
 
 @signals.worker_init.connect
@@ -256,14 +275,32 @@ class Liveness(bootsteps.StartStopStep):
         super().__init__(parent, **kwargs)
         self.path = liveness_file(service.settings)
         self.tref: Any = None
+        self.unwritable = False
 
     def touch(self) -> None:
         try:
+            self._touch()
+        except OSError as exc:
+            # Said once, not every LIVENESS_INTERVAL: the probe failing says the rest.
+            if not self.unwritable:
+                log.error("liveness_file_unwritable", path=self.path, error=exc.strerror,
+                          detail="kmrl-connectors probe worker fails until WORKER_LIVENESS_FILE can be written")
+            self.unwritable = True
+        else:
+            if self.unwritable:
+                log.info("liveness_file_writable", path=self.path)
+            self.unwritable = False
+        _workers_alive(first=False)
+
+    def _touch(self) -> None:
+        try:
             with open(self.path, "a"):
                 os.utime(self.path)
-        except OSError as exc:
-            log.warning("liveness_file_unwritable", path=self.path, error=exc.strerror)
-        _workers_alive(first=False)
+        except FileNotFoundError:
+            # WORKER_LIVENESS_FILE in a folder that does not exist yet (a fresh volume, /run/kmrl): made once.
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            with open(self.path, "a"):
+                os.utime(self.path)
 
     def start(self, parent: Any) -> None:
         first = _workers_alive(first=True)

@@ -88,6 +88,12 @@ class BaseConnector(ABC):
     def list_changes(self, scope: str, cursor: Any) -> Iterator[Change]:
         """What changed in ``scope`` since ``cursor`` (None: from the start), lazily."""
 
+    def scope_label(self, scope: str) -> str:
+        """The name a person reads for ``scope`` (e.g. ``sites/operations / Documents`` for a SharePoint
+        drive id); ``scope`` itself when it is readable already or the connector does not know it yet.
+        Answers from what the connector holds, never with a call to its source."""
+        return scope
+
     def acknowledge(self, item: Item) -> None:  # noqa: B027 - optional hook
         """Called once ``item`` is done: acknowledged by the Hub, skipped, or dead-lettered."""
 

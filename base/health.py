@@ -54,6 +54,8 @@ class ScopeHealth:
     last_success: float
     lag_seconds: float | None
     detail: str = ""
+    #: The name a person reads (a SharePoint library as ``site / library``); the scope when it has none.
+    scope_name: str = ""
 
 
 @dataclass
@@ -100,6 +102,13 @@ def scope_health(scope: str, status: Mapping[str, str], *, interval_seconds: flo
     interval_seconds: the source's sync interval (None or 0: not scheduled, never stale).
     A scope that never succeeded is measured from its first recorded run start.
     """
+    health = _scope_health(scope, status, interval_seconds=interval_seconds, now=now)
+    health.scope_name = status.get("scope_name") or scope
+    return health
+
+
+def _scope_health(scope: str, status: Mapping[str, str], *, interval_seconds: float | None,
+                  now: float) -> ScopeHealth:
     last_success = _number(status.get("last_success"))
     since = last_success or _number(status.get("last_run_start"))
     lag = now - last_success if last_success else None

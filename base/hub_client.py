@@ -101,6 +101,9 @@ class Hub(Protocol):
     def health(self) -> tuple[bool, str]:
         """(ok, detail) from the cheapest real check."""
 
+    def check(self) -> str:
+        """The same check, its failure raised as a classified error (AuthError for a refused token)."""
+
 
 def _reason(response: requests.Response) -> str:
     try:
@@ -242,15 +245,24 @@ class HttpHub:
 
     def health(self) -> tuple[bool, str]:
         try:
-            # With our token, so a wrong HUB_API_TOKEN shows here and not only at the first upload.
-            response = self.client.request("GET", f"{self.base_url}/api/v1/health", retry=False, headers=self._auth,
-                                           origins=self._origins)
+            return True, self.check()
         except (TransientError, ConfigError) as exc:
             return False, str(exc)
+
+    def check(self) -> str:
+        """What the health call proved; raises ``AuthError`` when the Hub refuses HUB_API_TOKEN (the
+        scope state ``auth_failed``: not retried, fix the setting), ``TransientError`` when the Hub does
+        not answer or answers anything but 200."""
+        # With our token, so a wrong HUB_API_TOKEN shows here and not only at the first upload.
+        response = self.client.request("GET", f"{self.base_url}/api/v1/health", retry=False, headers=self._auth,
+                                       origins=self._origins)
         with response:
             if response.status_code in (401, 403):
-                return False, f"the Hub refused our token ({response.status_code}); check HUB_API_TOKEN"
-            return response.status_code == 200, f"{self.base_url}/api/v1/health answered {response.status_code}"
+                raise AuthError(f"the Hub at {self.base_url} refused HUB_API_TOKEN (HTTP {response.status_code}"
+                                f" {_reason(response)}): set the token the Hub issued for this service")
+            if response.status_code != 200:
+                raise TransientError(f"{self.base_url}/api/v1/health answered {response.status_code}")
+            return f"{self.base_url}/api/v1/health answered 200 and took our token"
 
 
 def _load_syncfs() -> Any:
@@ -536,6 +548,13 @@ class OutboxHub:
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, os.path.join(folder, name))
+
+    def check(self) -> str:
+        """What the health call proved; raises ``ConfigError`` when the outbox cannot be written."""
+        ok, detail = self.health()
+        if not ok:
+            raise ConfigError(detail)
+        return detail
 
     def health(self) -> tuple[bool, str]:
         try:

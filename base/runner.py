@@ -150,6 +150,13 @@ class ScopeSummary:
     started_at: float = field(default_factory=time.time)
     ended_at: float = 0.0
     decisions: list[Decision] = field(default_factory=list)
+    #: The name a person reads for the scope (``BaseConnector.scope_label``); ``scope`` when it has none.
+    scope_name: str = ""
+
+    @property
+    def label(self) -> str:
+        """``scope_name`` when the scope has one other than its id, else the scope."""
+        return self.scope_name or self.scope
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -441,6 +448,7 @@ class Runner:
             finally:
                 summary.seconds = time.monotonic() - started
                 summary.ended_at = time.time()
+                summary.scope_name = _readable_name(self.source, scope)
                 # Each write is attempted even when Redis is down for the others; what fails is
                 # redone by the next run (the cursor only ever lags, never runs ahead).
                 self._deliver_after_failure(run, scope)
@@ -1257,6 +1265,8 @@ class Runner:
 
     def _finish_status(self, summary: ScopeSummary) -> None:
         fields: dict[str, Any] = {"state": summary.state, "last_run_end": summary.ended_at,
+                                  # status and /metrics show it with no call to the source
+                                  "scope_name": summary.scope_name,
                                   "last_error": summary.error, "last_run_seconds": round(summary.seconds, 3),
                                   "bytes": summary.bytes, **summary.counts}
         if ScopeState(summary.state).succeeded:
@@ -1289,6 +1299,15 @@ class Runner:
                                           increments=self.metrics.drain())
 
         _best_effort(record, "status")
+
+
+def _readable_name(source: Any, scope: str) -> str:
+    """The connector's name for ``scope`` when it differs from the scope ("" otherwise); never fails a run."""
+    try:
+        name = str(source.scope_label(scope))
+    except Exception:  # noqa: BLE001 - a name is a courtesy: a fault here must not change the run's outcome
+        return ""
+    return "" if name == scope else name
 
 
 class _CursorTracker:

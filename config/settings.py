@@ -20,7 +20,8 @@ from dotenv import load_dotenv
 from utils.env import EnvReader, SettingError, is_secret_name, refuse, split_list
 from utils.logging import LOG_FORMATS, LOG_LEVELS, MASK, redact_url
 
-__all__ = ["PROJECT_ROOT", "SettingError", "Settings", "get_settings", "redis_db_url", "split_list"]
+__all__ = ["PROJECT_ROOT", "EnvFile", "SettingError", "Settings", "find_env_file", "get_settings", "redis_db_url",
+           "split_list"]
 
 #: The project's root folder (where env.example and config/ live).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -32,14 +33,46 @@ def redis_db_url(url: str, db: int) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
 
 
-def _load_environ(dotenv_path: str | None) -> dict[str, str]:
-    # KMRL_ENV_FILE set but empty means "no .env file", so it is not read as "empty takes the default".
-    path = dotenv_path if dotenv_path is not None else os.environ.get("KMRL_ENV_FILE", ".env")
-    if path and os.path.isfile(path):
+@dataclass(frozen=True)
+class EnvFile:
+    """Which ``.env`` file the settings were read over: ``path`` ("" when none), and ``note``, a warning
+    for the operator when none was found where one was expected ("" otherwise)."""
+
+    path: str = ""
+    note: str = ""
+
+
+def find_env_file(dotenv_path: str | None = None, *, cwd: str | None = None) -> EnvFile:
+    """The ``.env`` to read: ``dotenv_path`` when given; else KMRL_ENV_FILE when set (empty: none, on
+    purpose, no note); else ``.env`` in the current folder; else ``.env`` beside the install (the project
+    root, where env.example is), so a command run from another folder reads the same settings. Without
+    any, ``note`` says where it looked: the defaults (a local Redis, ./var, ./logs) would otherwise be
+    used silently."""
+    if dotenv_path is not None:
+        return EnvFile(dotenv_path if os.path.isfile(dotenv_path) else "")
+    chosen = os.environ.get("KMRL_ENV_FILE")
+    if chosen is not None:
+        if not chosen:
+            return EnvFile()
+        if os.path.isfile(chosen):
+            return EnvFile(os.path.abspath(chosen))
+        return EnvFile("", f"KMRL_ENV_FILE={chosen} is not a file: using the environment and the defaults")
+    here = os.path.join(cwd or os.getcwd(), ".env")
+    beside = str(PROJECT_ROOT / ".env")
+    for path in (here, beside):
+        if os.path.isfile(path):
+            return EnvFile(os.path.abspath(path))
+    return EnvFile("", f"no .env file in {os.path.dirname(here)} nor beside the install ({PROJECT_ROOT}): "
+                       "using the environment and the defaults (set KMRL_ENV_FILE to name one)")
+
+
+def _load_environ(dotenv_path: str | None) -> tuple[dict[str, str], EnvFile]:
+    found = find_env_file(dotenv_path)
+    if found.path:
         # Into os.environ (never over a real variable), so modules that read a variable directly,
         # such as the classifier's DEPARTMENTS_FILE, see .env values too.
-        load_dotenv(path, override=False)
-    return dict(os.environ)
+        load_dotenv(found.path, override=False)
+    return dict(os.environ), found
 
 
 @dataclass(frozen=True)
@@ -92,12 +125,14 @@ class Settings:
     content_rules_file: str = ""
     departments_file: str = ""
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    #: The .env file these settings were read over (none when ``from_env`` was handed an environment).
+    env_file: EnvFile = field(default_factory=EnvFile, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv_path: str | None = None) -> Settings:
         """Settings from ``environ`` (default: os.environ over ``.env``). Raises ``SettingError``
         (a ``ConfigError`` and a ``ValueError``) naming the first variable whose value cannot be used."""
-        env = dict(environ) if environ is not None else _load_environ(dotenv_path)
+        env, env_file = (dict(environ), EnvFile()) if environ is not None else _load_environ(dotenv_path)
         read = EnvReader(env)
 
         def seconds(name: str, default: float) -> float:
@@ -164,6 +199,7 @@ class Settings:
             content_rules_file=read.text("CONTENT_RULES_FILE"),
             departments_file=read.text("DEPARTMENTS_FILE"),
             environ=env,
+            env_file=env_file,
         )
 
     @property

@@ -401,6 +401,16 @@ class SharePointConnector(BaseConnector):
         """The drive ids of the selected libraries."""
         return [lib.id for lib in self.selected_libraries(self.site())]
 
+    def scope_label(self, scope: str) -> str:
+        """``site path / library name`` (``sites/operations / Documents``) for a drive id this process
+        has resolved; the drive id otherwise (no Graph call is made for a name)."""
+        cached = self.cache.get(("sharepoint-site", self.graph_base_url, self.site_url.lower()))
+        if isinstance(cached, SiteInfo):
+            for lib in cached.libraries:
+                if lib.id == scope:
+                    return f"{self.site_path.strip('/')} / {lib.name}"
+        return scope
+
     def _library(self, scope: str) -> tuple[SiteInfo, Library]:
         site = self.site()
         for refresh in (False, True):

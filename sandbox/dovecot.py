@@ -478,3 +478,47 @@ def message_flags(server: DovecotServer, user: str, folder: str = "INBOX") -> di
         if not uids:
             return {}
         return {int(uid): tuple(data[b"FLAGS"]) for uid, data in client.fetch(uids, ["FLAGS"]).items()}
+
+
+#: The sandbox mailbox's password when the simulator runs on its own (a sandbox value, no real system's).
+SANDBOX_MAIL_PASSWORD = "sandbox-mail-password"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sandbox.dovecot``: a private Dovecot with the demo mailbox (records@kmrl.co.in) and
+    the sample mails in its INBOX, until Ctrl-C; prints its address and the EMAIL_* lines to use."""
+    import argparse
+    import sys
+
+    from sandbox.announce import announce, wait_for_stop
+    from sandbox.samples import DEMO_MAILBOX, kmrl_samples
+
+    parser = argparse.ArgumentParser(prog="python -m sandbox.dovecot",
+                                     description="A private Dovecot IMAP server with the demo mailbox.")
+    parser.add_argument("--dir", help="where its configuration, mail and CA live (default: a temporary folder, "
+                                      "removed when it stops); as root it must be traversable by nobody")
+    parser.add_argument("--password", default=SANDBOX_MAIL_PASSWORD, help="the mailbox's password")
+    args = parser.parse_args(argv)
+    if dovecot_binary() is None:
+        print("Dovecot is not installed: apt-get install -y dovecot-imapd", file=sys.stderr)
+        return 1
+    if args.dir:
+        os.makedirs(args.dir, exist_ok=True)
+    server = DovecotServer(args.dir).start()
+    try:
+        server.add_user(DEMO_MAILBOX, args.password)
+        server.create_folder(DEMO_MAILBOX, "INBOX")
+        mails = kmrl_samples().mails
+        server.append(DEMO_MAILBOX, [mail.to_bytes() for mail in mails])
+        announce("Dovecot (IMAPS)", f"imaps://{server.host}:{server.imaps_port}", {
+            "EMAIL_HOST": server.host, "EMAIL_PORT": str(server.imaps_port), "EMAIL_USER": DEMO_MAILBOX,
+            "EMAIL_PASSWORD": args.password, "EMAIL_SSL_CA_FILE": os.path.abspath(server.ca_path),
+            "EMAIL_FOLDERS": "INBOX"})
+        wait_for_stop()
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

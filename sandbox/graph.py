@@ -33,7 +33,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import threading
 import time
 import uuid
@@ -748,7 +747,9 @@ def seed_demo(sim: GraphSimulator, *, large_file_mb: int = 0) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serves a demo tenant until SIGINT/SIGTERM; writes its settings to ``{state_dir}/graph.env``."""
+    """Serves a demo tenant until SIGINT/SIGTERM; prints and writes its settings to ``{state_dir}/graph.env``."""
+    from sandbox.announce import announce, wait_for_stop
+
     parser = argparse.ArgumentParser(prog="python -m sandbox.graph", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -775,13 +776,9 @@ def main(argv: list[str] | None = None) -> int:
     with os.fdopen(fd, "w") as fh:
         fh.writelines(f"{key}={value}\n" for key, value in settings.items())
     print(f"graph simulator on {sim.url}; settings in {env_path}", flush=True)
-
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    announce("Microsoft Graph and Entra ID", sim.url, settings)
     try:
-        stopped.wait()
-    except KeyboardInterrupt:
-        pass
+        wait_for_stop()
     finally:
         sim.stop()
     return 0

@@ -44,6 +44,7 @@ import shutil
 import signal
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 import time
@@ -591,12 +592,15 @@ def running_hub(*, token: str = SANDBOX_TOKEN, data_dir: str | Path | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sandbox.hub``: serve the simulator until SIGTERM / SIGINT."""
+    """``python -m sandbox.hub``: serve the simulator until SIGTERM / SIGINT. stdout: one JSON line
+    (url, data_dir) for a parent process; stderr: where it listens and the HUB_* lines to use."""
+    from sandbox.announce import announce
+
     parser = argparse.ArgumentParser(prog="python -m sandbox.hub", description="Knowledge Hub simulator")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--token", required=True, help="the Bearer token to accept")
-    parser.add_argument("--data-dir", required=True, help="where blobs and index.json are kept")
+    parser.add_argument("--token", default=SANDBOX_TOKEN, help="the Bearer token to accept")
+    parser.add_argument("--data-dir", default="var/hub-sim", help="where blobs and index.json are kept")
     parser.add_argument("--max-content-length", type=int, default=DEFAULT_MAX_CONTENT_LENGTH, help="bytes")
     parser.add_argument("--duplicate-status", type=int, choices=(200, 409), default=200)
     parser.add_argument("--max-text-bytes", type=int, default=DEFAULT_MAX_TEXT_BYTES, help="bytes")
@@ -617,8 +621,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     server = ServerThread(sim.app, port=args.port, host=args.host).start()
-    # One line on stdout so a parent process learns the URL (useful with --port 0).
+    # One line on stdout so a parent process learns the URL (useful with --port 0); a person reads the
+    # rest on stderr.
     print(json.dumps({"url": server.url, "data_dir": str(sim.data_dir)}), flush=True)
+    announce("Knowledge Hub", server.url, {"HUB_API_URL": server.url, "HUB_API_TOKEN": args.token},
+             out=sys.stderr)
     log.info("hub_listening", url=server.url, data_dir=str(sim.data_dir))
     try:
         while not stop.wait(0.5):

@@ -894,7 +894,9 @@ def _demo_data(sim: MaximoSimulator) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m sandbox.maximo [--port N]``: serves the simulator with demo data until Ctrl-C."""
+    """``python -m sandbox.maximo [--port N]``: serves the simulator with demo data until Ctrl-C; prints
+    where it listens and the MAXIMO_* lines to use."""
+    from sandbox.announce import announce, wait_for_stop
     from sandbox.servers import ServerThread
 
     parser = argparse.ArgumentParser(description="Maximo OSLC API simulator")
@@ -903,15 +905,12 @@ def main(argv: list[str] | None = None) -> None:
     sim = MaximoSimulator()
     _demo_data(sim)
     with ServerThread(sim, port=args.port) as server:
-        print(f"MAXIMO_URL={server.url}/maximo")
-        print(f"MAXIMO_API_KEY={next(iter(sim.api_keys))}")
-        user, password = next(iter(sim.users.items()))
-        print(f"MAXIMO_USER={user}  MAXIMO_PASSWORD={password}")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        # API key authentication; MAXIMO_AUTH=basic with MAXIMO_USER / MAXIMO_PASSWORD works too
+        # (sandbox.maximo.DEFAULT_USERS).
+        announce("Maximo OSLC API", f"{server.url}/maximo", {
+            "MAXIMO_URL": f"{server.url}/maximo", "MAXIMO_AUTH": "apikey",
+            "MAXIMO_API_KEY": next(iter(sim.api_keys)), "MAXIMO_SITE_IDS": "MUTTOM,ALUVA"})
+        wait_for_stop()
 
 
 if __name__ == "__main__":

@@ -477,6 +477,9 @@ _DEMO_MESSAGES = (
 
 
 def _main(argv: list[str] | None = None) -> int:
+    """``python -m sandbox.whatsapp``: the Cloud API simulator until Ctrl-C; prints where it listens and
+    the WHATSAPP_* lines to use (``--webhook-url`` also posts demo notifications there)."""
+    from sandbox.announce import announce, wait_for_stop
     from sandbox.servers import ServerThread
 
     parser = argparse.ArgumentParser(prog="python -m sandbox.whatsapp",
@@ -484,6 +487,8 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     parser.add_argument("--token", default=SANDBOX_TOKEN, help="access token to accept")
     parser.add_argument("--app-secret", default=SANDBOX_APP_SECRET, help="app secret signing webhooks")
+    parser.add_argument("--verify-token", default="sandbox-verify-token",
+                        help="the WHATSAPP_VERIFY_TOKEN to set for the webhook's handshake")
     parser.add_argument("--webhook-url", help="post demo notifications here (e.g. http://127.0.0.1:8000/webhooks/whatsapp)")
     parser.add_argument("--url-ttl", type=float, default=DEFAULT_URL_TTL, help="download URL lifetime, seconds")
     args = parser.parse_args(argv)
@@ -491,10 +496,10 @@ def _main(argv: list[str] | None = None) -> int:
     sim = WhatsAppCloudSimulator(access_token=args.token, url_ttl=args.url_ttl)
     with ServerThread(sim, port=args.port) as server:
         # Sandbox values, printed as lines a shell or a .env file can take as they are.
-        print(f"WHATSAPP_GRAPH_URL={server.url}")
-        print(f"WHATSAPP_PHONE_NUMBER_ID={sim.phone_number_id}")
-        print(f"WHATSAPP_ACCESS_TOKEN={args.token}")
-        print(f"WHATSAPP_APP_SECRET={args.app_secret}", flush=True)
+        announce("WhatsApp Cloud API", server.url, {
+            "WHATSAPP_GRAPH_URL": server.url, "WHATSAPP_PHONE_NUMBER_ID": sim.phone_number_id,
+            "WHATSAPP_ACCESS_TOKEN": args.token, "WHATSAPP_APP_SECRET": args.app_secret,
+            "WHATSAPP_VERIFY_TOKEN": args.verify_token})
         if args.webhook_url:
             sender = WebhookSender(args.webhook_url, args.app_secret)
             messages = []
@@ -503,12 +508,7 @@ def _main(argv: list[str] | None = None) -> int:
                 messages.append(sim.message(kind, media, filename=filename, caption=caption))
             delivery = sender.send(sim.notification(messages, profile_names={"919847000001": "Anjali Menon"}))
             print(f"posted {len(messages)} media messages to {args.webhook_url}: HTTP {delivery.statuses}")
-        print("serving; Ctrl-C to stop", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        wait_for_stop()
     return 0
 
 

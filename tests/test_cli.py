@@ -375,7 +375,7 @@ def test_the_installed_command_answers_a_redis_outage_without_a_traceback(argv, 
     env = {name: value for name, value in os.environ.items()
            if not name.startswith(("EMAIL_", "MAXIMO_", "SHAREPOINT_", "WHATSAPP_", "FAKE", "HUB_", "CELERY_",
                                    "REDBEAT_", "STATE_REDIS"))}
-    env.update(KMRL_ENV_FILE=str(tmp_path / "no.env"), REDIS_URL=f"redis://:{REDIS_PASSWORD}@127.0.0.1:{silent_port}/0",
+    env.update(KMRL_ENV_FILE="", REDIS_URL=f"redis://:{REDIS_PASSWORD}@127.0.0.1:{silent_port}/0",
                LOG_FILE=str(tmp_path / "logs" / "service.log"), AUDIT_LOG=str(tmp_path / "logs" / "audit.log"))
     result = subprocess.run([sys.executable, "-m", "cli", *argv], cwd=Path(cli.__file__).parent, env=env,
                             capture_output=True, text=True, timeout=120)

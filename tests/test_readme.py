@@ -26,8 +26,15 @@ EXERCISED_BY: list[tuple[str, str, str]] = [
     (r"make demo$", "tests/test_demo.py", '"sandbox.demo"'),
     (r"make test$", ".ci/run", "make test"),
     (r"make (bench|reliability)$", "Makefile", "with-redis.sh"),
-    (r'python -c "from utils\.credentials_manager import CredentialsManager', "tests/test_readme.py",
+    (r"python -m utils\.credentials_manager$", "tests/test_readme.py",
      "test_credentials_line_prints_the_settings_with_every_secret_masked"),
+    (r"python -m sandbox\.(dovecot|maximo|graph|whatsapp|hub)$", "tests/test_readme_promises.py",
+     'readme_command(f"python -m sandbox.{module}")'),
+    (r"kmrl-connectors --(version|help)$", "tests/test_cli_readable.py",
+     "test_version_examples_and_a_plain_description"),
+    (r"kmrl-connectors sync$", "tests/test_readme_promises.py",
+     "test_a_manual_sync_leaves_its_run_lines_in_the_log_file_without_verbose"),
+    (r"kmrl-connectors web$", "tests/test_worker_processes.py", "test_web_command_serves_the_app_for_development"),
     (r'python -c "from test_connectors import test_email_connector', "tests/test_readme.py",
      "test_each_connector_smoke_command_prints_what_it_ingested"),
     (r"python test_connectors\.py$", "tests/test_readme.py", "test_python_test_connectors_runs_the_suite"),
@@ -100,11 +107,17 @@ def test_credentials_line_prints_the_settings_with_every_secret_masked(tmp_path)
     password = "Imap-Pa55word-Kochi"
     env = clean_env(EMAIL_HOST="imap.kmrl.co.in", EMAIL_USER="records@kmrl.co.in", EMAIL_PASSWORD=password,
                     LOG_FILE=str(tmp_path / "log.jsonl"))
-    result = run_readme_python(readme_command('python -c "from utils.credentials_manager'), env)
+    command = readme_command("python -m utils.credentials_manager")
+    result = run_readme_python(command, env)
     assert result.returncode == 0, result.stderr
     assert "'host': 'imap.kmrl.co.in'" in result.stdout and "'email': 'records@kmrl.co.in'" in result.stdout
     assert "'password': '***'" in result.stdout
     assert password not in result.stdout + result.stderr
+    assert "maximo: maximo is not configured: set MAXIMO_URL" in result.stdout
+    # Nothing configured at all: a line per source saying what to set, not a traceback.
+    bare = run_readme_python(command, clean_env(LOG_FILE=str(tmp_path / "log.jsonl")))
+    assert bare.returncode == 0 and "Traceback" not in bare.stderr, bare.stderr
+    assert bare.stdout.splitlines()[0].startswith("email: email is not configured: set EMAIL_USER")
 
 
 @pytest.mark.parametrize("source", ["email", "maximo", "sharepoint", "whatsapp"])

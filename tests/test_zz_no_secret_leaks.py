@@ -57,7 +57,7 @@ KNOWN_SECRET_CONSTANTS = (
     "tests.test_whatsapp_connector:TOKEN", "tests.test_hub_simulator:TOKEN",
     "tests.test_web_access:TOKEN", "tests.test_web_access:APP_SECRET", "tests.test_web_access:VERIFY_TOKEN",
     "tests.test_web_gunicorn:OPERATOR_TOKEN", "tests.test_worker_processes:OPERATOR_TOKEN",
-    "tests.test_redis_tls:PASSWORD", "tests.test_deployment:PASSWORD",
+    "tests.test_redis_tls:PASSWORD", "tests.test_deployment:PASSWORD", "sandbox.dovecot:SANDBOX_MAIL_PASSWORD",
 )
 #: Shorter values are too likely to occur by chance in an honest log line.
 MIN_SECRET_LENGTH = 6

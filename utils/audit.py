@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from utils.logging import LOG_BACKUPS, LOG_MAX_BYTES, mask_text
+from utils.logging import mask_text, shared_file_handler
 
 _loggers: dict[str, logging.Logger] = {}
 _lock = threading.Lock()
@@ -27,12 +27,10 @@ def _logger_for(path: str) -> logging.Logger:
     with _lock:
         logger = _loggers.get(path)
         if logger is None:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
             logger = logging.getLogger(f"kmrl.audit.{len(_loggers)}")
             logger.propagate = False
             logger.setLevel(logging.INFO)
-            handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS,
-                                                           encoding="utf-8")
+            handler = shared_file_handler(path)  # every worker process appends to it; logrotate rotates it
             handler.setFormatter(logging.Formatter("%(message)s"))
             logger.addHandler(handler)
             _loggers[path] = logger

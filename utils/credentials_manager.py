@@ -89,3 +89,34 @@ class CredentialsManager:
                                           "app_secret": "WHATSAPP_APP_SECRET",
                                           "verify_token": "WHATSAPP_VERIFY_TOKEN"},
                              required=("access_token", "phone_number_id"))
+
+
+def credentials_report(manager: CredentialsManager) -> list[str]:
+    """One line per source: its credentials with every secret masked, or what to set when it is not
+    configured (never a traceback: README "Configuration" prints this)."""
+    lines = []
+    for source in ("email", "maximo", "sharepoint", "whatsapp"):
+        try:
+            creds = getattr(manager, f"get_{source}_credentials")()
+        except ConfigError as exc:
+            lines.append(f"{source}: {exc}")
+        else:
+            lines.append(f"{source}: {creds.masked()}")
+    return lines
+
+
+def main() -> int:
+    """``python -m utils.credentials_manager``: what the service sees for each source, secrets masked;
+    exit code 0 (a source that is not configured is a line saying what to set, not a failure)."""
+    try:
+        manager = CredentialsManager(Settings.from_env())
+    except ConfigError as exc:
+        print(f"settings: {exc}")
+        return 2
+    for line in credentials_report(manager):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

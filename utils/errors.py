@@ -7,6 +7,7 @@ failure dead-letters one item and the run goes on. Messages never carry a secret
 
 from __future__ import annotations
 
+import re
 import time
 
 
@@ -75,3 +76,27 @@ class LeaseLostError(ConnectorError):
 
 class SpoolFullError(TransientError):
     """The spool folder is below its free-space guard: the run pauses instead of filling the disk."""
+
+
+#: Words that name why a connection or a write failed, as the OS, urllib3 or a source says them; the
+#: first one found in an error's text is its root cause.
+_ROOT_CAUSES = re.compile(
+    r"(BMXAA\d{4}[EWI]|AADSTS\d+|OAuthException \d+|\[Errno \d+\] [^:'\"\)\]]+|Connection refused|"
+    r"Connection reset by peer|Name or service not known|Temporary failure in name resolution|"
+    r"No route to host|Network is unreachable|Read-only file system|No space left on device|Permission denied|"
+    r"certificate verify failed|timed out|Read timed out)")
+
+
+def root_cause_first(message: str) -> str:
+    """``message`` with its root cause (a source's error code such as ``BMXAA9549E``, an OS error such as
+    ``Connection refused`` or ``Read-only file system``) put in front, ``cause: message``, unless the
+    message starts with it already: a column or a line cut at its tail then still shows why. A
+    message with no such cause is returned unchanged."""
+    found = _ROOT_CAUSES.search(message)
+    if not found:
+        return message
+    cause = found.group(1).strip()
+    cause = re.sub(r"^\[Errno \d+\] ", "", cause)
+    if message[: found.end()].lstrip().startswith(cause) or message.startswith(cause):
+        return message
+    return f"{cause}: {message}"

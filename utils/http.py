@@ -30,6 +30,7 @@ import email.utils
 import hashlib
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -287,7 +288,7 @@ class HttpClient:
                     self._sleep(self.policy.backoff(attempt))
                 continue
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-                last_problem = f"{type(exc).__name__}: {_short(exc)}"
+                last_problem = connection_problem(exc)
                 if attempt < attempts:
                     self._sleep(self.policy.backoff(attempt))
                 continue
@@ -468,6 +469,34 @@ def iter_response(response: requests.Response, chunk_size: int = 1024 * 1024) ->
 
 def _carries_credential(headers: Mapping[str, Any] | None) -> bool:
     return bool(headers) and any(str(name).lower() in CREDENTIAL_HEADERS for name in headers or ())
+
+
+#: The OS's or urllib3's words for why a connection failed, inside requests' long message.
+_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\"()\]\[]+)")
+
+
+def connection_problem(exc: BaseException) -> str:
+    """Why a request never got an answer, root cause first: ``Connection refused (ConnectionError)``,
+    ``Name or service not known (ConnectionError)``, ``Read timed out (ReadTimeout)``. requests and
+    urllib3 wrap the socket's error in ``Max retries exceeded with url: ...`` and a long repr, which a
+    column or a cut line would show instead of the cause."""
+    cause: BaseException | None = exc
+    for _ in range(12):  # a chain, not a cycle; bounded all the same
+        if cause is None:
+            break
+        if isinstance(cause, OSError) and cause.strerror and not isinstance(cause, requests.RequestException):
+            return f"{cause.strerror} ({type(exc).__name__})"
+        reason = getattr(cause, "reason", None)
+        nested = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
+        cause = (reason if isinstance(reason, BaseException) else None) or nested or cause.__cause__ \
+            or cause.__context__
+    text = str(exc)
+    found = _ERRNO_TEXT.search(text)
+    if found:
+        return f"{found.group(1).strip()} ({type(exc).__name__})"
+    if "timed out" in text.lower():
+        return f"timed out ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {_short(exc)}"
 
 
 def _short(exc: BaseException) -> str:

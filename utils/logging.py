@@ -30,7 +30,8 @@ MASK = "***"
 SECRET_FIELD = re.compile(r"(passw|secret|token|authoriz|api_?key|apikey|credential|cookie|signature)", re.I)
 #: Secrets shorter than this are not searched for inside other strings (too many false hits).
 MIN_SECRET_LENGTH = 4
-#: Rotated log file size and how many old files are kept.
+#: Rotated log file size and how many old files are kept (the audit log's limits, kept for readers of
+#: older logs; log files are now rotated from outside, see ``shared_file_handler``).
 LOG_MAX_BYTES = 20 * 1024 * 1024  # bytes
 LOG_BACKUPS = 5
 #: Levels LOG_LEVEL accepts (the names the ``logging`` module knows), in lower case as ``EnvReader.choice`` reads them.
@@ -44,7 +45,7 @@ DEFAULT_LOG_FORMAT = "console"
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
-_configured_for: tuple[str, str, str] | None = None
+_configured_for: tuple[str, str, str, str] | None = None
 
 
 def register_secret(*values: str | None) -> None:
@@ -172,15 +173,27 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
+def shared_file_handler(path: str) -> logging.Handler:
+    """A handler appending to ``path`` (its folder created) that several processes can share: worker,
+    beat, web and the command line all write whole lines with O_APPEND, and none rotates the file
+    itself (a ``RotatingFileHandler`` in each would rename the file under the others, the stdlib warns).
+    Rotation is logrotate's (README "Logs"): the handler notices the file was moved and reopens its path."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+
+
 def configure_logging(
-    *, log_file: str | None = None, level: str | None = None, console_format: str | None = None, force: bool = False
+    *, log_file: str | None = None, level: str | None = None, console_format: str | None = None,
+    console_level: str | None = None, force: bool = False
 ) -> None:
     """Configures structlog and stdlib logging for this process (idempotent unless ``force``).
 
-    log_file: JSON-lines file, rotated at ``LOG_MAX_BYTES`` (default from LOG_FILE, then
-        ./logs/kmrl-connectors.log); an empty string disables the file.
+    log_file: JSON-lines file (default from LOG_FILE, then ./logs/kmrl-connectors.log), shared by the
+        processes that write it (``shared_file_handler``); an empty string disables the file.
     level: DEBUG/INFO/WARNING/ERROR (default LOG_LEVEL, then INFO).
     console_format: "console" (readable) or "json" (default LOG_FORMAT, then console).
+    console_level: a higher level for the console only (the command line shows warnings, while its
+        log file still gets ``level``'s lines); default: ``level``.
 
     A default read from the environment that is not one of ``LOG_LEVELS`` / ``LOG_FORMATS`` raises
     ``SettingError`` naming the variable and the value.
@@ -190,7 +203,8 @@ def configure_logging(
     log_file = log_file if log_file is not None else env.text("LOG_FILE", DEFAULT_LOG_FILE)
     level = (level or env.choice("LOG_LEVEL", DEFAULT_LOG_LEVEL.lower(), LOG_LEVELS)).upper()
     console_format = console_format or env.choice("LOG_FORMAT", DEFAULT_LOG_FORMAT, LOG_FORMATS)
-    key = (log_file, level, console_format)
+    console_level = (console_level or level).upper()
+    key = (log_file, level, console_format, console_level)
     if _configured_for == key and not force:
         return
 
@@ -210,6 +224,7 @@ def configure_logging(
             handler.close()
 
     console = logging.StreamHandler(sys.stderr)
+    console.setLevel(console_level)
     console_renderer: Any = (
         structlog.processors.JSONRenderer(ensure_ascii=False)
         if console_format == "json"
@@ -223,10 +238,7 @@ def configure_logging(
     )
     handlers: list[logging.Handler] = [console]
     if log_file:
-        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        file_handler = logging.handlers.RotatingFileHandler(
-            log_file, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
-        )
+        file_handler = shared_file_handler(log_file)
         file_handler.setFormatter(
             structlog.stdlib.ProcessorFormatter(
                 foreign_pre_chain=shared,
@@ -243,6 +255,10 @@ def configure_logging(
     # Chatty libraries stay at WARNING unless we debug.
     for noisy in ("urllib3", "msal", "imapclient", "kombu", "amqp", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING if level != "DEBUG" else logging.DEBUG)
+    # urllib3 warns "Retrying (Retry(...)) after connection broken by ..." for each connection attempt it
+    # retries itself: hundreds of characters each, while utils/http.py reports the outcome once, root
+    # cause first. Its errors still show.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR if level != "DEBUG" else logging.DEBUG)
     _configured_for = key
 
 

@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from base.contract import Checkpoint
+
 #: Redraws of the live line per second, at most.
 REFRESH_PER_SECOND = 8
 #: Without a terminal, a progress line every this many changes.
@@ -35,10 +37,12 @@ class SyncProgress:
         original = connector.list_changes
 
         def counted(scope: str, cursor: Any) -> Iterator[Any]:
-            self.start(f"{connector.name} {scope}")
+            label = getattr(connector, "scope_label", lambda name: name)(scope)  # a library's name, not its id
+            self.start(f"{connector.name} {label}")
             try:
                 for change in original(scope, cursor):
-                    self.step()
+                    if not isinstance(change, Checkpoint):  # a safe point in the feed, not a change
+                        self.step()
                     yield change
             finally:
                 self.stop()

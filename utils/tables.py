@@ -7,19 +7,56 @@ from collections.abc import Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from wcwidth import wcswidth, wcwidth
+
 #: Operators read times in the service's time zone.
 DISPLAY_ZONE = ZoneInfo("Asia/Kolkata")
 
 
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, max_width: int = 60) -> str:
-    """Columns padded to their widest cell (cells cut to ``max_width`` characters with ``…``)."""
-    def cell(value: object) -> str:
-        text = " ".join(str(value if value is not None else "").split())
-        return text if len(text) <= max_width else text[: max_width - 1] + "…"
+def display_width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: Malayalam vowel signs and viramas take none, wide East Asian
+    characters two (``wcwidth``); a character wcwidth cannot measure (a control character) counts one."""
+    width = wcswidth(text)
+    if width >= 0:
+        return width
+    return sum(max(wcwidth(char), 0) if wcwidth(char) >= 0 else 1 for char in text)
 
-    table = [[cell(h) for h in headers], *([cell(v) for v in row] for row in rows)]
-    widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
-    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(len(headers))).rstrip() for r in table]
+
+def clip(text: str, max_width: int) -> str:
+    """``text`` cut to ``max_width`` columns with ``…`` at the end when it is wider; never cut between a
+    letter and the signs that follow it (a Malayalam vowel sign stays with its consonant or goes with it)."""
+    if display_width(text) <= max_width:
+        return text
+    room, kept, used = max_width - 1, 0, 0
+    for at, char in enumerate(text):
+        used += max(wcwidth(char), 0) if wcwidth(char) >= 0 else 1
+        if used > room:
+            break
+        kept = at + 1
+    while kept and kept < len(text) and wcwidth(text[kept]) == 0:
+        kept -= 1  # the next character is a sign of the last letter kept: drop the letter too
+    return text[:kept] + "…"
+
+
+def pad(text: str, width: int) -> str:
+    """``text`` followed by spaces up to ``width`` display columns."""
+    return text + " " * max(width - display_width(text), 0)
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, max_width: int = 60,
+                 wide_columns: Sequence[int] = ()) -> str:
+    """Columns padded to their widest cell by display width (``display_width``), so a Malayalam file name
+    never shifts the columns after it; cells cut to ``max_width`` columns with ``…`` (cut at the tail: a
+    message that matters puts its cause first). Columns whose index is in ``wide_columns`` are never cut
+    (the last column of a table, e.g. an error, can run on)."""
+    def cell(value: object, index: int) -> str:
+        text = " ".join(str(value if value is not None else "").split())
+        return text if index in wide_columns else clip(text, max_width)
+
+    table = [[cell(h, i) for i, h in enumerate(headers)],
+             *([cell(v, i) for i, v in enumerate(row)] for row in rows)]
+    widths = [max(display_width(r[i]) for r in table) for i in range(len(headers))]
+    lines = ["  ".join(pad(r[i], widths[i]) for i in range(len(headers))).rstrip() for r in table]
     return "\n".join(lines)
 
 

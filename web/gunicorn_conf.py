@@ -31,6 +31,9 @@ try:
     workers = _settings.reader.whole("WEB_CONCURRENCY", 2, what="a whole number of processes")
     #: Threads per worker (WEB_THREADS, default 8).
     threads = _settings.reader.whole("WEB_THREADS", 8, what="a whole number of threads")
+    #: The access log (WEB_ACCESS_LOG: "-" for stdout, or a file; empty, the default: none), one JSON line
+    #: per request (web/access_log.py). ``--access-logfile`` on the command line does the same.
+    accesslog = _settings.env("WEB_ACCESS_LOG") or None
 except ConfigError as exc:
     # One line and exit code 2 (as ``kmrl-connectors`` says it), not gunicorn's traceback of a config file.
     print(f"settings: {mask_text(str(exc))}", file=sys.stderr)
@@ -39,6 +42,8 @@ except ConfigError as exc:
 #: The public listener first, then the internal one.
 bind = _listeners.binds()
 worker_class = "gthread"
+#: Access log lines as JSON (web/access_log.py), like the service's other logs.
+logger_class = "web.access_log.JsonAccessLogger"
 #: Seconds an idle keep-alive connection stays open.
 keepalive = 5
 #: Seconds a request may take before its worker is restarted; a notification takes milliseconds.

@@ -175,6 +175,18 @@ class Exposition:
             lines.append(_sample(f"{name}_sum", labels, total))
             lines.append(_sample(f"{name}_count", labels, running))
         return lines
+    def name_scopes(self, names: Mapping[tuple[str, str], str]) -> None:
+        """Adds a ``scope_name`` label (the name a person reads, e.g. ``sites/operations / Documents``)
+        beside ``scope`` (the id machines join on) to every sample of a scope that has such a name."""
+        for family, samples in self._samples.items():
+            renamed: dict[Labels, float] = {}
+            for labels, value in samples.items():
+                found = dict(labels)
+                name = names.get((found.get("source", ""), found.get("scope", "")))
+                if name and "scope_name" not in found:
+                    labels = tuple(sorted((*labels, ("scope_name", name))))
+                renamed[labels] = value
+            self._samples[family] = renamed
 
     def render(self) -> str:
         lines: list[str] = []
@@ -254,6 +266,8 @@ def render_metrics(state: StateStore, *, now: float | None = None, settings: Set
     if settings is not None:
         _schedule_samples(settings, exposition)
     exposition.add("kmrl_build_info", BUILD_LABELS, 1.0)
+    exposition.name_scopes({(connector, scope): status["scope_name"]
+                            for connector, scope, status in state.iter_statuses() if status.get("scope_name")})
     return exposition.render()
 
 

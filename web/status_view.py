@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from base.recent import DECISIONS, KINDS, RecentDocument, RecentFilter, extraction_text
 from base.state import DeadLetter
+from connectors.status_report import health_text, scope_names
 from utils.tables import format_duration, format_time
 
 #: Fonts tried in order: Latin first, then Malayalam faces (Debian: fonts-noto-core, fonts-smc-*).
@@ -121,6 +122,13 @@ def _filename_cell(name: str, language: str) -> str:
     return f'<td class="filename"{attribute} dir="auto">{_e(name)}</td>'
 
 
+def _scope_cell(name: str, scope: str) -> str:
+    """A scope's cell: the name a person reads (a SharePoint library as "site / library"), its id in the
+    title when the two differ (what ``--scope`` and /metrics also take)."""
+    title = f' title="{_e(scope)}"' if scope != name else ""
+    return f'<td class="scope"{title}>{_e(name)}</td>'
+
+
 def _state(state: str) -> str:
     css = "state-ok" if state in _GOOD_STATES else "state-bad"
     return f'<span class="{css}">{_e(state or "-")}</span>'
@@ -151,7 +159,6 @@ def render_sources(data: PageData) -> str:
         scopes = source.get("scopes") or [{}]
         today = source.get("today", {}).get("counts", {})
         today_text = " · ".join(f"{kind} {today.get(kind, 0)}" for kind in KINDS if today.get(kind))
-        health = source.get("health") or {}
         for index, scope in enumerate(scopes):
             counts = scope.get("counts", {})
             last_run = ", ".join(f"{k} {counts[k]}" for k in ("fetched", "new", "duplicate", "skipped", "failed",
@@ -159,15 +166,16 @@ def render_sources(data: PageData) -> str:
             lead = ""
             if index == 0:
                 span = f' rowspan="{len(scopes)}"' if len(scopes) > 1 else ""
-                lead = (f'<th scope="row"{span}>{_e(source["source"])}<br><span class="muted">health '
-                        f'{_e(health.get("state", "not checked"))} · dead letters {_e(source.get("dead_letters", 0))}'
+                lead = (f'<th scope="row"{span}>{_e(source["source"])}<br><span class="muted">'
+                        f'{_e(health_text(source))} · dead letters {_e(source.get("dead_letters", 0))}'
                         f' · held {_e(source.get("held", 0))}</span></th>'
                         f'<td{span}>{_e(today_text or "nothing yet")}</td>')
             if not scope:
                 rows.append(f'<tr>{lead}<td colspan="6" class="muted">no run recorded yet</td></tr>')
                 continue
             rows.append(
-                f"<tr>{lead}<td class=\"scope\">{_e(scope['scope'])}</td><td>{_state(scope.get('state', ''))}</td>"
+                f"<tr>{lead}{_scope_cell(scope.get('scope_name') or scope['scope'], scope['scope'])}"
+                f"<td>{_state(scope.get('state', ''))}</td>"
                 f"<td>{_e(format_time(scope.get('last_success')))}</td>"
                 f'<td class="num">{_e(format_duration(scope.get("lag_seconds")))}</td>'
                 f"<td>{_e(last_run or '-')}</td><td class=\"error\">{_e(scope.get('last_error') or '')}</td></tr>")
@@ -207,6 +215,7 @@ def _reason(reason: str) -> str:
 
 def render_recent(data: PageData) -> str:
     sources = [s["source"] for s in data.status.get("sources", [])]
+    names = scope_names(data.status)
     where = data.where
     form = (
         '<form class="filters" method="get" action="/">'
@@ -217,7 +226,8 @@ def render_recent(data: PageData) -> str:
         f'</label><label>Show <input name="limit" type="number" min="1" max="1000" value="{data.limit}"></label>'
         '<button>Filter</button> <a href="/">clear</a></form>')
     rows = [
-        f'<tr><td class="small">{_e(format_time(e.at))}</td><td>{_e(e.source)}</td><td class="scope">{_e(e.scope)}</td>'
+        f'<tr><td class="small">{_e(format_time(e.at))}</td><td>{_e(e.source)}</td>'
+        f'{_scope_cell(names.get((e.source, e.scope), e.scope), e.scope)}'
         f"{_filename_cell(e.filename or e.source_id, e.language)}<td>{_e(e.language or '-')}</td>"
         f"{_department_cell(e)}<td>{_e(extraction_text(e.extraction))}</td>"
         f'<td>{_e(e.decision)}{_reason(e.reason)}</td><td class="small">{_e(e.hub_id or "-")}</td></tr>'
@@ -229,6 +239,7 @@ def render_recent(data: PageData) -> str:
 
 
 def render_dead_letters(data: PageData) -> str:
+    names = scope_names(data.status)
     rows = []
     for entry in data.dead_letters:
         retry = (f'<form class="inline" method="post" action="/deadletters/{quote(entry.id, safe="")}/retry">'
@@ -237,7 +248,8 @@ def render_dead_letters(data: PageData) -> str:
         kept = "kept" if entry.bytes_path else "not kept (a full sync reads it again)"
         rows.append(
             f'<tr id="dl-{_e(entry.id)}"><td><code>{_e(entry.id)}</code></td><td>{_e(entry.connector)}</td>'
-            f'<td class="scope">{_e(entry.scope)}</td>{_filename_cell(entry.display_name or entry.source_id, "")}'
+            f'{_scope_cell(names.get((entry.connector, entry.scope), entry.scope), entry.scope)}'
+            f'{_filename_cell(entry.display_name or entry.source_id, "")}'
             f'<td class="num">{_e(entry.attempts)}</td><td>{_e(format_time(entry.last_failed_at))}</td>'
             f'<td class="error">{_e(entry.reason)}</td><td>{_e(kept)}</td><td>{retry}</td></tr>')
     table = _table(("Id", "Source", "Scope", "Filename", "Tries", "Last failed", "Reason", "Bytes", ""), rows,
