@@ -121,6 +121,8 @@ class DovecotServer:
         os.chmod(self.key_path, 0o600)
         self.imap_port = free_port(host)
         self.imaps_port = free_port(host)
+        while self.imaps_port == self.imap_port:  # two asks may get the same free port back
+            self.imaps_port = free_port(host)
         self.users: dict[str, str] = {}
         self._process: subprocess.Popen[bytes] | None = None
         self._seq = 0

@@ -43,7 +43,8 @@ def test_a_sync_shows_up_as_documents_bytes_runs_and_last_success(settings, stat
     assert samples(families["kmrl_bytes"])[(("source", "fake"),)] == sum(len(f.content) for f in files[:3])
     assert samples(families["kmrl_runs"])[(("source", "fake"), ("state", "ok"))] == 1
     assert families["kmrl_run_seconds"].type == "counter"
-    last = samples(families["kmrl_last_success_timestamp_seconds"])[(("scope", "inbox"), ("source", "fake"))]
+    inbox = (("scope", "inbox"), ("scope_name", "inbox"), ("source", "fake"))
+    last = samples(families["kmrl_last_success_timestamp_seconds"])[inbox]
     assert abs(last - time.time()) < 60
     assert families["kmrl_lag_seconds"].type == "gauge"
 
@@ -56,8 +57,9 @@ def test_lag_dead_letters_throttling_and_lock_skips_are_exposed(state):
     state.throttle_gate("graph", "kmrl").block_until(time.time() + 30)
     state.incr_metric("kmrl_lock_skips_total", {"source": "maximo"})
     families = parsed(render_metrics(state, now=now))
-    assert samples(families["kmrl_lag_seconds"])[(("scope", "b!drive"), ("source", "sharepoint"))] == 125
-    assert samples(families["kmrl_last_run_seconds"])[(("scope", "b!drive"), ("source", "sharepoint"))] == 4.5
+    drive = (("scope", "b!drive"), ("scope_name", "b!drive"), ("source", "sharepoint"))  # no name known: the id
+    assert samples(families["kmrl_lag_seconds"])[drive] == 125
+    assert samples(families["kmrl_last_run_seconds"])[drive] == 4.5
     assert samples(families["kmrl_dead_letters"]) == {(("source", "email"),): 2, (("source", "sharepoint"),): 0}
     assert 25 < samples(families["kmrl_throttled_seconds"])[(("service", "graph"),)] <= 31
     assert samples(families["kmrl_lock_skips"])[(("source", "maximo"),)] == 1
@@ -69,7 +71,7 @@ def test_label_values_are_escaped_and_commas_inside_values_survive(state):
     assert parse_field(f"kmrl_x|scope={scope},source=sharepoint") == ("kmrl_x", (("scope", scope),
                                                                               ("source", "sharepoint")))
     family = parsed(render_metrics(state))["kmrl_last_success_timestamp_seconds"]
-    assert samples(family) == {(("scope", scope), ("source", "sharepoint")): 1.0}
+    assert samples(family) == {(("scope", scope), ("scope_name", scope), ("source", "sharepoint")): 1.0}
 
 
 def test_each_family_has_one_help_and_one_type_line(state):
@@ -186,10 +188,10 @@ def test_failed_runs_in_a_row_count_failures_keep_through_throttling_and_reset_o
     for _ in range(5):
         connector.sync_documents({})
         family = parsed(render_metrics(state))["kmrl_scope_failures_in_a_row"]
-        seen.append(samples(family)[(("scope", "inbox"), ("source", "fake"))])
+        seen.append(samples(family)[(("scope", "inbox"), ("scope_name", "inbox"), ("source", "fake"))])
     assert seen == [1, 2, 2, 3, 0]
     states = samples(parsed(render_metrics(state))["kmrl_scope_state"])
-    assert states == {(("scope", "inbox"), ("source", "fake"), ("state", "ok")): 1}
+    assert states == {(("scope", "inbox"), ("scope_name", "inbox"), ("source", "fake"), ("state", "ok")): 1}
 
 
 def test_sync_intervals_come_from_the_settings_and_a_bad_one_is_left_out(settings, state):

@@ -176,14 +176,15 @@ class Exposition:
             lines.append(_sample(f"{name}_count", labels, running))
         return lines
     def name_scopes(self, names: Mapping[tuple[str, str], str]) -> None:
-        """Adds a ``scope_name`` label (the name a person reads, e.g. ``sites/operations / Documents``)
-        beside ``scope`` (the id machines join on) to every sample of a scope that has such a name."""
+        """Adds a ``scope_name`` label beside ``scope`` (the id machines join on) to every sample that has
+        a scope: the name a person reads (e.g. ``sites/operations / Documents``) where the scope has one,
+        else the scope itself (a folder, a site), so that a dashboard can always show ``scope_name``."""
         for family, samples in self._samples.items():
             renamed: dict[Labels, float] = {}
             for labels, value in samples.items():
                 found = dict(labels)
-                name = names.get((found.get("source", ""), found.get("scope", "")))
-                if name and "scope_name" not in found:
+                if "scope" in found and "scope_name" not in found:
+                    name = names.get((found.get("source", ""), found["scope"])) or found["scope"]
                     labels = tuple(sorted((*labels, ("scope_name", name))))
                 renamed[labels] = value
             self._samples[family] = renamed
