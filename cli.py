@@ -30,6 +30,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -637,6 +638,15 @@ def cmd_migrate(args: argparse.Namespace, service: Service) -> int:
     return 0
 
 
+def _library_labels(connector: Any) -> dict[str, str]:
+    """Drive id -> 'site / library' for the connector's site (one Graph call); {} when it cannot be read."""
+    try:
+        with connector.connect(connector.default_credentials()):
+            return dict(connector.library_labels(connector.site()))
+    except Exception:  # noqa: BLE001 - a name is a courtesy: the drive id still identifies the library
+        return {}
+
+
 def cmd_subscriptions(args: argparse.Namespace, service: Service) -> int:
     """Runs the Graph subscriptions check in this process (what ``kmrl.subscriptions`` does) and shows
     each drive's outcome and expiry; exits 2 when change notifications are off or unusable."""
@@ -654,11 +664,13 @@ def cmd_subscriptions(args: argparse.Namespace, service: Service) -> int:
     store = push.SubscriptionStore(service.state)
     rows = []
     for instance, outcomes in results.items():
+        labels = _library_labels(dict(instances)[instance])
         for drive, outcome in outcomes.items():
             record = store.get(drive)
-            rows.append((instance, drive, outcome, record.id if record else "",
-                         format_time(record.expires if record else None)))
-    out(render_table(("SITE", "DRIVE", "OUTCOME", "SUBSCRIPTION", "EXPIRES"), rows, max_width=48)
+            library = labels.get(drive, drive)
+            rows.append((library, outcome, record.id if record else "",
+                         format_time(record.expires if record else None), drive))
+    out(render_table(("LIBRARY", "OUTCOME", "SUBSCRIPTION", "EXPIRES", "DRIVE ID"), rows, max_width=48)
         if rows else "No SharePoint library to subscribe (or another process is checking them now).")
     return 0
 #: What ``kmrl-connectors --help`` says the tool is (plain text: argparse shows it as written).

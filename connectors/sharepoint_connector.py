@@ -406,10 +406,12 @@ class SharePointConnector(BaseConnector):
         has resolved; the drive id otherwise (no Graph call is made for a name)."""
         cached = self.cache.get(("sharepoint-site", self.graph_base_url, self.site_url.lower()))
         if isinstance(cached, SiteInfo):
-            for lib in cached.libraries:
-                if lib.id == scope:
-                    return f"{self.site_path.strip('/')} / {lib.name}"
+            return self.library_labels(cached).get(scope, scope)
         return scope
+
+    def library_labels(self, site: SiteInfo) -> dict[str, str]:
+        """Drive id -> ``site path / library name`` for each library of ``site``."""
+        return {lib.id: f"{self.site_path.strip('/')} / {lib.name}" for lib in site.libraries}
 
     def _library(self, scope: str) -> tuple[SiteInfo, Library]:
         site = self.site()

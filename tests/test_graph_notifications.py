@@ -330,7 +330,9 @@ def test_the_readme_subscriptions_command_checks_them_and_renews_all_on_demand(
         monkeypatch.setenv(name, value)
     command = shlex.split(readme_command("kmrl-connectors subscriptions"))[1:]
     assert cli.main(command) == 0
-    assert "kept" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "kept" in shown
+    assert f"{SITE} / Documents" in shown  # the library as a person reads it, beside its drive id
     assert cli.main([*command, "--action", "renew"]) == 0
     renewed = push.SubscriptionStore(stack.state).get(drive.id)
     assert renewed is not None and renewed.id == record.id and renewed.renewed > record.renewed
