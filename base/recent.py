@@ -38,16 +38,17 @@ DAILY_TTL = 4 * 86400  # seconds
 #: What became of a document. uploaded: its bytes went to the Hub; linked: the Hub had these bytes
 #: already (from another item), the item was linked to them; unchanged: a new version with the same
 #: bytes as the last one; reprocessed: its enrichment was sent again; held: a content rule kept it
-#: back; deleted: it was deleted at the source and the Hub told; dead-lettered: it failed.
+#: back; deleted: it was deleted at the source and the Hub told; dead-lettered: it failed; renamed:
+#: renamed or moved at the source, its bytes unchanged: the Hub was sent its new name and place.
 UPLOADED, LINKED, UNCHANGED, REPROCESSED = "uploaded", "linked", "unchanged", "reprocessed"
-HELD, DELETED, DEAD_LETTERED = "held", "deleted", "dead-lettered"
-DECISIONS = (UPLOADED, LINKED, UNCHANGED, REPROCESSED, HELD, DELETED, DEAD_LETTERED)
+HELD, DELETED, DEAD_LETTERED, RENAMED = "held", "deleted", "dead-lettered", "renamed"
+DECISIONS = (UPLOADED, LINKED, UNCHANGED, REPROCESSED, HELD, DELETED, DEAD_LETTERED, RENAMED)
 
 #: The day's totals: new (an item seen for the first time, uploaded or linked), updated (a new
-#: version with new bytes), unchanged, reprocessed, deleted, held, failed (dead-lettered).
-KINDS = ("new", "updated", "unchanged", "reprocessed", "deleted", "held", "failed")
+#: version with new bytes), unchanged, reprocessed, deleted, held, failed (dead-lettered), renamed.
+KINDS = ("new", "updated", "unchanged", "reprocessed", "deleted", "held", "failed", "renamed")
 _KIND_OF = {UNCHANGED: "unchanged", REPROCESSED: "reprocessed", HELD: "held", DELETED: "deleted",
-            DEAD_LETTERED: "failed"}
+            DEAD_LETTERED: "failed", RENAMED: "renamed"}
 #: Extraction fields an entry keeps (the rest of ``Document.extraction`` is for the Hub).
 _EXTRACTION_FIELDS = ("method", "pages", "chars", "error", "truncated")
 

@@ -48,7 +48,7 @@ from base.extraction.step import extract_document, reads_on_pool
 from base.hub_client import Hub, HubDocumentMissing, HubRefused
 from base.metric_buffer import DOCUMENTS_CLASSIFIED, HUB_UPLOAD, RUN_DURATION, MetricBuffer
 from base.pool import pool_for
-from base.recent import DELETED, LINKED, REPROCESSED, UNCHANGED, UPLOADED, RecentDocument, from_document
+from base.recent import DELETED, LINKED, RENAMED, REPROCESSED, UNCHANGED, UPLOADED, RecentDocument, from_document
 from base.refusals import RefusalStreak
 from base.relocation import location_digest, metadata_update, relocated
 from base.state import DeadLetter, HeldDocument, ItemRecord, StateStore
@@ -784,7 +784,10 @@ class Runner:
                 return
             try:
                 if self._renamed(run, scope, item, known):
-                    self._settle(run, scope, item, known, outcome="renamed", size=0)
+                    self._settle(run, scope, item, known, outcome="renamed", size=0,
+                                 recent=RecentDocument(self.source.name, scope, item.source_id, RENAMED,
+                                                       filename=item.filename, hub_id=known.hub_id,
+                                                       reason="renamed or moved at the source"))
                     return
             except Exception as exc:  # noqa: BLE001 - classified, and run-level ones raised again, by _item_failed
                 self._item_failed(run, scope, item, None, exc)

@@ -63,7 +63,7 @@ def test_new_versions_deletions_and_failures_are_told_apart(settings, state, hub
     assert refused.filename == "refused.pdf" and "422" in refused.reason
     assert next(e for e in recent(state) if e.source_id == "doc-3").filename == "locked.zip"
     assert today(state) == {"new": 4, "updated": 1, "unchanged": 1, "reprocessed": 0, "deleted": 1, "held": 0,
-                            "failed": 2}
+                            "failed": 2, "renamed": 0}
     assert [e.source_id for e in recent(state, decision="dead-lettered")] == ["doc-4", "doc-3"]
 
 

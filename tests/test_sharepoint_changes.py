@@ -277,6 +277,11 @@ def test_a_rename_and_a_move_update_the_same_hub_documents_without_uploading_aga
     assert [(u["document_id"], u["source_id"]) for u in hub.sim.metadata_updates] == [
         (ids[drill], drill), (ids[bogie], bogie)]  # in the feed's order: renamed first, then moved
     assert all(not d.superseded and not d.deleted for d in hub.sim.documents.values())
+    # The recent-documents record (status page, `kmrl-connectors recent`) shows both as renamed.
+    recent = [json.loads(line) for line in state.redis.lrange(state.keys.recent(), 0, 1)]
+    assert {(r["decision"], r["filename"], r["hub_id"]) for r in recent} == {
+        ("renamed", "Fire drill circular 2025.txt", ids[drill]),
+        ("renamed", "Bogie inspection TS-07.txt", ids[bogie])}
 
     again = _sync(documents(sim, ca, sp_settings, state), sim)
     assert again.totals["renamed"] == 0 and len(hub.sim.metadata_updates) == 2
