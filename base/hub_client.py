@@ -212,27 +212,26 @@ class HttpHub:
         when ``text`` is not None and the text part is on, ``text`` capped at ``text_max_bytes``.
         200/201/204 success; 404 ``HubDocumentMissing``; others classified as an upload's."""
         body = enrichment_body(enrichment, text if self.text_part else None, self.text_max_bytes)
-        response = self.client.request("PUT", f"{self.base_url}/api/v1/documents/{hub_id}/enrichment",
-                                       json=body, headers=self._auth, origins=self._origins)
-        with response:
-            if response.status_code in (200, 201, 204):
-                return
-            if response.status_code == 404:
-                raise HubDocumentMissing(f"the Hub has no document {hub_id}")
-            self._classify(response, "enrichment update")
+        self._put_json(hub_id, "enrichment", body, missing=f"the Hub has no document {hub_id}")
 
     def update_metadata(self, hub_id: str, metadata: Mapping[str, Any]) -> None:
         """``PUT /api/v1/documents/{hub_id}/metadata`` with the JSON body ``metadata_update_body`` makes.
         200/201/204 success; 404 ``HubDocumentMissing``; others classified as an upload's."""
         body = metadata_update_body(metadata)
-        response = self.client.request("PUT", f"{self.base_url}/api/v1/documents/{hub_id}/metadata",
+        self._put_json(hub_id, "metadata", body,
+                       missing=f"the Hub has no document {hub_id} from {body['source_id']}")
+
+    def _put_json(self, hub_id: str, part: str, body: Mapping[str, Any], *, missing: str) -> None:
+        """``PUT /api/v1/documents/{hub_id}/{part}`` with ``body``: 200/201/204 success; 404
+        ``HubDocumentMissing(missing)``; others classified as an upload's."""
+        response = self.client.request("PUT", f"{self.base_url}/api/v1/documents/{hub_id}/{part}",
                                        json=body, headers=self._auth, origins=self._origins)
         with response:
             if response.status_code in (200, 201, 204):
                 return
             if response.status_code == 404:
-                raise HubDocumentMissing(f"the Hub has no document {hub_id} from {body['source_id']}")
-            self._classify(response, "metadata update")
+                raise HubDocumentMissing(missing)
+            self._classify(response, f"{part} update")
 
     def delete(self, source: str, source_id: str) -> None:
         response = self.client.request("DELETE", f"{self.base_url}/api/v1/documents",

@@ -35,6 +35,7 @@ from sandbox.graph_subscriptions import FILES_READWRITE_ALL
 from sandbox.hub import RunningHub, running_hub
 from sandbox.servers import free_port
 from sandbox.tls import CertAuthority
+from tests import waiting
 from tests.conftest import flushed_db_url, make_settings, server_url
 from tests.readme_commands import readme_command
 
@@ -46,13 +47,7 @@ _libraries = itertools.count(1)
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return waiting.wait_for(predicate, timeout=timeout, what=what, interval=0.05)
 
 
 @dataclass

@@ -19,6 +19,7 @@ import pytest
 from base.state import StateStore, metric_field
 from connectors.email_imap import EmailAccount
 from sandbox.dovecot import DovecotServer, require_dovecot
+from tests import waiting
 from watchers.board import CONNECTED_GAUGE, WatcherBoard
 from watchers.imap_channels import IdleChannel, PollChannel
 from watchers.imap_watcher import IDLE, NOTIFY, POLL, AccountWatcher, ChannelPlan, WatchConfig, plan_channels
@@ -29,13 +30,7 @@ FAST = WatchConfig(lease_seconds=1.5, backoff_base=0.2, backoff_max=1.0, timeout
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return waiting.wait_for(predicate, timeout=timeout, what=what, interval=0.02)
 
 
 def mail(subject: str) -> bytes:

@@ -24,18 +24,11 @@ from sandbox.maximo import DEFAULT_API_KEYS, MaximoSimulator
 from sandbox.servers import ServerThread
 from tests.conftest import flushed_db_url, make_settings
 from tests.scheduler_fakes import FAKE_SOURCES, release_held_runs
+from tests.waiting import wait_for
 
 BROKER_DB, RESULTS_DB, STATE_DB = 5, 6, 8
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
