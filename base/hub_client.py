@@ -451,13 +451,7 @@ class OutboxHub:
         ``HubDocumentMissing`` when the outbox has no such document."""
         body = enrichment_body(enrichment, text, self.text_max_bytes)
         folder = self.path_for(hub_id)
-        try:
-            with open(os.path.join(folder, "metadata.json"), encoding="utf-8") as fh:
-                meta = json.load(fh)
-        except FileNotFoundError:
-            raise HubDocumentMissing(f"the outbox has no document {hub_id}") from None
-        except (OSError, ValueError) as exc:
-            raise TransientError(f"cannot read {folder}/metadata.json: {exc}") from exc
+        meta = self._stored_metadata(hub_id, folder)
         new_text = body.pop("text", None)
         meta.update(body)
         try:
@@ -500,6 +494,17 @@ class OutboxHub:
                 pass
             raise
 
+    @staticmethod
+    def _stored_metadata(hub_id: str, folder: str) -> dict[str, Any]:
+        """The document folder's metadata.json; ``HubDocumentMissing`` when there is none."""
+        try:
+            with open(os.path.join(folder, "metadata.json"), encoding="utf-8") as fh:
+                return dict(json.load(fh))
+        except FileNotFoundError:
+            raise HubDocumentMissing(f"the outbox has no document {hub_id}") from None
+        except (OSError, ValueError) as exc:
+            raise TransientError(f"cannot read {folder}/metadata.json: {exc}") from exc
+
     def update_metadata(self, hub_id: str, metadata: Mapping[str, Any]) -> None:
         """Appends the update to the folder's ``metadata_updates.jsonl`` (unless the last line about
         the same source item says the same: a retry) and, when that item is the one the document was
@@ -508,13 +513,7 @@ class OutboxHub:
         completed by sending it again. ``HubDocumentMissing`` when the outbox has no such document."""
         body = metadata_update_body(metadata)
         folder = self.path_for(hub_id)
-        try:
-            with open(os.path.join(folder, "metadata.json"), encoding="utf-8") as fh:
-                meta = json.load(fh)
-        except FileNotFoundError:
-            raise HubDocumentMissing(f"the outbox has no document {hub_id}") from None
-        except (OSError, ValueError) as exc:
-            raise TransientError(f"cannot read {folder}/metadata.json: {exc}") from exc
+        meta = self._stored_metadata(hub_id, folder)
         try:
             log_path = os.path.join(folder, OUTBOX_METADATA_UPDATES)
             line = json.dumps(body, ensure_ascii=False, sort_keys=True)

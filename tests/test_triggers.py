@@ -5,23 +5,17 @@ a burst while idle is one run; any number of requests during a run are exactly o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
-
-import pytest
-from celery.contrib.testing.worker import start_worker
 
 import scheduler
 from base.state import StateStore, metric_field
 from base.triggers import TRIGGER_METRIC, SyncTriggers
-from config.settings import Settings
-from connectors import registry
-from tests.conftest import flushed_db_url, make_settings
-from tests.scheduler_fakes import FAKE_SOURCES, release_held_runs
+from tests import worker_fixtures
+from tests.scheduler_fakes import release_held_runs
 from tests.waiting import wait_for
 
 BROKER_DB, RESULTS_DB, STATE_DB = 5, 6, 8
+#: The worker and its fresh state per test (tests/worker_fixtures.py).
+worker, use = worker_fixtures.worker, worker_fixtures.use
 
 
 
@@ -99,32 +93,6 @@ def test_an_unsent_run_is_undone_and_a_dead_holder_is_outlived(state: StateStore
 
 
 # -- on a real worker --------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    root = tmp_path_factory.mktemp("trigger-worker")
-    settings = make_settings(root, flushed_db_url(STATE_DB), broker_url=flushed_db_url(BROKER_DB),
-                             result_backend=flushed_db_url(RESULTS_DB), redbeat_redis_url=flushed_db_url(7),
-                             environ={"WORKER_LIVENESS_FILE": str(root / "worker.alive"), "SYNC_AT_START": "0"})
-    scheduler.configure(settings, sources=registry.sources_with(*FAKE_SOURCES))
-    try:
-        with start_worker(scheduler.app, pool="threads", concurrency=3, perform_ping_check=False,
-                          loglevel="WARNING", shutdown_timeout=15) as running:
-            yield running
-    finally:
-        scheduler.service.reset(scheduler.service.settings, sources=registry.SOURCES)
-
-
-@pytest.fixture
-def use(worker: Any, tmp_path: Path) -> Callable[..., tuple[Settings, StateStore]]:
-    def configure(**env: str) -> tuple[Settings, StateStore]:
-        settings = make_settings(tmp_path, flushed_db_url(STATE_DB), broker_url=scheduler.app.conf.broker_url,
-                                 result_backend=scheduler.app.conf.result_backend,
-                                 environ={"SYNC_AT_START": "0", **env})
-        scheduler.service.reset(settings)
-        return settings, StateStore.from_url(settings.state_redis_url)
-    return configure
-
 
 def test_a_burst_of_requests_while_idle_is_one_run_on_a_worker(use):
     _, state = use(FAKE_FILES="3", SYNC_TRIGGER_DELAY_SECONDS="0.5")
