@@ -13,7 +13,6 @@ from tests import worker_fixtures
 from tests.scheduler_fakes import release_held_runs
 from tests.waiting import wait_for
 
-BROKER_DB, RESULTS_DB, STATE_DB = 5, 6, 8
 #: The worker and its fresh state per test (tests/worker_fixtures.py).
 worker, use = worker_fixtures.worker, worker_fixtures.use
 
