@@ -15,6 +15,7 @@ more run after it.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import kombu.exceptions
@@ -29,6 +30,12 @@ from utils.logging import get_logger, mask_text
 
 log = get_logger("web.sync_requests")
 
+#: The WhatsApp connector's one scope.
+INBOX_SCOPE = "inbox"
+#: Seconds between two inbox-sync requests of one web process (``BackgroundRequest.min_interval``):
+#: small beside the triggered run's own delay (SYNC_TRIGGER_DELAY_SECONDS).
+WHATSAPP_REQUEST_INTERVAL = 0.25
+
 
 def sender_for(service: Service) -> Celery | None:
     """A Celery app that sends runs to the service's broker (``scheduler.sending_app``); None, logged,
@@ -42,19 +49,23 @@ def sender_for(service: Service) -> Celery | None:
         return None
 
 
+def instances_with(service: Service, source: str, scope: str) -> list[str]:
+    """The configured instances of ``source`` that have ``scope``; ConfigError when the source's
+    settings cannot build a connector."""
+    return [registry.instance_id(connector, index) for index, connector in enumerate(service.connectors(source))
+            if scope in connector.scopes()]
+
+
 def request_run(service: Service, sender: Celery, source: str, scope: str, *, reason: str) -> list[str]:
     """Requests a run of ``scope`` on every configured instance of ``source`` that has it; returns the
     instances it was requested on (empty: the scope is not configured). Raises ConfigError when the
     source's settings cannot build a connector, and what Redis or the broker raised."""
     import scheduler
 
-    instances = []
-    for index, connector in enumerate(service.connectors(source)):
-        if scope in connector.scopes():
-            instance = registry.instance_id(connector, index)
-            scheduler.request_sync(service.state, source, instance, scope, reason=reason, settings=service.settings,
-                                   sender=sender)
-            instances.append(instance)
+    instances = instances_with(service, source, scope)
+    for instance in instances:
+        scheduler.request_sync(service.state, source, instance, scope, reason=reason, settings=service.settings,
+                               sender=sender)
     return instances
 
 
@@ -62,13 +73,19 @@ class BackgroundRequest:
     """Sends ``send()`` on a thread of its own after ``poke()``; pokes that arrive while it sends are
     one more send. ``poke`` costs a flag set: the caller (a webhook request) never waits for I/O.
 
+    min_interval: seconds between the starts of two sends. Under a steady stream of notifications the
+    pokes then cost a few sends a second, not one per group commit: the thread would otherwise take
+    the interpreter lock from the request threads as often as it can (measured: a third of the
+    webhook's throughput), for requests that the trigger rule coalesces anyway.
+
     The thread starts on the first poke, so that it lives in the gunicorn worker that pokes (threads
     do not survive a fork).
     """
 
-    def __init__(self, send: Callable[[], object], *, name: str) -> None:
+    def __init__(self, send: Callable[[], object], *, name: str, min_interval: float = 0.0) -> None:
         self._send = send
         self._name = name
+        self._min_interval = min_interval
         self._wanted = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -88,12 +105,16 @@ class BackgroundRequest:
         while True:
             self._wanted.wait()
             self._wanted.clear()
+            started = time.monotonic()
             try:
                 self._send()
             except Exception as exc:  # noqa: BLE001 - logged; the beat tick still runs the scope
                 log.warning("sync_request_failed", request=self._name, error=mask_text(f"{type(exc).__name__}: {exc}"),
                             effect="the scope runs at its next tick")
             self.sent += 1
+            rest = self._min_interval - (time.monotonic() - started)
+            if rest > 0:
+                time.sleep(rest)  # pokes meanwhile set the flag: one send after the pause covers them all
 
 
 def whatsapp_inbox_request(service: Service) -> BackgroundRequest | None:
@@ -103,17 +124,31 @@ def whatsapp_inbox_request(service: Service) -> BackgroundRequest | None:
     if sender is None:
         return None
 
-    def send() -> None:
-        try:
-            instances = request_run(service, sender, "whatsapp", "inbox", reason="whatsapp_media")
-        except ConfigError as exc:
-            log.warning("whatsapp_sync_not_requested", error=mask_text(str(exc)),
-                        effect="the inbox is synced at the next tick")
-            return
-        if not instances:
-            log.warning("whatsapp_sync_not_requested", reason="no WhatsApp connector has the inbox scope")
+    import scheduler
 
-    return BackgroundRequest(send, name="whatsapp-sync-request")
+    instances: list[str] = []
+    warned: list[str] = []  # what was logged, so that a lasting misconfiguration is one line, not one a poke
+
+    def not_requested(why: str) -> None:
+        if why not in warned:
+            warned.append(why)
+            log.warning("whatsapp_sync_not_requested", reason=why, effect="the inbox is synced at the next tick")
+
+    def send() -> None:
+        if not instances:  # the connectors are built once, not per request
+            try:
+                instances.extend(instances_with(service, "whatsapp", INBOX_SCOPE))
+            except ConfigError as exc:
+                not_requested(mask_text(str(exc)))
+                return
+            if not instances:
+                not_requested("no WhatsApp connector has the inbox scope")
+                return
+        for instance in instances:
+            scheduler.request_sync(service.state, "whatsapp", instance, INBOX_SCOPE, reason="whatsapp_media",
+                                   settings=service.settings, sender=sender)
+
+    return BackgroundRequest(send, name="whatsapp-sync-request", min_interval=WHATSAPP_REQUEST_INTERVAL)
 
 
 def sync_request_blueprint(service: Service) -> Blueprint:
