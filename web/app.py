@@ -31,7 +31,7 @@ from web.metric_flush import WebMetrics
 from web.metrics import metrics_blueprint
 from web.operator import OperatorAccess, install_operator_access
 from web.status_page import PAGE_ENDPOINTS, status_blueprint
-from web.sync_requests import sync_request_blueprint, whatsapp_inbox_request
+from web.sync_requests import RunSender, sync_request_blueprint, whatsapp_inbox_request
 from web.webhook import WebhookConfig, whatsapp_blueprint
 
 #: Redis timeouts for the web process: a stalled Redis must fail a request (Meta then retries)
@@ -107,14 +107,15 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
 def _public_blueprints(service: Service) -> list[Blueprint]:
     webhook = WebhookConfig.from_settings(service.settings)
     register_secret(webhook.app_secret, webhook.verify_token)
-    inbox_sync = whatsapp_inbox_request(service)
+    sender = RunSender(service.settings)
     graph = GraphWebhookConfig.from_settings(service.settings)
     register_secret(graph.client_state_secret)
     return [whatsapp_blueprint(webhook, service.inbox, metrics=WebMetrics(service.state),
-                               on_queued=inbox_sync.poke if inbox_sync else None),
-            graph_blueprint(graph, service.state, CeleryDispatch(service.settings))]
+                               on_queued=whatsapp_inbox_request(service, sender).poke),
+            graph_blueprint(graph, service.state, CeleryDispatch(sender))]
 
 
 def _internal_blueprints(service: Service) -> list[Blueprint]:
-    return [health_blueprint(service.redis), metrics_blueprint(service.settings), sync_request_blueprint(service),
+    return [health_blueprint(service.redis), metrics_blueprint(service.settings),
+            sync_request_blueprint(service, RunSender(service.settings)),
             status_blueprint(service.settings, sources=service.sources)]

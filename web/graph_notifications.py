@@ -24,7 +24,6 @@ Graph delivers again later.
 from __future__ import annotations
 
 import json
-import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from config.settings import Settings
 from connectors.sharepoint_subscriptions import SubscriptionStore, client_state_matches, drive_of_resource
 from utils.errors import ConfigError
 from utils.logging import get_logger
+from web.sync_requests import RunSender
 
 log = get_logger(__name__)
 
@@ -67,31 +67,26 @@ class Dispatch(Protocol):
 
 
 class CeleryDispatch:
-    """``scheduler.request_sync`` (the one trigger rule) and the ``kmrl.subscriptions`` task, sent by a
-    send-only Celery app to the service's broker (``scheduler.sending_app``, built on first use, in the
-    gunicorn worker that uses it)."""
+    """``scheduler.request_sync`` (the one trigger rule) and the ``kmrl.subscriptions`` task, sent by the
+    web process's send-only Celery app (``RunSender``)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._lock = threading.Lock()
-        self._sender: Any = None
+    def __init__(self, sender: RunSender) -> None:
+        self.sender = sender
 
-    def _scheduler_and_sender(self) -> tuple[Any, Any]:
-        import scheduler  # the tasks' module; only a process that sends runs needs it
-
-        with self._lock:
-            if self._sender is None:
-                self._sender = scheduler.sending_app(self.settings)
-            return scheduler, self._sender
+    def _app(self) -> Any:
+        app = self.sender.get()
+        if app is None:
+            raise ConfigError("this web process cannot send runs: its settings build no Celery app")
+        return app
 
     def sync(self, state: StateStore, instance: str, drive: str, *, reason: str) -> None:
-        scheduler, sender = self._scheduler_and_sender()
-        scheduler.request_sync(state, "sharepoint", instance, drive, reason=reason, settings=self.settings,
-                               sender=sender)
+        import scheduler  # the tasks' module; only a process that sends runs needs it
+
+        scheduler.request_sync(state, "sharepoint", instance, drive, reason=reason, settings=self.sender.settings,
+                               sender=self._app())
 
     def subscriptions(self, drive: str, action: str) -> None:
-        _, sender = self._scheduler_and_sender()
-        sender.send_task("kmrl.subscriptions", kwargs={"drive": drive, "action": action})
+        self._app().send_task("kmrl.subscriptions", kwargs={"drive": drive, "action": action})
 
 
 @dataclass(frozen=True)

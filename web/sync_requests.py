@@ -23,6 +23,7 @@ import redis
 from celery import Celery
 from flask import Blueprint, Response, jsonify
 
+from config.settings import Settings
 from connectors import registry
 from connectors.service import Service
 from utils.errors import ConfigError
@@ -37,16 +38,30 @@ INBOX_SCOPE = "inbox"
 WHATSAPP_REQUEST_INTERVAL = 0.25
 
 
-def sender_for(service: Service) -> Celery | None:
-    """A Celery app that sends runs to the service's broker (``scheduler.sending_app``); None, logged,
-    when the settings cannot build one (runs then wait for the beat schedule)."""
-    import scheduler  # the tasks' module; only a process that sends runs needs it
+class RunSender:
+    """The web process's send-only Celery app (``scheduler.sending_app``), built on first use: in the
+    gunicorn worker that sends (no broker connection crosses a fork) and only once something is sent.
+    One per listener app, shared by the routes that ask for runs (WhatsApp, Graph, Maximo)."""
 
-    try:
-        return scheduler.sending_app(service.settings)
-    except ConfigError as exc:
-        log.warning("sync_requests_off", error=mask_text(str(exc)), effect="runs wait for the beat schedule")
-        return None
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._app: Celery | None = None
+        self._refused = False
+
+    def get(self) -> Celery | None:
+        """The app; None (logged once) when the settings build none, and runs wait for the schedule."""
+        with self._lock:
+            if self._app is None and not self._refused:
+                import scheduler  # the tasks' module; only a process that sends runs needs it
+
+                try:
+                    self._app = scheduler.sending_app(self.settings)
+                except ConfigError as exc:
+                    self._refused = True
+                    log.warning("sync_requests_off", error=mask_text(str(exc)),
+                                effect="runs wait for the beat schedule")
+            return self._app
 
 
 def instances_with(service: Service, source: str, scope: str) -> list[str]:
@@ -117,13 +132,9 @@ class BackgroundRequest:
                 time.sleep(rest)  # pokes meanwhile set the flag: one send after the pause covers them all
 
 
-def whatsapp_inbox_request(service: Service) -> BackgroundRequest | None:
-    """The webhook's poke target: requests the WhatsApp inbox sync; None when this process cannot send
-    runs (its settings build no Celery app), in which case the inbox waits for the tick as before."""
-    sender = sender_for(service)
-    if sender is None:
-        return None
-
+def whatsapp_inbox_request(service: Service, sender: RunSender) -> BackgroundRequest:
+    """The webhook's poke target: requests the WhatsApp inbox sync (when ``sender`` has no app, the
+    inbox waits for the tick, as before)."""
     import scheduler
 
     instances: list[str] = []
@@ -144,24 +155,27 @@ def whatsapp_inbox_request(service: Service) -> BackgroundRequest | None:
             if not instances:
                 not_requested("no WhatsApp connector has the inbox scope")
                 return
+        app = sender.get()
+        if app is None:
+            return
         for instance in instances:
             scheduler.request_sync(service.state, "whatsapp", instance, INBOX_SCOPE, reason="whatsapp_media",
-                                   settings=service.settings, sender=sender)
+                                   settings=service.settings, sender=app)
 
     return BackgroundRequest(send, name="whatsapp-sync-request", min_interval=WHATSAPP_REQUEST_INTERVAL)
 
 
-def sync_request_blueprint(service: Service) -> Blueprint:
+def sync_request_blueprint(service: Service, sender: RunSender) -> Blueprint:
     """``POST /sync/maximo/<site>`` (an operator route: the internal app guards it)."""
     bp = Blueprint("sync_requests", __name__)
-    sender = sender_for(service)
 
     @bp.post("/sync/maximo/<site>")
     def sync_maximo_site(site: str) -> tuple[Response, int]:
-        if sender is None:
+        app = sender.get()
+        if app is None:
             return jsonify(error="this web process cannot send runs: its settings build no Celery app"), 503
         try:
-            instances = request_run(service, sender, "maximo", site, reason="maximo_trigger")
+            instances = request_run(service, app, "maximo", site, reason="maximo_trigger")
         except ConfigError as exc:
             return jsonify(error=f"Maximo is not configured: {mask_text(str(exc))}"), 409
         except (redis.RedisError, kombu.exceptions.OperationalError, OSError) as exc:
