@@ -443,11 +443,16 @@ class HubSimulator:
 
     # ----- provenance, deletion, health ------------------------------------------------------
 
-    def _link_source(self, request: Request, doc_id: str) -> Response:
+    def _document(self, request: Request, doc_id: str) -> HubDocument:
+        """The stored document ``doc_id`` for an authenticated request; 404 when there is none."""
         self._check_token(request)
         doc = self.store.get(doc_id)
         if doc is None:
             raise _Refusal(404, "unknown_document", f"no document {doc_id}")
+        return doc
+
+    def _link_source(self, request: Request, doc_id: str) -> Response:
+        doc = self._document(request, doc_id)
         metadata = request.get_json(silent=True)
         if not isinstance(metadata, dict):
             raise _Refusal(400, "bad_metadata", "the body must be the metadata JSON object")
@@ -463,10 +468,7 @@ class HubSimulator:
         return _json(status, {"id": doc_id, "sha256": doc.sha256, "status": "linked" if status == 201 else "known"})
 
     def _update_enrichment(self, request: Request, doc_id: str) -> Response:
-        self._check_token(request)
-        doc = self.store.get(doc_id)
-        if doc is None:
-            raise _Refusal(404, "unknown_document", f"no document {doc_id}")
+        doc = self._document(request, doc_id)
         if request.content_length is not None and request.content_length > self.max_text_bytes + MAX_METADATA_BYTES:
             raise _Refusal(413, "too_large", f"an enrichment update of {request.content_length} bytes")
         body = request.get_json(silent=True)
@@ -491,10 +493,7 @@ class HubSimulator:
         return _json(200, {"id": doc_id, "sha256": doc.sha256, "status": "updated"})
 
     def _update_metadata(self, request: Request, doc_id: str) -> Response:
-        self._check_token(request)
-        doc = self.store.get(doc_id)
-        if doc is None:
-            raise _Refusal(404, "unknown_document", f"no document {doc_id}")
+        doc = self._document(request, doc_id)
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             raise _Refusal(400, "bad_metadata", "the body must be a JSON object naming a source item")
@@ -516,10 +515,7 @@ class HubSimulator:
         return _json(200, {"id": doc_id, "sha256": doc.sha256, "status": "updated"})
 
     def _text(self, request: Request, doc_id: str) -> Response:
-        self._check_token(request)
-        doc = self.store.get(doc_id)
-        if doc is None:
-            raise _Refusal(404, "unknown_document", f"no document {doc_id}")
+        doc = self._document(request, doc_id)
         text = doc.text()
         if text is None:
             raise _Refusal(404, "no_text", f"document {doc_id} has no text")
